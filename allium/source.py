@@ -1,0 +1,102 @@
+"""Source text and the mapping from offsets to human positions.
+
+Everything downstream (AST spans, diagnostics, carets) speaks in character
+offsets into a :class:`SourceFile`; this module is the one place that turns
+those into 1-based lines and columns and into UTF-8 byte offsets.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    line: int  # 1-based
+    column: int  # 1-based, in characters
+    offset: int  # 0-based character offset
+    byte_offset: int  # 0-based UTF-8 byte offset
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A half-open range of characters in one file."""
+
+    file: str
+    start: Position
+    end: Position
+
+    @property
+    def line(self) -> int:
+        return self.start.line
+
+    @property
+    def column(self) -> int:
+        return self.start.column
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.start.line,
+            "col": self.start.column,
+            "end_line": self.end.line,
+            "end_col": self.end.column,
+            "offset": self.start.offset,
+            "end_offset": self.end.offset,
+            "byte_offset": self.start.byte_offset,
+            "end_byte_offset": self.end.byte_offset,
+        }
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    text: str
+    _line_starts: list[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        starts = [0]
+        text = self.text
+        find = text.find
+        i = find("\n")
+        while i != -1:
+            starts.append(i + 1)
+            i = find("\n", i + 1)
+        object.__setattr__(self, "_line_starts", starts)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "SourceFile":
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-8-sig", errors="replace")
+        return cls(str(path), text.replace("\r\n", "\n"))
+
+    @cached_property
+    def is_ascii(self) -> bool:
+        return self.text.isascii()
+
+    def position(self, offset: int) -> Position:
+        offset = max(0, min(offset, len(self.text)))
+        index = bisect.bisect_right(self._line_starts, offset) - 1
+        line_start = self._line_starts[index]
+        if self.is_ascii:
+            byte_offset = offset
+        else:
+            byte_offset = len(self.text[:offset].encode("utf-8"))
+        return Position(index + 1, offset - line_start + 1, offset, byte_offset)
+
+    def span(self, start: int, end: int) -> Span:
+        return Span(self.path, self.position(start), self.position(max(start, end)))
+
+    def line_text(self, line: int) -> str:
+        if not 1 <= line <= len(self._line_starts):
+            return ""
+        start = self._line_starts[line - 1]
+        end = self.text.find("\n", start)
+        return self.text[start:] if end == -1 else self.text[start:end]
+
+    @property
+    def line_count(self) -> int:
+        return len(self._line_starts)

@@ -1,0 +1,43 @@
+"""Builds the Lark parser once (cached on disk) and runs it.
+
+This module and its siblings are the only ones that import lark.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from lark import Lark, Tree
+
+from allium.syntax.postlex import AlliumPostLexer
+
+GRAMMAR_PATH = Path(__file__).with_name("allium.lark")
+
+
+def _cache_path() -> str:
+    # Lark keys its cache on grammar text and options, so a stale file is never
+    # reused; we only choose where it lives.
+    root = Path(tempfile.gettempdir()) / "allium-lark-cache"
+    root.mkdir(exist_ok=True)
+    return str(root / "allium.lark.cache")
+
+
+@lru_cache(maxsize=1)
+def build_parser() -> Lark:
+    return Lark(
+        GRAMMAR_PATH.read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        postlex=AlliumPostLexer(),
+        propagate_positions=True,
+        maybe_placeholders=False,
+        cache=_cache_path(),
+    )
+
+
+def parse_tree(text: str) -> tuple[Tree, AlliumPostLexer]:
+    parser = build_parser()
+    tree = parser.parse(text)
+    return tree, parser.options.postlex
