@@ -19,6 +19,7 @@ attach doc comments, read the version marker and honour ``allium-ignore``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -67,6 +68,7 @@ class _Block:
 
     indents: list[int] | None
     fresh: bool = False  # a declaration block whose first line we have not seen
+    opener: Token | None = None  # the `{`, `(` or `[` that opened it
 
 
 class AlliumPostLexer(PostLex):
@@ -76,11 +78,17 @@ class AlliumPostLexer(PostLex):
 
     def __init__(self) -> None:
         self.comments: list[Comment] = []
+        # For error messages: the last tokens handed on, and the open blocks.
+        self.recent: deque[Token] = deque(maxlen=3)
+        self.blocks: list[_Block] = []
 
     # lark calls process() once per parse
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         self.comments = []
+        self.recent.clear()
         blocks: list[_Block] = [_Block([0])]
+        self.blocks = blocks
+        recent = self.recent
         prev: Token | None = None  # last token handed to the parser
         line_first: Token | None = None  # first token of the current logical line
         line_indent = 0
@@ -89,6 +97,7 @@ class AlliumPostLexer(PostLex):
         def emit(token: Token) -> Token:
             nonlocal prev
             prev = token
+            recent.append(token)
             return token
 
         def synth(kind: str, like: Token) -> Token:
@@ -141,10 +150,10 @@ class AlliumPostLexer(PostLex):
             elif value == "{":
                 is_block = _opens_block(line_first, prev, blocks[-1])
                 yield emit(token)
-                blocks.append(_Block([0], fresh=True) if is_block else _Block(None))
+                blocks.append(_Block([0], True, token) if is_block else _Block(None, False, token))
                 continue
             elif value in ("(", "["):
-                blocks.append(_Block(None))
+                blocks.append(_Block(None, False, token))
             elif value in (")", "]") and len(blocks) > 1 and blocks[-1].indents is None:
                 blocks.pop()
             elif value == "}" and len(blocks) > 1:

@@ -1,0 +1,3 @@
+from allium.cli import main
+
+main()

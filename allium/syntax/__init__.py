@@ -1,0 +1,232 @@
+"""Parsing: source text -> :class:`allium.ast.Module` plus diagnostics.
+
+The only package that imports lark.  Parsing never raises on bad input: a
+syntax error becomes a diagnostic with a position and a readable message.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from allium import ast
+from allium.diagnostics import Diagnostic, error, warning
+from allium.source import SourceFile
+from allium.syntax import messages
+from allium.syntax.build import AstBuilder
+from allium.syntax.parser import build_parser
+from allium.syntax.postlex import AlliumPostLexer, Comment
+
+SUPPORTED_VERSIONS = (1, 2, 3)
+_MARKER = re.compile(r"^\s*--\s*allium:\s*(\S+)\s*$")
+_IGNORE = re.compile(r"^\s*allium-ignore\s+([A-Za-z0-9._,\- \t]+)$")
+_SEE = re.compile(r"^see:\s*(\S+)")
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    source: SourceFile
+    module: ast.Module | None  # None when the file has a syntax error
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.module is not None
+
+
+def parse_source(source: SourceFile) -> ParseResult:
+    diagnostics = list(_version_diagnostics(source))
+    version = _version(source)
+    parser = build_parser()
+    postlexer: AlliumPostLexer = parser.options.postlex
+    try:
+        tree = parser.parse(source.text)
+        decls = AstBuilder(source).transform(tree)
+    except UnexpectedInput as exc:
+        diagnostics.append(_syntax_diagnostic(source, exc, postlexer))
+        return ParseResult(source, None, tuple(diagnostics))
+    except (LarkError, RecursionError) as exc:  # pragma: no cover - defensive
+        diagnostics.append(error("allium.syntax.error", f"could not parse: {exc}", source.span(0, 0)))
+        return ParseResult(source, None, tuple(diagnostics))
+    comments = list(postlexer.comments)
+    decls = _attach_hints(decls, comments, source)
+    module = ast.Module(
+        source.span(0, len(source.text)),
+        source.path,
+        version,
+        _version_span(source),
+        tuple(decls),
+        _suppressions(comments),
+        tuple((c.line, c.text) for c in comments),
+    )
+    return ParseResult(source, module, tuple(diagnostics))
+
+
+def parse_text(text: str, path: str = "<input>") -> ParseResult:
+    return parse_source(SourceFile(path, text))
+
+
+def parse_file(path: str) -> ParseResult:
+    return parse_source(SourceFile.read(path))
+
+
+# ---------------------------------------------------------------- version marker
+
+
+def _marker(source: SourceFile) -> re.Match[str] | None:
+    return _MARKER.match(source.line_text(1))
+
+
+def _version(source: SourceFile) -> int | None:
+    match = _marker(source)
+    if match and match.group(1).isdigit():
+        return int(match.group(1))
+    return None
+
+
+def _version_span(source: SourceFile):
+    return source.span(0, len(source.line_text(1))) if _marker(source) else None
+
+
+def _version_diagnostics(source: SourceFile):
+    match = _marker(source)
+    if match is None:
+        yield warning(
+            "allium.version.missing",
+            "missing version marker; expected '-- allium: 3' as the first line",
+            source.span(0, 0),
+        )
+    elif not match.group(1).isdigit() or int(match.group(1)) not in SUPPORTED_VERSIONS:
+        yield error(
+            "allium.version.unsupported",
+            f"unsupported allium version {match.group(1)}; this parser supports versions 1, 2 and 3",
+            source.span(match.start(1), match.end(1)),
+        )
+
+
+# ---------------------------------------------------------------- comments
+
+
+def _suppressions(comments: list[Comment]) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    """`-- allium-ignore a, b` silences those codes on its own line and the next."""
+    out: list[tuple[int, tuple[str, ...]]] = []
+    for comment in comments:
+        match = _IGNORE.match(comment.text)
+        if match:
+            codes = tuple(c.strip() for c in match.group(1).split(",") if c.strip())
+            out.append((comment.line, codes))
+    return tuple(out)
+
+
+def _attach_hints(decls: list[ast.Decl], comments: list[Comment], source: SourceFile) -> list[ast.Decl]:
+    """Fill in what only comments carry: doc comments and deferred `-- see:` hints."""
+    trailing = {c.line: c for c in comments if c.trailing}
+    by_line = {c.line: c for c in comments if not c.trailing}
+    out: list[ast.Decl] = []
+    for decl in decls:
+        if isinstance(decl, ast.DeferredDecl) and decl.hint is None:
+            comment = trailing.get(decl.span.start.line)
+            if comment is not None:
+                match = _SEE.match(comment.text)
+                hint = match.group(1) if match else _url(comment.text)
+                if hint:
+                    decl = _replace(decl, hint=hint)
+        doc = _doc_comment(decl.span.start.line, by_line)
+        if doc and hasattr(decl, "doc_comment"):
+            decl = _replace(decl, doc_comment=doc)
+        out.append(decl)
+    return out
+
+
+def _doc_comment(line: int, by_line: dict[int, Comment]) -> str | None:
+    """The run of comment lines directly above a declaration, separators dropped."""
+    lines: list[str] = []
+    current = line - 1
+    while current in by_line:
+        text = by_line[current].text
+        if _MARKER.match("--" + text) or set(text.strip()) <= {"-", "="}:
+            break
+        lines.append(text)
+        current -= 1
+    return "\n".join(reversed(lines)) or None
+
+
+def _url(text: str) -> str | None:
+    match = re.search(r"https?://\S+", text)
+    return match.group(0) if match else None
+
+
+def _replace(node, **changes):
+    import dataclasses
+
+    return dataclasses.replace(node, **changes)
+
+
+# ---------------------------------------------------------------- syntax errors
+
+
+def _syntax_diagnostic(source: SourceFile, exc: UnexpectedInput, postlexer: AlliumPostLexer) -> Diagnostic:
+    recent = list(postlexer.recent)
+    if isinstance(exc, UnexpectedCharacters):
+        offset = exc.pos_in_stream or 0
+        char = source.text[offset : offset + 1]
+        return error(
+            "allium.syntax.unexpectedCharacter",
+            f"unexpected character {char!r}",
+            source.span(offset, offset + 1),
+        )
+    if isinstance(exc, UnexpectedToken):
+        token = exc.token
+        if token.type == "$END":
+            return _unexpected_end(source, exc.expected, postlexer)
+        # recent[-1] is the failing token itself when the postlexer emitted it.
+        if recent and recent[-1] is token:
+            recent = recent[:-1]
+        where = messages.misplaced_keyword(token, recent) or token
+        start = where.start_pos if where.start_pos is not None else len(source.text)
+        end = where.end_pos if where.end_pos is not None and where.value else start + 1
+        message = messages.unexpected_token_message(token, _parser_expected(exc), recent, _patterns())
+        return error("allium.syntax.unexpectedToken", message, source.span(start, end))
+    if isinstance(exc, UnexpectedEOF):  # pragma: no cover - LALR reports $END as a token
+        return _unexpected_end(source, exc.expected, postlexer)
+    return error("allium.syntax.error", str(exc), source.span(0, 0))  # pragma: no cover
+
+
+def _parser_expected(exc: UnexpectedToken) -> set[str]:
+    """What the parser (not the lexer) would accept at the failure point.
+
+    When the contextual lexer fails, lark reports the lexer's terminal set,
+    which includes terminals we accept everywhere for the postlexer's sake.
+    """
+    state = exc.state
+    try:
+        keys = state.parse_conf.parse_table.states[state.position].keys()
+    except AttributeError:
+        return set(exc.expected)
+    # The table also holds goto entries for rules (lowercase); keep terminals.
+    return {k for k in keys if k.isupper() or k.startswith("__") or k == "$END"}
+
+
+def _patterns() -> dict[str, str]:
+    return {t.name: t.pattern.value for t in build_parser().terminals if t.name.startswith("__ANON")}
+
+
+def _unexpected_end(source: SourceFile, expected, postlexer: AlliumPostLexer) -> Diagnostic:
+    end = len(source.text)
+    open_blocks = [b.opener for b in postlexer.blocks[1:] if b.opener is not None]
+    if open_blocks:
+        opener = open_blocks[-1]
+        closer = {"{": "}", "(": ")", "[": "]"}[opener.value]
+        return error(
+            "allium.syntax.unclosedBlock",
+            f"expected '{closer}' to close the '{opener.value}' opened at line {opener.line}, found end of file",
+            source.span(end, end),
+            f"the block starts at line {opener.line}, column {opener.column}",
+        )
+    return error(
+        "allium.syntax.unexpectedEnd",
+        f"expected {messages.expected_phrase(expected)}, found end of file",
+        source.span(end, end),
+    )

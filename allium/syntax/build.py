@@ -1,0 +1,607 @@
+"""Lark parse tree -> typed AST (allium.ast).
+
+One method per grammar rule.  Each receives the rule's ``meta`` (positions)
+and its already-transformed children; tokens arrive as lark Tokens and leave
+as plain strings, so no lark type escapes this module.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from lark import Token, Transformer, v_args
+from lark.tree import Meta
+
+from allium import ast
+from allium.source import SourceFile, Span
+
+PRIMITIVE_TYPES = frozenset(
+    {"String", "Integer", "Decimal", "Boolean", "Timestamp", "Duration", "Any", "ByteArray"}
+)
+
+
+class _Branch(tuple):
+    """(condition, value) of an inline `else if`; a marker type for if_expr."""
+
+
+@v_args(meta=True)
+class AstBuilder(Transformer):
+    def __init__(self, source: SourceFile) -> None:
+        super().__init__(visit_tokens=False)
+        self.source = source
+
+    # ------------------------------------------------------------ helpers
+
+    def _span(self, meta: Meta, children: list[Any] | None = None) -> Span:
+        if not getattr(meta, "empty", True):
+            return self.source.span(meta.start_pos, meta.end_pos)
+        for child in children or ():
+            if isinstance(child, ast.Node):
+                return child.span
+            if isinstance(child, Token) and child.start_pos is not None:
+                return self.source.span(child.start_pos, child.end_pos or child.start_pos)
+        return self.source.span(0, 0)
+
+    def _tok_span(self, token: Token) -> Span:
+        return self.source.span(token.start_pos or 0, token.end_pos or token.start_pos or 0)
+
+    @staticmethod
+    def _tokens(children: list[Any], kind: str | None = None) -> list[Token]:
+        return [c for c in children if isinstance(c, Token) and (kind is None or c.type == kind)]
+
+    @staticmethod
+    def _nodes(children: list[Any], kind: type = ast.Node) -> list[Any]:
+        return [c for c in children if isinstance(c, kind)]
+
+    # ------------------------------------------------------------ module
+
+    def start(self, meta: Meta, children: list[Any]) -> list[ast.Decl]:
+        return [c for c in children if isinstance(c, ast.Decl)]
+
+    def use_decl(self, meta: Meta, c: list[Any]) -> ast.UseDecl:
+        path = _unquote(c[0])
+        alias = str(c[1]) if len(c) > 1 else ""
+        return ast.UseDecl(self._span(meta), alias, path)
+
+    def module_decl(self, meta: Meta, c: list[Any]) -> ast.ModuleDecl:
+        return ast.ModuleDecl(self._span(meta), c[0])
+
+    def qname(self, meta: Meta, c: list[Token]) -> str:
+        return ".".join(str(t) for t in c)
+
+    def given_decl(self, meta: Meta, c: list[Any]) -> ast.GivenDecl:
+        return ast.GivenDecl(self._span(meta), "given", tuple(self._nodes(c, ast.Binding)))
+
+    def binding(self, meta: Meta, c: list[Any]) -> ast.Binding:
+        return ast.Binding(self._span(meta), str(c[0]), c[1])
+
+    # ------------------------------------------------------------ entities
+
+    def entity_body(self, meta: Meta, c: list[Any]) -> list[Any]:
+        return c
+
+    def _entity(self, meta: Meta, kind: str, name: Token, body: list[Any], base: str | None = None) -> ast.EntityDecl:
+        annotations = [m for m in body if isinstance(m, ast.Annotation)]
+        return ast.EntityDecl(
+            self._span(meta),
+            str(name),
+            kind,
+            base,
+            tuple(m for m in body if isinstance(m, ast.Field)),
+            tuple(m for m in body if isinstance(m, ast.TransitionGraph)),
+            tuple(m for m in body if isinstance(m, ast.InvariantDecl)),
+            tuple(annotations),
+        )
+
+    def entity_decl(self, meta: Meta, c: list[Any]) -> ast.EntityDecl:
+        return self._entity(meta, "entity", c[0], c[1])
+
+    def external_entity_decl(self, meta: Meta, c: list[Any]) -> ast.EntityDecl:
+        return self._entity(meta, "external", c[0], c[1])
+
+    def value_decl(self, meta: Meta, c: list[Any]) -> ast.EntityDecl:
+        return self._entity(meta, "value", c[0], c[1])
+
+    def variant_decl(self, meta: Meta, c: list[Any]) -> ast.EntityDecl:
+        return self._entity(meta, "variant", c[0], c[2], base=c[1])
+
+    def dotted_name(self, meta: Meta, c: list[Token]) -> tuple[str, str]:
+        return (str(c[0]), str(c[1]))
+
+    def field(self, meta: Meta, c: list[Any]) -> ast.Field:
+        owner = None
+        name = c[0]
+        if isinstance(name, tuple):
+            owner, name = name
+        value = c[1]
+        when = c[2].expr if len(c) > 2 else None
+        return ast.Field(self._span(meta), str(name), classify_field(value), value, when, (), owner)
+
+    def param_field(self, meta: Meta, c: list[Any]) -> ast.Field:
+        params = tuple(str(t) for t in c if isinstance(t, Token))[1:]
+        exprs = self._nodes(c, ast.Expr)
+        when = self._nodes(c, _FieldWhen)
+        return ast.Field(
+            self._span(meta), str(c[0]), "derived", exprs[0], when[0].expr if when else None, params
+        )
+
+    def field_when(self, meta: Meta, c: list[Any]) -> "_FieldWhen":
+        return _FieldWhen(c[0])
+
+    def transitions_block(self, meta: Meta, c: list[Any]) -> ast.TransitionGraph:
+        edges = tuple(x for x in c if isinstance(x, ast.Edge))
+        terminals: list[str] = []
+        for x in c:
+            if isinstance(x, _Terminals):
+                terminals.extend(x)
+        return ast.TransitionGraph(self._span(meta), str(c[0]), edges, tuple(terminals))
+
+    def edge(self, meta: Meta, c: list[Token]) -> ast.Edge:
+        return ast.Edge(self._span(meta), str(c[0]), str(c[1]))
+
+    def terminal_clause(self, meta: Meta, c: list[Token]) -> "_Terminals":
+        return _Terminals(str(t) for t in c)
+
+    def entity_invariant(self, meta: Meta, c: list[Any]) -> ast.InvariantDecl:
+        return ast.InvariantDecl(self._span(meta), str(c[0]), tuple(c[1]))
+
+    invariant_decl = entity_invariant
+
+    def enum_decl(self, meta: Meta, c: list[Token]) -> ast.EnumDecl:
+        return ast.EnumDecl(self._span(meta), str(c[0]), tuple(str(t) for t in c[1:]))
+
+    def empty_enum(self, meta: Meta, c: list[Token]) -> ast.EnumDecl:
+        return ast.EnumDecl(self._span(meta), str(c[0]), ())
+
+    # ------------------------------------------------------------ config, defaults
+
+    def config_target(self, meta: Meta, c: list[Token]) -> str:
+        return str(c[0]) if c else "config"
+
+    def config_decl(self, meta: Meta, c: list[Any]) -> ast.ConfigDecl:
+        return ast.ConfigDecl(self._span(meta), c[0], tuple(self._nodes(c, ast.ConfigParam)))
+
+    def config_param(self, meta: Meta, c: list[Any]) -> ast.ConfigParam:
+        value: ast.Expr = c[1]
+        if isinstance(value, ast.BinOp) and value.op == "=":
+            return ast.ConfigParam(self._span(meta), str(c[0]), value.left, value.right)
+        if is_type_like(value):
+            return ast.ConfigParam(self._span(meta), str(c[0]), value, None)
+        return ast.ConfigParam(self._span(meta), str(c[0]), None, value)
+
+    def config_param_untyped(self, meta: Meta, c: list[Any]) -> ast.ConfigParam:
+        return ast.ConfigParam(self._span(meta), str(c[0]), None, c[-1])
+
+    def default_decl(self, meta: Meta, c: list[Any]) -> ast.DefaultDecl:
+        type_name = c[0]
+        name = str(c[1]) if len(c) == 3 else type_name
+        return ast.DefaultDecl(self._span(meta), name, type_name, c[-1])
+
+    # ------------------------------------------------------------ rules
+
+    def rule_decl(self, meta: Meta, c: list[Any]) -> ast.RuleDecl:
+        return ast.RuleDecl(self._span(meta), str(c[0]), tuple(self._clauses(c[1:])))
+
+    def _clauses(self, items: list[Any]) -> list[ast.Clause]:
+        out: list[ast.Clause] = []
+        for item in items:
+            if isinstance(item, ast.Annotation):
+                out.append(ast.AnnotationClause(item.span, item))
+            elif isinstance(item, ast.Clause):
+                out.append(item)
+        return out
+
+    def when_clause(self, meta: Meta, c: list[Any]) -> ast.WhenClause:
+        binding, trigger = c[0] if c else (None, None)
+        return ast.WhenClause(self._span(meta), binding, trigger)
+
+    def trigger(self, meta: Meta, c: list[Any]) -> tuple[str | None, ast.Expr]:
+        if len(c) == 2:
+            return str(c[0]), c[1]
+        return None, c[0]
+
+    def requires_clause(self, meta: Meta, c: list[Any]) -> ast.RequiresClause:
+        return ast.RequiresClause(self._span(meta), tuple(c))
+
+    def ensures_clause(self, meta: Meta, c: list[Any]) -> ast.EnsuresClause:
+        return ast.EnsuresClause(self._span(meta), tuple(c))
+
+    def let_clause(self, meta: Meta, c: list[Any]) -> ast.LetClause:
+        return ast.LetClause(self._span(meta), str(c[0]), c[1])
+
+    def rule_for(self, meta: Meta, c: list[Any]) -> ast.ForClause:
+        names, source = c[0]
+        return ast.ForClause(self._span(meta), names, source, tuple(self._clauses(c[1:])))
+
+    def rule_if(self, meta: Meta, c: list[Any]) -> ast.IfClause:
+        rest = [x for x in c[1:] if isinstance(x, ast.IfClauseBranch)]
+        body = [x for x in c[1:] if not isinstance(x, ast.IfClauseBranch)]
+        first = ast.IfClauseBranch(self._span(meta), c[0], tuple(self._clauses(body)))
+        return ast.IfClause(self._span(meta), (first, *rest))
+
+    def rule_elif(self, meta: Meta, c: list[Any]) -> ast.IfClauseBranch:
+        return ast.IfClauseBranch(self._span(meta), c[0], tuple(self._clauses(c[1:])))
+
+    def rule_else(self, meta: Meta, c: list[Any]) -> ast.IfClauseBranch:
+        return ast.IfClauseBranch(self._span(meta), None, tuple(self._clauses(c)))
+
+    def other_clause(self, meta: Meta, c: list[Any]) -> ast.OtherClause:
+        return ast.OtherClause(self._span(meta), str(c[0]), tuple(c[1:]))
+
+    # ------------------------------------------------------------ statements
+
+    def block_body(self, meta: Meta, c: list[Any]) -> list[ast.Stmt]:
+        return c
+
+    def expr_stmt(self, meta: Meta, c: list[Any]) -> ast.Stmt:
+        expr = c[0]
+        if isinstance(expr, ast.ForExpr):  # `for x in xs: stmt` on one line
+            return ast.ForStmt(expr.span, expr.names, expr.source, (ast.ExprStmt(expr.body.span, expr.body),))
+        return ast.ExprStmt(self._span(meta, c), expr)
+
+    def let_stmt(self, meta: Meta, c: list[Any]) -> ast.LetStmt:
+        return ast.LetStmt(self._span(meta), str(c[0]), c[1])
+
+    def suite(self, meta: Meta, c: list[Any]) -> tuple[ast.Stmt, ...]:
+        return tuple(c)
+
+    def if_stmt(self, meta: Meta, c: list[Any]) -> ast.IfStmt:
+        first = ast.IfBranch(self._span(meta), c[0], c[1])
+        return ast.IfStmt(self._span(meta), (first, *c[2:]))
+
+    def elif_branch(self, meta: Meta, c: list[Any]) -> ast.IfBranch:
+        return ast.IfBranch(self._span(meta), c[0], c[1])
+
+    def else_branch(self, meta: Meta, c: list[Any]) -> ast.IfBranch:
+        return ast.IfBranch(self._span(meta), None, c[0])
+
+    def for_stmt(self, meta: Meta, c: list[Any]) -> ast.ForStmt:
+        names, source = c[0]
+        return ast.ForStmt(self._span(meta), names, source, tuple(c[1:]))
+
+    def for_head(self, meta: Meta, c: list[Any]) -> tuple[tuple[str, ...], ast.Expr]:
+        return tuple(str(t) for t in c[:-1]), c[-1]
+
+    # ------------------------------------------------------------ contracts, actors
+
+    def contract_decl(self, meta: Meta, c: list[Any]) -> ast.ContractDecl:
+        return ast.ContractDecl(
+            self._span(meta), str(c[0]), tuple(self._nodes(c, ast.Signature)), tuple(self._nodes(c, ast.Annotation))
+        )
+
+    def signature(self, meta: Meta, c: list[Any]) -> ast.Signature:
+        return ast.Signature(self._span(meta), str(c[0]), tuple(self._nodes(c[1:-1], ast.Param)), c[-1])
+
+    def param(self, meta: Meta, c: list[Any]) -> ast.Param:
+        return ast.Param(self._span(meta), str(c[0]), c[1])
+
+    def actor_decl(self, meta: Meta, c: list[Any]) -> ast.ActorDecl:
+        clauses = tuple(x for x in c[1:] if isinstance(x, tuple))
+        return ast.ActorDecl(self._span(meta), str(c[0]), clauses, tuple(self._nodes(c, ast.Annotation)))
+
+    def actor_clause(self, meta: Meta, c: list[Any]) -> tuple[str, ast.Expr]:
+        return str(c[0]), c[1]
+
+    def actor_within(self, meta: Meta, c: list[Any]) -> tuple[str, ast.Expr]:
+        return "within", c[0]
+
+    # ------------------------------------------------------------ surfaces
+
+    def surface_decl(self, meta: Meta, c: list[Any]) -> ast.SurfaceDecl:
+        return ast.SurfaceDecl(self._span(meta), str(c[0]), tuple(self._members(c[1:])))
+
+    def _members(self, items: list[Any]) -> list[ast.SurfaceMember]:
+        out: list[ast.SurfaceMember] = []
+        for item in items:
+            if isinstance(item, ast.Annotation):
+                out.append(ast.SurfaceAnnotation(item.span, item))
+            elif isinstance(item, ast.LetClause):
+                out.append(ast.SurfaceLet(item.span, item.name, item.value))
+            elif isinstance(item, ast.SurfaceMember):
+                out.append(item)
+        return out
+
+    def facing_clause(self, meta: Meta, c: list[Any]) -> ast.Facing:
+        if len(c) == 2:
+            return ast.Facing(self._span(meta), str(c[0]), c[1])
+        return ast.Facing(self._span(meta), None, c[0])
+
+    def context_clause(self, meta: Meta, c: list[Any]) -> ast.Context:
+        return ast.Context(self._span(meta), str(c[0]), c[1])
+
+    def surface_requires(self, meta: Meta, c: list[Any]) -> ast.SurfaceRequires:
+        return ast.SurfaceRequires(self._span(meta), c[0])
+
+    def surface_keyword(self, meta: Meta, c: list[Token]) -> str:
+        return str(c[0])
+
+    def surface_block(self, meta: Meta, c: list[Any]) -> ast.SurfaceBlock:
+        return ast.SurfaceBlock(self._span(meta), c[0], tuple(c[1:]))
+
+    def surface_item(self, meta: Meta, c: list[Any]) -> ast.SurfaceItem:
+        return ast.SurfaceItem(self._span(meta), c[0], c[1] if len(c) > 1 else None)
+
+    def surface_item_for(self, meta: Meta, c: list[Any]) -> ast.SurfaceItemFor:
+        names, source = c[0]
+        return ast.SurfaceItemFor(self._span(meta), names, source, tuple(c[1:]))
+
+    def surface_for(self, meta: Meta, c: list[Any]) -> ast.SurfaceFor:
+        names, source = c[0]
+        return ast.SurfaceFor(self._span(meta), names, source, tuple(self._members(c[1:])))
+
+    def contracts_block(self, meta: Meta, c: list[Any]) -> ast.ContractsBlock:
+        return ast.ContractsBlock(self._span(meta), tuple(c))
+
+    def contract_ref(self, meta: Meta, c: list[Any]) -> ast.ContractRef:
+        return ast.ContractRef(self._span(meta), c[0], c[1])
+
+    def contract_direction(self, meta: Meta, c: list[Token]) -> str:
+        return str(c[0])
+
+    # ------------------------------------------------------------ annotations
+
+    def _annotation(self, meta: Meta, kind: str, c: list[Any], named: bool) -> ast.Annotation:
+        tokens = [t for t in c if isinstance(t, Token)]
+        name = str(tokens[1 if kind == "invariant" else 0]) if named else None
+        prose = next((str(t) for t in tokens if t.type == "PROSE"), "")
+        strings = [t for t in tokens if t.type == "STRING"]
+        if not prose and strings:
+            prose = _unquote(strings[0])
+        return ast.Annotation(self._span(meta), kind, name, prose)
+
+    def guidance_annotation(self, meta: Meta, c: list[Any]) -> ast.Annotation:
+        return self._annotation(meta, "guidance", c, named=False)
+
+    def invariant_annotation(self, meta: Meta, c: list[Any]) -> ast.Annotation:
+        return self._annotation(meta, "invariant", c, named=True)
+
+    def guarantee_annotation(self, meta: Meta, c: list[Any]) -> ast.Annotation:
+        return self._annotation(meta, "guarantee", c, named=True)
+
+    v1_guidance = guidance_annotation
+    v1_guarantee = guarantee_annotation
+
+    # ------------------------------------------------------------ deferred, questions
+
+    def deferred_decl(self, meta: Meta, c: list[Any]) -> ast.DeferredDecl:
+        hint = _unquote(c[1]) if len(c) > 1 else None
+        return ast.DeferredDecl(self._span(meta), c[0], hint)
+
+    def open_question(self, meta: Meta, c: list[Token]) -> ast.OpenQuestion:
+        return ast.OpenQuestion(self._span(meta), _unquote(c[0]))
+
+    def resolved_question(self, meta: Meta, c: list[Any]) -> ast.ResolvedQuestion:
+        answers = dict(x for x in c[1:] if isinstance(x, tuple))
+        extra = tuple((k, v) for k, v in answers.items() if k not in ("answer", "rationale"))
+        return ast.ResolvedQuestion(
+            self._span(meta), _unquote(c[0]), answers.get("answer", ""), answers.get("rationale", ""), extra
+        )
+
+    def qa_clause(self, meta: Meta, c: list[Token]) -> tuple[str, str]:
+        value = c[1]
+        return str(c[0]), _unquote(value) if value.type == "STRING" else str(value)
+
+    # ------------------------------------------------------------ types
+
+    def named_type(self, meta: Meta, c: list[Any]) -> ast.Name:
+        return ast.Name(self._span(meta), c[0])
+
+    def generic_type(self, meta: Meta, c: list[Any]) -> ast.GenericType:
+        head = str(c[0])[:-1]
+        args = tuple(
+            ast.Name(self._tok_span(x), "*") if isinstance(x, Token) else x for x in c[1:]
+        )
+        return ast.GenericType(self._span(meta), head, args)
+
+    def optional_type(self, meta: Meta, c: list[Any]) -> ast.Unary:
+        return ast.Unary(self._span(meta), "?", c[0])
+
+    def union_type(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return ast.BinOp(self._span(meta), "|", c[0], c[1])
+
+    # ------------------------------------------------------------ expressions
+
+    def _bin(self, meta: Meta, op: str, c: list[Any]) -> ast.BinOp:
+        exprs = self._nodes(c, ast.Expr)
+        return ast.BinOp(self._span(meta), op, exprs[0], exprs[1])
+
+    def where_expr(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return self._bin(meta, "where", c)
+
+    def with_expr(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return self._bin(meta, "with", c)
+
+    def project_expr(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return self._bin(meta, "->", c)
+
+    def implies(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return self._bin(meta, "implies", c)
+
+    def or_(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return self._bin(meta, "or", c)
+
+    def and_(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return self._bin(meta, "and", c)
+
+    def in_(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return self._bin(meta, "in", c)
+
+    def not_in(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return self._bin(meta, "not in", c)
+
+    def transitions_to(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return self._bin(meta, "transitions_to", c)
+
+    def becomes(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return self._bin(meta, "becomes", c)
+
+    def union(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return self._bin(meta, "|", c)
+
+    def coalesce(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return self._bin(meta, "??", c)
+
+    def compare(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        op = str(c[1])
+        return ast.BinOp(self._span(meta), "=" if op == "==" else op, c[0], c[2])
+
+    arith = compare
+
+    def word_op(self, meta: Meta, c: list[Token]) -> str:
+        return str(c[0])
+
+    def word_binop(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return ast.BinOp(self._span(meta), c[1], c[0], c[2])
+
+    def not_(self, meta: Meta, c: list[Any]) -> ast.Unary:
+        return ast.Unary(self._span(meta), "not", c[0])
+
+    def exists(self, meta: Meta, c: list[Any]) -> ast.Unary:
+        return ast.Unary(self._span(meta), "exists", c[0])
+
+    def neg(self, meta: Meta, c: list[Any]) -> ast.Unary:
+        return ast.Unary(self._span(meta), "-", c[0])
+
+    def optional(self, meta: Meta, c: list[Any]) -> ast.Unary:
+        return ast.Unary(self._span(meta), "?", c[0])
+
+    def attr(self, meta: Meta, c: list[Any]) -> ast.Expr:
+        target, name = c[0], str(c[1])
+        if isinstance(target, ast.Literal) and target.kind == "number":
+            return ast.Literal(self._span(meta), "duration", f"{target.value}.{name}")
+        return ast.Member(self._span(meta), target, name)
+
+    def opt_attr(self, meta: Meta, c: list[Any]) -> ast.Member:
+        return ast.Member(self._span(meta), c[0], str(c[1]), optional=True)
+
+    def call(self, meta: Meta, c: list[Any]) -> ast.Call:
+        return ast.Call(self._span(meta), c[0], tuple(self._args(c[1:])))
+
+    def lookup(self, meta: Meta, c: list[Any]) -> ast.Lookup:
+        return ast.Lookup(self._span(meta), c[0], tuple(self._args(c[1:])))
+
+    def _args(self, items: list[Any]) -> list[ast.Arg]:
+        return [x if isinstance(x, ast.Arg) else ast.Arg(x.span, None, x) for x in items]
+
+    def named_arg(self, meta: Meta, c: list[Any]) -> ast.Arg:
+        key = c[0]
+        name = _unquote(key) if key.type == "STRING" else str(key)
+        return ast.Arg(self._span(meta), name, c[1])
+
+    def name(self, meta: Meta, c: list[Token]) -> ast.Name:
+        return ast.Name(self._span(meta, c), str(c[0]))
+
+    def config_name(self, meta: Meta, c: list[Any]) -> ast.Name:
+        return ast.Name(self._span(meta, c), "config")
+
+    def number(self, meta: Meta, c: list[Token]) -> ast.Literal:
+        return ast.Literal(self._span(meta, c), "number", str(c[0]).replace("_", ""))
+
+    def string(self, meta: Meta, c: list[Token]) -> ast.Literal:
+        return ast.Literal(self._span(meta, c), "string", _unquote(c[0]))
+
+    def backtick(self, meta: Meta, c: list[Token]) -> ast.Literal:
+        return ast.Literal(self._span(meta, c), "backtick", str(c[0])[1:-1])
+
+    def brace_literal(self, meta: Meta, c: list[Any]) -> ast.Expr:
+        args = self._args(c)
+        if args and all(a.name is not None for a in args):
+            return ast.ObjectLiteral(self._span(meta), tuple(args))
+        return ast.SetLiteral(self._span(meta), tuple(a.value for a in args))
+
+    def list_literal(self, meta: Meta, c: list[Any]) -> ast.ListLiteral:
+        return ast.ListLiteral(self._span(meta), tuple(a.value for a in self._args(c)))
+
+    def lambda_(self, meta: Meta, c: list[Any]) -> ast.Lambda:
+        return ast.Lambda(self._span(meta), str(c[0]), c[-1])
+
+    def inline_elif(self, meta: Meta, c: list[Any]) -> _Branch:
+        return _Branch((c[0], c[1]))
+
+    def if_expr(self, meta: Meta, c: list[Any]) -> ast.IfExpr:
+        branches: list[tuple[ast.Expr, ast.Expr]] = [(c[0], c[1])]
+        otherwise = None
+        for item in c[2:]:
+            if isinstance(item, _Branch):
+                branches.append((item[0], item[1]))
+            else:
+                otherwise = item
+        return ast.IfExpr(self._span(meta), tuple(branches), otherwise)
+
+    def for_expr(self, meta: Meta, c: list[Any]) -> ast.ForExpr:
+        names, source = c[0]
+        return ast.ForExpr(self._span(meta), names, source, c[1])
+
+
+# lark calls the `lambda` rule's method by that name, a Python keyword.
+setattr(AstBuilder, "lambda", AstBuilder.lambda_)
+
+
+class _FieldWhen:
+    __slots__ = ("expr",)
+
+    def __init__(self, expr: ast.Expr) -> None:
+        self.expr = expr
+
+
+class _Terminals(tuple):
+    pass
+
+
+def _unquote(token: Any) -> str:
+    text = str(token)
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", text[1:-1])
+    return text
+
+
+# ---------------------------------------------------------------- classification
+
+
+def is_type_like(expr: ast.Expr) -> bool:
+    """Does this expression read as a type (`T`, `T?`, `Set<T>`, `a | b`)?"""
+    if isinstance(expr, ast.Name):
+        return expr.name.split("/")[-1][:1].isupper()
+    if isinstance(expr, ast.GenericType):
+        return True
+    if isinstance(expr, ast.Unary) and expr.op == "?":
+        return is_type_like(expr.operand) or isinstance(expr.operand, ast.Name)
+    if isinstance(expr, ast.BinOp) and expr.op == "|":
+        return _union_names(expr) is not None
+    return False
+
+
+def _union_names(expr: ast.Expr) -> list[str] | None:
+    if isinstance(expr, ast.BinOp) and expr.op == "|":
+        left, right = _union_names(expr.left), _union_names(expr.right)
+        return None if left is None or right is None else left + right
+    if isinstance(expr, ast.Name):
+        return [expr.name]
+    if isinstance(expr, ast.Literal) and expr.kind == "backtick":
+        return [expr.value]
+    return None
+
+
+def union_names(expr: ast.Expr) -> list[str] | None:
+    """The names of a `a | b | c` union, or None if it is not one."""
+    return _union_names(expr)
+
+
+def classify_field(value: ast.Expr) -> str:
+    if isinstance(value, ast.BinOp):
+        if value.op == "with":
+            return "relationship"
+        if value.op in ("where", "->"):
+            return "projection"
+        if value.op == "|":
+            names = _union_names(value)
+            if names is not None:
+                if all(n[:1].isupper() for n in names) and all("/" not in n for n in names):
+                    return "variants"
+                return "enum"
+    if isinstance(value, ast.Literal) and value.kind == "backtick":
+        return "enum"
+    if is_type_like(value):
+        return "type"
+    return "derived"
