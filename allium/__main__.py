@@ -1,3 +1,3 @@
-from allium.cli import main
+from allium.cli import run
 
-main()
+run()

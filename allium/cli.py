@@ -72,10 +72,177 @@ def check(paths: tuple[str, ...], fmt: str) -> None:
     sys.exit(1 if has_failures(report.diagnostics) else 0)
 
 
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def plan(paths: tuple[str, ...], fmt: str) -> None:
+    """Derive the test obligations of the specs in PATHS."""
+    from allium.check import discover, parse_all
+    from allium.plan import plan_for, render_json, render_text
+
+    try:
+        results = parse_all(discover(paths))
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    broken = [r for r in results if r.module is None]
+    if broken:
+        diagnostics = [d for r in broken for d in r.diagnostics]
+        click.echo(render_text(diagnostics, {r.source.path: r.source for r in broken}), err=True)
+        sys.exit(1)
+    modules = [r.module for r in results if r.module is not None]
+    obligations = plan_for(modules)
+    if fmt == "json":
+        versions = {m.version for m in modules}
+        click.echo(render_json(obligations, version=versions.pop() if len(versions) == 1 else None))
+    else:
+        click.echo(render_text(obligations))
+
+
+# ---------------------------------------------------------------- generation
+
+
+def _load_plan(specs: tuple[str, ...], package: str):
+    from allium.check import check_paths
+    from allium.generate.units import load_plan
+
+    report = check_paths(specs or ("specs",))
+    errors = [d for d in report.diagnostics if d.severity.value == "error"]
+    if errors:
+        click.echo(render_text(errors, report.sources), err=True)
+        raise click.ClickException("the specs have errors; fix them before generating")
+    return load_plan(report.files, package=package)
+
+
+@main.command()
+@click.argument("unit")
+@click.argument("specs", nargs=-1, type=click.Path())
+@click.option("--package", default="app", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the exact API payload.")
+def prompt(unit: str, specs: tuple[str, ...], package: str, as_json: bool) -> None:
+    """Print the request allium would send for UNIT."""
+    from allium.prompt.builder import build_request
+
+    request = build_request(unit, _load_plan(specs, package))
+    if as_json:
+        click.echo(json.dumps(request.to_payload(), indent=2))
+        return
+    for i, block in enumerate(request.system):
+        click.echo(f"===== system block {i + 1}{' (cached prefix)' if i < request.cached_prefix_blocks else ''}")
+        click.echo(block)
+    for message in request.messages:
+        click.echo(f"===== {message['role']}")
+        click.echo(message["content"] if isinstance(message["content"], str) else json.dumps(message["content"]))
+
+
+@main.command()
+@click.argument("specs", nargs=-1, type=click.Path())
+@click.option("--out", "output", default="generated", show_default=True, type=click.Path(file_okay=False))
+@click.option("--package", default="app", show_default=True, help="Python package name to generate.")
+@click.option("--provider", "provider_name", type=click.Choice(["anthropic", "replay", "exchange"]),
+              default="anthropic", show_default=True)
+@click.option("--model", envvar="ALLIUM_MODEL", default=None, help="Model id (env ALLIUM_MODEL).")
+@click.option("--max-tokens", type=int, envvar="ALLIUM_MAX_TOKENS", default=None)
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), envvar="ALLIUM_JOBS", default=4, show_default=True)
+@click.option("--transcripts", default=".allium/transcripts", show_default=True, type=click.Path(file_okay=False))
+@click.option("--exchange-dir", default=".allium/exchange", show_default=True, type=click.Path(file_okay=False))
+@click.option("--only", multiple=True, help="Regenerate only this unit (repeatable).")
+@click.option("--all", "everything", is_flag=True, help="Regenerate every unit, not only stale ones.")
+@click.option("--max-cost", type=float, default=None, help="Stop before spending more than this (USD).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and a token and cost estimate; spend nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary for scripts.")
+def generate(specs: tuple[str, ...], output: str, package: str, provider_name: str, model: str | None,
+             max_tokens: int | None, jobs: int, transcripts: str, exchange_dir: str, only: tuple[str, ...],
+             everything: bool, max_cost: float | None, dry_run: bool, as_json: bool) -> None:
+    """Generate the package and its tests from SPECS (default: specs/)."""
+    from pathlib import Path
+
+    from allium.generate import engine
+    from allium.generate.units import describe_plan
+    from allium.providers.transcripts import TranscriptStore
+
+    the_plan = _load_plan(specs, package)
+    out = Path(output)
+    units = engine.select_units(the_plan, out, only, everything)
+    store = TranscriptStore(transcripts)
+    if dry_run:
+        planner = engine.Generator(the_plan, _NoProvider(), store, out, model=model, max_tokens=max_tokens)
+        requests = list(planner.requests(units).values())
+        tokens, cost = engine.estimate_cost(requests)
+        click.echo(describe_plan(the_plan))
+        click.echo(f"\nwould request {len(requests)} unit(s): {', '.join(u.name for u in units) or '-'}")
+        click.echo(f"estimated input tokens: {tokens:,}; estimated cost: "
+                   + ("unknown for this model" if cost is None else f"${cost:.2f}"))
+        return
+    try:
+        provider = _provider(provider_name, store, exchange_dir)
+        generator = engine.Generator(the_plan, provider, store, out, model=model, max_tokens=max_tokens,
+                                     jobs=jobs, max_cost=max_cost, on_event=_progress(as_json))
+        report = generator.run(units)
+    except AlliumError as exc:
+        raise click.ClickException(f"{exc}\n{output}/ was left unchanged") from None
+    _summarise(report, as_json)
+
+
+class _NoProvider:
+    """Stands in during --dry-run, which builds requests but never sends them."""
+
+    name = "dry-run"
+
+    def complete(self, request):  # pragma: no cover - never called
+        raise AssertionError("dry run must not call a provider")
+
+
+def _provider(name: str, store, exchange_dir: str):
+    if name == "replay":
+        from allium.providers.replay import ReplayProvider
+
+        return ReplayProvider(store)
+    if name == "exchange":
+        from allium.providers.exchange import ExchangeProvider
+
+        return ExchangeProvider(exchange_dir)
+    from allium.providers.anthropic import AnthropicProvider
+
+    return AnthropicProvider()
+
+
+def _progress(quiet: bool):
+    def show(unit: str, message: str) -> None:
+        if not quiet:
+            click.echo(f"  [{unit}] {message}", err=True)
+
+    return show
+
+
+def _summarise(report, as_json: bool) -> None:
+    rows = []
+    for o in report.outcomes:
+        usage = o.response.usage
+        lines = sum(content.count("\n") + 1 for _, content in o.response.files)
+        rows.append({
+            "unit": o.unit, "files": len(o.response.files), "lines": lines,
+            "input_tokens": usage.input_tokens, "cached_tokens": usage.cache_read_input_tokens,
+            "cache_write_tokens": usage.cache_creation_input_tokens, "output_tokens": usage.output_tokens,
+            "cost_usd": round(o.cost_usd, 4), "seconds": round(o.seconds, 2), "from_transcript": o.reused,
+        })
+    if as_json:
+        click.echo(json.dumps({"units": rows, "skipped": report.skipped, "cost_usd": round(report.cost_usd, 4),
+                               "seconds": round(report.seconds, 2), "output": str(report.output)}, indent=2))
+        return
+    header = f"{'unit':14} {'files':>5} {'lines':>6} {'input':>8} {'cached':>8} {'output':>7} {'cost':>8} {'time':>6}"
+    click.echo(header)
+    for r in rows:
+        source = " (transcript)" if r["from_transcript"] else ""
+        click.echo(f"{r['unit']:14} {r['files']:5d} {r['lines']:6d} {r['input_tokens']:8d} {r['cached_tokens']:8d} "
+                   f"{r['output_tokens']:7d} ${r['cost_usd']:7.4f} {r['seconds']:5.1f}s{source}")
+    click.echo(f"{len(rows)} unit(s) written to {report.output}/, {len(report.skipped)} up to date; "
+               f"${report.cost_usd:.4f} in {report.seconds:.1f}s")
+
+
 def run() -> None:
-    """Entry point that turns our own errors into messages, never tracebacks."""
+    """The console entry point: our own errors become messages, never tracebacks."""
     try:
         main(standalone_mode=True)
-    except AlliumError as exc:  # pragma: no cover - commands handle their own
+    except AlliumError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

@@ -1,0 +1,222 @@
+"""One generation run: plan -> requests -> provider -> staged output -> swap.
+
+Every answer is recorded in the transcript store before anything is written,
+and the recording provider answers from the store when it already holds the
+question, so a run that dies half way resumes without paying again for the
+units it had finished.  Output is staged and swapped in only when every
+selected unit has answered, every file is safe, every ``.py`` compiles and
+the tests collect: a failed run leaves ``generated/`` exactly as it was.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from allium.errors import AlliumError
+from allium.generate import lockfile
+from allium.generate.units import Plan, Unit
+from allium.generate.writer import OutputCheckError, StagedOutput
+from allium.providers.base import Provider, Request, Response, price_for
+from allium.providers.exchange import ExchangePending
+from allium.providers.transcripts import RecordingProvider, TranscriptStore
+
+# Scaffolding allium writes itself (never model output): the package marker and
+# a conftest that lets `pytest <output>/tests` import the package.
+CONFTEST = '''"""Written by allium: makes the generated package importable from its tests."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+'''
+
+
+class BudgetExceeded(AlliumError):
+    """Starting another unit would take the run past --max-cost."""
+
+
+class ExchangeWaiting(AlliumError):
+    """Exchange mode: these units' requests are written and await answers."""
+
+    def __init__(self, pending: Sequence[ExchangePending]) -> None:
+        lines = [f"  {p.unit}: read {p.request_path}, write {p.response_path}" for p in pending]
+        super().__init__(f"{len(pending)} unit(s) await an answer; then run again:\n" + "\n".join(lines))
+        self.pending = list(pending)
+
+
+@dataclass(frozen=True)
+class UnitOutcome:
+    unit: str
+    request_hash: str
+    response: Response
+    seconds: float
+    reused: bool  # answered from the transcript store
+
+    @property
+    def cost_usd(self) -> float:
+        return 0.0 if self.reused else (self.response.cost_usd() or 0.0)
+
+
+@dataclass
+class RunReport:
+    selected: list[str]
+    skipped: list[str]  # up to date, not requested
+    outcomes: list[UnitOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    output: Path | None = None
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(o.cost_usd for o in self.outcomes)
+
+
+Event = Callable[[str, str], None]  # (unit, message) for progress displays
+
+
+def select_units(plan: Plan, output: Path, only: Sequence[str] = (), everything: bool = False) -> list[Unit]:
+    """Which units to (re)generate: named ones, or those whose spec slice changed."""
+    if only:
+        return [plan.unit(name) for name in only]
+    if everything:
+        return list(plan.units)
+    lock = lockfile.load(output / lockfile.LOCKFILE_NAME)
+    current = {u.name: u.slice_hash for u in plan.units}
+    stale = set(lockfile.stale_units(lock, current))
+    return [u for u in plan.units if u.name in stale or not (output / u.module_path).exists()]
+
+
+def estimate_cost(requests: Sequence[Request], count: Callable[[Request], int] | None = None,
+                  output_tokens: int = 8_000) -> tuple[int, float | None]:
+    """Input tokens and a cost estimate before anything is spent.
+
+    Token counts come from the API's counting endpoint when a counter is
+    given, else from ~4 characters per token.  The shared prefix is billed as
+    a cache write once and cache reads after that, as it will be.
+    """
+    if not requests:
+        return 0, 0.0
+    price = price_for(requests[0].model)
+    total = 0
+    cost = 0.0
+    prefix_tokens = len("".join(requests[0].system)) // 4
+    for i, request in enumerate(requests):
+        tokens = count(request) if count else len(request.to_payload().__repr__()) // 4
+        total += tokens
+        if price is not None:
+            fresh = max(tokens - prefix_tokens, 0)
+            prefix_rate = price.cache_write if i == 0 else price.cache_read
+            cost += (fresh * price.input + prefix_tokens * prefix_rate + output_tokens * price.output) / 1e6
+    return total, (cost if price is not None else None)
+
+
+class Generator:
+    def __init__(self, plan: Plan, provider: Provider, store: TranscriptStore, output: Path, *,
+                 model: str | None = None, max_tokens: int | None = None, jobs: int = 4,
+                 max_cost: float | None = None, on_event: Event | None = None) -> None:
+        self.plan = plan
+        self.store = store
+        self.recorder = RecordingProvider(provider, store, reuse=True)
+        self.output = output
+        self.model = model
+        self.max_tokens = max_tokens
+        self.jobs = max(1, jobs)
+        self.max_cost = max_cost
+        self.on_event = on_event or (lambda unit, message: None)
+        self._spent = 0.0
+
+    def requests(self, units: Sequence[Unit]) -> dict[str, Request]:
+        from allium.prompt.builder import build_request
+
+        return {u.name: build_request(u, self.plan, self.model, self.max_tokens) for u in units}
+
+    def run(self, units: Sequence[Unit]) -> RunReport:
+        started = time.monotonic()
+        selected = [u.name for u in units]
+        report = RunReport(selected, [u.name for u in self.plan.units if u.name not in selected])
+        requests = self.requests(units)
+        report.outcomes = self._answer_all(requests)
+        self._write(units, requests, report.outcomes)
+        report.seconds = time.monotonic() - started
+        report.output = self.output
+        return report
+
+    # ------------------------------------------------------------ asking
+
+    def _answer_all(self, requests: dict[str, Request]) -> list[UnitOutcome]:
+        # Every unit runs to its end even when another fails: answers are
+        # recorded as they arrive, so the rerun only asks for what is missing.
+        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="allium-unit") as pool:
+            futures = {name: pool.submit(self._answer, name, request) for name, request in requests.items()}
+            wait(futures.values())
+        errors = {name: f.exception() for name, f in futures.items() if f.exception() is not None}
+        if errors:
+            pending = [e for e in errors.values() if isinstance(e, ExchangePending)]
+            if len(pending) == len(errors):
+                raise ExchangeWaiting(pending)
+            raise next(e for e in errors.values() if not isinstance(e, ExchangePending))  # type: ignore[misc]
+        return [futures[name].result() for name in requests]
+
+    def _answer(self, name: str, request: Request) -> UnitOutcome:
+        request_hash = request.request_hash()
+        reused = request_hash in self.store
+        if not reused:
+            self._check_budget(name)
+            self.on_event(name, "requesting")
+        started = time.monotonic()
+        response = self.recorder.complete(request)
+        outcome = UnitOutcome(name, request_hash, response, time.monotonic() - started, reused)
+        self._spent += outcome.cost_usd
+        self.on_event(name, "from transcript" if reused else f"answered ({len(response.files)} files)")
+        return outcome
+
+    def _check_budget(self, unit: str) -> None:
+        if self.max_cost is not None and self._spent >= self.max_cost:
+            raise BudgetExceeded(
+                f"stopping before unit {unit!r}: ${self._spent:.2f} spent reaches --max-cost "
+                f"${self.max_cost:.2f}; finished units are kept in the transcript store"
+            )
+
+    # ------------------------------------------------------------ writing
+
+    def _write(self, units: Sequence[Unit], requests: dict[str, Request],
+               outcomes: Sequence[UnitOutcome]) -> None:
+        lock_path = self.output / lockfile.LOCKFILE_NAME
+        lock = lockfile.load(lock_path) or lockfile.Lockfile(self.plan.package)
+        spec_files = sorted({f for u in self.plan.units for f in u.spec_files})
+        lock = lockfile.Lockfile(self.plan.package, lockfile.spec_file_hashes(self.plan.root, spec_files),
+                                 lock.units)
+        lock = lock.without_units({u for u in lock.units if u not in {x.name for x in self.plan.units}})
+        by_name = {u.name: u for u in units}
+        with StagedOutput(self.output) as staged:
+            staged.write_own(f"{self.plan.package}/__init__.py", '"""Generated by allium."""\n')
+            staged.write_own("tests/conftest.py", CONFTEST)
+            for outcome in outcomes:
+                unit = by_name[outcome.unit]
+                staged.write_unit(unit, outcome.response.files)
+                lock = lock.with_unit(unit.name, lockfile.unit_entry(
+                    spec_slice=unit.slice_hash, request_hash=outcome.request_hash,
+                    files=dict(outcome.response.files), transcript=outcome.request_hash,
+                    model=outcome.response.model, usage=outcome.response.usage))
+            staged.write_own(lockfile.LOCKFILE_NAME, lockfile.dumps(lock))
+            staged.check()
+            _check_tests_collect(staged.root)
+            staged.commit()
+
+
+def _check_tests_collect(root: Path, timeout: float = 120.0) -> None:
+    """The staged tests must import and collect, in a subprocess (it runs model code)."""
+    tests = root / "tests"
+    if not any(tests.glob("test_*.py")):
+        return
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", str(tests)],
+        cwd=root, capture_output=True, text=True, timeout=timeout,
+    )
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
+        raise OutputCheckError(["generated tests do not collect:", *tail])
