@@ -60,8 +60,28 @@ def parse(file: str, as_json: bool, fmt: str) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=FORMATS, default="text", help="Output format.")
-def check(paths: tuple[str, ...], fmt: str) -> None:
-    """Validate the specs in PATHS (files or folders, searched recursively)."""
+@click.option("--package", type=click.Path(), default=None,
+              help="Also check this generated package's tests against the specs "
+              "(default: generated/ when generated/allium.lock exists).")
+@click.option("--specs-only", is_flag=True, help="Check the specs only, even if generated/ exists.")
+@click.option("--run", "run_tests", is_flag=True, help="Run the tests and map failures to rules.")
+@click.option("--min-coverage", type=click.FloatRange(0, 100), default=100.0, show_default=True,
+              help="Obligation coverage (percent) below which the check fails.")
+@click.option("--junit", type=click.Path(dir_okay=False), default=None, help="Also write JUnit XML here.")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds for pytest.")
+def check(paths: tuple[str, ...], fmt: str, package: str | None, specs_only: bool, run_tests: bool,
+          min_coverage: float, junit: str | None, timeout: float) -> None:
+    """Validate the specs in PATHS, and a generated package's tests against them."""
+    from pathlib import Path
+
+    if package is None and not specs_only and (Path("generated") / "allium.lock").exists():
+        package = "generated"
+    if package is None or specs_only:
+        _check_specs(paths, fmt)
+    _check_package(paths, package, fmt, run_tests, min_coverage, junit, timeout)
+
+
+def _check_specs(paths: tuple[str, ...], fmt: str) -> None:
     from allium.check import check_paths
 
     try:
@@ -70,6 +90,26 @@ def check(paths: tuple[str, ...], fmt: str) -> None:
         raise click.UsageError(str(exc)) from None
     _emit(report.diagnostics, report.sources, fmt)
     sys.exit(1 if has_failures(report.diagnostics) else 0)
+
+
+def _check_package(paths: tuple[str, ...], package: str, fmt: str, run_tests: bool, min_coverage: float,
+                   junit: str | None, timeout: float) -> None:
+    from allium.verify.coverage import verify_package
+    from allium.verify.report import render_report_json, render_report_text, write_junit
+
+    try:
+        report = verify_package(paths, package, run=run_tests, timeout=timeout, min_coverage=min_coverage)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    if fmt == "json":
+        click.echo(render_report_json(report))
+    elif fmt == "sarif":
+        click.echo(render_sarif(report.diagnostics, __version__))
+    else:
+        click.echo(render_report_text(report))
+    if junit:
+        write_junit(report, junit)
+    sys.exit(report.exit_code)
 
 
 @main.command()

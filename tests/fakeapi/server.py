@@ -126,7 +126,11 @@ class FakeAnthropic:
         self.responder = responder
         self.log: list[LoggedRequest] = []
         self._script: deque[ScriptItem] = deque()
-        self._cache: set[str] = set()
+        # prefix hash -> when it becomes readable.  Like the real API, a cache
+        # entry is only there for requests that arrive after the writing
+        # request has started answering (its time to first token), so
+        # simultaneous requests each pay for the write.
+        self._cache: dict[str, float] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._httpd: ThreadingHTTPServer | None = None
@@ -204,11 +208,12 @@ class FakeAnthropic:
                 if size < self.min_cache_tokens:
                     continue
                 key = hashlib.sha256(json.dumps(prefix, sort_keys=True).encode()).hexdigest()
-                if key in self._cache:
+                now = time.monotonic()
+                if self._cache.get(key, float("inf")) <= now:
                     read = size
                 else:
                     written = size - read
-                    self._cache.add(key)
+                    self._cache.setdefault(key, now + self.ttft)
         return {"input_tokens": total - read - written, "cache_creation_input_tokens": written,
                 "cache_read_input_tokens": read}
 

@@ -1,0 +1,31 @@
+"""Fixture projects for the verify tests: copy one to a temp dir and (re)write its lockfile."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def relock(project: Path, package: str = "cachepkg") -> None:
+    """Write ``generated/allium.lock`` for the project as it is now (as `allium generate` would)."""
+    from allium.generate import lockfile as lf
+    from allium.generate.units import load_plan
+
+    specs = sorted((project / "specs").glob("*.allium"))
+    plan = load_plan(specs, package=package, obligations=lambda m: ())
+    out = project / "generated"
+    units = {}
+    for unit in plan.units:
+        files = {f: lf.sha256_file(out / f) for f in unit.files if (out / f).is_file()}
+        units[unit.name] = lf.UnitLock(unit.slice_hash, "0" * 64, files, model="fixture")
+    spec_files = lf.spec_file_hashes(project / "specs", [p.name for p in specs])
+    lf.save(lf.Lockfile(package, spec_files, units), out / "allium.lock")
+
+
+def copy_fixture(name: str, dest: Path) -> Path:
+    """A fresh, relocked copy of fixtures/<name> at dest (so edits never touch the repo)."""
+    shutil.copytree(FIXTURES / name, dest, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    relock(dest)
+    return dest
