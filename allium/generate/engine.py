@@ -15,14 +15,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from allium.errors import AlliumError
 from allium.generate import lockfile
 from allium.generate.units import Plan, Unit
 from allium.generate.writer import OutputCheckError, StagedOutput
-from allium.providers.base import Provider, Request, Response, price_for
+from allium.providers.base import Provider, ProviderError, Request, Response, Usage, price_for
 from allium.providers.exchange import ExchangePending
 from allium.providers.transcripts import RecordingProvider, TranscriptStore
 
@@ -120,7 +120,9 @@ class Generator:
                  max_cost: float | None = None, on_event: Event | None = None) -> None:
         self.plan = plan
         self.store = store
+        self.provider = provider
         self.recorder = RecordingProvider(provider, store, reuse=True)
+        self.warmup_usage: Usage | None = None
         self.output = output
         self.model = model
         self.max_tokens = max_tokens
@@ -150,8 +152,12 @@ class Generator:
     def _answer_all(self, requests: dict[str, Request]) -> list[UnitOutcome]:
         # Every unit runs to its end even when another fails: answers are
         # recorded as they arrive, so the rerun only asks for what is missing.
+        self._warm_cache(requests)
+        # Largest requests first: with more units than jobs, the long ones
+        # should not be the ones left running alone at the end.
+        order = sorted(requests, key=lambda n: len(requests[n].messages[-1]["content"]), reverse=True)
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="allium-unit") as pool:
-            futures = {name: pool.submit(self._answer, name, request) for name, request in requests.items()}
+            futures = {name: pool.submit(self._answer, name, requests[name]) for name in order}
             wait(futures.values())
         errors = {name: f.exception() for name, f in futures.items() if f.exception() is not None}
         if errors:
@@ -160,6 +166,28 @@ class Generator:
                 raise ExchangeWaiting(pending)
             raise next(e for e in errors.values() if not isinstance(e, ExchangePending))  # type: ignore[misc]
         return [futures[name].result() for name in requests]
+
+    def _warm_cache(self, requests: dict[str, Request]) -> None:
+        """Write the shared prefix to the prompt cache once, before fanning out.
+
+        Parallel requests that arrive together would each pay for writing the
+        same prefix; one tiny request first lets all of them read it instead.
+        Only for a live API: replay and exchange answers cost nothing.
+        """
+        fresh = [r for r in requests.values() if r.request_hash() not in self.store]
+        if self.jobs < 2 or len(fresh) < 2 or getattr(self.provider, "name", "") != "anthropic":
+            return
+        first = fresh[0]
+        warmup = replace(first, unit="(cache warm-up)", max_tokens=16,
+                         messages=({"role": "user", "content": "Reply with the single word OK."},))
+        self.on_event("*", "warming the prompt cache")
+        try:
+            response = self.provider.complete(warmup)
+        except ProviderError as exc:  # the units will meet and report the same problem
+            self.on_event("*", f"cache warm-up failed: {exc}")
+            return
+        self.warmup_usage = response.usage
+        self._spent += response.cost_usd() or 0.0
 
     def _answer(self, name: str, request: Request) -> UnitOutcome:
         request_hash = request.request_hash()
