@@ -214,7 +214,7 @@ def generate(specs: tuple[str, ...], output: str, package: str, provider_name: s
                    + ("unknown for this model" if cost is None else f"${cost:.2f}"))
         return
     try:
-        provider = _provider(provider_name, store, exchange_dir)
+        provider = _provider(provider_name, store, exchange_dir, None if as_json else _ProgressLine())
         generator = engine.Generator(the_plan, provider, store, out, model=model, max_tokens=max_tokens,
                                      jobs=jobs, max_cost=max_cost, on_event=_progress(as_json))
         report = generator.run(units)
@@ -232,7 +232,27 @@ class _NoProvider:
         raise AssertionError("dry run must not call a provider")
 
 
-def _provider(name: str, store, exchange_dir: str):
+class _ProgressLine:
+    """Live provider progress on stderr: streamed tokens (every 2,000), retries, turns."""
+
+    def __init__(self) -> None:
+        self.shown: dict[str, int] = {}
+
+    def __call__(self, progress) -> None:
+        unit = progress.unit
+        if progress.kind == "tokens":
+            if progress.output_tokens - self.shown.get(unit, 0) < 2000:
+                return
+            self.shown[unit] = progress.output_tokens
+            text = f"{progress.output_tokens:,} tokens"
+        elif progress.kind == "retry":
+            text = f"attempt {progress.attempt} failed ({progress.message}); retrying in {progress.delay:.1f}s"
+        else:
+            text = progress.message or "continuing"
+        click.echo(f"  [{unit}] {text}", err=True)
+
+
+def _provider(name: str, store, exchange_dir: str, on_progress=None):
     if name == "replay":
         from allium.providers.replay import ReplayProvider
 
@@ -243,7 +263,7 @@ def _provider(name: str, store, exchange_dir: str):
         return ExchangeProvider(exchange_dir)
     from allium.providers.anthropic import AnthropicProvider
 
-    return AnthropicProvider()
+    return AnthropicProvider(on_progress=on_progress)
 
 
 def _progress(quiet: bool):

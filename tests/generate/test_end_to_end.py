@@ -250,3 +250,40 @@ def test_dry_run_estimates_without_calling_the_api(tmp_path: Path, fake) -> None
     assert re.search(r"estimated cost: \$\d+\.\d\d", result.output)
     assert fake.log == []
     assert not (tmp_path / "generated").exists()
+
+
+def test_killed_run_resumes_asking_only_for_unfinished_units(tmp_path: Path, fake) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    release = threading.Event()
+    answer = model()
+
+    def slow_alarms(body):
+        if not is_tool_result(body) and unit_of(body) == "alarms":
+            release.wait(30)  # hold the alarms answer until the process is dead
+        return answer(body)
+
+    fake.responder = slow_alarms
+    env = {**os.environ, "ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": fake.url}
+    argv = [sys.executable, "-m", "allium", "generate", str(SPECS), "--out", str(tmp_path / "generated"),
+            "--transcripts", str(tmp_path / "transcripts"), "--model", "claude-haiku-4-5", "--jobs", "2"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "transcripts").glob("*.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, "counters never answered"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        release.set()
+    assert not (tmp_path / "generated").exists()
+
+    fake.log.clear()
+    fake.responder = model()
+    rerun = generate(tmp_path, fake)
+    assert rerun.exit_code == 0, rerun.output
+    assert requested_units(fake) == ["alarms"]
