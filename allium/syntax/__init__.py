@@ -65,6 +65,13 @@ def parse_source(source: SourceFile) -> ParseResult:
 
 
 def parse_text(text: str, path: str = "<input>") -> ParseResult:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # Lone surrogates cannot be UTF-8 (so have no byte offset); files
+            # read from disk never carry them.  One '?' each keeps offsets.
+            text = text.encode("utf-8", "replace").decode("utf-8")
     return parse_source(SourceFile(path, text))
 
 
@@ -172,9 +179,15 @@ def _syntax_diagnostic(source: SourceFile, exc: UnexpectedInput, postlexer: Alli
     if isinstance(exc, UnexpectedCharacters):
         offset = exc.pos_in_stream or 0
         char = source.text[offset : offset + 1]
+        if char == '"':
+            return error(
+                "allium.syntax.unterminatedString",
+                "unterminated string: expected a closing '\"' on the same line",
+                source.span(offset, offset + 1),
+            )
         return error(
             "allium.syntax.unexpectedCharacter",
-            f"unexpected character {char!r}",
+            f"unexpected character {char!r}" + (" (strings use double quotes)" if char == "'" else ""),
             source.span(offset, offset + 1),
         )
     if isinstance(exc, UnexpectedToken):
@@ -184,11 +197,36 @@ def _syntax_diagnostic(source: SourceFile, exc: UnexpectedInput, postlexer: Alli
         # recent[-1] is the failing token itself when the postlexer emitted it.
         if recent and recent[-1] is token:
             recent = recent[:-1]
+        expected = _parser_expected(exc)
+        if _expects_indented_value(expected, recent):
+            # `name:` with nothing after it: the value is missing, not a block.
+            colon = recent[-2]
+            return error(
+                "allium.syntax.unexpectedToken",
+                f"expected an expression after '{colon.value}', found end of line",
+                source.span(colon.end_pos, colon.end_pos),
+            )
         where = messages.misplaced_keyword(token, recent) or token
         start = where.start_pos if where.start_pos is not None else len(source.text)
         end = where.end_pos if where.end_pos is not None and where.value else start + 1
-        message = messages.unexpected_token_message(token, _parser_expected(exc), recent, _patterns())
-        return error("allium.syntax.unexpectedToken", message, source.span(start, end))
+        if token.type in ("_NL", "_INDENT", "_DEDENT") and recent and recent[-1].end_pos is not None:
+            # "found end of line": the line that ended is the one the postlexer
+            # last handed on, which may be above a `}` the _NL borrowed its place from.
+            if recent[-1].type not in ("_NL", "_INDENT", "_DEDENT"):
+                start = end = recent[-1].end_pos
+        message = messages.unexpected_token_message(token, expected, recent, _patterns())
+        if (
+            where is token
+            and " name '" in messages.context_phrase(recent)
+            and recent[-1].end_line is not None
+            and token.line is not None
+            and token.line > recent[-1].end_line
+        ):
+            # `entity Foo` then a member on the next line: the `{` is missing
+            # at the end of the declaration's line, so point there.
+            start = end = recent[-1].end_pos
+        notes = _open_bracket_notes(postlexer, token)
+        return error("allium.syntax.unexpectedToken", message, source.span(start, end), *notes)
     if isinstance(exc, UnexpectedEOF):  # pragma: no cover - LALR reports $END as a token
         return _unexpected_end(source, exc.expected, postlexer)
     return error("allium.syntax.error", str(exc), source.span(0, 0))  # pragma: no cover
@@ -213,8 +251,31 @@ def _patterns() -> dict[str, str]:
     return {t.name: t.pattern.value for t in build_parser().terminals if t.name.startswith("__ANON")}
 
 
+def _expects_indented_value(expected: set[str], recent: list) -> bool:
+    return (
+        expected <= {"_INDENT", "_NL_CONT", "_NL_ELSE"}
+        and len(recent) >= 2
+        and recent[-1].type == "_NL"
+        and recent[-2].value == ":"
+        and recent[-2].end_pos is not None
+    )
+
+
+def _open_bracket_notes(postlexer: AlliumPostLexer, token) -> list[str]:
+    """Name a `(` or `[` left open on an earlier line: the usual cause of a confusing error."""
+    for block in reversed(postlexer.blocks[1:]):
+        opener = block.opener
+        if block.indents is None and opener is not None and opener.value in "([":
+            if token.line is not None and opener.line is not None and opener.line < token.line:
+                closer = {"(": ")", "[": "]"}[opener.value]
+                return [f"the '{opener.value}' opened at line {opener.line}, column {opener.column} is not closed with '{closer}'"]
+            return []
+    return []
+
+
 def _unexpected_end(source: SourceFile, expected, postlexer: AlliumPostLexer) -> Diagnostic:
-    end = len(source.text)
+    # Point just after the last thing written, not at an empty last line.
+    end = len(source.text.rstrip())
     open_blocks = [b.opener for b in postlexer.blocks[1:] if b.opener is not None]
     if open_blocks:
         opener = open_blocks[-1]

@@ -44,7 +44,9 @@ CONTINUATION_WORDS = frozenset(
         "excludes", "contains",
     }
 )
-ANNOTATIONS = frozenset({"@guidance", "INVARIANT_AT", "@guarantee"})
+# lark names the `"@guidance"` and `"@guarantee"` literals __ANON_n, so
+# annotations are recognised by their text, not their terminal name.
+ANNOTATIONS = frozenset({"@guidance", "@invariant", "@guarantee"})
 PROSE_CLAUSES = frozenset({"guidance", "answer", "rationale", "guarantee"})
 NEWLINE_TYPES = frozenset({"_NL", "_NL_ELSE", "_NL_CONT"})
 
@@ -101,7 +103,17 @@ class AlliumPostLexer(PostLex):
             return token
 
         def synth(kind: str, like: Token) -> Token:
-            return Token.new_borrow_pos(kind, "", like)
+            # Zero-width at the start of `like` (the newline run), so that a
+            # declaration's span ends at its `}`, not on the following line.
+            token = Token.new_borrow_pos(kind, "", like)
+            token.end_line, token.end_column, token.end_pos = token.line, token.column, token.start_pos
+            return token
+
+        def synth_after(kind: str, like: Token) -> Token:
+            # Zero-width just after `like` (the last token of the file).
+            token = Token.new_borrow_pos(kind, "", like)
+            token.line, token.column, token.start_pos = like.end_line, like.end_column, like.end_pos
+            return token
 
         for token in stream:
             kind = token.type
@@ -112,7 +124,11 @@ class AlliumPostLexer(PostLex):
                     prose, comments = _take_prose(comments, prose_indent)
                     prose_indent = None
                     if prose is not None:
-                        yield emit(_prose_token(prose, token))
+                        prose_token = _prose_token(prose, token)
+                        yield emit(prose_token)
+                        # What follows is placed after the prose, so that an
+                        # annotation's span covers its body.
+                        token = synth_after(kind, prose_token)
                 self.comments.extend(comments)
                 if block.indents is None or prev is None:
                     continue
@@ -143,7 +159,7 @@ class AlliumPostLexer(PostLex):
             if line_first is None:
                 line_first = token
             value = token.value
-            if kind in ANNOTATIONS:
+            if value in ANNOTATIONS and kind != "STRING":
                 prose_indent = line_indent
             elif value == ":" and line_first.value in PROSE_CLAUSES and prev is line_first:
                 prose_indent = line_indent
@@ -165,11 +181,13 @@ class AlliumPostLexer(PostLex):
                         yield emit(synth("_DEDENT", token))
             yield emit(token)
 
+        if any(block.indents is None for block in blocks):
+            return  # an unclosed bracket: let the parser report it at end of file
         if prev is not None and prev.type not in ("_NL", "_DEDENT"):
-            yield synth("_NL", prev)
+            yield synth_after("_NL", prev)
         for block in reversed(blocks):
             for _ in (block.indents or [0])[1:]:
-                yield synth("_DEDENT", prev) if prev is not None else Token("_DEDENT", "")
+                yield synth_after("_DEDENT", prev) if prev is not None else Token("_DEDENT", "")
 
     def _scan_newline(self, token: Token) -> tuple[list[Comment], int]:
         """The comments inside a newline run, and the indentation it ends at."""
