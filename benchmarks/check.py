@@ -20,12 +20,33 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
 
 
+def first_lines(files: list[Path], lines: int) -> list[Path]:
+    """The first files (in order) that together reach `lines` lines."""
+    chosen, total = [], 0
+    for path in files:
+        if total >= lines:
+            break
+        chosen.append(path)
+        total += len(path.read_text(encoding="utf-8").splitlines())
+    return chosen
+
+
+def known_invalid() -> set[str]:
+    listing = ROOT / "tests" / "syntax" / "known_invalid.tsv"
+    rows = listing.read_text().splitlines() if listing.exists() else []
+    return {r.split("\t")[0] for r in rows if r and not r.startswith("#")}
+
+
 def targets() -> list[tuple[str, list[Path]]]:
-    out = [("specs/ (showcase set)", sorted((ROOT / "specs").glob("*.allium")))]
+    showcase = sorted((ROOT / "specs").glob("*.allium"))
+    out = [("specs/ (showcase set)", showcase),
+           ("specs/ files up to 3,000 lines (the issue's target size)", first_lines(showcase, 3000))]
     manifest = CORPUS / "MANIFEST.tsv"
     if manifest.exists():
         rows = [line.split("\t") for line in manifest.read_text().splitlines()[1:]]
-        files = [(int(r[6]), CORPUS / r[0]) for r in rows if r[4] == "3" and r[5] == "file"]
+        skip = known_invalid()
+        files = [(int(r[6]), CORPUS / r[0]) for r in rows
+                 if r[4] == "3" and r[5] == "file" and r[0] not in skip]
         largest = [p for _, p in sorted(files, reverse=True)[:3]]
         for path in largest:
             out.append((path.relative_to(CORPUS).as_posix(), [path]))
