@@ -140,6 +140,20 @@ def plan(paths: tuple[str, ...], fmt: str) -> None:
 
 # ---------------------------------------------------------------- generation
 
+PACKAGE_HELP = "Python package name (default: the one in OUT/allium.lock, else 'app')."
+
+
+def _package(explicit: str | None, output: str) -> str:
+    """The package to generate: as given, else as last generated into `output`."""
+    if explicit:
+        return explicit
+    from pathlib import Path
+
+    from allium.generate import lockfile
+
+    lock = lockfile.load(Path(output) / lockfile.LOCKFILE_NAME)
+    return lock.package if lock is not None and lock.package else "app"
+
 
 def _load_plan(specs: tuple[str, ...], package: str):
     from allium.check import check_paths
@@ -156,13 +170,14 @@ def _load_plan(specs: tuple[str, ...], package: str):
 @main.command()
 @click.argument("unit")
 @click.argument("specs", nargs=-1, type=click.Path())
-@click.option("--package", default="app", show_default=True)
+@click.option("--package", default=None, help=PACKAGE_HELP)
+@click.option("--out", "output", default="generated", show_default=True, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the exact API payload.")
-def prompt(unit: str, specs: tuple[str, ...], package: str, as_json: bool) -> None:
+def prompt(unit: str, specs: tuple[str, ...], package: str | None, output: str, as_json: bool) -> None:
     """Print the request allium would send for UNIT."""
     from allium.prompt.builder import build_request
 
-    request = build_request(unit, _load_plan(specs, package))
+    request = build_request(unit, _load_plan(specs, _package(package, output)))
     if as_json:
         click.echo(json.dumps(request.to_payload(), indent=2))
         return
@@ -177,7 +192,7 @@ def prompt(unit: str, specs: tuple[str, ...], package: str, as_json: bool) -> No
 @main.command()
 @click.argument("specs", nargs=-1, type=click.Path())
 @click.option("--out", "output", default="generated", show_default=True, type=click.Path(file_okay=False))
-@click.option("--package", default="app", show_default=True, help="Python package name to generate.")
+@click.option("--package", default=None, help=PACKAGE_HELP)
 @click.option("--provider", "provider_name", type=click.Choice(["anthropic", "replay", "exchange"]),
               default="anthropic", show_default=True)
 @click.option("--model", envvar="ALLIUM_MODEL", default=None, help="Model id (env ALLIUM_MODEL).")
@@ -190,7 +205,7 @@ def prompt(unit: str, specs: tuple[str, ...], package: str, as_json: bool) -> No
 @click.option("--max-cost", type=float, default=None, help="Stop before spending more than this (USD).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and a token and cost estimate; spend nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary for scripts.")
-def generate(specs: tuple[str, ...], output: str, package: str, provider_name: str, model: str | None,
+def generate(specs: tuple[str, ...], output: str, package: str | None, provider_name: str, model: str | None,
              max_tokens: int | None, jobs: int, transcripts: str, exchange_dir: str, only: tuple[str, ...],
              everything: bool, max_cost: float | None, dry_run: bool, as_json: bool) -> None:
     """Generate the package and its tests from SPECS (default: specs/)."""
@@ -200,7 +215,7 @@ def generate(specs: tuple[str, ...], output: str, package: str, provider_name: s
     from allium.generate.units import describe_plan
     from allium.providers.transcripts import TranscriptStore
 
-    the_plan = _load_plan(specs, package)
+    the_plan = _load_plan(specs, _package(package, output))
     out = Path(output)
     units = engine.select_units(the_plan, out, only, everything)
     store = TranscriptStore(transcripts)
