@@ -1,0 +1,755 @@
+"""Unit `arbiter` (arbiter.allium): deterministic evaluation of one operation.
+
+Given a request and a snapshot of the accounts it names, the Arbiter produces a
+verdict, a rejection reason and the signed balance deltas. It reads nothing
+else: no clock, no storage, no randomness, no configuration that could differ
+between replicas (settled decision "What does the Arbiter read besides its
+arguments?"). That determinism is what makes the Clerk's digest comparison
+meaningful.
+
+Layout:
+
+* ``decide_open`` .. ``decide_close``: one pure function per operation kind over
+  plain integers (contract DeterministicEvaluation @guidance).
+* ``evaluate``: the contract operation ``DeterministicEvaluation.evaluate``; total,
+  never throws.
+* ``Evaluation``: one replica's evaluation of one attempt at one request; the
+  ``evaluate_*`` rule functions decide it (pending -> decided).
+* ``check_*``: the invariants, callable from tests.
+* ``EvaluationBoundary``: the in-process surface fulfilling the contract.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from allium.verify import implements
+
+from ledger.core import (
+    AccountStatus,
+    Config as CoreConfig,
+    Envelope,
+    InvariantViolation,
+    OperationKind,
+    Rejected,
+    RejectReason,
+    Request,
+    TransitionRejected,
+    Verdict,
+)
+
+__all__ = [
+    "AccountSnapshot",
+    "Decision",
+    "DeterministicEvaluation",
+    "EvaluationStatus",
+    "Evaluation",
+    "Config",
+    "EVALUATION_TRANSITIONS",
+    "check_evaluation_transition",
+    "decide_open",
+    "decide_deposit",
+    "decide_withdrawal",
+    "decide_transfer",
+    "decide_close",
+    "evaluate",
+    "Arbiter",
+    "evaluate_open",
+    "evaluate_deposit",
+    "evaluate_withdrawal",
+    "evaluate_transfer",
+    "evaluate_close",
+    "decide_evaluation",
+    "replay",
+    "check_snapshot_versions_match_presence",
+    "check_decided_rejections_move_nothing",
+    "check_decided_acceptances_keep_balances_legal",
+    "check_evaluation",
+    "check_honest_replicas_agree",
+    "EvaluationBoundary",
+]
+
+
+# Config ------------------------------------------------------------------------
+
+_CORE_DEFAULTS = CoreConfig()
+
+
+@dataclass(frozen=True)
+class Config:
+    """config block of arbiter.allium: the bounds are core's, pinned per replica.
+
+    ConfigIsPinned: these two values are the only tunables evaluate reads, and
+    they are part of the replica's identity.
+    """
+
+    max_amount_minor: int = _CORE_DEFAULTS.max_amount_minor
+    max_balance_minor: int = _CORE_DEFAULTS.max_balance_minor
+
+
+DEFAULT_CONFIG = Config()
+
+
+# Values --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountSnapshot:
+    """value AccountSnapshot: one account as the Registrar read it for a round."""
+
+    present: bool
+    status: AccountStatus | None = None
+    balance_minor: int = 0
+    version: int = 0
+
+    @classmethod
+    def absent(cls) -> AccountSnapshot:
+        """The snapshot of an account that does not exist (version 0)."""
+        return cls(present=False, status=None, balance_minor=0, version=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """value Decision: verdict, reason and the two signed balance deltas."""
+
+    verdict: Verdict
+    reason: RejectReason | None
+    account_delta_minor: int
+    counterparty_delta_minor: int
+
+    @property
+    def accepted(self) -> bool:
+        """True when the verdict is accepted."""
+        return self.verdict == Verdict.accepted
+
+
+def _reject(reason: RejectReason) -> Decision:
+    """A rejection moves nothing (Evaluation.DecidedRejectionsMoveNothing)."""
+    return Decision(
+        verdict=Verdict.rejected, reason=reason, account_delta_minor=0, counterparty_delta_minor=0
+    )
+
+
+def _accept(account_delta: int, counterparty_delta: int) -> Decision:
+    """An acceptance carries no reason."""
+    return Decision(
+        verdict=Verdict.accepted,
+        reason=None,
+        account_delta_minor=account_delta,
+        counterparty_delta_minor=counterparty_delta,
+    )
+
+
+# Contract ------------------------------------------------------------------------
+
+
+@runtime_checkable
+class DeterministicEvaluation(Protocol):
+    """contract DeterministicEvaluation.
+
+    Determinism, Purity, Totality and ConfigIsPinned: for identical inputs the
+    same Decision, no I/O or hidden state, never throws, and only the two config
+    bounds are read.
+    """
+
+    def evaluate(
+        self, envelope: Envelope, primary: AccountSnapshot, counterparty: AccountSnapshot
+    ) -> Decision:
+        """DeterministicEvaluation.evaluate."""
+        ...
+
+
+# Pure per-kind decision functions ---------------------------------------------------
+#
+# Reasons are tested in RejectReason declaration order, exactly as the Evaluate
+# rules list them; the first that applies wins (settled decision on precedence).
+# Python integers are unbounded, so every comparison below is exact on every
+# platform: no wrap-around can make replicas disagree (settled decision on
+# overflow). Sums are only formed after the amount has been bounded.
+
+
+def _is_int(value: object) -> bool:
+    """A well-formed integer amount (bool is an int subclass but never an amount)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _amount_invalid(amount: object, config: Config) -> bool:
+    """amount <= 0 or amount > config.max_amount_minor (malformed counts as invalid)."""
+    return not _is_int(amount) or amount <= 0 or amount > config.max_amount_minor  # type: ignore[operator]
+
+
+def _is_closed(snapshot: AccountSnapshot) -> bool:
+    return snapshot.status == AccountStatus.closed
+
+
+def decide_open(amount_minor: int, primary: AccountSnapshot) -> Decision:
+    """Decision of rule EvaluateOpen: invalid_amount, account_exists, else accepted."""
+    if not _is_int(amount_minor) or amount_minor != 0:
+        return _reject(RejectReason.invalid_amount)
+    if primary.present:
+        return _reject(RejectReason.account_exists)
+    return _accept(0, 0)
+
+
+def decide_deposit(
+    amount_minor: int, primary: AccountSnapshot, config: Config = DEFAULT_CONFIG
+) -> Decision:
+    """Decision of rule EvaluateDeposit."""
+    if _amount_invalid(amount_minor, config):
+        return _reject(RejectReason.invalid_amount)
+    if not primary.present:
+        return _reject(RejectReason.account_missing)
+    if _is_closed(primary):
+        return _reject(RejectReason.account_closed)
+    if primary.balance_minor + amount_minor > config.max_balance_minor:
+        return _reject(RejectReason.balance_limit)
+    return _accept(amount_minor, 0)
+
+
+def decide_withdrawal(
+    amount_minor: int, primary: AccountSnapshot, config: Config = DEFAULT_CONFIG
+) -> Decision:
+    """Decision of rule EvaluateWithdrawal."""
+    if _amount_invalid(amount_minor, config):
+        return _reject(RejectReason.invalid_amount)
+    if not primary.present:
+        return _reject(RejectReason.account_missing)
+    if _is_closed(primary):
+        return _reject(RejectReason.account_closed)
+    if primary.balance_minor < amount_minor:
+        return _reject(RejectReason.insufficient_funds)
+    return _accept(0 - amount_minor, 0)
+
+
+def decide_transfer(
+    amount_minor: int,
+    account_id: str,
+    counterparty_id: str | None,
+    primary: AccountSnapshot,
+    counterparty: AccountSnapshot,
+    config: Config = DEFAULT_CONFIG,
+) -> Decision:
+    """Decision of rule EvaluateTransfer.
+
+    same_account is checked before any snapshot field so that a self-transfer
+    is rejected identically whether or not the account exists (@guidance).
+    """
+    if _amount_invalid(amount_minor, config):
+        return _reject(RejectReason.invalid_amount)
+    if counterparty_id == account_id:
+        return _reject(RejectReason.same_account)
+    if not primary.present:
+        return _reject(RejectReason.account_missing)
+    if _is_closed(primary):
+        return _reject(RejectReason.account_closed)
+    if counterparty_id is None or not counterparty.present:
+        return _reject(RejectReason.counterparty_missing)
+    if _is_closed(counterparty):
+        return _reject(RejectReason.counterparty_closed)
+    if primary.balance_minor < amount_minor:
+        return _reject(RejectReason.insufficient_funds)
+    if counterparty.balance_minor + amount_minor > config.max_balance_minor:
+        return _reject(RejectReason.balance_limit)
+    return _accept(0 - amount_minor, amount_minor)
+
+
+def decide_close(amount_minor: int, primary: AccountSnapshot) -> Decision:
+    """Decision of rule EvaluateClose."""
+    if not _is_int(amount_minor) or amount_minor != 0:
+        return _reject(RejectReason.invalid_amount)
+    if not primary.present:
+        return _reject(RejectReason.account_missing)
+    if _is_closed(primary):
+        return _reject(RejectReason.account_closed)
+    if primary.balance_minor != 0:
+        return _reject(RejectReason.balance_not_zero)
+    return _accept(0, 0)
+
+
+def _kind_of(kind: object) -> OperationKind | None:
+    """The OperationKind of a (possibly string-valued) kind, or None if unknown."""
+    if isinstance(kind, OperationKind):
+        return kind
+    try:
+        return OperationKind(kind)
+    except (ValueError, TypeError):
+        return None
+
+
+def _decide(
+    kind: object,
+    amount_minor: int,
+    account_id: str,
+    counterparty_id: str | None,
+    primary: AccountSnapshot,
+    counterparty: AccountSnapshot,
+    config: Config,
+) -> Decision:
+    """Dispatch to the per-kind decision function."""
+    op = _kind_of(kind)
+    if op is OperationKind.open:
+        return decide_open(amount_minor, primary)
+    if op is OperationKind.deposit:
+        return decide_deposit(amount_minor, primary, config)
+    if op is OperationKind.withdraw:
+        return decide_withdrawal(amount_minor, primary, config)
+    if op is OperationKind.transfer:
+        return decide_transfer(amount_minor, account_id, counterparty_id, primary, counterparty, config)
+    if op is OperationKind.close:
+        return decide_close(amount_minor, primary)
+    # ASSUMPTION: an unknown kind cannot come from a decoded Envelope (kind is
+    # typed OperationKind). Totality forbids throwing, so it is rejected as a
+    # malformed request (the first, request-only reason) with no effect; every
+    # honest replica answers it identically.
+    return _reject(RejectReason.invalid_amount)
+
+
+def evaluate(
+    envelope: Envelope,
+    primary: AccountSnapshot,
+    counterparty: AccountSnapshot,
+    config: Config = DEFAULT_CONFIG,
+) -> Decision:
+    """DeterministicEvaluation.evaluate: the pure decision for one envelope.
+
+    Total: returns a Decision for every input. An internal error (a bug, e.g. a
+    malformed snapshot) is turned into a rejection with no effect rather than
+    raised; a wrong answer is then surfaced by the Clerk as a dissenting digest
+    (replica fault), never as a client error. No logging here (@guidance).
+    """
+    try:
+        return _decide(
+            envelope.kind,
+            envelope.amount_minor,
+            envelope.account_id,
+            envelope.counterparty_id,
+            primary,
+            counterparty,
+            config,
+        )
+    except Exception:  # noqa: BLE001 - Totality: evaluate never throws
+        # ASSUMPTION: the spec names no reason for an internal fault; the
+        # first request-level reason is used so the answer is still a legal,
+        # effect-free Decision.
+        return _reject(RejectReason.invalid_amount)
+
+
+@dataclass(frozen=True)
+class Arbiter:
+    """An implementation of contract DeterministicEvaluation with pinned config."""
+
+    config: Config = DEFAULT_CONFIG
+
+    def evaluate(
+        self, envelope: Envelope, primary: AccountSnapshot, counterparty: AccountSnapshot
+    ) -> Decision:
+        """DeterministicEvaluation.evaluate with this replica's pinned bounds."""
+        return evaluate(envelope, primary, counterparty, self.config)
+
+
+# Entity Evaluation ------------------------------------------------------------------
+
+
+class EvaluationStatus(str, enum.Enum):
+    """Evaluation.status: pending | decided."""
+
+    pending = "pending"
+    decided = "decided"
+
+
+#: transitions status { pending -> decided; terminal: decided }.
+EVALUATION_TRANSITIONS: Mapping[EvaluationStatus, frozenset[EvaluationStatus]] = {
+    EvaluationStatus.pending: frozenset({EvaluationStatus.decided}),
+    EvaluationStatus.decided: frozenset(),
+}
+
+#: Terminal states of Evaluation.status.
+EVALUATION_TERMINAL: frozenset[EvaluationStatus] = frozenset({EvaluationStatus.decided})
+
+
+def check_evaluation_transition(current: EvaluationStatus, target: EvaluationStatus) -> None:
+    """Reject any Evaluation.status change the transition table does not declare."""
+    current, target = EvaluationStatus(current), EvaluationStatus(target)
+    if target not in EVALUATION_TRANSITIONS[current]:
+        raise TransitionRejected(
+            "Evaluation.status", 0, f"undeclared transition {current.value} -> {target.value}"
+        )
+
+
+#: The fields present exactly when status = decided.
+DECIDED_FIELDS: tuple[str, ...] = (
+    "verdict",
+    "reason",
+    "account_delta_minor",
+    "counterparty_delta_minor",
+)
+
+
+@dataclass(eq=False, kw_only=True)
+class Evaluation:
+    """entity Evaluation: one replica's evaluation of one attempt at one request.
+
+    The snapshot fields are the read set the Registrar produced, copied in so
+    that nothing a replica writes is shared with another replica. The decided
+    fields (verdict, reason, deltas) are None while pending
+    (``when status = decided``). Status only moves pending -> decided.
+    """
+
+    request: Request
+    attempt: int
+    replica_id: str
+    primary_present: bool = False
+    primary_status: AccountStatus | None = None
+    primary_balance_minor: int = 0
+    primary_version: int = 0
+    counter_present: bool = False
+    counter_status: AccountStatus | None = None
+    counter_balance_minor: int = 0
+    counter_version: int = 0
+    status: EvaluationStatus = EvaluationStatus.pending
+    verdict: Verdict | None = None
+    reason: RejectReason | None = None
+    account_delta_minor: int | None = None
+    counterparty_delta_minor: int | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Guard the status lifecycle on every assignment after construction:
+        # re-assigning the same state is a no-op, anything undeclared raises.
+        if name == "status":
+            value = EvaluationStatus(value)
+            current = self.__dict__.get("status")
+            if current is not None and current != value:
+                check_evaluation_transition(current, value)
+        object.__setattr__(self, name, value)
+
+    # Snapshots --------------------------------------------------------------
+
+    @property
+    def primary(self) -> AccountSnapshot:
+        """The primary account's snapshot, as an AccountSnapshot value."""
+        return AccountSnapshot(
+            present=self.primary_present,
+            status=self.primary_status,
+            balance_minor=self.primary_balance_minor,
+            version=self.primary_version,
+        )
+
+    @property
+    def counterparty(self) -> AccountSnapshot:
+        """The counterparty's snapshot, as an AccountSnapshot value."""
+        return AccountSnapshot(
+            present=self.counter_present,
+            status=self.counter_status,
+            balance_minor=self.counter_balance_minor,
+            version=self.counter_version,
+        )
+
+    @property
+    def envelope(self) -> Envelope:
+        """The Envelope of the evaluated request (the decision's only request input)."""
+        r = self.request
+        return Envelope(
+            request_id=r.request_id,
+            client_id=r.client_id,
+            kind=r.kind,
+            account_id=r.account_id,
+            counterparty_id=r.counterparty_id,
+            owner=r.owner,
+            amount_minor=r.amount_minor,
+        )
+
+    @property
+    def is_decided(self) -> bool:
+        """status = decided."""
+        return self.status == EvaluationStatus.decided
+
+    @property
+    def decision(self) -> Decision | None:
+        """The Decision once decided, else None."""
+        if not self.is_decided:
+            return None
+        assert self.verdict is not None
+        assert self.account_delta_minor is not None
+        assert self.counterparty_delta_minor is not None
+        return Decision(
+            verdict=self.verdict,
+            reason=self.reason,
+            account_delta_minor=self.account_delta_minor,
+            counterparty_delta_minor=self.counterparty_delta_minor,
+        )
+
+    @classmethod
+    def of(
+        cls,
+        request: Request,
+        attempt: int,
+        replica_id: str,
+        primary: AccountSnapshot,
+        counterparty: AccountSnapshot | None = None,
+    ) -> Evaluation:
+        """``Evaluation.created`` from two snapshot values (status pending)."""
+        counter = counterparty if counterparty is not None else AccountSnapshot.absent()
+        return cls(
+            request=request,
+            attempt=attempt,
+            replica_id=replica_id,
+            primary_present=primary.present,
+            primary_status=primary.status,
+            primary_balance_minor=primary.balance_minor,
+            primary_version=primary.version,
+            counter_present=counter.present,
+            counter_status=counter.status,
+            counter_balance_minor=counter.balance_minor,
+            counter_version=counter.version,
+        )
+
+
+# Rules -------------------------------------------------------------------------------
+
+
+def _require_pending_kind(evaluation: Evaluation, rule: str, kind: OperationKind) -> None:
+    """The two requires clauses shared by every Evaluate rule."""
+    if evaluation.status != EvaluationStatus.pending:
+        raise Rejected(rule, 1, f"evaluation is {EvaluationStatus(evaluation.status).value}, not pending")
+    if _kind_of(evaluation.request.kind) is not kind:
+        raise Rejected(rule, 2, f"request kind is {evaluation.request.kind}, not {kind.value}")
+
+
+def _settle(evaluation: Evaluation, decision: Decision) -> Decision:
+    """Apply the ensures together: the decided fields, then status = decided.
+
+    Fields are written before the status so that an observer reacting to
+    ``status becomes decided`` (the Clerk's CastVote) sees them all; the
+    transition check runs first so a refused transition writes nothing.
+    """
+    check_evaluation_transition(evaluation.status, EvaluationStatus.decided)
+    evaluation.verdict = decision.verdict
+    evaluation.reason = decision.reason
+    evaluation.account_delta_minor = decision.account_delta_minor
+    evaluation.counterparty_delta_minor = decision.counterparty_delta_minor
+    evaluation.status = EvaluationStatus.decided
+    return decision
+
+
+@implements("EvaluateOpen")
+def evaluate_open(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -> Decision:
+    """rule EvaluateOpen: when Evaluation.created, kind = open."""
+    _require_pending_kind(evaluation, "EvaluateOpen", OperationKind.open)
+    return _settle(evaluation, decide_open(evaluation.request.amount_minor, evaluation.primary))
+
+
+@implements("EvaluateDeposit")
+def evaluate_deposit(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -> Decision:
+    """rule EvaluateDeposit: when Evaluation.created, kind = deposit."""
+    _require_pending_kind(evaluation, "EvaluateDeposit", OperationKind.deposit)
+    return _settle(
+        evaluation, decide_deposit(evaluation.request.amount_minor, evaluation.primary, config)
+    )
+
+
+@implements("EvaluateWithdrawal")
+def evaluate_withdrawal(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -> Decision:
+    """rule EvaluateWithdrawal: when Evaluation.created, kind = withdraw."""
+    _require_pending_kind(evaluation, "EvaluateWithdrawal", OperationKind.withdraw)
+    return _settle(
+        evaluation, decide_withdrawal(evaluation.request.amount_minor, evaluation.primary, config)
+    )
+
+
+@implements("EvaluateTransfer")
+def evaluate_transfer(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -> Decision:
+    """rule EvaluateTransfer: when Evaluation.created, kind = transfer."""
+    _require_pending_kind(evaluation, "EvaluateTransfer", OperationKind.transfer)
+    r = evaluation.request
+    return _settle(
+        evaluation,
+        decide_transfer(
+            r.amount_minor,
+            r.account_id,
+            r.counterparty_id,
+            evaluation.primary,
+            evaluation.counterparty,
+            config,
+        ),
+    )
+
+
+@implements("EvaluateClose")
+def evaluate_close(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -> Decision:
+    """rule EvaluateClose: when Evaluation.created, kind = close."""
+    _require_pending_kind(evaluation, "EvaluateClose", OperationKind.close)
+    return _settle(evaluation, decide_close(evaluation.request.amount_minor, evaluation.primary))
+
+
+_RULES: Mapping[OperationKind, Callable[[Evaluation, Config], Decision]] = {
+    OperationKind.open: evaluate_open,
+    OperationKind.deposit: evaluate_deposit,
+    OperationKind.withdraw: evaluate_withdrawal,
+    OperationKind.transfer: evaluate_transfer,
+    OperationKind.close: evaluate_close,
+}
+
+
+def decide_evaluation(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -> Decision:
+    """React to ``Evaluation.created``: run the one Evaluate rule matching the kind.
+
+    Raises Rejected (changing nothing) when the evaluation is not pending or
+    its kind is unknown.
+    """
+    op = _kind_of(evaluation.request.kind)
+    rule = _RULES.get(op) if op is not None else None
+    if rule is None:
+        raise Rejected("Evaluate", 2, f"no Evaluate rule for kind {evaluation.request.kind!r}")
+    return rule(evaluation, config)
+
+
+def replay(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -> Decision:
+    """Re-run an Evaluation's inputs through evaluate (guarantee NoHiddenInputs).
+
+    Used to test a fenced replica before it rejoins: the result must equal the
+    Evaluation's recorded Decision.
+    """
+    return evaluate(evaluation.envelope, evaluation.primary, evaluation.counterparty, config)
+
+
+# Invariants ------------------------------------------------------------------------
+
+
+def _violation(ok: bool, name: str, why: str) -> None:
+    if not ok:
+        raise InvariantViolation(f"{name}: {why}")
+
+
+def check_snapshot_versions_match_presence(evaluation: Evaluation) -> None:
+    """invariant Evaluation.SnapshotVersionsMatchPresence."""
+    e = evaluation
+    _violation(
+        (not e.primary_present or e.primary_version >= 1)
+        and (e.primary_present or e.primary_version == 0)
+        and (e.counter_present or e.counter_version == 0),
+        "SnapshotVersionsMatchPresence",
+        f"primary present={e.primary_present} v{e.primary_version}, "
+        f"counter present={e.counter_present} v{e.counter_version}",
+    )
+
+
+def check_decided_rejections_move_nothing(evaluation: Evaluation) -> None:
+    """invariant Evaluation.DecidedRejectionsMoveNothing."""
+    e = evaluation
+    if e.status == EvaluationStatus.decided and e.verdict == Verdict.rejected:
+        _violation(
+            e.account_delta_minor == 0 and e.counterparty_delta_minor == 0,
+            "DecidedRejectionsMoveNothing",
+            f"rejected with deltas {e.account_delta_minor}/{e.counterparty_delta_minor}",
+        )
+
+
+def check_decided_acceptances_keep_balances_legal(evaluation: Evaluation) -> None:
+    """invariant Evaluation.DecidedAcceptancesKeepBalancesLegal."""
+    e = evaluation
+    if e.status == EvaluationStatus.decided and e.verdict == Verdict.accepted:
+        _violation(
+            e.account_delta_minor is not None
+            and e.counterparty_delta_minor is not None
+            and e.primary_balance_minor + e.account_delta_minor >= 0
+            and e.counter_balance_minor + e.counterparty_delta_minor >= 0,
+            "DecidedAcceptancesKeepBalancesLegal",
+            f"accepted deltas {e.account_delta_minor}/{e.counterparty_delta_minor} "
+            f"on balances {e.primary_balance_minor}/{e.counter_balance_minor}",
+        )
+
+
+def check_decided_fields_presence(evaluation: Evaluation) -> None:
+    """The ``when status = decided`` presence of verdict and the two deltas.
+
+    ``reason`` is optional even when decided (null on acceptance), so only its
+    absence while pending is checked.
+    """
+    e = evaluation
+    if e.status == EvaluationStatus.decided:
+        _violation(
+            e.verdict is not None
+            and e.account_delta_minor is not None
+            and e.counterparty_delta_minor is not None,
+            "Evaluation.when",
+            "decided evaluation lacks a decided field",
+        )
+    else:
+        _violation(
+            all(getattr(e, name) is None for name in DECIDED_FIELDS),
+            "Evaluation.when",
+            "pending evaluation carries a decided field",
+        )
+
+
+def check_evaluation(evaluation: Evaluation) -> None:
+    """All entity-level invariants of Evaluation."""
+    check_snapshot_versions_match_presence(evaluation)
+    check_decided_rejections_move_nothing(evaluation)
+    check_decided_acceptances_keep_balances_legal(evaluation)
+    check_decided_fields_presence(evaluation)
+
+
+def _trust_all(_replica_id: str) -> bool:
+    return True
+
+
+def check_honest_replicas_agree(
+    evaluations: Iterable[Evaluation],
+    is_trusted: Callable[[str], bool] = _trust_all,
+) -> None:
+    """invariant HonestReplicasAgree.
+
+    Two decided evaluations of the same (request, attempt) by trusted replicas
+    must carry the same verdict, reason and deltas. ``is_trusted`` is injected
+    (the spec leaves it abstract; the Clerk knows which replicas are fenced).
+    """
+    first: dict[tuple[str, str, int], tuple[Evaluation, Decision]] = {}
+    for e in evaluations:
+        if e.status != EvaluationStatus.decided or not is_trusted(e.replica_id):
+            continue
+        decision = e.decision
+        assert decision is not None
+        # A Request is identified by its idempotency key (client_id, request_id).
+        slot = (e.request.client_id, e.request.request_id, e.attempt)
+        seen = first.get(slot)
+        if seen is None:
+            first[slot] = (e, decision)
+            continue
+        other, other_decision = seen
+        _violation(
+            decision == other_decision,
+            "HonestReplicasAgree",
+            f"replicas {other.replica_id} and {e.replica_id} disagree on attempt "
+            f"{e.attempt}: {other_decision} vs {decision}",
+        )
+
+
+# Surface ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvaluationBoundary:
+    """surface EvaluationBoundary: exposes AccountSnapshot and Decision; fulfils
+    DeterministicEvaluation.
+
+    The surface declares no facing actor: it is an in-process library boundary
+    run on each replica (@guidance), callable by the replica's own code only.
+    Guarantee NoHiddenInputs: a Decision depends only on the Envelope and the
+    two snapshots, so ``evaluate`` here equals ``replay`` of an Evaluation.
+    """
+
+    config: Config = DEFAULT_CONFIG
+    #: No ``facing`` clause: no remote actor; in-process callers only.
+    facing: None = field(default=None, init=False)
+    exposes: tuple[type, ...] = field(default=(AccountSnapshot, Decision), init=False)
+    fulfils: tuple[type, ...] = field(default=(DeterministicEvaluation,), init=False)
+
+    def evaluate(
+        self, envelope: Envelope, primary: AccountSnapshot, counterparty: AccountSnapshot
+    ) -> Decision:
+        """DeterministicEvaluation.evaluate, as fulfilled by this surface."""
+        return evaluate(envelope, primary, counterparty, self.config)

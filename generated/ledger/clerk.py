@@ -1,0 +1,1204 @@
+"""Unit `clerk` (clerk.allium): redundant evaluation, digest quorum, fencing.
+
+The Clerk hands every eligible replica the same read set (DispatchRound),
+collects one digest vote per replica (CastVote), proposes the decision once
+``commit_quorum`` = f + 1 digests match (ReachAgreement), fences every
+replica that dissents (FenceDissenter), retries rounds on which no quorum
+forms (RetryDivergedRound) and finally quarantines the request
+(QuarantineRequest). Missing replicas stall a round instead (StallRound).
+
+Coupling to other units is deliberately thin: statuses of dependency
+entities are compared by their spec value (``"ready"``, ``"decided"``...),
+so the module works whether a dependency stores an enum or a string.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from allium.verify import implements
+
+from ledger.arbiter import Evaluation, EvaluationStatus
+from ledger.core import (
+    AccessDenied,
+    InvariantViolation,
+    Rejected,
+    RejectReason,
+    TransitionRejected,
+    Verdict,
+)
+from ledger.ledger import Proposal
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from ledger.cluster import Node
+    from ledger.core import Operator, Request
+    from ledger.ledger import EpochGrant, Journal
+    from ledger.registrar import ReadSet
+
+__all__ = [
+    "ReplicaStatus",
+    "RoundStatus",
+    "Config",
+    "Replica",
+    "Round",
+    "Vote",
+    "DispatchRound",
+    "DissentDetected",
+    "RoundDiverged",
+    "QuorumUnavailable",
+    "ReplicaFenced",
+    "Incident",
+    "Clerk",
+    "ConformanceHarness",
+    "ReplicaMaintenance",
+    "RoundInspection",
+    "decision_digest",
+    "decision_digest_of",
+    "quarantine_digest",
+    "is_replica_host",
+    "is_replica_responder",
+    "check_commits_have_quorum",
+    "check_one_vote_per_replica_per_round",
+    "check_one_round_per_attempt",
+    "check_quorum_outnumbers_faults",
+    "check_replica_per_node",
+    "REPLICA_TRANSITIONS",
+    "ROUND_TRANSITIONS",
+]
+
+
+# ---------------------------------------------------------------------------
+# Enumerations and config
+# ---------------------------------------------------------------------------
+
+
+class ReplicaStatus(str, enum.Enum):
+    """Replica.status: active | fenced | recovering | retired."""
+
+    active = "active"
+    fenced = "fenced"
+    recovering = "recovering"
+    retired = "retired"
+
+
+class RoundStatus(str, enum.Enum):
+    """Round.status: collecting | agreed | committed | diverged | superseded."""
+
+    collecting = "collecting"
+    agreed = "agreed"
+    committed = "committed"
+    diverged = "diverged"
+    superseded = "superseded"
+
+
+@dataclass(frozen=True)
+class Config:
+    """config block of clerk.allium (n = 2f + 1 replicas, quorum f + 1).
+
+    ``replica_count`` and ``commit_quorum`` default to the spec's
+    expressions over ``fault_budget`` (3 and 2 with the default f = 1).
+    """
+
+    fault_budget: int = 1
+    replica_count: int = None  # type: ignore[assignment]  # derived below
+    commit_quorum: int = None  # type: ignore[assignment]  # derived below
+    round_timeout: timedelta = timedelta(seconds=1)
+    max_attempts: int = 3
+    conformance_vectors: int = 10000
+
+    def __post_init__(self) -> None:
+        # Defaults derived from fault_budget, exactly as the spec declares.
+        if self.replica_count is None:
+            object.__setattr__(self, "replica_count", 2 * self.fault_budget + 1)
+        if self.commit_quorum is None:
+            object.__setattr__(self, "commit_quorum", self.fault_budget + 1)
+
+
+# ---------------------------------------------------------------------------
+# Small adapters over dependency entities (keep coupling to values only)
+# ---------------------------------------------------------------------------
+
+
+def _state(value: Any) -> Any:
+    """The spec value of an enum member or plain string status."""
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _key(request: Any) -> tuple[str, str]:
+    """The idempotency key (client_id, request_id) of a core/Request."""
+    return (request.client_id, request.request_id)
+
+
+def _same_request(a: Any, b: Any) -> bool:
+    """Request equality as the spec's `request = request` (by identity or key)."""
+    return a is b or _key(a) == _key(b)
+
+
+_LIVE_NODE_STATES = frozenset({"joining", "backup", "candidate", "recovering", "primary"})
+
+
+def _node_is_live(node: Any) -> bool:
+    """cluster/Node.is_live: status in {joining, backup, candidate, recovering, primary}."""
+    live = getattr(node, "is_live", None)
+    if callable(live):
+        live = live()
+    if isinstance(live, bool):
+        return live
+    return _state(node.status) in _LIVE_NODE_STATES
+
+
+_REFUSED_PROPOSAL_STATES = frozenset({"duplicate", "conflicted", "fenced"})
+
+
+# ---------------------------------------------------------------------------
+# Transition tables
+# ---------------------------------------------------------------------------
+
+REPLICA_TRANSITIONS: dict[ReplicaStatus, frozenset[ReplicaStatus]] = {
+    ReplicaStatus.active: frozenset({ReplicaStatus.fenced}),
+    ReplicaStatus.fenced: frozenset({ReplicaStatus.recovering, ReplicaStatus.retired}),
+    ReplicaStatus.recovering: frozenset({ReplicaStatus.active, ReplicaStatus.fenced}),
+    ReplicaStatus.retired: frozenset(),  # terminal
+}
+
+ROUND_TRANSITIONS: dict[RoundStatus, frozenset[RoundStatus]] = {
+    RoundStatus.collecting: frozenset(
+        {RoundStatus.agreed, RoundStatus.diverged, RoundStatus.superseded}
+    ),
+    RoundStatus.agreed: frozenset({RoundStatus.committed, RoundStatus.superseded}),
+    RoundStatus.committed: frozenset(),  # terminal
+    RoundStatus.diverged: frozenset(),  # terminal
+    RoundStatus.superseded: frozenset(),  # terminal
+}
+
+
+# ---------------------------------------------------------------------------
+# Entities
+# ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False, kw_only=True)
+class Replica:
+    """entity Replica: the evaluation replica hosted by one cluster node."""
+
+    replica_id: str
+    node: Node
+    dissents: int = 0
+    status: ReplicaStatus = ReplicaStatus.recovering
+    fenced_at: datetime | None = None
+    recovery_started_at: datetime | None = None
+
+    @property
+    def is_eligible(self) -> bool:
+        """Derived Replica.is_eligible: status = active and node.is_live."""
+        return self.status == ReplicaStatus.active and _node_is_live(self.node)
+
+    def transition_to(self, target: ReplicaStatus) -> None:
+        """Apply a declared `transitions status` edge; refuse any other."""
+        target = ReplicaStatus(target)
+        if target not in REPLICA_TRANSITIONS[self.status]:
+            raise TransitionRejected(
+                "Replica.status", 0, f"{self.status.value} -> {target.value} is not declared"
+            )
+        self.status = target
+
+    def check_when_presence(self) -> None:
+        """fenced_at iff status = fenced; recovery_started_at iff status = recovering."""
+        if (self.fenced_at is not None) != (self.status == ReplicaStatus.fenced):
+            raise InvariantViolation(f"Replica {self.replica_id}: fenced_at vs {self.status.value}")
+        if (self.recovery_started_at is not None) != (self.status == ReplicaStatus.recovering):
+            raise InvariantViolation(
+                f"Replica {self.replica_id}: recovery_started_at vs {self.status.value}"
+            )
+
+
+@dataclass(eq=False, kw_only=True)
+class Round:
+    """entity Round: one attempt at agreeing on one request's decision."""
+
+    request: Request
+    read_set: ReadSet
+    attempt: int
+    epoch: int
+    opened_at: datetime
+    deadline: datetime
+    stalled: bool = False
+    status: RoundStatus = RoundStatus.collecting
+    agreed_digest: str | None = None
+    committed_at: datetime | None = None
+    # Relationship `votes: Vote with round = this`, maintained by the Clerk.
+    votes: list[Vote] = field(default_factory=list, repr=False)
+
+    def support(self, digest: str | None) -> list[Vote]:
+        """Derived Round.support(d): votes where digest = d."""
+        return [vote for vote in self.votes if vote.digest == digest]
+
+    def transition_to(self, target: RoundStatus) -> None:
+        """Apply a declared `transitions status` edge; refuse any other."""
+        target = RoundStatus(target)
+        if target not in ROUND_TRANSITIONS[self.status]:
+            raise TransitionRejected(
+                "Round.status", 0, f"{self.status.value} -> {target.value} is not declared"
+            )
+        self.status = target
+
+    def check_when_presence(self) -> None:
+        """agreed_digest iff status in {agreed, committed}; committed_at iff committed."""
+        agreed = self.status in (RoundStatus.agreed, RoundStatus.committed)
+        if (self.agreed_digest is not None) != agreed:
+            raise InvariantViolation(f"Round attempt {self.attempt}: agreed_digest vs {self.status.value}")
+        if (self.committed_at is not None) != (self.status == RoundStatus.committed):
+            raise InvariantViolation(f"Round attempt {self.attempt}: committed_at vs {self.status.value}")
+
+
+@dataclass(eq=False, kw_only=True)
+class Vote:
+    """entity Vote: one replica's answer to one round (digest + Decision)."""
+
+    round: Round
+    replica: Replica
+    digest: str
+    verdict: Verdict
+    reason: RejectReason | None = None
+    account_delta_minor: int
+    counterparty_delta_minor: int
+    cast_at: datetime
+
+
+# ---------------------------------------------------------------------------
+# Triggers emitted by the Clerk
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class DispatchRound:
+    """trigger DispatchRound(round)."""
+
+    round: Round
+
+
+@dataclass(frozen=True, eq=False)
+class DissentDetected:
+    """trigger DissentDetected(vote)."""
+
+    vote: Vote
+
+
+@dataclass(frozen=True, eq=False)
+class RoundDiverged:
+    """trigger RoundDiverged(round)."""
+
+    round: Round
+
+
+@dataclass(frozen=True, eq=False)
+class QuorumUnavailable:
+    """trigger QuorumUnavailable(round)."""
+
+    round: Round
+
+
+@dataclass(frozen=True, eq=False)
+class ReplicaFenced:
+    """trigger ReplicaFenced(replica, round)."""
+
+    replica: Replica
+    round: Round
+
+
+@dataclass(frozen=True, eq=False)
+class Incident:
+    """Incident record of a quarantine (QuarantineRequest @guidance).
+
+    Captures the read set and every Decision of the final diverged round,
+    so engineers can reproduce the Arbiter's determinism bug.
+    """
+
+    round: Round
+    read_set: Any
+    votes: tuple[Vote, ...]
+    recorded_at: datetime
+
+
+# ---------------------------------------------------------------------------
+# Canonical encoding and digests (CastVote / QuarantineRequest @guidance)
+# ---------------------------------------------------------------------------
+
+_DECISION_TAG = b"ledger.clerk.decision.v1\x00"
+_QUARANTINE_TAG = b"ledger.clerk.quarantine.v1\x00"
+
+
+def _enc_str(text: str) -> bytes:
+    """Length-prefixed UTF-8 string (core CanonicalEncoding.FieldOrderFixed)."""
+    raw = text.encode("utf-8")
+    return len(raw).to_bytes(4, "big") + raw
+
+
+def _enc_int(number: int) -> bytes:
+    """Big-endian 64-bit two's-complement integer."""
+    return int(number).to_bytes(8, "big", signed=True)
+
+
+def _enc_opt_str(text: str | None) -> bytes:
+    """Absent optionals are a single 0x00 byte; present ones are 0x01 + value."""
+    return b"\x00" if text is None else b"\x01" + _enc_str(text)
+
+
+def decision_digest_of(
+    client_id: str,
+    request_id: str,
+    attempt: int,
+    verdict: Any,
+    reason: Any,
+    account_delta_minor: int,
+    counterparty_delta_minor: int,
+) -> str:
+    """decision_digest: lowercase hex SHA-256 over the canonical encoding of
+    (client_id, request_id, attempt, verdict, reason, account_delta_minor,
+    counterparty_delta_minor). Binding key and attempt makes a vote specific
+    to one round, so it cannot be replayed into another.
+    """
+    reason_value = None if reason is None else str(_state(reason))
+    payload = b"".join(
+        (
+            _DECISION_TAG,
+            _enc_str(client_id),
+            _enc_str(request_id),
+            _enc_int(attempt),
+            _enc_str(str(_state(verdict))),
+            _enc_opt_str(reason_value),
+            _enc_int(account_delta_minor),
+            _enc_int(counterparty_delta_minor),
+        )
+    )
+    return hashlib.sha256(payload).hexdigest()
+
+
+def decision_digest(evaluation: Any) -> str:
+    """decision_digest(evaluation): the digest a replica ships for its Decision."""
+    return decision_digest_of(
+        evaluation.request.client_id,
+        evaluation.request.request_id,
+        evaluation.attempt,
+        evaluation.verdict,
+        evaluation.reason,
+        evaluation.account_delta_minor,
+        evaluation.counterparty_delta_minor,
+    )
+
+
+def _vote_digest(vote: Vote) -> str:
+    """Recompute the digest of the payload a vote carries (never trust the claim)."""
+    return decision_digest_of(
+        vote.round.request.client_id,
+        vote.round.request.request_id,
+        vote.round.attempt,
+        vote.verdict,
+        vote.reason,
+        vote.account_delta_minor,
+        vote.counterparty_delta_minor,
+    )
+
+
+def quarantine_digest(request: Any) -> str:
+    """quarantine_digest(request): digest of the quarantine rejection of a request.
+
+    It is independent of the attempt: whichever attempt quarantines the
+    request, the durable answer is the same.
+    """
+    payload = b"".join(
+        (
+            _QUARANTINE_TAG,
+            _enc_str(request.client_id),
+            _enc_str(request.request_id),
+            _enc_str(Verdict.rejected.value),
+            _enc_opt_str(RejectReason.quarantined.value),
+            _enc_int(0),
+            _enc_int(0),
+        )
+    )
+    return hashlib.sha256(payload).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Actors
+# ---------------------------------------------------------------------------
+
+
+def is_replica_host(replica: Replica) -> bool:
+    """actor ReplicaHost: identified_by Replica where status != retired."""
+    return isinstance(replica, Replica) and replica.status != ReplicaStatus.retired
+
+
+def is_replica_responder(operator: Any) -> bool:
+    """actor ReplicaResponder: identified_by core/Operator where role = responder."""
+    role = getattr(operator, "role", None)
+    return role is not None and _state(role) == "responder"
+
+
+# ---------------------------------------------------------------------------
+# Invariants (callable checks)
+# ---------------------------------------------------------------------------
+
+
+def check_commits_have_quorum(rounds: Iterable[Round], config: Config) -> None:
+    """invariant CommitsHaveQuorum: every committed round had f + 1 matching digests."""
+    for r in rounds:
+        if r.status == RoundStatus.committed and len(r.support(r.agreed_digest)) < config.commit_quorum:
+            raise InvariantViolation(f"CommitsHaveQuorum: round attempt {r.attempt} of {_key(r.request)}")
+
+
+def check_one_vote_per_replica_per_round(votes: Iterable[Vote]) -> None:
+    """invariant OneVotePerReplicaPerRound."""
+    seen: set[tuple[int, int]] = set()
+    for vote in votes:
+        pair = (id(vote.round), id(vote.replica))
+        if pair in seen:
+            raise InvariantViolation(f"OneVotePerReplicaPerRound: {vote.replica.replica_id}")
+        seen.add(pair)
+
+
+def check_one_round_per_attempt(rounds: Iterable[Round]) -> None:
+    """invariant OneRoundPerAttempt: (request, attempt) identifies a round."""
+    seen: set[tuple[tuple[str, str], int]] = set()
+    for r in rounds:
+        pair = (_key(r.request), r.attempt)
+        if pair in seen:
+            raise InvariantViolation(f"OneRoundPerAttempt: {pair}")
+        seen.add(pair)
+
+
+def check_quorum_outnumbers_faults(config: Config) -> None:
+    """invariant QuorumOutnumbersFaults: quorum > f and n >= quorum + f."""
+    if not (
+        config.commit_quorum > config.fault_budget
+        and config.replica_count >= config.commit_quorum + config.fault_budget
+    ):
+        raise InvariantViolation(f"QuorumOutnumbersFaults: {config}")
+
+
+def check_replica_per_node(replicas: Iterable[Replica]) -> None:
+    """invariant ReplicaPerNode: no two replicas share a node."""
+    seen: list[Any] = []
+    for replica in replicas:
+        if any(replica.node is node for node in seen):
+            raise InvariantViolation(f"ReplicaPerNode: {replica.replica_id}")
+        seen.append(replica.node)
+
+
+# ---------------------------------------------------------------------------
+# The Clerk: state plus rules
+# ---------------------------------------------------------------------------
+
+
+class Clerk:
+    """The Clerk's state (Replicas, Rounds, Votes) and the rules of clerk.allium.
+
+    ``given journal: ledger/Journal`` is injected, as are the clock and two
+    outbound hooks: ``on_evaluation`` (hand a created arbiter/Evaluation to
+    its replica) and ``on_proposal`` (submit a ledger/Proposal for commit).
+    Every emitted trigger is appended to ``events`` and passed to listeners
+    registered with :meth:`subscribe`; the Clerk's own rules consume
+    DispatchRound, DissentDetected and RoundDiverged. QuorumUnavailable is
+    emitted exactly when a round's ``stalled`` becomes true (the trigger of
+    api's CountStall), and ReplicaFenced whenever a replica is fenced.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        clock: Callable[[], datetime],
+        config: Config | None = None,
+        on_evaluation: Callable[[Evaluation], None] | None = None,
+        on_proposal: Callable[[Proposal], None] | None = None,
+    ) -> None:
+        self.journal = journal
+        self.clock = clock
+        self.config = config if config is not None else Config()
+        self.on_evaluation = on_evaluation
+        self.on_proposal = on_proposal
+        self.replicas: list[Replica] = []
+        self.rounds: list[Round] = []
+        self.votes: list[Vote] = []
+        self.evaluations: list[Evaluation] = []
+        self.proposals: list[Proposal] = []
+        self.incidents: list[Incident] = []
+        self.events: list[object] = []
+        # FencingIsAudited: (replica, evidence) for every fence and every return.
+        self.fence_audit: list[tuple[Replica, Vote]] = []
+        self.return_audit: list[tuple[Replica, int, int]] = []
+        self._listeners: list[Callable[[object], None]] = []
+
+    # -- lookups ----------------------------------------------------------
+
+    def find_round(self, request: Any, attempt: int) -> Round | None:
+        """Round{request, attempt}."""
+        for r in self.rounds:
+            if r.attempt == attempt and _same_request(r.request, request):
+                return r
+        return None
+
+    def find_replica(self, replica_id: str) -> Replica | None:
+        """Replica{replica_id}."""
+        return next((r for r in self.replicas if r.replica_id == replica_id), None)
+
+    def find_evaluation(self, request: Any, attempt: int, replica_id: str) -> Any | None:
+        """arbiter/Evaluation{request, attempt, replica_id} among those dispatched."""
+        for e in self.evaluations:
+            if e.attempt == attempt and e.replica_id == replica_id and _same_request(e.request, request):
+                return e
+        return None
+
+    def eligible_replicas(self) -> list[Replica]:
+        """Replicas where is_eligible."""
+        return [r for r in self.replicas if r.is_eligible]
+
+    # -- events -------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[object], None]) -> None:
+        """Receive every trigger the Clerk emits (QuorumUnavailable, ReplicaFenced...)."""
+        self._listeners.append(listener)
+
+    def _emit(self, event: object) -> None:
+        """Record a trigger, tell listeners, then run the Clerk's own rules on it."""
+        self.events.append(event)
+        for listener in list(self._listeners):
+            listener(event)
+        if isinstance(event, DispatchRound):
+            self._attempt(self.dispatch_round, event.round)
+        elif isinstance(event, DissentDetected):
+            # FenceDissenter and CountRepeatDissent both react to one event;
+            # their requires are judged on the state before either fires, so
+            # a first dissent is counted once (by the fence), not twice.
+            if event.vote.replica.status == ReplicaStatus.active:
+                self._attempt(self.fence_dissenter, event.vote)
+            else:
+                self._attempt(self.count_repeat_dissent, event.vote)
+        elif isinstance(event, RoundDiverged):
+            self._attempt(self.retry_diverged_round, event.round)
+            self._attempt(self.quarantine_request, event.round)
+
+    @staticmethod
+    def _attempt(rule: Callable[..., Any], *args: Any) -> Any:
+        """Fire a rule from a trigger: a rule whose requires fail changes nothing."""
+        try:
+            return rule(*args)
+        except Rejected:
+            return None
+
+    def _create_round(self, rule: str, request: Any, read: Any, attempt: int, epoch: int) -> Round:
+        """Round.created, guarded by OneRoundPerAttempt; then fires AnnounceRound."""
+        if self.find_round(request, attempt) is not None:
+            # A redelivered trigger must not open a second round for one attempt.
+            raise Rejected(rule, 0, f"a round for attempt {attempt} already exists")
+        now = self.clock()
+        new_round = Round(
+            request=request,
+            read_set=read,
+            attempt=attempt,
+            epoch=epoch,
+            opened_at=now,
+            deadline=now + self.config.round_timeout,
+            stalled=False,
+            status=RoundStatus.collecting,
+        )
+        self.rounds.append(new_round)
+        self._attempt(self.announce_round, new_round)
+        return new_round
+
+    def _submit(self, proposal: Proposal) -> None:
+        """ledger/Proposal.created: record and hand to the Ledger."""
+        self.proposals.append(proposal)
+        if self.on_proposal is not None:
+            self.on_proposal(proposal)
+
+    # -- rounds ---------------------------------------------------------------
+
+    @implements("OpenRound")
+    def open_round(self, read: ReadSet) -> Round:
+        """rule OpenRound: a ready read set of the current epoch opens a round."""
+        if _state(read.status) != "ready":
+            raise Rejected("OpenRound", 1, "read set is not ready")
+        if read.epoch != self.journal.epoch:
+            raise Rejected("OpenRound", 2, f"read set epoch {read.epoch} != journal epoch {self.journal.epoch}")
+        return self._create_round("OpenRound", read.request, read, read.attempt, read.epoch)
+
+    @implements("AnnounceRound")
+    def announce_round(self, round: Round) -> DispatchRound:
+        """rule AnnounceRound: a new collecting round is dispatched."""
+        if round.status != RoundStatus.collecting:
+            raise Rejected("AnnounceRound", 1, f"round is {round.status.value}")
+        event = DispatchRound(round=round)
+        self._emit(event)
+        return event
+
+    @implements("DispatchRound")
+    def dispatch_round(self, round: Round) -> list[Any]:
+        """rule DispatchRound: every eligible replica without an Evaluation of
+        this attempt receives one built from the round's single read set."""
+        if round.status != RoundStatus.collecting:
+            raise Rejected("DispatchRound", 1, f"round is {round.status.value}")
+        read = round.read_set
+        if _state(read.status) != "ready":
+            raise Rejected("DispatchRound", 2, "read set is not ready")
+        created: list[Any] = []
+        for replica in self.eligible_replicas():
+            # Per-replica requires: a replica evaluates an attempt at most once.
+            if self.find_evaluation(round.request, round.attempt, replica.replica_id) is not None:
+                continue
+            created.append(
+                Evaluation(
+                    request=round.request,
+                    attempt=round.attempt,
+                    replica_id=replica.replica_id,
+                    primary_present=read.primary_present,
+                    primary_status=read.primary_status,
+                    primary_balance_minor=read.primary_balance_minor,
+                    primary_version=read.primary_version,
+                    counter_present=read.counter_present,
+                    counter_status=read.counter_status,
+                    counter_balance_minor=read.counter_balance_minor,
+                    counter_version=read.counter_version,
+                    status=EvaluationStatus.pending,
+                )
+            )
+        # All evaluations exist before any replica answers (ensures are joint).
+        self.evaluations.extend(created)
+        if self.on_evaluation is not None:
+            for evaluation in created:
+                self.on_evaluation(evaluation)
+        return created
+
+    @implements("CastVote")
+    def cast_vote(self, evaluation: Evaluation) -> Vote:
+        """rule CastVote: a decided Evaluation becomes the replica's Vote."""
+        if _state(evaluation.status) != "decided":
+            raise Rejected("CastVote", 1, "evaluation is not decided")
+        round = self.find_round(evaluation.request, evaluation.attempt)
+        if round is None:
+            raise Rejected("CastVote", 2, "no round for this attempt")
+        replica = self.find_replica(evaluation.replica_id)
+        if replica is None:
+            raise Rejected("CastVote", 3, f"unknown replica {evaluation.replica_id}")
+        if any(v.replica is replica for v in round.votes):
+            raise Rejected("CastVote", 4, f"{replica.replica_id} already voted")
+        vote = Vote(
+            round=round,
+            replica=replica,
+            digest=decision_digest(evaluation),
+            verdict=evaluation.verdict,
+            reason=evaluation.reason,
+            account_delta_minor=evaluation.account_delta_minor,
+            counterparty_delta_minor=evaluation.counterparty_delta_minor,
+            cast_at=self.clock(),
+        )
+        round.votes.append(vote)
+        self.votes.append(vote)
+        self._vote_created(vote)
+        return vote
+
+    def _vote_created(self, vote: Vote) -> None:
+        """Vote.created triggers FlagLateDissent, ReachAgreement and DivergeRound.
+
+        FlagLateDissent runs first so it sees the round as it was when the
+        vote arrived; the other two are mutually exclusive by support count.
+        """
+        self._attempt(self.flag_late_dissent, vote)
+        self._attempt(self.reach_agreement, vote)
+        self._attempt(self.diverge_round, vote)
+
+    @implements("ReachAgreement")
+    def reach_agreement(self, vote: Vote) -> Proposal:
+        """rule ReachAgreement: f + 1 matching digests agree; propose and flag dissent."""
+        round = vote.round
+        if round.status != RoundStatus.collecting:
+            raise Rejected("ReachAgreement", 1, f"round is {round.status.value}")
+        if vote.replica.status != ReplicaStatus.active:
+            raise Rejected("ReachAgreement", 2, f"replica is {vote.replica.status.value}")
+        support = round.support(vote.digest)
+        if len(support) < self.config.commit_quorum:
+            raise Rejected("ReachAgreement", 3, f"support {len(support)} < quorum {self.config.commit_quorum}")
+        read = round.read_set
+        if _state(read.status) != "ready":
+            raise Rejected("ReachAgreement", 4, "read set is not ready")
+        # @guidance: propose only a payload whose recomputed digest equals the
+        # agreed digest; if the triggering vote's payload does not verify,
+        # take it from another member of the quorum.
+        payload = next((v for v in [vote, *support] if _vote_digest(v) == vote.digest), None)
+        if payload is None:
+            raise Rejected("ReachAgreement", 0, "no quorum member carries a payload matching the digest")
+        dissenters = [other for other in round.votes if other.digest != vote.digest]
+        proposal = Proposal(
+            request=round.request,
+            attempt=round.attempt,
+            epoch=round.epoch,
+            digest=vote.digest,
+            verdict=payload.verdict,
+            reason=payload.reason,
+            account_delta_minor=payload.account_delta_minor,
+            counterparty_delta_minor=payload.counterparty_delta_minor,
+            expected_primary_version=read.primary_version,
+            expected_counter_version=read.counter_version,
+        )
+        round.transition_to(RoundStatus.agreed)
+        round.agreed_digest = vote.digest
+        self._submit(proposal)
+        for other in dissenters:
+            self._emit(DissentDetected(vote=other))
+        return proposal
+
+    @implements("DivergeRound")
+    def diverge_round(self, vote: Vote) -> RoundDiverged:
+        """rule DivergeRound: every eligible replica voted and no digest reached quorum."""
+        round = vote.round
+        if round.status != RoundStatus.collecting:
+            raise Rejected("DivergeRound", 1, f"round is {round.status.value}")
+        if len(round.support(vote.digest)) >= self.config.commit_quorum:
+            raise Rejected("DivergeRound", 2, "the vote's digest has a quorum")
+        eligible = self.eligible_replicas()
+        if len(round.votes) < len(eligible):
+            raise Rejected("DivergeRound", 3, f"{len(round.votes)} votes < {len(eligible)} eligible")
+        round.transition_to(RoundStatus.diverged)
+        event = RoundDiverged(round=round)
+        self._emit(event)
+        return event
+
+    @implements("FlagLateDissent")
+    def flag_late_dissent(self, vote: Vote) -> DissentDetected:
+        """rule FlagLateDissent: a vote arriving after agreement that differs is dissent."""
+        round = vote.round
+        if round.status not in (RoundStatus.agreed, RoundStatus.committed):
+            raise Rejected("FlagLateDissent", 1, f"round is {round.status.value}")
+        if vote.digest == round.agreed_digest:
+            raise Rejected("FlagLateDissent", 2, "vote matches the agreed digest")
+        event = DissentDetected(vote=vote)
+        self._emit(event)
+        return event
+
+    @implements("CommitRound")
+    def commit_round(self, proposal: Proposal) -> Round:
+        """rule CommitRound: the Ledger committed the round's proposal."""
+        if _state(proposal.status) != "committed":
+            raise Rejected("CommitRound", 0, "proposal is not committed")
+        round = self.find_round(proposal.request, proposal.attempt)
+        if round is None:
+            raise Rejected("CommitRound", 1, "no round for this attempt")
+        if round.status != RoundStatus.agreed:
+            raise Rejected("CommitRound", 2, f"round is {round.status.value}")
+        round.transition_to(RoundStatus.committed)
+        round.committed_at = self.clock()
+        return round
+
+    @implements("SupersedeRefused")
+    def supersede_refused(self, proposal: Proposal) -> Round:
+        """rule SupersedeRefused: a proposal the Ledger refused ends its round."""
+        if _state(proposal.status) not in _REFUSED_PROPOSAL_STATES:
+            raise Rejected("SupersedeRefused", 0, "proposal is not refused")
+        round = self.find_round(proposal.request, proposal.attempt)
+        if round is None:
+            raise Rejected("SupersedeRefused", 1, "no round for this attempt")
+        if round.status != RoundStatus.agreed:
+            raise Rejected("SupersedeRefused", 2, f"round is {round.status.value}")
+        round.transition_to(RoundStatus.superseded)
+        round.agreed_digest = None
+        return round
+
+    @implements("SupersedeOnEpochChange")
+    def supersede_on_epoch_change(self, grant: EpochGrant) -> list[Round]:
+        """rule SupersedeOnEpochChange: open and agreed rounds of older epochs end."""
+        superseded: list[Round] = []
+        for r in self.rounds:
+            if r.epoch < grant.epoch and r.status in (RoundStatus.collecting, RoundStatus.agreed):
+                r.transition_to(RoundStatus.superseded)
+                r.agreed_digest = None  # already null for collecting rounds
+                superseded.append(r)
+        return superseded
+
+    # -- timeouts -------------------------------------------------------------
+
+    def _require_due(self, rule: str, round: Round) -> None:
+        """Temporal trigger `round.deadline <= now`."""
+        if round.deadline > self.clock():
+            raise Rejected(rule, 0, "round deadline not reached")
+
+    @implements("RedispatchSlowRound")
+    def redispatch_slow_round(self, round: Round) -> DispatchRound:
+        """rule RedispatchSlowRound: enough replicas are eligible; ask again."""
+        self._require_due("RedispatchSlowRound", round)
+        if round.status != RoundStatus.collecting:
+            raise Rejected("RedispatchSlowRound", 1, f"round is {round.status.value}")
+        eligible = self.eligible_replicas()
+        if len(eligible) < self.config.commit_quorum:
+            raise Rejected("RedispatchSlowRound", 2, f"only {len(eligible)} eligible replicas")
+        round.deadline = self.clock() + self.config.round_timeout
+        event = DispatchRound(round=round)
+        self._emit(event)
+        return event
+
+    @implements("StallRound")
+    def stall_round(self, round: Round) -> QuorumUnavailable:
+        """rule StallRound: too few eligible replicas; wait, never quarantine."""
+        self._require_due("StallRound", round)
+        if round.status != RoundStatus.collecting:
+            raise Rejected("StallRound", 1, f"round is {round.status.value}")
+        if round.stalled:
+            raise Rejected("StallRound", 2, "round already stalled")
+        eligible = self.eligible_replicas()
+        if len(eligible) >= self.config.commit_quorum:
+            raise Rejected("StallRound", 3, f"{len(eligible)} eligible replicas reach the quorum")
+        round.stalled = True
+        event = QuorumUnavailable(round=round)
+        self._emit(event)
+        return event
+
+    def tick(self) -> list[object]:
+        """Fire the temporal rules (RedispatchSlowRound, StallRound) that are due."""
+        fired: list[object] = []
+        for r in list(self.rounds):
+            if r.deadline > self.clock():
+                continue
+            for rule in (self.redispatch_slow_round, self.stall_round):
+                event = self._attempt(rule, r)
+                if event is not None:
+                    fired.append(event)
+        return fired
+
+    @implements("ResumeStalledRounds")
+    def resume_stalled_rounds(self, replica: Replica) -> list[Round]:
+        """rule ResumeStalledRounds: a replica became active; re-dispatch stalled rounds."""
+        if replica.status != ReplicaStatus.active:
+            raise Rejected("ResumeStalledRounds", 0, "replica is not active")
+        resumed = [r for r in self.rounds if r.status == RoundStatus.collecting and r.stalled]
+        for r in resumed:
+            r.stalled = False
+            r.deadline = self.clock() + self.config.round_timeout
+        for r in resumed:
+            self._emit(DispatchRound(round=r))
+        return resumed
+
+    # -- divergence -------------------------------------------------------------
+
+    @implements("RetryDivergedRound")
+    def retry_diverged_round(self, round: Round) -> Round:
+        """rule RetryDivergedRound: a diverged attempt is retried on the same read set."""
+        if round.attempt >= self.config.max_attempts:
+            raise Rejected("RetryDivergedRound", 1, f"attempt {round.attempt} reached max_attempts")
+        return self._create_round(
+            "RetryDivergedRound", round.request, round.read_set, round.attempt + 1, round.epoch
+        )
+
+    @implements("QuarantineRequest")
+    def quarantine_request(self, round: Round) -> Proposal:
+        """rule QuarantineRequest: answer persistent divergence with a durable rejection."""
+        if round.attempt < self.config.max_attempts:
+            raise Rejected("QuarantineRequest", 1, f"attempt {round.attempt} below max_attempts")
+        proposal = Proposal(
+            request=round.request,
+            attempt=round.attempt,
+            epoch=round.epoch,
+            digest=quarantine_digest(round.request),
+            verdict=Verdict.rejected,
+            reason=RejectReason.quarantined,
+            account_delta_minor=0,
+            counterparty_delta_minor=0,
+            expected_primary_version=0,
+            expected_counter_version=0,
+        )
+        self.incidents.append(
+            Incident(round=round, read_set=round.read_set, votes=tuple(round.votes), recorded_at=self.clock())
+        )
+        self._submit(proposal)
+        return proposal
+
+    # -- replicas -----------------------------------------------------------------
+
+    @implements("RegisterReplica")
+    def register_replica(self, node: Node) -> Replica:
+        """rule RegisterReplica: every new cluster node hosts one replica, which
+        starts in recovery (it must pass conformance before it votes)."""
+        if self.find_replica(node.node_id) is not None:
+            raise Rejected("RegisterReplica", 1, f"replica {node.node_id} exists")
+        replica = Replica(
+            replica_id=node.node_id,
+            node=node,
+            dissents=0,
+            status=ReplicaStatus.recovering,
+            recovery_started_at=self.clock(),
+        )
+        self.replicas.append(replica)
+        return replica
+
+    @implements("FenceDissenter")
+    def fence_dissenter(self, vote: Vote) -> ReplicaFenced:
+        """rule FenceDissenter: fence an active replica on its first dissent."""
+        replica = vote.replica
+        if replica.status != ReplicaStatus.active:
+            raise Rejected("FenceDissenter", 1, f"replica is {replica.status.value}")
+        replica.transition_to(ReplicaStatus.fenced)
+        replica.fenced_at = self.clock()
+        replica.dissents += 1
+        self.fence_audit.append((replica, vote))
+        event = ReplicaFenced(replica=replica, round=vote.round)
+        self._emit(event)
+        return event
+
+    @implements("CountRepeatDissent")
+    def count_repeat_dissent(self, vote: Vote) -> Replica:
+        """rule CountRepeatDissent: dissent by a replica that is not active is counted."""
+        replica = vote.replica
+        if replica.status == ReplicaStatus.active:
+            raise Rejected("CountRepeatDissent", 1, "replica is active")
+        replica.dissents += 1
+        return replica
+
+    def _begin_recovery(self, replica: Replica) -> None:
+        """fenced -> recovering, shared by BeginRecoveryOnRejoin and RecoverReplica."""
+        replica.transition_to(ReplicaStatus.recovering)
+        replica.fenced_at = None
+        replica.recovery_started_at = self.clock()
+
+    @implements("BeginRecoveryOnRejoin")
+    def begin_recovery_on_rejoin(self, node: Node) -> Replica:
+        """rule BeginRecoveryOnRejoin: a fenced replica's node restarted (joining)."""
+        if _state(node.status) != "joining":
+            raise Rejected("BeginRecoveryOnRejoin", 0, "node is not joining")
+        replica = self.find_replica(node.node_id)
+        if replica is None:
+            raise Rejected("BeginRecoveryOnRejoin", 1, f"no replica for {node.node_id}")
+        if replica.status != ReplicaStatus.fenced:
+            raise Rejected("BeginRecoveryOnRejoin", 2, f"replica is {replica.status.value}")
+        self._begin_recovery(replica)
+        return replica
+
+    @implements("RecoverReplica")
+    def recover_replica(self, operator: Operator, replica: Replica) -> Replica:
+        """rule RecoverReplica: a responder sends a fenced replica into recovery."""
+        if not is_replica_responder(operator):
+            raise Rejected("RecoverReplica", 1, "operator is not a responder")
+        if replica.status != ReplicaStatus.fenced:
+            raise Rejected("RecoverReplica", 2, f"replica is {replica.status.value}")
+        self._begin_recovery(replica)
+        return replica
+
+    @implements("PassConformance")
+    def pass_conformance(self, replica: Replica, vectors: int, mismatches: int) -> Replica:
+        """rule PassConformance: enough vectors reproduced exactly; back to active.
+
+        Then ResumeStalledRounds fires, since the replica became active.
+        """
+        if replica.status != ReplicaStatus.recovering:
+            raise Rejected("PassConformance", 1, f"replica is {replica.status.value}")
+        if mismatches != 0:
+            raise Rejected("PassConformance", 2, f"{mismatches} mismatches")
+        if vectors < self.config.conformance_vectors:
+            raise Rejected("PassConformance", 3, f"{vectors} < {self.config.conformance_vectors} vectors")
+        replica.transition_to(ReplicaStatus.active)
+        replica.recovery_started_at = None
+        self.return_audit.append((replica, vectors, mismatches))
+        self._attempt(self.resume_stalled_rounds, replica)
+        return replica
+
+    @implements("FailConformance")
+    def fail_conformance(self, replica: Replica, vectors: int, mismatches: int) -> Replica:
+        """rule FailConformance: one mismatch sends the replica back to fenced."""
+        if replica.status != ReplicaStatus.recovering:
+            raise Rejected("FailConformance", 1, f"replica is {replica.status.value}")
+        if mismatches <= 0:
+            raise Rejected("FailConformance", 2, "no mismatches")
+        replica.transition_to(ReplicaStatus.fenced)
+        replica.recovery_started_at = None
+        replica.fenced_at = self.clock()
+        return replica
+
+    def conformance_replayed(self, replica: Replica, vectors: int, mismatches: int) -> Replica:
+        """trigger ConformanceReplayed(replica, vectors, mismatches): Pass or Fail.
+
+        With no mismatches but too few vectors neither rule applies; the
+        PassConformance rejection says why.
+        """
+        if mismatches > 0:
+            return self.fail_conformance(replica, vectors, mismatches)
+        return self.pass_conformance(replica, vectors, mismatches)
+
+    @implements("RetireReplica")
+    def retire_replica(self, operator: Operator, replica: Replica) -> Replica:
+        """rule RetireReplica: a responder retires a fenced replica for good."""
+        if not is_replica_responder(operator):
+            raise Rejected("RetireReplica", 1, "operator is not a responder")
+        if replica.status != ReplicaStatus.fenced:
+            raise Rejected("RetireReplica", 2, f"replica is {replica.status.value}")
+        replica.transition_to(ReplicaStatus.retired)
+        replica.fenced_at = None
+        return replica
+
+    # -- inbound triggers from other units (wiring helpers) ---------------------
+
+    def on_read_set_ready(self, read: ReadSet) -> Round | None:
+        """registrar/ReadSet.status becomes ready -> OpenRound."""
+        return self._attempt(self.open_round, read)
+
+    def on_evaluation_decided(self, evaluation: Evaluation) -> Vote | None:
+        """arbiter/Evaluation.status becomes decided -> CastVote."""
+        return self._attempt(self.cast_vote, evaluation)
+
+    def on_proposal_status(self, proposal: Proposal) -> Round | None:
+        """ledger/Proposal status change -> CommitRound or SupersedeRefused."""
+        if _state(proposal.status) == "committed":
+            return self._attempt(self.commit_round, proposal)
+        return self._attempt(self.supersede_refused, proposal)
+
+    def on_epoch_granted(self, grant: EpochGrant) -> list[Round]:
+        """ledger/EpochGrant.created -> SupersedeOnEpochChange."""
+        return self.supersede_on_epoch_change(grant)
+
+    def on_node_created(self, node: Node) -> Replica | None:
+        """cluster/Node.created -> RegisterReplica."""
+        return self._attempt(self.register_replica, node)
+
+    def on_node_joining(self, node: Node) -> Replica | None:
+        """cluster/Node.status becomes joining -> BeginRecoveryOnRejoin."""
+        return self._attempt(self.begin_recovery_on_rejoin, node)
+
+    # -- invariants ---------------------------------------------------------------
+
+    def check_fencing_is_audited(self) -> None:
+        """@guarantee FencingIsAudited: every fence follows a recorded dissenting
+        Vote; every active replica that was ever fenced passed a replay."""
+        for replica, vote in self.fence_audit:
+            if vote not in self.votes or vote.replica is not replica:
+                raise InvariantViolation(f"FencingIsAudited: fence of {replica.replica_id}")
+        returned = {id(r) for r, _, mismatches in self.return_audit if mismatches == 0}
+        for replica in self.replicas:
+            if replica.status == ReplicaStatus.active and id(replica) not in returned:
+                raise InvariantViolation(f"FencingIsAudited: {replica.replica_id} active without replay")
+
+    def check_invariants(self) -> None:
+        """Run every clerk.allium invariant plus when-presence of all entities."""
+        check_commits_have_quorum(self.rounds, self.config)
+        check_one_vote_per_replica_per_round(self.votes)
+        check_one_round_per_attempt(self.rounds)
+        check_quorum_outnumbers_faults(self.config)
+        check_replica_per_node(self.replicas)
+        for replica in self.replicas:
+            replica.check_when_presence()
+        for r in self.rounds:
+            r.check_when_presence()
+
+
+# ---------------------------------------------------------------------------
+# Surfaces
+# ---------------------------------------------------------------------------
+
+
+class ConformanceHarness:
+    """surface ConformanceHarness, facing host: ReplicaHost.
+
+    Exposes the host replica's status and dissents; provides
+    ConformanceReplayed while the host is recovering. The harness demands
+    arbiter/DeterministicEvaluation of the replayed binary.
+    """
+
+    def __init__(self, clerk: Clerk, host: Replica) -> None:
+        if not is_replica_host(host):
+            raise AccessDenied("ConformanceHarness", 0, "facing actor must be a ReplicaHost")
+        self.clerk = clerk
+        self.host = host
+
+    def exposes(self) -> dict[str, Any]:
+        """host.status and host.dissents."""
+        return {"status": self.host.status, "dissents": self.host.dissents}
+
+    def provides(self) -> frozenset[str]:
+        """ConformanceReplayed when host.status = recovering."""
+        if self.host.status == ReplicaStatus.recovering:
+            return frozenset({"ConformanceReplayed"})
+        return frozenset()
+
+    def conformance_replayed(self, vectors: int, mismatches: int) -> Replica:
+        """Report a conformance replay (only offered while recovering)."""
+        if "ConformanceReplayed" not in self.provides():
+            raise AccessDenied("ConformanceHarness", 0, "ConformanceReplayed needs status recovering")
+        return self.clerk.conformance_replayed(self.host, vectors, mismatches)
+
+
+class ReplicaMaintenance:
+    """surface ReplicaMaintenance, facing responder: ReplicaResponder, context replica."""
+
+    def __init__(self, clerk: Clerk, responder: Operator, replica: Replica) -> None:
+        if not is_replica_responder(responder):
+            raise AccessDenied("ReplicaMaintenance", 0, "facing actor must be a ReplicaResponder")
+        self.clerk = clerk
+        self.responder = responder
+        self.replica = replica
+
+    def exposes(self) -> dict[str, Any]:
+        """replica_id, status, dissents; fenced_at / recovery_started_at when their state holds."""
+        replica = self.replica
+        view: dict[str, Any] = {
+            "replica_id": replica.replica_id,
+            "status": replica.status,
+            "dissents": replica.dissents,
+        }
+        if replica.status == ReplicaStatus.fenced:
+            view["fenced_at"] = replica.fenced_at
+        if replica.status == ReplicaStatus.recovering:
+            view["recovery_started_at"] = replica.recovery_started_at
+        return view
+
+    def provides(self) -> frozenset[str]:
+        """RecoverReplica and RetireReplica when replica.status = fenced."""
+        if self.replica.status == ReplicaStatus.fenced:
+            return frozenset({"RecoverReplica", "RetireReplica"})
+        return frozenset()
+
+    def recover(self) -> Replica:
+        """RecoverReplica(responder, replica)."""
+        return self.clerk.recover_replica(self.responder, self.replica)
+
+    def retire(self) -> Replica:
+        """RetireReplica(responder, replica)."""
+        return self.clerk.retire_replica(self.responder, self.replica)
+
+
+class RoundInspection:
+    """surface RoundInspection, facing responder: ReplicaResponder, context a collecting Round."""
+
+    TIMEOUTS: tuple[str, ...] = ("RedispatchSlowRound", "StallRound")
+
+    def __init__(self, clerk: Clerk, responder: Operator, round: Round) -> None:
+        if not is_replica_responder(responder):
+            raise AccessDenied("RoundInspection", 0, "facing actor must be a ReplicaResponder")
+        if round.status != RoundStatus.collecting:
+            raise AccessDenied("RoundInspection", 0, "context is a Round where status = collecting")
+        self.clerk = clerk
+        self.responder = responder
+        self.round = round
+
+    def exposes(self) -> dict[str, Any]:
+        """request_id, attempt, stalled, opened_at, and each vote's replica, digest, time."""
+        r = self.round
+        return {
+            "request_id": r.request.request_id,
+            "attempt": r.attempt,
+            "stalled": r.stalled,
+            "opened_at": r.opened_at,
+            "votes": [
+                {"replica_id": v.replica.replica_id, "digest": v.digest, "cast_at": v.cast_at}
+                for v in r.votes
+            ],
+        }
+
+    def fire_timeouts(self) -> list[object]:
+        """The surface's timeout clause: RedispatchSlowRound, StallRound on this round."""
+        fired = []
+        for rule in (self.clerk.redispatch_slow_round, self.clerk.stall_round):
+            event = Clerk._attempt(rule, self.round)
+            if event is not None:
+                fired.append(event)
+        return fired

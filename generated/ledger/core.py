@@ -1,0 +1,1012 @@
+"""Unit `core` (core.allium): the shared domain of the ledger event processor.
+
+Accounts, client requests, committed outcomes and the bookkeeping that makes
+money conservation checkable. Every other unit imports this module; it
+imports no other unit.
+
+Entities and values are dataclasses named as in the spec; the rules are
+functions over a ``CoreState`` (``given { books }`` plus the entity
+collections) and raise ``Rejected`` when a ``requires`` fails, changing
+nothing. Invariants are ``check_*`` functions raising ``InvariantViolation``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import struct
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from allium.verify import implements
+
+
+class OperationKind(str, enum.Enum):
+    """enum OperationKind { open | deposit | withdraw | transfer | close }."""
+
+    open = "open"
+    deposit = "deposit"
+    withdraw = "withdraw"
+    transfer = "transfer"
+    close = "close"
+
+
+class Verdict(str, enum.Enum):
+    """enum Verdict { accepted | rejected }."""
+
+    accepted = "accepted"
+    rejected = "rejected"
+
+
+class RejectReason(str, enum.Enum):
+    """enum RejectReason, in the Arbiter's check order (declaration order matters)."""
+
+    invalid_amount = "invalid_amount"
+    same_account = "same_account"
+    account_exists = "account_exists"
+    account_missing = "account_missing"
+    account_closed = "account_closed"
+    counterparty_missing = "counterparty_missing"
+    counterparty_closed = "counterparty_closed"
+    insufficient_funds = "insufficient_funds"
+    balance_limit = "balance_limit"
+    balance_not_zero = "balance_not_zero"
+    quarantined = "quarantined"
+
+
+class Channel(str, enum.Enum):
+    """enum Channel { rest | log }."""
+
+    rest = "rest"
+    log = "log"
+
+
+class AccountStatus(str, enum.Enum):
+    """enum AccountStatus { active | closed }."""
+
+    active = "active"
+    closed = "closed"
+
+
+class OperatorRole(str, enum.Enum):
+    """enum OperatorRole { observer | responder }."""
+
+    observer = "observer"
+    responder = "responder"
+
+
+class ApiClientStatus(str, enum.Enum):
+    """ApiClient.status: active | suspended | revoked (inline enum of entity ApiClient)."""
+
+    active = "active"
+    suspended = "suspended"
+    revoked = "revoked"
+
+
+@dataclass(frozen=True)
+class Config:
+    """config block of core.allium."""
+
+    max_amount_minor: int = 1_000_000_000_00
+    max_balance_minor: int = 1_000_000_000_000_00
+
+
+@dataclass(frozen=True, kw_only=True)
+class Envelope:
+    """value Envelope: the decoded body of an operation (fingerprint input)."""
+
+    request_id: str
+    client_id: str
+    kind: OperationKind
+    account_id: str
+    counterparty_id: str | None = None
+    owner: str | None = None
+    amount_minor: int
+
+
+@dataclass(eq=False, kw_only=True)
+class Request:
+    """entity Request: an immutable client intent; key is (client_id, request_id)."""
+
+    request_id: str
+    client_id: str
+    kind: OperationKind
+    account_id: str
+    counterparty_id: str | None = None
+    owner: str | None = None
+    amount_minor: int
+    channel: Channel
+    partition: int | None = None
+    offset: int | None = None
+    fingerprint: str
+    received_at: datetime
+    # Relationship `outcome: Outcome with request = this`; linked when the
+    # Outcome for this request is created, never set by hand.
+    outcome: Outcome | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def is_decided(self) -> bool:
+        """Derived Request.is_decided: outcome != null."""
+        return self.outcome is not None
+
+
+@dataclass(eq=False, kw_only=True)
+class Outcome:
+    """entity Outcome: the committed answer to one request."""
+
+    request: Request
+    request_id: str
+    client_id: str
+    kind: OperationKind
+    verdict: Verdict
+    reason: RejectReason | None = None
+    account_id: str
+    counterparty_id: str | None = None
+    account_delta_minor: int
+    counterparty_delta_minor: int
+    digest: str
+    epoch: int
+    sequence: int
+    committed_at: datetime
+    applied: bool = False
+
+    @property
+    def net_delta_minor(self) -> int:
+        """Derived Outcome.net_delta_minor: account_delta_minor + counterparty_delta_minor."""
+        return self.account_delta_minor + self.counterparty_delta_minor
+
+
+@dataclass(eq=False, kw_only=True)
+class Account:
+    """entity Account; closed_at is present exactly when status = closed."""
+
+    account_id: str
+    owner: str
+    status: AccountStatus = AccountStatus.active
+    balance_minor: int = 0
+    version: int = 1
+    opened_at: datetime
+    closed_at: datetime | None = None
+
+
+@dataclass(eq=False, kw_only=True)
+class Books:
+    """entity Books: system-wide totals kept by the applying transaction."""
+
+    net_inflow_minor: int = 0
+    applied_outcomes: int = 0
+    accepted_outcomes: int = 0
+
+
+@dataclass(eq=False, kw_only=True)
+class Operator:
+    """entity Operator: a person who operates the system."""
+
+    name: str
+    role: OperatorRole
+
+
+@dataclass(eq=False, kw_only=True)
+class ApiClient:
+    """entity ApiClient: a registered API client."""
+
+    client_id: str
+    status: ApiClientStatus = ApiClientStatus.active
+
+
+class Rejected(Exception):
+    """A rule's `requires` did not hold: nothing changed."""
+
+    def __init__(self, rule: str, clause: int, why: str) -> None:
+        super().__init__(f"{rule} requires #{clause} failed: {why}")
+        self.rule = rule
+        self.clause = clause
+        self.why = why
+
+
+class TransitionRejected(Rejected):
+    """An undeclared status transition was attempted."""
+
+
+class AccessDenied(Rejected):
+    """A surface was used by someone other than its facing actor."""
+
+
+class InvariantViolation(AssertionError):
+    """An invariant check failed."""
+
+
+# Canonical encoding (contract CanonicalEncoding) ---------------------------
+
+#: Encoding version tag; part of the hashed bytes and of every digest string.
+ENCODING_VERSION = "ce1"
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+_ABSENT = b"\x00"
+_PRESENT = b"\x01"
+
+CanonicalScalar = str | int | enum.Enum
+
+# Reused per-thread buffer (@guidance of CanonicalEncoding): no allocation of a
+# fresh growing buffer per record on the hot path.
+_local = threading.local()
+
+
+def _buffer() -> bytearray:
+    buf: bytearray | None = getattr(_local, "buf", None)
+    if buf is None:
+        buf = bytearray()
+        _local.buf = buf
+    buf.clear()
+    return buf
+
+
+def _put_scalar(buf: bytearray, value: CanonicalScalar) -> None:
+    """Encode one required field (@invariant FieldOrderFixed)."""
+    if isinstance(value, bool):
+        # bool is an int subclass; the contract knows no booleans, so refuse
+        # rather than silently encoding True as 1.
+        raise TypeError("canonical encoding has no booleans")
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, str):
+        data = value.encode("utf-8")
+        buf += struct.pack(">I", len(data))
+        buf += data
+    elif isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise OverflowError(f"{value} does not fit a signed 64-bit integer")
+        buf += struct.pack(">q", value)
+    else:
+        raise TypeError(f"canonical encoding has no type {type(value).__name__}")
+
+
+def _put_optional(buf: bytearray, value: CanonicalScalar | None) -> None:
+    """Encode an optional field: absent is one 0x00 byte, present is 0x01 then the value."""
+    if value is None:
+        buf += _ABSENT
+    else:
+        buf += _PRESENT
+        _put_scalar(buf, value)
+
+
+def canonical_encoding(
+    record: str, fields: Sequence[tuple[CanonicalScalar | None, bool]]
+) -> bytes:
+    """Canonical encoding of one record (contract CanonicalEncoding, FieldOrderFixed).
+
+    ``fields`` are ``(value, optional)`` pairs in declaration order. The
+    encoding starts with the version tag and the record name so that records
+    of different types can never share an encoding.
+    """
+    buf = _buffer()
+    _put_scalar(buf, ENCODING_VERSION)
+    _put_scalar(buf, record)
+    for value, optional in fields:
+        if optional:
+            _put_optional(buf, value)
+        elif value is None:
+            raise ValueError(f"required field of {record} is absent")
+        else:
+            _put_scalar(buf, value)
+    return bytes(buf)
+
+
+def tagged_sha256(data: bytes) -> str:
+    """@invariant DigestIsSha256: lowercase hex SHA-256, prefixed with the version tag."""
+    return f"{ENCODING_VERSION}:{hashlib.sha256(data).hexdigest()}"
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    """Canonical bytes of an Envelope, fields in declaration order."""
+    return canonical_encoding(
+        "Envelope",
+        (
+            (envelope.request_id, False),
+            (envelope.client_id, False),
+            (envelope.kind, False),
+            (envelope.account_id, False),
+            (envelope.counterparty_id, True),
+            (envelope.owner, True),
+            (envelope.amount_minor, False),
+        ),
+    )
+
+
+def encode_outcome(outcome: Outcome) -> bytes:
+    """Canonical bytes of an Outcome's decided content, in declaration order.
+
+    ASSUMPTION: the digest covers what the Arbiter decides (key, kind, verdict,
+    reason, accounts, deltas). ``request`` is a reference (its key is encoded),
+    ``digest`` cannot cover itself, ``applied`` is bookkeeping, and ``epoch``,
+    ``sequence`` and ``committed_at`` are assigned by the Ledger at commit and
+    are deliberately outside the digest (arbiter.allium, resolved question
+    "What does the Arbiter read besides its arguments?").
+    """
+    return canonical_encoding(
+        "Outcome",
+        (
+            (outcome.request_id, False),
+            (outcome.client_id, False),
+            (outcome.kind, False),
+            (outcome.verdict, False),
+            (outcome.reason, True),
+            (outcome.account_id, False),
+            (outcome.counterparty_id, True),
+            (outcome.account_delta_minor, False),
+            (outcome.counterparty_delta_minor, False),
+        ),
+    )
+
+
+def fingerprint(envelope: Envelope) -> str:
+    """CanonicalEncoding.fingerprint: (envelope: Envelope) -> String."""
+    return tagged_sha256(encode_envelope(envelope))
+
+
+def outcome_digest(outcome: Outcome) -> str:
+    """CanonicalEncoding.outcome_digest: (outcome: Outcome) -> String."""
+    return tagged_sha256(encode_outcome(outcome))
+
+
+def fingerprint_of(
+    client_id: str,
+    request_id: str,
+    kind: OperationKind,
+    account_id: str,
+    counterparty_id: str | None,
+    owner: str | None,
+    amount_minor: int,
+) -> str:
+    """api.allium's ``fingerprint_of(...)``: the fingerprint of the Envelope these fields form.
+
+    Argument order follows the api spec's call; the encoding still follows
+    the Envelope's declaration order, so REST and log fingerprints agree.
+    """
+    return fingerprint(
+        Envelope(
+            request_id=request_id,
+            client_id=client_id,
+            kind=kind,
+            account_id=account_id,
+            counterparty_id=counterparty_id,
+            owner=owner,
+            amount_minor=amount_minor,
+        )
+    )
+
+
+@runtime_checkable
+class CanonicalEncoding(Protocol):
+    """contract CanonicalEncoding."""
+
+    def fingerprint(self, envelope: Envelope) -> str:
+        """Fingerprint of an envelope."""
+        ...
+
+    def outcome_digest(self, outcome: Outcome) -> str:
+        """Digest of an outcome."""
+        ...
+
+
+class Sha256CanonicalEncoding:
+    """The implementation of contract CanonicalEncoding used everywhere."""
+
+    def fingerprint(self, envelope: Envelope) -> str:
+        """CanonicalEncoding.fingerprint."""
+        return fingerprint(envelope)
+
+    def outcome_digest(self, outcome: Outcome) -> str:
+        """CanonicalEncoding.outcome_digest."""
+        return outcome_digest(outcome)
+
+
+ENCODING: CanonicalEncoding = Sha256CanonicalEncoding()
+
+
+# Request helpers -------------------------------------------------------------
+
+
+def envelope_of(request: Request) -> Envelope:
+    """The Envelope a Request carries (the fields its fingerprint covers)."""
+    return Envelope(
+        request_id=request.request_id,
+        client_id=request.client_id,
+        kind=request.kind,
+        account_id=request.account_id,
+        counterparty_id=request.counterparty_id,
+        owner=request.owner,
+        amount_minor=request.amount_minor,
+    )
+
+
+def new_request(
+    envelope: Envelope,
+    *,
+    channel: Channel,
+    received_at: datetime,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> Request:
+    """``Request.created(...)`` from an envelope, with its fingerprint computed here."""
+    return Request(
+        request_id=envelope.request_id,
+        client_id=envelope.client_id,
+        kind=envelope.kind,
+        account_id=envelope.account_id,
+        counterparty_id=envelope.counterparty_id,
+        owner=envelope.owner,
+        amount_minor=envelope.amount_minor,
+        channel=channel,
+        partition=partition,
+        offset=offset,
+        fingerprint=fingerprint(envelope),
+        received_at=received_at,
+    )
+
+
+def key_of(item: Request | Outcome | Envelope) -> tuple[str, str]:
+    """The idempotency key (client_id, request_id) (settled decision)."""
+    return (item.client_id, item.request_id)
+
+
+# Status transitions ----------------------------------------------------------
+
+#: Account.status transitions { active -> closed; terminal: closed }.
+ACCOUNT_TRANSITIONS: Mapping[AccountStatus, frozenset[AccountStatus]] = {
+    AccountStatus.active: frozenset({AccountStatus.closed}),
+    AccountStatus.closed: frozenset(),
+}
+
+#: ApiClient.status transitions; revoked is terminal.
+API_CLIENT_TRANSITIONS: Mapping[ApiClientStatus, frozenset[ApiClientStatus]] = {
+    ApiClientStatus.active: frozenset({ApiClientStatus.suspended, ApiClientStatus.revoked}),
+    ApiClientStatus.suspended: frozenset({ApiClientStatus.active, ApiClientStatus.revoked}),
+    ApiClientStatus.revoked: frozenset(),
+}
+
+
+def check_account_transition(current: AccountStatus, target: AccountStatus) -> None:
+    """Reject any Account.status change the transition table does not declare."""
+    if target not in ACCOUNT_TRANSITIONS[current]:
+        raise TransitionRejected(
+            "Account.status", 0, f"undeclared transition {current.value} -> {target.value}"
+        )
+
+
+def check_api_client_transition(current: ApiClientStatus, target: ApiClientStatus) -> None:
+    """Reject any ApiClient.status change the transition table does not declare."""
+    if target not in API_CLIENT_TRANSITIONS[current]:
+        raise TransitionRejected(
+            "ApiClient.status", 0, f"undeclared transition {current.value} -> {target.value}"
+        )
+
+
+# State (given { books: Books } plus the entity collections) -------------------
+
+
+@dataclass(eq=False)
+class CoreState:
+    """The state core's rules read and write: ``given { books }``, Accounts,
+    Outcomes, Operators and ApiClients, with the unique indexes the spec's
+    lookups imply (Account by account_id, Outcome by (client_id, request_id))."""
+
+    config: Config = field(default_factory=Config)
+    books: Books = field(default_factory=Books)
+    accounts: dict[str, Account] = field(default_factory=dict)
+    outcomes: dict[tuple[str, str], Outcome] = field(default_factory=dict)
+    operators: dict[str, Operator] = field(default_factory=dict)
+    clients: dict[str, ApiClient] = field(default_factory=dict)
+    # Index behind SequenceIsTotal, so the check on insert is O(1).
+    sequences: set[int] = field(default_factory=set)
+
+    def account(self, account_id: str | None) -> Account | None:
+        """``Account{account_id: ...}``; a null id never matches."""
+        return None if account_id is None else self.accounts.get(account_id)
+
+    def outcome_for(self, client_id: str, request_id: str) -> Outcome | None:
+        """``Outcome{client_id, request_id}``: the committed answer for a key."""
+        return self.outcomes.get((client_id, request_id))
+
+    def operator(self, name: str) -> Operator | None:
+        """``Operator{name: ...}``."""
+        return self.operators.get(name)
+
+    def client(self, client_id: str) -> ApiClient | None:
+        """``ApiClient{client_id: ...}``."""
+        return self.clients.get(client_id)
+
+    def record_outcome(self, outcome: Outcome) -> str:
+        """``Outcome.created`` inside the commit transaction, with its Apply rule.
+
+        Inserts the outcome under the unique (client_id, request_id) index and
+        runs the one Apply rule whose requires hold. All or nothing: if the key
+        or sequence is already taken, or no Apply rule accepts the outcome
+        (which EveryOutcomeApplied forbids), nothing changes and Rejected is
+        raised. Returns the name of the Apply rule that fired.
+        """
+        key = key_of(outcome)
+        if key in self.outcomes:
+            raise Rejected("Outcome.created", 0, f"an outcome for {key} already exists")
+        if outcome.sequence in self.sequences:
+            raise Rejected("Outcome.created", 0, f"sequence {outcome.sequence} already used")
+        rule = apply_outcome(self, outcome)  # raises before any mutation
+        self.outcomes[key] = outcome
+        self.sequences.add(outcome.sequence)
+        link_outcome(outcome)
+        return rule
+
+    def check_invariants(self) -> None:
+        """Run every top-level and entity invariant of core.allium."""
+        check_all_invariants(self)
+
+
+def link_outcome(outcome: Outcome) -> None:
+    """Relationship Request.outcome: point the request at its outcome."""
+    if outcome.request.outcome is None:
+        outcome.request.outcome = outcome
+
+
+# Rules: applying committed outcomes -------------------------------------------
+
+
+def _require(ok: bool, rule: str, clause: int, why: str) -> None:
+    if not ok:
+        raise Rejected(rule, clause, why)
+
+
+@implements("ApplyOpen")
+def apply_open(state: CoreState, outcome: Outcome) -> Account:
+    """rule ApplyOpen: an accepted open creates an empty active account."""
+    rule = "ApplyOpen"
+    _require(outcome.verdict is Verdict.accepted, rule, 1, "verdict is not accepted")
+    _require(outcome.kind is OperationKind.open, rule, 2, "kind is not open")
+    _require(not outcome.applied, rule, 3, "outcome already applied")
+    _require(state.account(outcome.account_id) is None, rule, 4, "account already exists")
+    owner = outcome.request.owner if outcome.request.owner is not None else outcome.client_id
+    account = Account(
+        account_id=outcome.account_id,
+        owner=owner,
+        status=AccountStatus.active,
+        balance_minor=0,
+        version=1,
+        opened_at=outcome.committed_at,
+    )
+    state.accounts[account.account_id] = account
+    outcome.applied = True
+    state.books.applied_outcomes += 1
+    state.books.accepted_outcomes += 1
+    return account
+
+
+@implements("ApplySingleAccountChange")
+def apply_single_account_change(state: CoreState, outcome: Outcome) -> Account:
+    """rule ApplySingleAccountChange: a deposit or withdrawal moves money in or out."""
+    rule = "ApplySingleAccountChange"
+    _require(outcome.verdict is Verdict.accepted, rule, 1, "verdict is not accepted")
+    _require(
+        outcome.kind in (OperationKind.deposit, OperationKind.withdraw),
+        rule, 2, "kind is not deposit or withdraw",
+    )
+    _require(not outcome.applied, rule, 3, "outcome already applied")
+    account = state.account(outcome.account_id)
+    _require(account is not None, rule, 4, "account does not exist")
+    assert account is not None
+    account.balance_minor += outcome.account_delta_minor
+    account.version += 1
+    outcome.applied = True
+    state.books.net_inflow_minor += outcome.account_delta_minor
+    state.books.applied_outcomes += 1
+    state.books.accepted_outcomes += 1
+    return account
+
+
+@implements("ApplyTransfer")
+def apply_transfer(state: CoreState, outcome: Outcome) -> tuple[Account, Account]:
+    """rule ApplyTransfer: move money between two accounts; net inflow unchanged."""
+    rule = "ApplyTransfer"
+    _require(outcome.verdict is Verdict.accepted, rule, 1, "verdict is not accepted")
+    _require(outcome.kind is OperationKind.transfer, rule, 2, "kind is not transfer")
+    _require(not outcome.applied, rule, 3, "outcome already applied")
+    source = state.account(outcome.account_id)
+    target = state.account(outcome.counterparty_id)
+    _require(source is not None, rule, 4, "source account does not exist")
+    _require(target is not None, rule, 5, "target account does not exist")
+    assert source is not None and target is not None
+    source.balance_minor += outcome.account_delta_minor
+    source.version += 1
+    target.balance_minor += outcome.counterparty_delta_minor
+    target.version += 1
+    outcome.applied = True
+    state.books.applied_outcomes += 1
+    state.books.accepted_outcomes += 1
+    return source, target
+
+
+@implements("ApplyClose")
+def apply_close(state: CoreState, outcome: Outcome) -> Account:
+    """rule ApplyClose: an accepted close closes an active account."""
+    rule = "ApplyClose"
+    _require(outcome.verdict is Verdict.accepted, rule, 1, "verdict is not accepted")
+    _require(outcome.kind is OperationKind.close, rule, 2, "kind is not close")
+    _require(not outcome.applied, rule, 3, "outcome already applied")
+    account = state.account(outcome.account_id)
+    _require(account is not None, rule, 4, "account does not exist")
+    assert account is not None
+    _require(account.status is AccountStatus.active, rule, 5, "account is not active")
+    check_account_transition(account.status, AccountStatus.closed)
+    account.status = AccountStatus.closed
+    account.closed_at = outcome.committed_at
+    account.version += 1
+    outcome.applied = True
+    state.books.applied_outcomes += 1
+    state.books.accepted_outcomes += 1
+    return account
+
+
+@implements("ApplyRejection")
+def apply_rejection(state: CoreState, outcome: Outcome) -> None:
+    """rule ApplyRejection: a rejection is applied by recording it."""
+    rule = "ApplyRejection"
+    _require(outcome.verdict is Verdict.rejected, rule, 1, "verdict is not rejected")
+    _require(not outcome.applied, rule, 2, "outcome already applied")
+    outcome.applied = True
+    state.books.applied_outcomes += 1
+
+
+_APPLY_RULES: tuple[tuple[str, Callable[[CoreState, Outcome], object]], ...] = (
+    ("ApplyOpen", apply_open),
+    ("ApplySingleAccountChange", apply_single_account_change),
+    ("ApplyTransfer", apply_transfer),
+    ("ApplyClose", apply_close),
+    ("ApplyRejection", apply_rejection),
+)
+
+
+def apply_outcome(state: CoreState, outcome: Outcome) -> str:
+    """Fire the Apply rules on ``Outcome.created``; returns the rule that applied it.
+
+    The rules' guards on verdict and kind are disjoint, so at most one can
+    accept. Each rule checks all its requires before mutating anything, so a
+    Rejected here means nothing changed.
+    """
+    failures: list[Rejected] = []
+    for name, rule in _APPLY_RULES:
+        try:
+            rule(state, outcome)
+        except Rejected as rejection:
+            failures.append(rejection)
+            continue
+        return name
+    why = "; ".join(str(f) for f in failures)
+    raise Rejected("Outcome.created", 0, f"no Apply rule accepts the outcome: {why}")
+
+
+# Rules: principals --------------------------------------------------------------
+
+
+@implements("EnrolOperator")
+def enrol_operator(state: CoreState, name: str, role: OperatorRole) -> Operator:
+    """rule EnrolOperator: create an operator with a fresh name."""
+    _require(state.operator(name) is None, "EnrolOperator", 1, f"operator {name!r} exists")
+    operator = Operator(name=name, role=role)
+    state.operators[name] = operator
+    return operator
+
+
+@implements("RegisterClient")
+def register_client(state: CoreState, client_id: str) -> ApiClient:
+    """rule RegisterClient: create an active API client with a fresh id."""
+    _require(state.client(client_id) is None, "RegisterClient", 1, f"client {client_id!r} exists")
+    client = ApiClient(client_id=client_id, status=ApiClientStatus.active)
+    state.clients[client_id] = client
+    return client
+
+
+def _set_client_status(client: ApiClient, target: ApiClientStatus) -> None:
+    check_api_client_transition(client.status, target)
+    client.status = target
+
+
+@implements("SuspendClient")
+def suspend_client(operator: Operator, client: ApiClient) -> None:
+    """rule SuspendClient: a responder suspends an active client."""
+    rule = "SuspendClient"
+    _require(operator.role is OperatorRole.responder, rule, 1, "operator is not a responder")
+    _require(client.status is ApiClientStatus.active, rule, 2, "client is not active")
+    _set_client_status(client, ApiClientStatus.suspended)
+
+
+@implements("ReinstateClient")
+def reinstate_client(operator: Operator, client: ApiClient) -> None:
+    """rule ReinstateClient: a responder reinstates a suspended client."""
+    rule = "ReinstateClient"
+    _require(operator.role is OperatorRole.responder, rule, 1, "operator is not a responder")
+    _require(client.status is ApiClientStatus.suspended, rule, 2, "client is not suspended")
+    _set_client_status(client, ApiClientStatus.active)
+
+
+@implements("RevokeClient")
+def revoke_client(operator: Operator, client: ApiClient) -> None:
+    """rule RevokeClient: a responder revokes an active or suspended client, permanently."""
+    rule = "RevokeClient"
+    _require(operator.role is OperatorRole.responder, rule, 1, "operator is not a responder")
+    _require(
+        client.status in (ApiClientStatus.active, ApiClientStatus.suspended),
+        rule, 2, "client is already revoked",
+    )
+    _set_client_status(client, ApiClientStatus.revoked)
+
+
+# Invariants ----------------------------------------------------------------------
+
+
+def _invariant(ok: bool, name: str, why: str) -> None:
+    if not ok:
+        raise InvariantViolation(f"{name}: {why}")
+
+
+def check_rejection_has_no_effect(outcome: Outcome) -> None:
+    """Outcome invariant RejectionHasNoEffect."""
+    _invariant(
+        outcome.verdict is not Verdict.rejected
+        or (outcome.account_delta_minor == 0 and outcome.counterparty_delta_minor == 0),
+        "RejectionHasNoEffect", "a rejected outcome carries a non-zero delta",
+    )
+
+
+def check_rejection_carries_reason(outcome: Outcome) -> None:
+    """Outcome invariant RejectionCarriesReason."""
+    _invariant(
+        outcome.verdict is not Verdict.rejected or outcome.reason is not None,
+        "RejectionCarriesReason", "a rejected outcome has no reason",
+    )
+
+
+def check_acceptance_carries_no_reason(outcome: Outcome) -> None:
+    """Outcome invariant AcceptanceCarriesNoReason."""
+    _invariant(
+        outcome.verdict is not Verdict.accepted or outcome.reason is None,
+        "AcceptanceCarriesNoReason", "an accepted outcome has a reason",
+    )
+
+
+def check_transfers_net_to_zero(outcome: Outcome) -> None:
+    """Outcome invariant TransfersNetToZero."""
+    _invariant(
+        outcome.kind is not OperationKind.transfer or outcome.net_delta_minor == 0,
+        "TransfersNetToZero", f"transfer nets to {outcome.net_delta_minor}",
+    )
+
+
+def check_only_transfers_touch_counterparty(outcome: Outcome) -> None:
+    """Outcome invariant OnlyTransfersTouchCounterparty."""
+    _invariant(
+        outcome.kind is OperationKind.transfer or outcome.counterparty_delta_minor == 0,
+        "OnlyTransfersTouchCounterparty", "a non-transfer changes the counterparty",
+    )
+
+
+def check_digest_seals_content(outcome: Outcome) -> None:
+    """Outcome invariant DigestSealsContent: digest = outcome_digest(this)."""
+    _invariant(
+        outcome.digest == outcome_digest(outcome),
+        "DigestSealsContent", "digest does not match the outcome's content",
+    )
+
+
+def check_outcome(outcome: Outcome, *, seal: bool = True) -> None:
+    """All Outcome invariants; ``seal=False`` skips DigestSealsContent."""
+    check_rejection_has_no_effect(outcome)
+    check_rejection_carries_reason(outcome)
+    check_acceptance_carries_no_reason(outcome)
+    check_transfers_net_to_zero(outcome)
+    check_only_transfers_touch_counterparty(outcome)
+    if seal:
+        check_digest_seals_content(outcome)
+
+
+def check_non_negative_balance(account: Account) -> None:
+    """Account invariant NonNegativeBalance."""
+    _invariant(account.balance_minor >= 0, "NonNegativeBalance",
+               f"{account.account_id} has balance {account.balance_minor}")
+
+
+def check_balance_within_limit(account: Account, config: Config = Config()) -> None:
+    """Account invariant BalanceWithinLimit."""
+    _invariant(account.balance_minor <= config.max_balance_minor, "BalanceWithinLimit",
+               f"{account.account_id} has balance {account.balance_minor}")
+
+
+def check_closed_account_is_empty(account: Account) -> None:
+    """Account invariant ClosedAccountIsEmpty."""
+    _invariant(account.status is not AccountStatus.closed or account.balance_minor == 0,
+               "ClosedAccountIsEmpty", f"{account.account_id} is closed with money in it")
+
+
+def check_version_counts_changes(account: Account) -> None:
+    """Account invariant VersionCountsChanges."""
+    _invariant(account.version >= 1, "VersionCountsChanges",
+               f"{account.account_id} has version {account.version}")
+
+
+def check_closed_at_presence(account: Account) -> None:
+    """Account.closed_at is present exactly when status = closed (``when`` clause)."""
+    _invariant(
+        (account.closed_at is not None) == (account.status is AccountStatus.closed),
+        "Account.closed_at", f"closed_at={account.closed_at} with status {account.status.value}",
+    )
+
+
+def check_account(account: Account, config: Config = Config()) -> None:
+    """All Account invariants plus the closed_at presence rule."""
+    check_non_negative_balance(account)
+    check_balance_within_limit(account, config)
+    check_closed_account_is_empty(account)
+    check_version_counts_changes(account)
+    check_closed_at_presence(account)
+
+
+def total_balance_minor(accounts: Iterable[Account]) -> int:
+    """``total_balance_minor(Accounts)``: the sum of all balances."""
+    return sum(a.balance_minor for a in accounts)
+
+
+def check_money_is_conserved(state: CoreState) -> None:
+    """invariant MoneyIsConserved: total balances = books.net_inflow_minor."""
+    total = total_balance_minor(state.accounts.values())
+    _invariant(total == state.books.net_inflow_minor, "MoneyIsConserved",
+               f"balances sum to {total}, net inflow is {state.books.net_inflow_minor}")
+
+
+def check_one_outcome_per_request(outcomes: Iterable[Outcome]) -> None:
+    """invariant OneOutcomePerRequest: distinct outcomes have distinct keys."""
+    seen: set[tuple[str, str]] = set()
+    for o in outcomes:
+        _invariant(key_of(o) not in seen, "OneOutcomePerRequest", f"two outcomes for {key_of(o)}")
+        seen.add(key_of(o))
+
+
+def check_every_outcome_applied(outcomes: Iterable[Outcome]) -> None:
+    """invariant EveryOutcomeApplied."""
+    for o in outcomes:
+        _invariant(o.applied, "EveryOutcomeApplied", f"outcome {key_of(o)} not applied")
+
+
+def check_applied_count_matches_outcomes(state: CoreState) -> None:
+    """invariant AppliedCountMatchesOutcomes: books.applied_outcomes = Outcomes.count."""
+    _invariant(state.books.applied_outcomes == len(state.outcomes), "AppliedCountMatchesOutcomes",
+               f"{state.books.applied_outcomes} applied, {len(state.outcomes)} outcomes")
+
+
+def check_sequence_is_total(outcomes: Iterable[Outcome]) -> None:
+    """invariant SequenceIsTotal: distinct outcomes have distinct sequences."""
+    seen: set[int] = set()
+    for o in outcomes:
+        _invariant(o.sequence not in seen, "SequenceIsTotal", f"sequence {o.sequence} repeats")
+        seen.add(o.sequence)
+
+
+def check_outcome_matches_its_request(outcomes: Iterable[Outcome]) -> None:
+    """invariant OutcomeMatchesItsRequest."""
+    for o in outcomes:
+        r = o.request
+        _invariant(
+            o.request_id == r.request_id and o.client_id == r.client_id
+            and o.kind is r.kind and o.account_id == r.account_id,
+            "OutcomeMatchesItsRequest", f"outcome {key_of(o)} differs from its request",
+        )
+
+
+def check_unique_account_ids(accounts: Iterable[Account]) -> None:
+    """invariant UniqueAccountIds."""
+    seen: set[str] = set()
+    for a in accounts:
+        _invariant(a.account_id not in seen, "UniqueAccountIds", f"{a.account_id} repeats")
+        seen.add(a.account_id)
+
+
+def check_all_invariants(state: CoreState, *, seal: bool = True) -> None:
+    """Every invariant of core.allium over ``state``.
+
+    ``seal=False`` skips DigestSealsContent for outcomes whose digest was
+    produced by another scheme (e.g. a vote digest) rather than outcome_digest.
+    """
+    outcomes = list(state.outcomes.values())
+    accounts = list(state.accounts.values())
+    check_money_is_conserved(state)
+    check_one_outcome_per_request(outcomes)
+    check_every_outcome_applied(outcomes)
+    check_applied_count_matches_outcomes(state)
+    check_sequence_is_total(outcomes)
+    check_outcome_matches_its_request(outcomes)
+    check_unique_account_ids(accounts)
+    for a in accounts:
+        check_account(a, state.config)
+    for o in outcomes:
+        check_outcome(o, seal=seal)
+
+
+# Actor and surfaces -----------------------------------------------------------------
+
+
+def is_client_administrator(operator: Operator) -> bool:
+    """actor ClientAdministrator: identified_by Operator where role = responder."""
+    return operator.role is OperatorRole.responder
+
+
+class Provisioning:
+    """surface Provisioning: driven by the deployment's identity tooling.
+
+    It has no facing actor: it is not exposed to operators or clients, only to
+    the provisioning tooling that holds the state.
+    """
+
+    OPERATIONS = ("EnrolOperator", "RegisterClient")
+
+    def __init__(self, state: CoreState) -> None:
+        self._state = state
+
+    def available_operations(self) -> tuple[str, ...]:
+        """Both operations are always provided (no ``when`` conditions)."""
+        return self.OPERATIONS
+
+    def enrol_operator(self, name: str, role: OperatorRole) -> Operator:
+        """Provides EnrolOperator(name, role)."""
+        return enrol_operator(self._state, name, role)
+
+    def register_client(self, client_id: str) -> ApiClient:
+        """Provides RegisterClient(client_id)."""
+        return register_client(self._state, client_id)
+
+
+class ClientAdministration:
+    """surface ClientAdministration: facing admin: ClientAdministrator, context client."""
+
+    def __init__(self, admin: Operator, client: ApiClient) -> None:
+        if not is_client_administrator(admin):
+            raise AccessDenied("ClientAdministration", 0,
+                               f"{admin.name} is not a ClientAdministrator")
+        self.admin = admin
+        self.client = client
+
+    def exposed(self) -> dict[str, object]:
+        """exposes: client.client_id, client.status."""
+        return {"client_id": self.client.client_id, "status": self.client.status}
+
+    def available_operations(self) -> tuple[str, ...]:
+        """provides, each under its ``when`` condition on client.status."""
+        status = self.client.status
+        ops: list[str] = []
+        if status is ApiClientStatus.active:
+            ops.append("SuspendClient")
+        if status is ApiClientStatus.suspended:
+            ops.append("ReinstateClient")
+        if status in (ApiClientStatus.active, ApiClientStatus.suspended):
+            ops.append("RevokeClient")
+        return tuple(ops)
+
+    def _offer(self, op: str) -> None:
+        if op not in self.available_operations():
+            raise Rejected("ClientAdministration", 0,
+                           f"{op} not provided while client is {self.client.status.value}")
+
+    def suspend(self) -> None:
+        """Provides SuspendClient(admin, client) when client.status = active."""
+        self._offer("SuspendClient")
+        suspend_client(self.admin, self.client)
+
+    def reinstate(self) -> None:
+        """Provides ReinstateClient(admin, client) when client.status = suspended."""
+        self._offer("ReinstateClient")
+        reinstate_client(self.admin, self.client)
+
+    def revoke(self) -> None:
+        """Provides RevokeClient(admin, client) when client.status in {active, suspended}."""
+        self._offer("RevokeClient")
+        revoke_client(self.admin, self.client)

@@ -1,0 +1,5 @@
+"""Written by allium: makes the generated package importable from its tests."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

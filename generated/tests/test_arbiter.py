@@ -1,0 +1,848 @@
+"""Tests for unit `arbiter` (arbiter.allium): deterministic evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from datetime import datetime, timezone
+
+import pytest
+
+from ledger.arbiter import (
+    AccountSnapshot,
+    Arbiter,
+    Config,
+    Decision,
+    DeterministicEvaluation,
+    Evaluation,
+    EvaluationBoundary,
+    EvaluationStatus,
+    check_decided_acceptances_keep_balances_legal,
+    check_decided_rejections_move_nothing,
+    check_evaluation,
+    check_evaluation_transition,
+    check_honest_replicas_agree,
+    check_snapshot_versions_match_presence,
+    decide_evaluation,
+    evaluate,
+    evaluate_close,
+    evaluate_deposit,
+    evaluate_open,
+    evaluate_transfer,
+    evaluate_withdrawal,
+    replay,
+)
+from ledger.core import (
+    AccountStatus,
+    Channel,
+    Config as CoreConfig,
+    Envelope,
+    InvariantViolation,
+    OperationKind,
+    Rejected,
+    RejectReason,
+    Request,
+    TransitionRejected,
+    Verdict,
+    new_request,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+ACTIVE = AccountStatus.active
+CLOSED = AccountStatus.closed
+ABSENT = AccountSnapshot(present=False, status=None, balance_minor=0, version=0)
+
+
+def snap(balance: int = 0, status: AccountStatus = ACTIVE, version: int = 1) -> AccountSnapshot:
+    """A present account snapshot."""
+    return AccountSnapshot(present=True, status=status, balance_minor=balance, version=version)
+
+
+def envelope(
+    kind: OperationKind,
+    amount: int = 0,
+    account: str = "acc-1",
+    counterparty: str | None = None,
+    request_id: str = "req-1",
+) -> Envelope:
+    return Envelope(
+        request_id=request_id,
+        client_id="client-1",
+        kind=kind,
+        account_id=account,
+        counterparty_id=counterparty,
+        owner="alice" if kind == OperationKind.open else None,
+        amount_minor=amount,
+    )
+
+
+def request(kind: OperationKind, amount: int = 0, **kw: typing.Any) -> Request:
+    return new_request(envelope(kind, amount, **kw), channel=Channel.rest, received_at=T0)
+
+
+def evaluation(
+    kind: OperationKind,
+    amount: int = 0,
+    primary: AccountSnapshot = ABSENT,
+    counter: AccountSnapshot = ABSENT,
+    replica: str = "replica-a",
+    attempt: int = 1,
+    req: Request | None = None,
+    **kw: typing.Any,
+) -> Evaluation:
+    r = req if req is not None else request(kind, amount, **kw)
+    return Evaluation.of(r, attempt, replica, primary, counter)
+
+
+def assert_pending_fields_absent(e: Evaluation) -> None:
+    assert e.status == EvaluationStatus.pending
+    assert e.verdict is None
+    assert e.reason is None
+    assert e.account_delta_minor is None
+    assert e.counterparty_delta_minor is None
+
+
+# Values -------------------------------------------------------------------------------
+
+
+@pytest.mark.allium("value-equality.AccountSnapshot")
+def test_account_snapshot_structural_equality() -> None:
+    a = AccountSnapshot(present=True, status=ACTIVE, balance_minor=10, version=2)
+    b = AccountSnapshot(present=True, status=ACTIVE, balance_minor=10, version=2)
+    c = AccountSnapshot(present=True, status=ACTIVE, balance_minor=11, version=2)
+    assert a == b and hash(a) == hash(b)
+    assert a is not b
+    assert a != c
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.balance_minor = 5  # type: ignore[misc]
+
+
+@pytest.mark.allium("entity-fields.AccountSnapshot")
+def test_account_snapshot_fields() -> None:
+    hints = typing.get_type_hints(AccountSnapshot)
+    assert [f.name for f in dataclasses.fields(AccountSnapshot)] == [
+        "present",
+        "status",
+        "balance_minor",
+        "version",
+    ]
+    assert hints["present"] is bool
+    assert hints["status"] == AccountStatus | None
+    assert hints["balance_minor"] is int
+    assert hints["version"] is int
+    s = snap(7, version=3)
+    assert (s.present, s.status, s.balance_minor, s.version) == (True, ACTIVE, 7, 3)
+
+
+@pytest.mark.allium("value-equality.Decision")
+def test_decision_structural_equality() -> None:
+    a = Decision(verdict=Verdict.accepted, reason=None, account_delta_minor=5, counterparty_delta_minor=0)
+    b = Decision(verdict=Verdict.accepted, reason=None, account_delta_minor=5, counterparty_delta_minor=0)
+    c = Decision(
+        verdict=Verdict.rejected,
+        reason=RejectReason.invalid_amount,
+        account_delta_minor=0,
+        counterparty_delta_minor=0,
+    )
+    assert a == b and hash(a) == hash(b)
+    assert a != c
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.verdict = Verdict.rejected  # type: ignore[misc]
+
+
+@pytest.mark.allium("entity-fields.Decision")
+def test_decision_fields() -> None:
+    hints = typing.get_type_hints(Decision)
+    assert [f.name for f in dataclasses.fields(Decision)] == [
+        "verdict",
+        "reason",
+        "account_delta_minor",
+        "counterparty_delta_minor",
+    ]
+    assert hints["verdict"] is Verdict
+    assert hints["reason"] == RejectReason | None
+    assert hints["account_delta_minor"] is int
+    assert hints["counterparty_delta_minor"] is int
+
+
+# Contract ------------------------------------------------------------------------------
+
+
+@pytest.mark.allium("contract-signature.DeterministicEvaluation.evaluate")
+def test_contract_signature_and_determinism() -> None:
+    hints = typing.get_type_hints(DeterministicEvaluation.evaluate)
+    assert hints["envelope"] is Envelope
+    assert hints["primary"] is AccountSnapshot
+    assert hints["counterparty"] is AccountSnapshot
+    assert hints["return"] is Decision
+    for impl in (Arbiter(), EvaluationBoundary()):
+        assert isinstance(impl, DeterministicEvaluation)
+    env = envelope(OperationKind.transfer, 40, counterparty="acc-2")
+    primary, counter = snap(100), snap(5, version=4)
+    first = Arbiter().evaluate(env, primary, counter)
+    # Determinism: same inputs, same Decision, any implementation, every run.
+    for _ in range(3):
+        assert Arbiter().evaluate(env, primary, counter) == first
+        assert EvaluationBoundary().evaluate(env, primary, counter) == first
+    assert first == Decision(
+        verdict=Verdict.accepted, reason=None, account_delta_minor=-40, counterparty_delta_minor=40
+    )
+    # Purity: arguments are untouched (they are frozen values and stay equal).
+    assert primary == snap(100) and counter == snap(5, version=4)
+
+
+@pytest.mark.allium("contract-signature.DeterministicEvaluation.evaluate")
+def test_contract_totality_never_throws() -> None:
+    bad_inputs = [
+        envelope(OperationKind.deposit, "12"),  # type: ignore[arg-type]
+        envelope(OperationKind.deposit, True),  # type: ignore[arg-type]
+        envelope(OperationKind.withdraw, -1),
+        envelope(OperationKind.transfer, 10**30, counterparty="x"),
+        envelope(OperationKind.close, 3),
+        dataclasses.replace(envelope(OperationKind.open), kind="bogus"),  # type: ignore[arg-type]
+    ]
+    for env in bad_inputs:
+        d = evaluate(env, ABSENT, ABSENT)
+        assert d.verdict == Verdict.rejected
+        assert d.reason == RejectReason.invalid_amount
+        assert (d.account_delta_minor, d.counterparty_delta_minor) == (0, 0)
+    # A malformed snapshot (internal fault) still yields a Decision.
+    broken = AccountSnapshot(present=True, status=ACTIVE, balance_minor=None, version=1)  # type: ignore[arg-type]
+    d = evaluate(envelope(OperationKind.deposit, 5), broken, ABSENT)
+    assert isinstance(d, Decision)
+    assert d.verdict == Verdict.rejected
+
+
+@pytest.mark.allium("contract-signature.DeterministicEvaluation.evaluate")
+def test_contract_config_is_pinned() -> None:
+    tight = Config(max_amount_minor=10, max_balance_minor=100)
+    env = envelope(OperationKind.deposit, 11)
+    assert evaluate(env, snap(0), ABSENT).verdict == Verdict.accepted
+    assert Arbiter(tight).evaluate(env, snap(0), ABSENT).reason == RejectReason.invalid_amount
+    env = envelope(OperationKind.deposit, 10)
+    assert Arbiter(tight).evaluate(env, snap(91), ABSENT).reason == RejectReason.balance_limit
+    assert Arbiter(tight).evaluate(env, snap(90), ABSENT).verdict == Verdict.accepted
+
+
+# Config -------------------------------------------------------------------------------
+
+
+@pytest.mark.allium("config-default.max_amount_minor")
+def test_config_default_max_amount_minor() -> None:
+    assert Config().max_amount_minor == 100000000000
+    assert Config().max_amount_minor == CoreConfig().max_amount_minor
+    env = envelope(OperationKind.deposit, Config().max_amount_minor)
+    assert evaluate(env, snap(0), ABSENT).verdict == Verdict.accepted
+    env = envelope(OperationKind.deposit, Config().max_amount_minor + 1)
+    assert evaluate(env, snap(0), ABSENT).reason == RejectReason.invalid_amount
+
+
+@pytest.mark.allium("config-default.max_balance_minor")
+def test_config_default_max_balance_minor() -> None:
+    cfg = Config()
+    assert cfg.max_balance_minor == 100000000000000
+    assert cfg.max_balance_minor == CoreConfig().max_balance_minor
+    env = envelope(OperationKind.deposit, 1)
+    assert evaluate(env, snap(cfg.max_balance_minor - 1), ABSENT).verdict == Verdict.accepted
+    assert evaluate(env, snap(cfg.max_balance_minor), ABSENT).reason == RejectReason.balance_limit
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.max_balance_minor = 1  # type: ignore[misc]
+
+
+# Entity Evaluation ---------------------------------------------------------------------
+
+
+@pytest.mark.allium("entity-fields.Evaluation")
+def test_evaluation_fields() -> None:
+    hints = typing.get_type_hints(Evaluation)
+    expected = {
+        "request": Request,
+        "attempt": int,
+        "replica_id": str,
+        "primary_present": bool,
+        "primary_status": AccountStatus | None,
+        "primary_balance_minor": int,
+        "primary_version": int,
+        "counter_present": bool,
+        "counter_status": AccountStatus | None,
+        "counter_balance_minor": int,
+        "counter_version": int,
+        "status": EvaluationStatus,
+        "verdict": Verdict | None,
+        "reason": RejectReason | None,
+        "account_delta_minor": int | None,
+        "counterparty_delta_minor": int | None,
+    }
+    for name, tp in expected.items():
+        assert hints[name] == tp, name
+    assert {m.value for m in EvaluationStatus} == {"pending", "decided"}
+    e = evaluation(OperationKind.deposit, 5, primary=snap(1, version=2))
+    assert e.request.kind == OperationKind.deposit
+    assert (e.attempt, e.replica_id) == (1, "replica-a")
+    assert (e.primary_present, e.primary_status, e.primary_balance_minor, e.primary_version) == (
+        True,
+        ACTIVE,
+        1,
+        2,
+    )
+    assert (e.counter_present, e.counter_status, e.counter_balance_minor, e.counter_version) == (
+        False,
+        None,
+        0,
+        0,
+    )
+    assert e.status == EvaluationStatus.pending
+
+
+@pytest.mark.allium("entity-optional.Evaluation.primary_status")
+def test_evaluation_primary_status_optional() -> None:
+    absent = evaluation(OperationKind.open)
+    assert absent.primary_status is None
+    present = evaluation(OperationKind.deposit, 1, primary=snap(0, status=CLOSED))
+    assert present.primary_status == CLOSED
+    check_evaluation(absent)
+    check_evaluation(present)
+
+
+@pytest.mark.allium("entity-optional.Evaluation.counter_status")
+def test_evaluation_counter_status_optional() -> None:
+    no_counter = evaluation(OperationKind.deposit, 1, primary=snap(0))
+    assert no_counter.counter_status is None
+    with_counter = evaluation(
+        OperationKind.transfer, 1, primary=snap(5), counter=snap(0, status=ACTIVE), counterparty="acc-2"
+    )
+    assert with_counter.counter_status == ACTIVE
+    evaluate_transfer(with_counter)
+    assert with_counter.verdict == Verdict.accepted
+
+
+@pytest.mark.allium("entity-optional.Evaluation.reason")
+def test_evaluation_reason_optional() -> None:
+    accepted = evaluation(OperationKind.deposit, 5, primary=snap(0))
+    evaluate_deposit(accepted)
+    assert accepted.status == EvaluationStatus.decided
+    assert accepted.reason is None
+    rejected = evaluation(OperationKind.deposit, 5)
+    evaluate_deposit(rejected)
+    assert rejected.status == EvaluationStatus.decided
+    assert rejected.reason == RejectReason.account_missing
+
+
+@pytest.mark.allium(
+    "when-presence.Evaluation.verdict",
+    "when-presence.Evaluation.reason",
+    "when-presence.Evaluation.account_delta_minor",
+    "when-presence.Evaluation.counterparty_delta_minor",
+)
+def test_evaluation_decided_fields_present_only_when_decided() -> None:
+    e = evaluation(OperationKind.withdraw, 5, primary=snap(3))
+    assert_pending_fields_absent(e)
+    check_evaluation(e)
+    evaluate_withdrawal(e)
+    assert e.status == EvaluationStatus.decided
+    assert e.verdict == Verdict.rejected
+    assert e.reason == RejectReason.insufficient_funds
+    assert e.account_delta_minor == 0
+    assert e.counterparty_delta_minor == 0
+    check_evaluation(e)
+    # A pending evaluation carrying a decided field violates the when clause.
+    leaked = evaluation(OperationKind.withdraw, 5, primary=snap(3))
+    leaked.verdict = Verdict.accepted
+    with pytest.raises(InvariantViolation):
+        check_evaluation(leaked)
+    leaked = evaluation(OperationKind.withdraw, 5, primary=snap(3))
+    leaked.reason = RejectReason.insufficient_funds
+    with pytest.raises(InvariantViolation):
+        check_evaluation(leaked)
+    leaked = evaluation(OperationKind.withdraw, 5, primary=snap(3))
+    leaked.account_delta_minor = 0
+    with pytest.raises(InvariantViolation):
+        check_evaluation(leaked)
+    leaked = evaluation(OperationKind.withdraw, 5, primary=snap(3))
+    leaked.counterparty_delta_minor = 0
+    with pytest.raises(InvariantViolation):
+        check_evaluation(leaked)
+
+
+@pytest.mark.allium("transition-edge.Evaluation.pending.decided")
+def test_transition_pending_to_decided_via_rule() -> None:
+    e = evaluation(OperationKind.open)
+    assert e.status == EvaluationStatus.pending
+    decision = decide_evaluation(e)
+    assert e.status == EvaluationStatus.decided
+    assert decision == e.decision
+    check_evaluation_transition(EvaluationStatus.pending, EvaluationStatus.decided)
+
+
+@pytest.mark.allium("transition-rejected.Evaluation.status")
+def test_undeclared_transitions_rejected() -> None:
+    with pytest.raises(TransitionRejected):
+        check_evaluation_transition(EvaluationStatus.decided, EvaluationStatus.pending)
+    with pytest.raises(TransitionRejected):
+        check_evaluation_transition(EvaluationStatus.pending, EvaluationStatus.pending)
+    e = evaluation(OperationKind.open)
+    evaluate_open(e)
+    with pytest.raises(TransitionRejected):
+        e.status = EvaluationStatus.pending
+    assert e.status == EvaluationStatus.decided
+
+
+@pytest.mark.allium("transition-terminal.Evaluation.status")
+def test_decided_is_terminal() -> None:
+    e = evaluation(OperationKind.deposit, 5, primary=snap(0))
+    evaluate_deposit(e)
+    assert e.status == EvaluationStatus.decided
+    for target in EvaluationStatus:
+        with pytest.raises(TransitionRejected):
+            check_evaluation_transition(EvaluationStatus.decided, target)
+    # Re-running any rule on a decided evaluation is refused and changes nothing.
+    before = e.decision
+    with pytest.raises(Rejected) as info:
+        evaluate_deposit(e)
+    assert info.value.clause == 1
+    assert e.decision == before and e.status == EvaluationStatus.decided
+
+
+@pytest.mark.allium("invariant.Evaluation.SnapshotVersionsMatchPresence")
+def test_snapshot_versions_match_presence() -> None:
+    good = evaluation(OperationKind.transfer, 1, primary=snap(5, version=3), counter=snap(0, version=1), counterparty="b")
+    check_snapshot_versions_match_presence(good)
+    evaluate_transfer(good)
+    check_snapshot_versions_match_presence(good)
+    bad = evaluation(OperationKind.deposit, 1, primary=snap(5, version=0))
+    with pytest.raises(InvariantViolation):
+        check_snapshot_versions_match_presence(bad)
+    bad = evaluation(OperationKind.deposit, 1)
+    bad.primary_version = 2
+    with pytest.raises(InvariantViolation):
+        check_snapshot_versions_match_presence(bad)
+    bad = evaluation(OperationKind.deposit, 1, primary=snap(5))
+    bad.counter_version = 1
+    with pytest.raises(InvariantViolation):
+        check_snapshot_versions_match_presence(bad)
+
+
+@pytest.mark.allium("invariant.Evaluation.DecidedRejectionsMoveNothing")
+def test_decided_rejections_move_nothing() -> None:
+    cases = [
+        evaluation(OperationKind.deposit, 0, primary=snap(0)),
+        evaluation(OperationKind.withdraw, 50, primary=snap(10)),
+        evaluation(OperationKind.transfer, 5, primary=snap(10), counterparty="acc-1"),
+        evaluation(OperationKind.close, 0, primary=snap(10)),
+        evaluation(OperationKind.open, 0, primary=snap(0)),
+    ]
+    for e in cases:
+        decide_evaluation(e)
+        assert e.verdict == Verdict.rejected
+        assert e.account_delta_minor == 0 and e.counterparty_delta_minor == 0
+        check_decided_rejections_move_nothing(e)
+    broken = cases[1]
+    broken.account_delta_minor = -50
+    with pytest.raises(InvariantViolation):
+        check_decided_rejections_move_nothing(broken)
+
+
+@pytest.mark.allium("invariant.Evaluation.DecidedAcceptancesKeepBalancesLegal")
+def test_decided_acceptances_keep_balances_legal() -> None:
+    e = evaluation(OperationKind.withdraw, 10, primary=snap(10))
+    evaluate_withdrawal(e)
+    assert e.verdict == Verdict.accepted
+    assert e.primary_balance_minor + e.account_delta_minor == 0
+    check_decided_acceptances_keep_balances_legal(e)
+    t = evaluation(OperationKind.transfer, 7, primary=snap(7), counter=snap(0), counterparty="acc-2")
+    evaluate_transfer(t)
+    assert t.verdict == Verdict.accepted
+    assert t.primary_balance_minor + t.account_delta_minor == 0
+    assert t.counter_balance_minor + t.counterparty_delta_minor == 7
+    check_decided_acceptances_keep_balances_legal(t)
+    t.account_delta_minor = -8
+    with pytest.raises(InvariantViolation):
+        check_decided_acceptances_keep_balances_legal(t)
+
+
+# Rules: EvaluateOpen -------------------------------------------------------------------
+
+
+@pytest.mark.allium(
+    "rule-success.EvaluateOpen",
+    "when-set.EvaluateOpen.Evaluation.verdict",
+    "when-set.EvaluateOpen.Evaluation.reason",
+    "when-set.EvaluateOpen.Evaluation.account_delta_minor",
+    "when-set.EvaluateOpen.Evaluation.counterparty_delta_minor",
+)
+def test_evaluate_open_accepts_new_account() -> None:
+    e = evaluation(OperationKind.open, 0)
+    assert_pending_fields_absent(e)
+    d = evaluate_open(e)
+    assert e.status == EvaluationStatus.decided
+    assert e.verdict == Verdict.accepted
+    assert e.reason is None
+    assert e.account_delta_minor == 0
+    assert e.counterparty_delta_minor == 0
+    assert d == e.decision
+    check_evaluation(e)
+
+
+@pytest.mark.allium(
+    "when-set.EvaluateOpen.Evaluation.verdict",
+    "when-set.EvaluateOpen.Evaluation.reason",
+)
+def test_evaluate_open_rejections_in_order() -> None:
+    # invalid_amount wins over account_exists.
+    e = evaluation(OperationKind.open, 5, primary=snap(0))
+    evaluate_open(e)
+    assert (e.status, e.verdict, e.reason) == (EvaluationStatus.decided, Verdict.rejected, RejectReason.invalid_amount)
+    e = evaluation(OperationKind.open, 0, primary=snap(0))
+    evaluate_open(e)
+    assert (e.verdict, e.reason) == (Verdict.rejected, RejectReason.account_exists)
+    assert (e.account_delta_minor, e.counterparty_delta_minor) == (0, 0)
+
+
+@pytest.mark.allium("rule-failure.EvaluateOpen.1")
+def test_evaluate_open_requires_pending() -> None:
+    e = evaluation(OperationKind.open, 0)
+    evaluate_open(e)
+    before = e.decision
+    with pytest.raises(Rejected) as info:
+        evaluate_open(e)
+    assert (info.value.rule, info.value.clause) == ("EvaluateOpen", 1)
+    assert e.decision == before
+
+
+@pytest.mark.allium("rule-failure.EvaluateOpen.2")
+def test_evaluate_open_requires_kind_open() -> None:
+    e = evaluation(OperationKind.deposit, 5, primary=snap(0))
+    with pytest.raises(Rejected) as info:
+        evaluate_open(e)
+    assert (info.value.rule, info.value.clause) == ("EvaluateOpen", 2)
+    assert_pending_fields_absent(e)
+
+
+# Rules: EvaluateDeposit ----------------------------------------------------------------
+
+
+@pytest.mark.allium(
+    "rule-success.EvaluateDeposit",
+    "when-set.EvaluateDeposit.Evaluation.verdict",
+    "when-set.EvaluateDeposit.Evaluation.reason",
+    "when-set.EvaluateDeposit.Evaluation.account_delta_minor",
+    "when-set.EvaluateDeposit.Evaluation.counterparty_delta_minor",
+)
+def test_evaluate_deposit_accepts() -> None:
+    e = evaluation(OperationKind.deposit, 250, primary=snap(100))
+    assert_pending_fields_absent(e)
+    evaluate_deposit(e)
+    assert e.status == EvaluationStatus.decided
+    assert e.verdict == Verdict.accepted
+    assert e.reason is None
+    assert e.account_delta_minor == 250
+    assert e.counterparty_delta_minor == 0
+    check_evaluation(e)
+
+
+@pytest.mark.allium(
+    "when-set.EvaluateDeposit.Evaluation.verdict",
+    "when-set.EvaluateDeposit.Evaluation.reason",
+    "when-set.EvaluateDeposit.Evaluation.account_delta_minor",
+)
+def test_evaluate_deposit_rejections_in_order() -> None:
+    cfg = Config()
+    cases = [
+        (0, ABSENT, RejectReason.invalid_amount),
+        (-3, snap(0), RejectReason.invalid_amount),
+        (cfg.max_amount_minor + 1, snap(0), RejectReason.invalid_amount),
+        (5, ABSENT, RejectReason.account_missing),
+        (5, snap(0, status=CLOSED), RejectReason.account_closed),
+        (5, snap(cfg.max_balance_minor - 4), RejectReason.balance_limit),
+    ]
+    for amount, primary, reason in cases:
+        e = evaluation(OperationKind.deposit, amount, primary=primary)
+        evaluate_deposit(e)
+        assert (e.status, e.verdict, e.reason) == (EvaluationStatus.decided, Verdict.rejected, reason)
+        assert (e.account_delta_minor, e.counterparty_delta_minor) == (0, 0)
+
+
+@pytest.mark.allium("rule-failure.EvaluateDeposit.1")
+def test_evaluate_deposit_requires_pending() -> None:
+    e = evaluation(OperationKind.deposit, 5, primary=snap(0))
+    evaluate_deposit(e)
+    with pytest.raises(Rejected) as info:
+        evaluate_deposit(e)
+    assert (info.value.rule, info.value.clause) == ("EvaluateDeposit", 1)
+    assert e.account_delta_minor == 5
+
+
+@pytest.mark.allium("rule-failure.EvaluateDeposit.2")
+def test_evaluate_deposit_requires_kind_deposit() -> None:
+    e = evaluation(OperationKind.withdraw, 5, primary=snap(10))
+    with pytest.raises(Rejected) as info:
+        evaluate_deposit(e)
+    assert (info.value.rule, info.value.clause) == ("EvaluateDeposit", 2)
+    assert_pending_fields_absent(e)
+
+
+# Rules: EvaluateWithdrawal -------------------------------------------------------------
+
+
+@pytest.mark.allium(
+    "rule-success.EvaluateWithdrawal",
+    "when-set.EvaluateWithdrawal.Evaluation.verdict",
+    "when-set.EvaluateWithdrawal.Evaluation.reason",
+    "when-set.EvaluateWithdrawal.Evaluation.account_delta_minor",
+    "when-set.EvaluateWithdrawal.Evaluation.counterparty_delta_minor",
+)
+def test_evaluate_withdrawal_accepts() -> None:
+    e = evaluation(OperationKind.withdraw, 40, primary=snap(100))
+    assert_pending_fields_absent(e)
+    evaluate_withdrawal(e)
+    assert e.status == EvaluationStatus.decided
+    assert e.verdict == Verdict.accepted
+    assert e.reason is None
+    assert e.account_delta_minor == -40
+    assert e.counterparty_delta_minor == 0
+    check_evaluation(e)
+
+
+@pytest.mark.allium(
+    "when-set.EvaluateWithdrawal.Evaluation.verdict",
+    "when-set.EvaluateWithdrawal.Evaluation.reason",
+)
+def test_evaluate_withdrawal_rejections_in_order() -> None:
+    cases = [
+        (0, ABSENT, RejectReason.invalid_amount),
+        (Config().max_amount_minor + 1, snap(10**15), RejectReason.invalid_amount),
+        (5, ABSENT, RejectReason.account_missing),
+        (5, snap(100, status=CLOSED), RejectReason.account_closed),
+        (101, snap(100), RejectReason.insufficient_funds),
+    ]
+    for amount, primary, reason in cases:
+        e = evaluation(OperationKind.withdraw, amount, primary=primary)
+        evaluate_withdrawal(e)
+        assert (e.verdict, e.reason) == (Verdict.rejected, reason)
+        assert (e.account_delta_minor, e.counterparty_delta_minor) == (0, 0)
+
+
+@pytest.mark.allium("rule-failure.EvaluateWithdrawal.1")
+def test_evaluate_withdrawal_requires_pending() -> None:
+    e = evaluation(OperationKind.withdraw, 5, primary=snap(10))
+    evaluate_withdrawal(e)
+    with pytest.raises(Rejected) as info:
+        evaluate_withdrawal(e)
+    assert (info.value.rule, info.value.clause) == ("EvaluateWithdrawal", 1)
+    assert e.account_delta_minor == -5
+
+
+@pytest.mark.allium("rule-failure.EvaluateWithdrawal.2")
+def test_evaluate_withdrawal_requires_kind_withdraw() -> None:
+    e = evaluation(OperationKind.deposit, 5, primary=snap(10))
+    with pytest.raises(Rejected) as info:
+        evaluate_withdrawal(e)
+    assert (info.value.rule, info.value.clause) == ("EvaluateWithdrawal", 2)
+    assert_pending_fields_absent(e)
+
+
+# Rules: EvaluateTransfer ---------------------------------------------------------------
+
+
+@pytest.mark.allium(
+    "rule-success.EvaluateTransfer",
+    "when-set.EvaluateTransfer.Evaluation.verdict",
+    "when-set.EvaluateTransfer.Evaluation.reason",
+    "when-set.EvaluateTransfer.Evaluation.account_delta_minor",
+    "when-set.EvaluateTransfer.Evaluation.counterparty_delta_minor",
+)
+def test_evaluate_transfer_accepts() -> None:
+    e = evaluation(OperationKind.transfer, 30, primary=snap(30), counter=snap(5, version=2), counterparty="acc-2")
+    assert_pending_fields_absent(e)
+    evaluate_transfer(e)
+    assert e.status == EvaluationStatus.decided
+    assert e.verdict == Verdict.accepted
+    assert e.reason is None
+    assert e.account_delta_minor == -30
+    assert e.counterparty_delta_minor == 30
+    assert e.account_delta_minor + e.counterparty_delta_minor == 0
+    check_evaluation(e)
+
+
+@pytest.mark.allium(
+    "when-set.EvaluateTransfer.Evaluation.verdict",
+    "when-set.EvaluateTransfer.Evaluation.reason",
+    "when-set.EvaluateTransfer.Evaluation.counterparty_delta_minor",
+)
+def test_evaluate_transfer_rejections_in_order() -> None:
+    cfg = Config()
+    cases = [
+        (0, "acc-1", ABSENT, ABSENT, RejectReason.invalid_amount),
+        (5, "acc-1", snap(100), ABSENT, RejectReason.same_account),
+        (5, "acc-2", ABSENT, snap(0), RejectReason.account_missing),
+        (5, "acc-2", snap(100, status=CLOSED), snap(0), RejectReason.account_closed),
+        (5, None, snap(100), snap(0), RejectReason.counterparty_missing),
+        (5, "acc-2", snap(100), ABSENT, RejectReason.counterparty_missing),
+        (5, "acc-2", snap(100), snap(0, status=CLOSED), RejectReason.counterparty_closed),
+        (500, "acc-2", snap(100), snap(0), RejectReason.insufficient_funds),
+        (5, "acc-2", snap(100), snap(cfg.max_balance_minor - 4), RejectReason.balance_limit),
+    ]
+    for amount, target, primary, counter, reason in cases:
+        e = evaluation(OperationKind.transfer, amount, primary=primary, counter=counter, counterparty=target)
+        evaluate_transfer(e)
+        assert (e.verdict, e.reason) == (Verdict.rejected, reason), reason
+        assert (e.account_delta_minor, e.counterparty_delta_minor) == (0, 0)
+
+
+@pytest.mark.allium("when-set.EvaluateTransfer.Evaluation.reason")
+def test_self_transfer_rejected_regardless_of_account_state() -> None:
+    # @guidance: same_account comes before any snapshot field.
+    for primary in (ABSENT, snap(0), snap(100, status=CLOSED)):
+        e = evaluation(OperationKind.transfer, 5, primary=primary, counterparty="acc-1")
+        evaluate_transfer(e)
+        assert e.reason == RejectReason.same_account
+
+
+@pytest.mark.allium("rule-failure.EvaluateTransfer.1")
+def test_evaluate_transfer_requires_pending() -> None:
+    e = evaluation(OperationKind.transfer, 5, primary=snap(10), counter=snap(0), counterparty="acc-2")
+    evaluate_transfer(e)
+    with pytest.raises(Rejected) as info:
+        evaluate_transfer(e)
+    assert (info.value.rule, info.value.clause) == ("EvaluateTransfer", 1)
+    assert (e.account_delta_minor, e.counterparty_delta_minor) == (-5, 5)
+
+
+@pytest.mark.allium("rule-failure.EvaluateTransfer.2")
+def test_evaluate_transfer_requires_kind_transfer() -> None:
+    e = evaluation(OperationKind.deposit, 5, primary=snap(10))
+    with pytest.raises(Rejected) as info:
+        evaluate_transfer(e)
+    assert (info.value.rule, info.value.clause) == ("EvaluateTransfer", 2)
+    assert_pending_fields_absent(e)
+
+
+# Rules: EvaluateClose ------------------------------------------------------------------
+
+
+@pytest.mark.allium(
+    "rule-success.EvaluateClose",
+    "when-set.EvaluateClose.Evaluation.verdict",
+    "when-set.EvaluateClose.Evaluation.reason",
+    "when-set.EvaluateClose.Evaluation.account_delta_minor",
+    "when-set.EvaluateClose.Evaluation.counterparty_delta_minor",
+)
+def test_evaluate_close_accepts_empty_account() -> None:
+    e = evaluation(OperationKind.close, 0, primary=snap(0, version=4))
+    assert_pending_fields_absent(e)
+    evaluate_close(e)
+    assert e.status == EvaluationStatus.decided
+    assert e.verdict == Verdict.accepted
+    assert e.reason is None
+    assert e.account_delta_minor == 0
+    assert e.counterparty_delta_minor == 0
+    check_evaluation(e)
+
+
+@pytest.mark.allium(
+    "when-set.EvaluateClose.Evaluation.verdict",
+    "when-set.EvaluateClose.Evaluation.reason",
+)
+def test_evaluate_close_rejections_in_order() -> None:
+    cases = [
+        (1, ABSENT, RejectReason.invalid_amount),
+        (0, ABSENT, RejectReason.account_missing),
+        (0, snap(0, status=CLOSED), RejectReason.account_closed),
+        (0, snap(1), RejectReason.balance_not_zero),
+    ]
+    for amount, primary, reason in cases:
+        e = evaluation(OperationKind.close, amount, primary=primary)
+        evaluate_close(e)
+        assert (e.verdict, e.reason) == (Verdict.rejected, reason)
+        assert (e.account_delta_minor, e.counterparty_delta_minor) == (0, 0)
+
+
+@pytest.mark.allium("rule-failure.EvaluateClose.1")
+def test_evaluate_close_requires_pending() -> None:
+    e = evaluation(OperationKind.close, 0, primary=snap(0))
+    evaluate_close(e)
+    with pytest.raises(Rejected) as info:
+        evaluate_close(e)
+    assert (info.value.rule, info.value.clause) == ("EvaluateClose", 1)
+    assert e.verdict == Verdict.accepted
+
+
+@pytest.mark.allium("rule-failure.EvaluateClose.2")
+def test_evaluate_close_requires_kind_close() -> None:
+    e = evaluation(OperationKind.open, 0)
+    with pytest.raises(Rejected) as info:
+        evaluate_close(e)
+    assert (info.value.rule, info.value.clause) == ("EvaluateClose", 2)
+    assert_pending_fields_absent(e)
+
+
+# Invariant HonestReplicasAgree ---------------------------------------------------------
+
+
+@pytest.mark.allium("invariant.HonestReplicasAgree")
+def test_honest_replicas_agree() -> None:
+    req = request(OperationKind.transfer, 20, counterparty="acc-2")
+    replicas = ["replica-a", "replica-b", "replica-c"]
+    evaluations = [
+        evaluation(OperationKind.transfer, req=req, replica=r, primary=snap(50), counter=snap(1))
+        for r in replicas
+    ]
+    for e in evaluations:
+        decide_evaluation(e)
+    check_honest_replicas_agree(evaluations)
+    assert {e.decision for e in evaluations} == {evaluations[0].decision}
+    # A faulty replica's divergent answer violates the invariant unless fenced.
+    faulty = evaluation(OperationKind.transfer, req=req, replica="replica-d", primary=snap(50), counter=snap(1))
+    decide_evaluation(faulty)
+    faulty.reason = RejectReason.insufficient_funds
+    with pytest.raises(InvariantViolation):
+        check_honest_replicas_agree([*evaluations, faulty])
+    check_honest_replicas_agree([*evaluations, faulty], is_trusted=lambda rid: rid != "replica-d")
+    # A different attempt is a different round: no comparison across attempts.
+    later = evaluation(OperationKind.transfer, req=req, replica="replica-a", attempt=2, primary=snap(5), counter=snap(1))
+    decide_evaluation(later)
+    assert later.reason == RejectReason.insufficient_funds
+    check_honest_replicas_agree([*evaluations, later])
+
+
+@pytest.mark.allium("invariant.HonestReplicasAgree")
+def test_replay_reproduces_decision() -> None:
+    e = evaluation(OperationKind.withdraw, 9, primary=snap(10, version=7))
+    decide_evaluation(e)
+    assert replay(e) == e.decision
+    fresh = evaluation(OperationKind.withdraw, req=e.request, replica="replica-z", primary=e.primary)
+    decide_evaluation(fresh)
+    check_honest_replicas_agree([e, fresh])
+
+
+# Surface EvaluationBoundary ------------------------------------------------------------
+
+
+@pytest.mark.allium("surface-actor.EvaluationBoundary")
+def test_surface_has_no_facing_actor() -> None:
+    boundary = EvaluationBoundary()
+    # No facing clause: an in-process boundary, not exposed to any remote actor.
+    assert boundary.facing is None
+    assert isinstance(boundary, DeterministicEvaluation)
+    d = boundary.evaluate(envelope(OperationKind.open), ABSENT, ABSENT)
+    assert d.verdict == Verdict.accepted
+
+
+@pytest.mark.allium("surface-exposure.EvaluationBoundary")
+def test_surface_exposes_snapshot_and_decision() -> None:
+    boundary = EvaluationBoundary()
+    assert boundary.exposes == (AccountSnapshot, Decision)
+    assert DeterministicEvaluation in boundary.fulfils
+    primary = AccountSnapshot(present=True, status=ACTIVE, balance_minor=3, version=1)
+    d = boundary.evaluate(envelope(OperationKind.close), primary, AccountSnapshot.absent())
+    assert isinstance(d, Decision)
+    assert d == Decision(
+        verdict=Verdict.rejected,
+        reason=RejectReason.balance_not_zero,
+        account_delta_minor=0,
+        counterparty_delta_minor=0,
+    )
+    # NoHiddenInputs: the Evaluation's inputs replayed through the surface.
+    e = evaluation(OperationKind.close, primary=primary)
+    evaluate_close(e)
+    assert boundary.evaluate(e.envelope, e.primary, e.counterparty) == e.decision

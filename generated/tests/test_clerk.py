@@ -1,0 +1,1576 @@
+"""Tests for unit `clerk` (clerk.allium): rounds, votes, quorum and fencing."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from ledger.clerk import (
+    REPLICA_TRANSITIONS,
+    ROUND_TRANSITIONS,
+    Clerk,
+    ConformanceHarness,
+    Config,
+    DispatchRound,
+    DissentDetected,
+    QuorumUnavailable,
+    Replica,
+    ReplicaFenced,
+    ReplicaMaintenance,
+    ReplicaStatus,
+    Round,
+    RoundDiverged,
+    RoundInspection,
+    RoundStatus,
+    Vote,
+    check_commits_have_quorum,
+    check_one_round_per_attempt,
+    check_one_vote_per_replica_per_round,
+    check_quorum_outnumbers_faults,
+    check_replica_per_node,
+    decision_digest,
+    decision_digest_of,
+    is_replica_host,
+    is_replica_responder,
+    quarantine_digest,
+)
+from ledger.cluster import Node, NodeStatus
+from ledger.core import (
+    AccessDenied,
+    AccountStatus,
+    Channel,
+    InvariantViolation,
+    OperationKind,
+    Operator,
+    OperatorRole,
+    Rejected,
+    RejectReason,
+    Request,
+    TransitionRejected,
+    Verdict,
+)
+from ledger.ledger import EpochGrant, Journal, Proposal, ProposalStatus
+from ledger.registrar import ReadSet, ReadSetStatus, ReadSource
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+SECOND = timedelta(seconds=1)
+
+
+# ---------------------------------------------------------------------------
+# Fixtures and helpers
+# ---------------------------------------------------------------------------
+
+
+class FakeClock:
+    """Injected clock: time moves only when a test says so."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now = self.now + delta
+
+
+def make_request(request_id: str = "req-1", *, amount: int = 500, kind: OperationKind = OperationKind.deposit) -> Request:
+    return Request(
+        request_id=request_id,
+        client_id="client-1",
+        kind=kind,
+        account_id="acc-1",
+        counterparty_id=None,
+        owner=None,
+        amount_minor=amount,
+        channel=Channel.rest,
+        fingerprint="f" * 64,
+        received_at=T0,
+    )
+
+
+def make_read(request: Request | None = None, *, attempt: int = 1, epoch: int = 1, ready: bool = True) -> ReadSet:
+    read = ReadSet(request=request or make_request(), attempt=attempt, epoch=epoch, requested_at=T0)
+    if ready:
+        read.status = ReadSetStatus.ready
+        read.source = ReadSource.storage
+        read.primary_present = True
+        read.primary_status = AccountStatus.active
+        read.primary_balance_minor = 1_000
+        read.primary_version = 7
+        read.counter_present = False
+        read.counter_status = None
+        read.counter_balance_minor = 0
+        read.counter_version = 0
+        read.ready_at = T0
+    return read
+
+
+def make_node(node_id: str, status: NodeStatus = NodeStatus.backup) -> Node:
+    return Node(node_id=node_id, status=status, last_heartbeat_at=T0)
+
+
+RESPONDER = Operator(name="rita", role=OperatorRole.responder)
+OBSERVER = Operator(name="otto", role=OperatorRole.observer)
+
+
+class World:
+    """A Clerk with `active` active replicas and `recovering` recovering ones."""
+
+    def __init__(self, active: int = 3, recovering: int = 0, config: Config | None = None) -> None:
+        self.clock = FakeClock()
+        self.journal = Journal(epoch=1)
+        self.heard: list[object] = []
+        self.submitted: list[Proposal] = []
+        self.dispatched: list[Any] = []
+        self.clerk = Clerk(
+            self.journal,
+            clock=self.clock,
+            config=config,
+            on_evaluation=self.dispatched.append,
+            on_proposal=self.submitted.append,
+        )
+        self.clerk.subscribe(self.heard.append)
+        self.replicas: list[Replica] = []
+        cfg = self.clerk.config
+        for i in range(active + recovering):
+            replica = self.clerk.register_replica(make_node(f"node-{i + 1}"))
+            if i < active:
+                self.clerk.pass_conformance(replica, cfg.conformance_vectors, 0)
+            self.replicas.append(replica)
+
+    def open(self, request_id: str = "req-1", **kw: Any) -> Round:
+        return self.clerk.open_round(make_read(make_request(request_id), **kw))
+
+    def evaluation_of(self, round: Round, replica: Replica) -> Any:
+        return self.clerk.find_evaluation(round.request, round.attempt, replica.replica_id)
+
+    def vote(self, round: Round, replica: Replica, delta: int = 500, **kw: Any) -> Vote:
+        return self.clerk.cast_vote(decide(self.evaluation_of(round, replica), delta=delta, **kw))
+
+
+def decide(
+    evaluation: Any,
+    *,
+    delta: int = 500,
+    verdict: Verdict = Verdict.accepted,
+    reason: RejectReason | None = None,
+) -> Any:
+    """Play the replica's Arbiter: mark an Evaluation decided with a Decision."""
+    status = evaluation.status
+    evaluation.status = type(status)("decided") if isinstance(status, enum.Enum) else "decided"
+    evaluation.verdict = verdict
+    evaluation.reason = reason
+    evaluation.account_delta_minor = delta if verdict == Verdict.accepted else 0
+    evaluation.counterparty_delta_minor = 0
+    return evaluation
+
+
+def state(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def commit(proposal: Proposal, now: datetime) -> Proposal:
+    """Play the Ledger: the proposal commits."""
+    proposal.status = ProposalStatus.committed
+    proposal.sequence = 1
+    proposal.committed_at = now
+    return proposal
+
+
+def agreed_round(world: World) -> tuple[Round, Proposal]:
+    round = world.open()
+    world.vote(round, world.replicas[0])
+    world.vote(round, world.replicas[1])
+    assert round.status == RoundStatus.agreed
+    return round, world.submitted[-1]
+
+
+# ---------------------------------------------------------------------------
+# Config and invariants of the fault model
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium(
+    "config-default.fault_budget",
+    "config-default.replica_count",
+    "config-default.commit_quorum",
+    "config-default.round_timeout",
+    "config-default.max_attempts",
+    "config-default.conformance_vectors",
+)
+def test_config_defaults() -> None:
+    cfg = Config()
+    assert cfg.fault_budget == 1
+    assert cfg.replica_count == 3  # 2 * fault_budget + 1
+    assert cfg.commit_quorum == 2  # fault_budget + 1
+    assert cfg.round_timeout == timedelta(seconds=1)
+    assert cfg.max_attempts == 3
+    assert cfg.conformance_vectors == 10000
+    bigger = Config(fault_budget=2)
+    assert (bigger.replica_count, bigger.commit_quorum) == (5, 3)
+
+
+@pytest.mark.allium("invariant.QuorumOutnumbersFaults")
+def test_quorum_outnumbers_faults() -> None:
+    for f in range(1, 5):
+        check_quorum_outnumbers_faults(Config(fault_budget=f))
+    with pytest.raises(InvariantViolation):
+        check_quorum_outnumbers_faults(Config(fault_budget=1, commit_quorum=1))
+    with pytest.raises(InvariantViolation):
+        check_quorum_outnumbers_faults(Config(fault_budget=1, replica_count=2))
+
+
+# ---------------------------------------------------------------------------
+# Entities
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium("entity-fields.Replica")
+def test_replica_fields() -> None:
+    world = World(active=1)
+    replica = world.replicas[0]
+    names = {f.name for f in dataclasses.fields(Replica)}
+    assert names == {"replica_id", "node", "dissents", "status", "fenced_at", "recovery_started_at"}
+    assert isinstance(replica.replica_id, str) and replica.replica_id == "node-1"
+    assert isinstance(replica.node, Node)
+    assert isinstance(replica.dissents, int)
+    assert isinstance(replica.status, ReplicaStatus)
+    assert replica.fenced_at is None and replica.recovery_started_at is None
+
+
+@pytest.mark.allium("derived.Replica.is_eligible")
+def test_replica_is_eligible() -> None:
+    world = World(active=1, recovering=1)
+    active, recovering = world.replicas
+    assert active.is_eligible is True
+    assert recovering.is_eligible is False  # not active
+    active.node.status = NodeStatus.down
+    assert active.is_eligible is False  # node not live
+    active.node.status = NodeStatus.primary
+    assert active.is_eligible is True
+    assert world.clerk.eligible_replicas() == [active]
+
+
+@pytest.mark.allium("entity-fields.Round", "entity-relationship.Round.votes", "derived.Round.support")
+def test_round_fields_votes_and_support() -> None:
+    world = World(active=3)
+    round = world.open()
+    names = {f.name for f in dataclasses.fields(Round)}
+    assert {"request", "read_set", "attempt", "epoch", "opened_at", "deadline", "stalled", "status",
+            "agreed_digest", "committed_at", "votes"} <= names
+    assert isinstance(round.request, Request) and isinstance(round.read_set, ReadSet)
+    assert isinstance(round.attempt, int) and isinstance(round.epoch, int)
+    assert isinstance(round.opened_at, datetime) and isinstance(round.deadline, datetime)
+    assert isinstance(round.stalled, bool) and isinstance(round.status, RoundStatus)
+    v1 = world.vote(round, world.replicas[0], delta=500)
+    v2 = world.vote(round, world.replicas[2], delta=999)
+    # votes navigates to exactly the votes whose round is this round
+    other = world.open("req-2")
+    world.vote(other, world.replicas[0])
+    assert round.votes == [v1, v2]
+    assert all(v.round is round for v in round.votes)
+    assert round.support(v1.digest) == [v1]
+    assert round.support(v2.digest) == [v2]
+    assert round.support("nope") == []
+    v3 = world.vote(round, world.replicas[1], delta=500)
+    assert round.support(v1.digest) == [v1, v3]
+
+
+@pytest.mark.allium("entity-fields.Vote", "entity-optional.Vote.reason")
+def test_vote_fields_and_optional_reason() -> None:
+    world = World(active=3)
+    round = world.open()
+    accepted = world.vote(round, world.replicas[0])
+    names = {f.name for f in dataclasses.fields(Vote)}
+    assert names == {"round", "replica", "digest", "verdict", "reason", "account_delta_minor",
+                     "counterparty_delta_minor", "cast_at"}
+    assert accepted.round is round and accepted.replica is world.replicas[0]
+    assert isinstance(accepted.digest, str) and len(accepted.digest) == 64
+    assert accepted.verdict == Verdict.accepted and accepted.reason is None
+    assert isinstance(accepted.account_delta_minor, int) and isinstance(accepted.counterparty_delta_minor, int)
+    assert accepted.cast_at == T0
+    rejected = world.vote(round, world.replicas[1], verdict=Verdict.rejected, reason=RejectReason.balance_limit)
+    assert rejected.reason == RejectReason.balance_limit
+    assert rejected.digest != accepted.digest  # the reason is part of the digest
+
+
+@pytest.mark.allium("when-presence.Replica.fenced_at", "when-presence.Replica.recovery_started_at")
+def test_replica_when_presence_through_lifecycle() -> None:
+    world = World(active=0, recovering=1)
+    replica = world.replicas[0]
+    clerk = world.clerk
+    # recovering: recovery_started_at present, fenced_at absent
+    assert replica.status == ReplicaStatus.recovering
+    assert replica.recovery_started_at == T0 and replica.fenced_at is None
+    replica.check_when_presence()
+    clerk.fail_conformance(replica, 10, 1)
+    assert replica.fenced_at is not None and replica.recovery_started_at is None
+    replica.check_when_presence()
+    clerk.recover_replica(RESPONDER, replica)
+    assert replica.fenced_at is None and replica.recovery_started_at is not None
+    replica.check_when_presence()
+    clerk.pass_conformance(replica, 10000, 0)
+    assert replica.fenced_at is None and replica.recovery_started_at is None
+    replica.check_when_presence()
+    replica.fenced_at = T0  # corrupt: active with fenced_at
+    with pytest.raises(InvariantViolation):
+        replica.check_when_presence()
+
+
+@pytest.mark.allium("when-presence.Round.agreed_digest", "when-presence.Round.committed_at")
+def test_round_when_presence() -> None:
+    world = World(active=3)
+    round = world.open()
+    assert round.agreed_digest is None and round.committed_at is None
+    round.check_when_presence()
+    world.vote(round, world.replicas[0])
+    world.vote(round, world.replicas[1])
+    assert round.status == RoundStatus.agreed
+    assert round.agreed_digest is not None and round.committed_at is None
+    round.check_when_presence()
+    world.clerk.commit_round(commit(world.submitted[0], T0))
+    assert round.agreed_digest is not None and round.committed_at is not None
+    round.check_when_presence()
+    round.committed_at = None
+    with pytest.raises(InvariantViolation):
+        round.check_when_presence()
+
+
+# ---------------------------------------------------------------------------
+# Transitions
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium("transition-rejected.Replica.status")
+def test_replica_undeclared_transitions_rejected() -> None:
+    world = World(active=1, recovering=1)
+    active, recovering = world.replicas
+    for target in (ReplicaStatus.recovering, ReplicaStatus.retired):
+        with pytest.raises(TransitionRejected):
+            active.transition_to(target)
+    assert active.status == ReplicaStatus.active
+    with pytest.raises(TransitionRejected):
+        recovering.transition_to(ReplicaStatus.retired)
+    assert recovering.status == ReplicaStatus.recovering
+    # a rule cannot drive an undeclared edge either: active cannot be retired
+    with pytest.raises(Rejected):
+        world.clerk.retire_replica(RESPONDER, active)
+    assert active.status == ReplicaStatus.active
+
+
+@pytest.mark.allium("transition-terminal.Replica.status")
+def test_replica_retired_is_terminal() -> None:
+    world = World(active=0, recovering=1)
+    replica = world.replicas[0]
+    world.clerk.fail_conformance(replica, 1, 1)
+    world.clerk.retire_replica(RESPONDER, replica)
+    assert replica.status == ReplicaStatus.retired
+    assert REPLICA_TRANSITIONS[ReplicaStatus.retired] == frozenset()
+    for target in ReplicaStatus:
+        with pytest.raises(TransitionRejected):
+            replica.transition_to(target)
+    with pytest.raises(Rejected):
+        world.clerk.recover_replica(RESPONDER, replica)
+    assert replica.status == ReplicaStatus.retired
+
+
+@pytest.mark.allium("transition-rejected.Round.status")
+def test_round_undeclared_transitions_rejected() -> None:
+    world = World(active=3)
+    round = world.open()
+    with pytest.raises(TransitionRejected):
+        round.transition_to(RoundStatus.committed)  # collecting -> committed skips agreement
+    assert round.status == RoundStatus.collecting
+    world.vote(round, world.replicas[0])
+    world.vote(round, world.replicas[1])
+    with pytest.raises(TransitionRejected):
+        round.transition_to(RoundStatus.diverged)  # agreed -> diverged is undeclared
+    with pytest.raises(TransitionRejected):
+        round.transition_to(RoundStatus.collecting)
+    assert round.status == RoundStatus.agreed
+
+
+@pytest.mark.allium("transition-terminal.Round.status")
+def test_round_terminal_states() -> None:
+    world = World(active=3)
+    committed, proposal = agreed_round(world)
+    world.clerk.commit_round(commit(proposal, T0))
+    diverged = world.open("req-div")
+    for i, replica in enumerate(world.replicas):
+        world.vote(diverged, replica, delta=100 + i)
+    superseded = world.open("req-sup")
+    world.clerk.supersede_on_epoch_change(EpochGrant(epoch=2, node_id="node-2", granted_at=T0))
+    assert committed.status == RoundStatus.committed
+    assert diverged.status == RoundStatus.diverged
+    assert superseded.status == RoundStatus.superseded
+    for terminal_round in (committed, diverged, superseded):
+        assert ROUND_TRANSITIONS[terminal_round.status] == frozenset()
+        for target in RoundStatus:
+            with pytest.raises(TransitionRejected):
+                terminal_round.transition_to(target)
+    # rules leave terminal rounds alone
+    with pytest.raises(Rejected):
+        world.clerk.commit_round(proposal)
+    assert committed.status == RoundStatus.committed
+
+
+# ---------------------------------------------------------------------------
+# OpenRound / AnnounceRound / DispatchRound
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium("rule-success.OpenRound", "rule-entity-creation.OpenRound.1", "invariant.OneRoundPerAttempt")
+def test_open_round_creates_collecting_round() -> None:
+    world = World(active=3)
+    read = make_read(attempt=2, epoch=1)
+    round = world.clerk.open_round(read)
+    assert round in world.clerk.rounds
+    assert round.request is read.request
+    assert round.read_set is read
+    assert round.attempt == 2 and round.epoch == 1
+    assert round.opened_at == T0 and round.deadline == T0 + SECOND
+    assert round.stalled is False and round.status == RoundStatus.collecting
+    assert round.votes == [] and round.agreed_digest is None
+    world.clerk.check_invariants()
+    # the same read set redelivered does not open a second round for the attempt
+    with pytest.raises(Rejected):
+        world.clerk.open_round(read)
+    assert len(world.clerk.rounds) == 1
+    check_one_round_per_attempt(world.clerk.rounds)
+    twin = Round(request=read.request, read_set=read, attempt=2, epoch=1, opened_at=T0, deadline=T0)
+    with pytest.raises(InvariantViolation):
+        check_one_round_per_attempt([round, twin])
+
+
+@pytest.mark.allium("rule-failure.OpenRound.1")
+def test_open_round_requires_ready_read_set() -> None:
+    world = World(active=3)
+    with pytest.raises(Rejected) as err:
+        world.clerk.open_round(make_read(ready=False))
+    assert err.value.clause == 1
+    assert world.clerk.rounds == []
+
+
+@pytest.mark.allium("rule-failure.OpenRound.2")
+def test_open_round_requires_current_epoch() -> None:
+    world = World(active=3)
+    with pytest.raises(Rejected) as err:
+        world.clerk.open_round(make_read(epoch=0))
+    assert err.value.clause == 2
+    assert world.clerk.rounds == [] and world.dispatched == []
+
+
+@pytest.mark.allium("rule-success.AnnounceRound", "rule-chained.AnnounceRound.DispatchRound")
+def test_announce_round_emits_dispatch() -> None:
+    world = World(active=3)
+    round = world.open()
+    announced = [e for e in world.heard if isinstance(e, DispatchRound)]
+    assert len(announced) == 1 and announced[0].round is round
+    # downstream DispatchRound fired for this round: one Evaluation per eligible replica
+    assert sorted(e.replica_id for e in world.dispatched) == ["node-1", "node-2", "node-3"]
+    assert all(e.request is round.request and e.attempt == round.attempt for e in world.dispatched)
+    # calling it directly announces again (DispatchRound is idempotent per replica)
+    event = world.clerk.announce_round(round)
+    assert event.round is round and len(world.dispatched) == 3
+
+
+@pytest.mark.allium("rule-failure.AnnounceRound.1")
+def test_announce_round_requires_collecting() -> None:
+    world = World(active=3)
+    round, _ = agreed_round(world)
+    before = len(world.heard)
+    with pytest.raises(Rejected) as err:
+        world.clerk.announce_round(round)
+    assert err.value.clause == 1
+    assert len(world.heard) == before
+
+
+@pytest.mark.allium("rule-success.DispatchRound", "rule-entity-creation.DispatchRound.1")
+def test_dispatch_round_builds_evaluations_from_read_set() -> None:
+    world = World(active=2, recovering=1)
+    round = world.open()
+    read = round.read_set
+    # only eligible replicas (the recovering one is not) receive an Evaluation
+    assert [e.replica_id for e in world.dispatched] == ["node-1", "node-2"]
+    for evaluation in world.dispatched:
+        assert evaluation.request is round.request
+        assert evaluation.attempt == round.attempt
+        assert evaluation.primary_present is read.primary_present
+        assert evaluation.primary_status == read.primary_status
+        assert evaluation.primary_balance_minor == read.primary_balance_minor
+        assert evaluation.primary_version == read.primary_version
+        assert evaluation.counter_present is read.counter_present
+        assert evaluation.counter_status == read.counter_status
+        assert evaluation.counter_balance_minor == read.counter_balance_minor
+        assert evaluation.counter_version == read.counter_version
+        assert state(evaluation.status) == "pending"
+    assert world.clerk.evaluations == world.dispatched
+
+
+@pytest.mark.allium("rule-failure.DispatchRound.1")
+def test_dispatch_round_requires_collecting() -> None:
+    world = World(active=3)
+    round, _ = agreed_round(world)
+    world.replicas[2].node.status = NodeStatus.primary
+    world.clerk.replicas.append(Replica(replica_id="late", node=make_node("late"), status=ReplicaStatus.active))
+    with pytest.raises(Rejected) as err:
+        world.clerk.dispatch_round(round)
+    assert err.value.clause == 1
+    assert world.clerk.find_evaluation(round.request, 1, "late") is None
+
+
+@pytest.mark.allium("rule-failure.DispatchRound.2")
+def test_dispatch_round_requires_ready_read_set() -> None:
+    world = World(active=3)
+    loading = make_read(ready=False)
+    round = Round(request=loading.request, read_set=loading, attempt=1, epoch=1, opened_at=T0, deadline=T0 + SECOND)
+    with pytest.raises(Rejected) as err:
+        world.clerk.dispatch_round(round)
+    assert err.value.clause == 2
+    assert world.dispatched == []
+
+
+@pytest.mark.allium("rule-failure.DispatchRound.3")
+def test_dispatch_round_skips_replicas_that_already_evaluated() -> None:
+    world = World(active=3)
+    round = world.open()
+    assert len(world.dispatched) == 3
+    again = world.clerk.dispatch_round(round)
+    assert again == [] and len(world.clerk.evaluations) == 3
+    for replica in world.replicas:
+        matches = [e for e in world.clerk.evaluations if e.replica_id == replica.replica_id]
+        assert len(matches) == 1
+
+
+# ---------------------------------------------------------------------------
+# CastVote
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium("rule-success.CastVote", "rule-entity-creation.CastVote.1")
+def test_cast_vote_records_digest_and_decision() -> None:
+    world = World(active=3)
+    round = world.open()
+    world.clock.advance(timedelta(milliseconds=5))
+    evaluation = decide(world.evaluation_of(round, world.replicas[0]), delta=500)
+    vote = world.clerk.cast_vote(evaluation)
+    assert vote in world.clerk.votes and round.votes == [vote]
+    assert vote.round is round and vote.replica is world.replicas[0]
+    assert vote.digest == decision_digest(evaluation)
+    assert vote.digest == decision_digest_of("client-1", "req-1", 1, Verdict.accepted, None, 500, 0)
+    assert vote.verdict == Verdict.accepted and vote.reason is None
+    assert vote.account_delta_minor == 500 and vote.counterparty_delta_minor == 0
+    assert vote.cast_at == T0 + timedelta(milliseconds=5)
+    # the digest binds the attempt: the same Decision in another round differs
+    assert decision_digest_of("client-1", "req-1", 2, Verdict.accepted, None, 500, 0) != vote.digest
+
+
+@pytest.mark.allium("rule-failure.CastVote.1")
+def test_cast_vote_requires_decided() -> None:
+    world = World(active=3)
+    round = world.open()
+    with pytest.raises(Rejected) as err:
+        world.clerk.cast_vote(world.evaluation_of(round, world.replicas[0]))
+    assert err.value.clause == 1
+    assert round.votes == []
+
+
+@pytest.mark.allium("rule-failure.CastVote.2")
+def test_cast_vote_requires_round() -> None:
+    world = World(active=3)
+    round = world.open()
+    stray = dataclasses.replace(decide(world.evaluation_of(round, world.replicas[0])), attempt=9)
+    with pytest.raises(Rejected) as err:
+        world.clerk.cast_vote(stray)
+    assert err.value.clause == 2
+    assert world.clerk.votes == []
+
+
+@pytest.mark.allium("rule-failure.CastVote.3")
+def test_cast_vote_requires_replica() -> None:
+    world = World(active=3)
+    round = world.open()
+    ghost = dataclasses.replace(decide(world.evaluation_of(round, world.replicas[0])), replica_id="ghost")
+    with pytest.raises(Rejected) as err:
+        world.clerk.cast_vote(ghost)
+    assert err.value.clause == 3
+    assert round.votes == []
+
+
+@pytest.mark.allium("rule-failure.CastVote.4", "invariant.OneVotePerReplicaPerRound")
+def test_cast_vote_once_per_replica() -> None:
+    world = World(active=3)
+    round = world.open()
+    evaluation = decide(world.evaluation_of(round, world.replicas[0]))
+    first = world.clerk.cast_vote(evaluation)
+    with pytest.raises(Rejected) as err:
+        world.clerk.cast_vote(evaluation)
+    assert err.value.clause == 4
+    assert round.votes == [first]
+    check_one_vote_per_replica_per_round(world.clerk.votes)
+    world.clerk.check_invariants()
+    twin = dataclasses.replace(first)
+    with pytest.raises(InvariantViolation):
+        check_one_vote_per_replica_per_round([first, twin])
+
+
+# ---------------------------------------------------------------------------
+# ReachAgreement
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium(
+    "rule-success.ReachAgreement",
+    "rule-entity-creation.ReachAgreement.1",
+    "transition-edge.Round.collecting.agreed",
+    "when-set.ReachAgreement.Round.agreed_digest",
+)
+def test_reach_agreement_proposes_the_quorum_decision() -> None:
+    world = World(active=3)
+    round = world.open()
+    v1 = world.vote(round, world.replicas[0], delta=500)
+    assert round.status == RoundStatus.collecting and world.submitted == []
+    v2 = world.vote(round, world.replicas[1], delta=500)
+    assert v1.digest == v2.digest
+    assert round.status == RoundStatus.agreed
+    assert round.agreed_digest == v2.digest
+    assert len(world.submitted) == 1 and world.clerk.proposals == world.submitted
+    proposal = world.submitted[0]
+    assert isinstance(proposal, Proposal)
+    assert proposal.request is round.request and proposal.attempt == 1 and proposal.epoch == 1
+    assert proposal.digest == v2.digest
+    assert proposal.verdict == Verdict.accepted and proposal.reason is None
+    assert proposal.account_delta_minor == 500 and proposal.counterparty_delta_minor == 0
+    assert proposal.expected_primary_version == 7 and proposal.expected_counter_version == 0
+    assert proposal.status == ProposalStatus.pending
+    world.clerk.check_invariants()
+
+
+@pytest.mark.allium("rule-failure.ReachAgreement.1")
+def test_reach_agreement_requires_collecting() -> None:
+    world = World(active=3)
+    round, _ = agreed_round(world)
+    with pytest.raises(Rejected) as err:
+        world.clerk.reach_agreement(round.votes[0])
+    assert err.value.clause == 1
+    assert len(world.submitted) == 1
+
+
+@pytest.mark.allium("rule-failure.ReachAgreement.2")
+def test_reach_agreement_requires_active_voter() -> None:
+    world = World(active=3)
+    round = world.open()
+    world.vote(round, world.replicas[0])
+    # replica 2 is fenced after its evaluation was dispatched; its matching vote
+    # still counts in support but cannot itself trigger agreement
+    world.replicas[1].status = ReplicaStatus.fenced
+    world.replicas[1].fenced_at = T0
+    late = world.vote(round, world.replicas[1])
+    assert len(round.support(late.digest)) == 2
+    assert round.status == RoundStatus.collecting and world.submitted == []
+    with pytest.raises(Rejected) as err:
+        world.clerk.reach_agreement(late)
+    assert err.value.clause == 2
+
+
+@pytest.mark.allium("rule-failure.ReachAgreement.3")
+def test_reach_agreement_requires_quorum_support() -> None:
+    world = World(active=3)
+    round = world.open()
+    first = world.vote(round, world.replicas[0])
+    with pytest.raises(Rejected) as err:
+        world.clerk.reach_agreement(first)
+    assert err.value.clause == 3
+    assert round.status == RoundStatus.collecting and round.agreed_digest is None
+
+
+@pytest.mark.allium("rule-failure.ReachAgreement.4")
+def test_reach_agreement_requires_ready_read_set() -> None:
+    world = World(active=3)
+    round = world.open()
+    world.vote(round, world.replicas[0])
+    round.read_set.status = ReadSetStatus.abandoned  # forced: the guard must hold
+    second = world.vote(round, world.replicas[1])
+    assert round.status == RoundStatus.collecting and world.submitted == []
+    with pytest.raises(Rejected) as err:
+        world.clerk.reach_agreement(second)
+    assert err.value.clause == 4
+
+
+def test_reach_agreement_never_proposes_an_unverified_payload() -> None:
+    world = World(active=3)
+    round = world.open()
+    honest = world.vote(round, world.replicas[0], delta=500)
+    # a remote replica claims the honest digest but ships a different payload
+    liar = Vote(round=round, replica=world.replicas[1], digest=honest.digest, verdict=Verdict.accepted,
+                reason=None, account_delta_minor=10_000, counterparty_delta_minor=0, cast_at=T0)
+    round.votes.append(liar)
+    world.clerk.votes.append(liar)
+    proposal = world.clerk.reach_agreement(liar)
+    # the payload proposed is the one whose recomputed digest matches
+    assert proposal.digest == honest.digest
+    assert proposal.account_delta_minor == honest.account_delta_minor == 500
+
+
+@pytest.mark.allium(
+    "rule-chained.ReachAgreement.DissentDetected",
+    "rule-success.FenceDissenter",
+    "transition-edge.Replica.active.fenced",
+    "when-set.FenceDissenter.Replica.fenced_at",
+)
+def test_agreement_fences_earlier_dissenter() -> None:
+    world = World(active=3)
+    round = world.open()
+    dissent = world.vote(round, world.replicas[2], delta=499)
+    world.clock.advance(timedelta(milliseconds=3))
+    world.vote(round, world.replicas[0], delta=500)
+    world.vote(round, world.replicas[1], delta=500)
+    assert round.status == RoundStatus.agreed
+    detected = [e for e in world.heard if isinstance(e, DissentDetected)]
+    assert [e.vote for e in detected] == [dissent]
+    dissenter = world.replicas[2]
+    assert dissenter.status == ReplicaStatus.fenced
+    assert dissenter.fenced_at == T0 + timedelta(milliseconds=3)
+    assert dissenter.dissents == 1
+    fenced = [e for e in world.heard if isinstance(e, ReplicaFenced)]
+    assert len(fenced) == 1 and fenced[0].replica is dissenter and fenced[0].round is round
+    assert world.replicas[0].status == ReplicaStatus.active
+    world.clerk.check_invariants()
+    world.clerk.check_fencing_is_audited()
+
+
+# ---------------------------------------------------------------------------
+# FlagLateDissent, FenceDissenter, CountRepeatDissent
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium("rule-success.FlagLateDissent", "rule-chained.FlagLateDissent.DissentDetected")
+def test_late_dissent_is_flagged_and_fenced() -> None:
+    world = World(active=3)
+    round, proposal = agreed_round(world)
+    world.clerk.commit_round(commit(proposal, T0))
+    late = world.vote(round, world.replicas[2], delta=1)
+    detected = [e for e in world.heard if isinstance(e, DissentDetected)]
+    assert [e.vote for e in detected] == [late]
+    assert world.replicas[2].status == ReplicaStatus.fenced  # FenceDissenter fired downstream
+    assert world.replicas[2].dissents == 1
+    assert round.status == RoundStatus.committed
+
+
+@pytest.mark.allium("rule-failure.FlagLateDissent.1")
+def test_flag_late_dissent_requires_agreed_or_committed() -> None:
+    world = World(active=3)
+    round = world.open()
+    first = world.vote(round, world.replicas[0])
+    with pytest.raises(Rejected) as err:
+        world.clerk.flag_late_dissent(first)
+    assert err.value.clause == 1
+    assert not [e for e in world.heard if isinstance(e, DissentDetected)]
+
+
+@pytest.mark.allium("rule-failure.FlagLateDissent.2")
+def test_flag_late_dissent_ignores_matching_vote() -> None:
+    world = World(active=3)
+    round, _ = agreed_round(world)
+    late = world.vote(round, world.replicas[2], delta=500)
+    assert late.digest == round.agreed_digest
+    with pytest.raises(Rejected) as err:
+        world.clerk.flag_late_dissent(late)
+    assert err.value.clause == 2
+    assert world.replicas[2].status == ReplicaStatus.active
+
+
+@pytest.mark.allium("rule-chained.FenceDissenter.ReplicaFenced", "rule-failure.FenceDissenter.1")
+def test_fence_dissenter_emits_replica_fenced_once() -> None:
+    world = World(active=3)
+    round, _ = agreed_round(world)
+    late = world.vote(round, world.replicas[2], delta=1)
+    fenced = [e for e in world.heard if isinstance(e, ReplicaFenced)]
+    assert len(fenced) == 1
+    assert fenced[0].replica is world.replicas[2] and fenced[0].round is late.round
+    # a second fence of the same (now fenced) replica is refused
+    with pytest.raises(Rejected) as err:
+        world.clerk.fence_dissenter(late)
+    assert err.value.clause == 1
+    assert world.replicas[2].dissents == 1
+    assert len([e for e in world.heard if isinstance(e, ReplicaFenced)]) == 1
+
+
+@pytest.mark.allium("rule-success.CountRepeatDissent")
+def test_count_repeat_dissent() -> None:
+    world = World(active=3)
+    round = world.open()
+    world.vote(round, world.replicas[0], delta=500)
+    world.vote(round, world.replicas[1], delta=500)
+    assert round.status == RoundStatus.agreed
+    # replica 3 was fenced meanwhile (an earlier dissent); its late dissent arrives
+    world.replicas[2].status = ReplicaStatus.fenced
+    world.replicas[2].fenced_at = T0
+    world.replicas[2].dissents = 1
+    late = world.vote(round, world.replicas[2], delta=7)
+    assert [e.vote for e in world.heard if isinstance(e, DissentDetected)] == [late]
+    assert world.replicas[2].status == ReplicaStatus.fenced
+    assert world.replicas[2].dissents == 2
+    assert not [e for e in world.heard if isinstance(e, ReplicaFenced)]
+
+
+@pytest.mark.allium("rule-failure.CountRepeatDissent.1")
+def test_count_repeat_dissent_requires_inactive_replica() -> None:
+    world = World(active=3)
+    round = world.open()
+    vote = world.vote(round, world.replicas[0])
+    with pytest.raises(Rejected) as err:
+        world.clerk.count_repeat_dissent(vote)
+    assert err.value.clause == 1
+    assert world.replicas[0].dissents == 0
+
+
+# ---------------------------------------------------------------------------
+# DivergeRound, RetryDivergedRound, QuarantineRequest
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium(
+    "rule-success.DivergeRound",
+    "transition-edge.Round.collecting.diverged",
+    "rule-chained.DivergeRound.RoundDiverged",
+    "rule-success.RetryDivergedRound",
+    "rule-entity-creation.RetryDivergedRound.1",
+)
+def test_total_disagreement_diverges_and_retries() -> None:
+    world = World(active=3)
+    round = world.open()
+    for i, replica in enumerate(world.replicas):
+        world.clock.advance(timedelta(milliseconds=1))
+        world.vote(round, replica, delta=100 + i)
+    assert round.status == RoundStatus.diverged
+    assert round.agreed_digest is None
+    diverged = [e for e in world.heard if isinstance(e, RoundDiverged)]
+    assert len(diverged) == 1 and diverged[0].round is round
+    # downstream RetryDivergedRound opened attempt 2 on the same read set
+    retry = world.clerk.find_round(round.request, 2)
+    assert retry is not None and retry is world.clerk.rounds[-1]
+    assert retry.request is round.request and retry.read_set is round.read_set
+    assert retry.attempt == 2 and retry.epoch == round.epoch
+    assert retry.opened_at == world.clock.now and retry.deadline == world.clock.now + SECOND
+    assert retry.stalled is False and retry.status == RoundStatus.collecting
+    # and it was dispatched to every eligible replica for attempt 2
+    assert len([e for e in world.dispatched if e.attempt == 2]) == 3
+    # nobody is fenced: no quorum, so no dissent
+    assert all(r.status == ReplicaStatus.active for r in world.replicas)
+    world.clerk.check_invariants()
+
+
+@pytest.mark.allium("rule-failure.DivergeRound.1")
+def test_diverge_requires_collecting() -> None:
+    world = World(active=3)
+    round, _ = agreed_round(world)
+    late = world.vote(round, world.replicas[2], delta=1)
+    with pytest.raises(Rejected) as err:
+        world.clerk.diverge_round(late)
+    assert err.value.clause == 1
+    assert round.status == RoundStatus.agreed
+
+
+@pytest.mark.allium("rule-failure.DivergeRound.2")
+def test_diverge_requires_missing_quorum() -> None:
+    world = World(active=3)
+    round = world.open()
+    world.vote(round, world.replicas[0])
+    world.replicas[1].status = ReplicaStatus.fenced
+    world.replicas[1].fenced_at = T0
+    matching = world.vote(round, world.replicas[1])
+    assert len(round.support(matching.digest)) == 2
+    with pytest.raises(Rejected) as err:
+        world.clerk.diverge_round(matching)
+    assert err.value.clause == 2
+    assert round.status == RoundStatus.collecting
+
+
+@pytest.mark.allium("rule-failure.DivergeRound.3")
+def test_diverge_waits_for_every_eligible_replica() -> None:
+    world = World(active=3)
+    round = world.open()
+    world.vote(round, world.replicas[0], delta=1)
+    second = world.vote(round, world.replicas[1], delta=2)
+    with pytest.raises(Rejected) as err:
+        world.clerk.diverge_round(second)
+    assert err.value.clause == 3
+    assert round.status == RoundStatus.collecting
+    assert not [e for e in world.heard if isinstance(e, RoundDiverged)]
+
+
+@pytest.mark.allium(
+    "rule-failure.RetryDivergedRound.1",
+    "rule-success.QuarantineRequest",
+    "rule-entity-creation.QuarantineRequest.1",
+)
+def test_repeated_divergence_quarantines() -> None:
+    world = World(active=3)
+    first = world.open()
+    current = first
+    for attempt in (1, 2, 3):
+        assert current.attempt == attempt
+        for i, replica in enumerate(world.replicas):
+            world.vote(current, replica, delta=10 * attempt + i)
+        assert current.status == RoundStatus.diverged
+        if attempt < 3:
+            current = world.clerk.find_round(first.request, attempt + 1)
+    # no attempt 4: RetryDivergedRound refused, QuarantineRequest proposed instead
+    assert world.clerk.find_round(first.request, 4) is None
+    with pytest.raises(Rejected) as err:
+        world.clerk.retry_diverged_round(current)
+    assert err.value.clause == 1
+    assert len(world.submitted) == 1
+    proposal = world.submitted[0]
+    assert proposal.request is first.request and proposal.attempt == 3 and proposal.epoch == 1
+    assert proposal.digest == quarantine_digest(first.request)
+    assert proposal.verdict == Verdict.rejected and proposal.reason == RejectReason.quarantined
+    assert proposal.account_delta_minor == 0 and proposal.counterparty_delta_minor == 0
+    assert proposal.expected_primary_version == 0 and proposal.expected_counter_version == 0
+    assert proposal.status == ProposalStatus.pending and proposal.is_quarantine
+    incident = world.clerk.incidents[-1]
+    assert incident.round is current and incident.read_set is current.read_set and len(incident.votes) == 3
+    world.clerk.check_invariants()
+
+
+@pytest.mark.allium("rule-failure.QuarantineRequest.1")
+def test_quarantine_requires_last_attempt() -> None:
+    world = World(active=3)
+    round = world.open()
+    with pytest.raises(Rejected) as err:
+        world.clerk.quarantine_request(round)
+    assert err.value.clause == 1
+    assert world.submitted == [] and world.clerk.incidents == []
+
+
+# ---------------------------------------------------------------------------
+# CommitRound, SupersedeRefused, SupersedeOnEpochChange
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium(
+    "rule-success.CommitRound",
+    "transition-edge.Round.agreed.committed",
+    "when-set.CommitRound.Round.agreed_digest",
+    "when-set.CommitRound.Round.committed_at",
+    "invariant.CommitsHaveQuorum",
+)
+def test_commit_round() -> None:
+    world = World(active=3)
+    round, proposal = agreed_round(world)
+    digest = round.agreed_digest
+    world.clock.advance(timedelta(milliseconds=4))
+    result = world.clerk.commit_round(commit(proposal, world.clock.now))
+    assert result is round
+    assert round.status == RoundStatus.committed
+    assert round.committed_at == T0 + timedelta(milliseconds=4)
+    assert round.agreed_digest == digest  # stays set in committed
+    assert len(round.support(round.agreed_digest)) >= world.clerk.config.commit_quorum
+    check_commits_have_quorum(world.clerk.rounds, world.clerk.config)
+    world.clerk.check_invariants()
+    round.votes.pop()  # a committed round without quorum violates the invariant
+    with pytest.raises(InvariantViolation):
+        check_commits_have_quorum([round], world.clerk.config)
+
+
+@pytest.mark.allium("rule-failure.CommitRound.1")
+def test_commit_round_requires_round() -> None:
+    world = World(active=3)
+    _, proposal = agreed_round(world)
+    stray = dataclasses.replace(proposal, attempt=5)
+    with pytest.raises(Rejected) as err:
+        world.clerk.commit_round(commit(stray, T0))
+    assert err.value.clause == 1
+    assert world.clerk.rounds[0].status == RoundStatus.agreed
+
+
+@pytest.mark.allium("rule-failure.CommitRound.2")
+def test_commit_round_requires_agreed() -> None:
+    world = World(active=3)
+    round = world.open()
+    premature = Proposal(request=round.request, attempt=1, epoch=1, digest="d", verdict=Verdict.accepted,
+                         reason=None, account_delta_minor=1, counterparty_delta_minor=0,
+                         expected_primary_version=7, expected_counter_version=0)
+    with pytest.raises(Rejected) as err:
+        world.clerk.commit_round(commit(premature, T0))
+    assert err.value.clause == 2
+    assert round.status == RoundStatus.collecting and round.committed_at is None
+
+
+@pytest.mark.allium("rule-success.SupersedeRefused", "transition-edge.Round.agreed.superseded")
+def test_supersede_refused_proposal() -> None:
+    for refusal in (ProposalStatus.conflicted, ProposalStatus.duplicate, ProposalStatus.fenced):
+        world = World(active=3)
+        round, proposal = agreed_round(world)
+        proposal.status = refusal
+        assert world.clerk.on_proposal_status(proposal) is round
+        assert round.status == RoundStatus.superseded
+        assert round.agreed_digest is None
+        round.check_when_presence()
+
+
+@pytest.mark.allium("rule-failure.SupersedeRefused.1")
+def test_supersede_refused_requires_round() -> None:
+    world = World(active=3)
+    round, proposal = agreed_round(world)
+    stray = dataclasses.replace(proposal, attempt=4, status=ProposalStatus.conflicted)
+    with pytest.raises(Rejected) as err:
+        world.clerk.supersede_refused(stray)
+    assert err.value.clause == 1
+    assert round.status == RoundStatus.agreed
+
+
+@pytest.mark.allium("rule-failure.SupersedeRefused.2")
+def test_supersede_refused_requires_agreed() -> None:
+    world = World(active=3)
+    round, proposal = agreed_round(world)
+    world.clerk.commit_round(commit(proposal, T0))
+    refused = dataclasses.replace(proposal, status=ProposalStatus.duplicate, sequence=None, committed_at=None)
+    with pytest.raises(Rejected) as err:
+        world.clerk.supersede_refused(refused)
+    assert err.value.clause == 2
+    assert round.status == RoundStatus.committed and round.agreed_digest is not None
+
+
+@pytest.mark.allium("rule-success.SupersedeOnEpochChange", "transition-edge.Round.collecting.superseded")
+def test_supersede_on_epoch_change() -> None:
+    world = World(active=3)
+    agreed, _ = agreed_round(world)
+    collecting = world.open("req-open")
+    committed_round = world.open("req-done")
+    world.vote(committed_round, world.replicas[0])
+    world.vote(committed_round, world.replicas[1])
+    world.clerk.commit_round(commit(world.submitted[-1], T0))
+    world.journal.epoch = 2
+    current = world.open("req-new", epoch=2)
+    ended = world.clerk.on_epoch_granted(EpochGrant(epoch=2, node_id="node-2", granted_at=T0))
+    assert set(map(id, ended)) == {id(agreed), id(collecting)}
+    assert agreed.status == RoundStatus.superseded and agreed.agreed_digest is None
+    assert collecting.status == RoundStatus.superseded and collecting.agreed_digest is None
+    assert committed_round.status == RoundStatus.committed
+    assert current.status == RoundStatus.collecting
+    world.clerk.check_invariants()
+
+
+# ---------------------------------------------------------------------------
+# Timeouts: RedispatchSlowRound, StallRound, ResumeStalledRounds
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium(
+    "rule-success.RedispatchSlowRound",
+    "temporal.RedispatchSlowRound",
+    "rule-chained.RedispatchSlowRound.DispatchRound",
+)
+def test_redispatch_slow_round() -> None:
+    world = World(active=2, recovering=1)
+    round = world.open()
+    assert len(world.dispatched) == 2
+    # the third replica becomes active after the round was dispatched
+    world.clerk.pass_conformance(world.replicas[2], 10000, 0)
+    world.clock.advance(SECOND - timedelta(milliseconds=1))
+    assert world.clerk.tick() == []  # not before the deadline
+    with pytest.raises(Rejected):
+        world.clerk.redispatch_slow_round(round)
+    world.clock.advance(timedelta(milliseconds=1))
+    fired = world.clerk.tick()
+    assert len(fired) == 1 and isinstance(fired[0], DispatchRound) and fired[0].round is round
+    assert round.deadline == world.clock.now + SECOND
+    # downstream DispatchRound reached the newly eligible replica only
+    assert [e.replica_id for e in world.dispatched] == ["node-1", "node-2", "node-3"]
+    assert world.dispatched[-1].attempt == round.attempt
+    assert world.clerk.tick() == []  # does not re-fire for the same deadline
+    assert round.stalled is False
+
+
+@pytest.mark.allium("rule-failure.RedispatchSlowRound.1")
+def test_redispatch_requires_collecting() -> None:
+    world = World(active=3)
+    round, _ = agreed_round(world)
+    world.clock.advance(5 * SECOND)
+    deadline = round.deadline
+    with pytest.raises(Rejected) as err:
+        world.clerk.redispatch_slow_round(round)
+    assert err.value.clause == 1
+    assert round.deadline == deadline and world.clerk.tick() == []
+
+
+@pytest.mark.allium("rule-failure.RedispatchSlowRound.2")
+def test_redispatch_requires_quorum_of_eligible() -> None:
+    world = World(active=1)
+    round = world.open()
+    world.clock.advance(SECOND)
+    deadline = round.deadline
+    with pytest.raises(Rejected) as err:
+        world.clerk.redispatch_slow_round(round)
+    assert err.value.clause == 2
+    assert round.deadline == deadline
+
+
+@pytest.mark.allium("rule-success.StallRound", "temporal.StallRound", "rule-chained.StallRound.QuorumUnavailable")
+def test_stall_round_when_quorum_unreachable() -> None:
+    world = World(active=1, recovering=2)
+    round = world.open()
+    world.clock.advance(timedelta(milliseconds=999))
+    assert world.clerk.tick() == [] and round.stalled is False
+    world.clock.advance(timedelta(milliseconds=1))
+    fired = world.clerk.tick()
+    assert len(fired) == 1 and isinstance(fired[0], QuorumUnavailable) and fired[0].round is round
+    assert round.stalled is True and round.status == RoundStatus.collecting
+    # listeners (api's CountStall) hear QuorumUnavailable for this round
+    unavailable = [e for e in world.heard if isinstance(e, QuorumUnavailable)]
+    assert len(unavailable) == 1 and unavailable[0].round is round
+    world.clock.advance(10 * SECOND)
+    assert world.clerk.tick() == []  # does not re-fire
+    # a stall never counts as an attempt: no divergence, no quarantine
+    assert world.submitted == [] and len(world.clerk.rounds) == 1
+
+
+@pytest.mark.allium("rule-failure.StallRound.1")
+def test_stall_requires_collecting() -> None:
+    world = World(active=3)
+    round, _ = agreed_round(world)
+    for replica in world.replicas:
+        replica.node.status = NodeStatus.down
+    world.clock.advance(SECOND)
+    with pytest.raises(Rejected) as err:
+        world.clerk.stall_round(round)
+    assert err.value.clause == 1
+    assert round.stalled is False
+
+
+@pytest.mark.allium("rule-failure.StallRound.2")
+def test_stall_requires_not_stalled() -> None:
+    world = World(active=1)
+    round = world.open()
+    world.clock.advance(SECOND)
+    world.clerk.stall_round(round)
+    with pytest.raises(Rejected) as err:
+        world.clerk.stall_round(round)
+    assert err.value.clause == 2
+    assert len([e for e in world.heard if isinstance(e, QuorumUnavailable)]) == 1
+
+
+@pytest.mark.allium("rule-failure.StallRound.3")
+def test_stall_requires_too_few_eligible() -> None:
+    world = World(active=2)
+    round = world.open()
+    world.clock.advance(SECOND)
+    with pytest.raises(Rejected) as err:
+        world.clerk.stall_round(round)
+    assert err.value.clause == 3
+    assert round.stalled is False
+
+
+@pytest.mark.allium(
+    "rule-success.ResumeStalledRounds",
+    "rule-chained.ResumeStalledRounds.DispatchRound",
+    "rule-success.PassConformance",
+    "transition-edge.Replica.recovering.active",
+    "when-clear.PassConformance.Replica.recovery_started_at",
+)
+def test_passing_conformance_resumes_stalled_rounds() -> None:
+    world = World(active=1, recovering=1)
+    round = world.open()
+    world.clock.advance(SECOND)
+    world.clerk.tick()
+    assert round.stalled is True
+    world.clock.advance(3 * SECOND)
+    replica = world.replicas[1]
+    world.clerk.pass_conformance(replica, 10000, 0)
+    assert replica.status == ReplicaStatus.active and replica.recovery_started_at is None
+    assert round.stalled is False
+    assert round.deadline == world.clock.now + SECOND
+    dispatches = [e for e in world.heard if isinstance(e, DispatchRound) and e.round is round]
+    assert len(dispatches) == 2  # the announcement and the resumption
+    assert world.dispatched[-1].replica_id == replica.replica_id
+    # with two active replicas the round can now agree and commit
+    world.vote(round, world.replicas[0])
+    world.vote(round, replica)
+    assert round.status == RoundStatus.agreed
+    world.clerk.check_invariants()
+    world.clerk.check_fencing_is_audited()
+
+
+# ---------------------------------------------------------------------------
+# Replica lifecycle
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium("rule-success.RegisterReplica", "rule-entity-creation.RegisterReplica.1", "invariant.ReplicaPerNode")
+def test_register_replica() -> None:
+    world = World(active=0)
+    world.clock.advance(SECOND)
+    node = make_node("node-9", NodeStatus.joining)
+    replica = world.clerk.on_node_created(node)
+    assert replica is not None and replica in world.clerk.replicas
+    assert replica.replica_id == "node-9" and replica.node is node
+    assert replica.dissents == 0 and replica.status == ReplicaStatus.recovering
+    assert replica.recovery_started_at == T0 + SECOND and replica.fenced_at is None
+    assert replica.is_eligible is False  # must pass conformance before voting
+    check_replica_per_node(world.clerk.replicas)
+    world.clerk.check_invariants()
+    clash = Replica(replica_id="other", node=node)
+    with pytest.raises(InvariantViolation):
+        check_replica_per_node([replica, clash])
+
+
+@pytest.mark.allium("rule-failure.RegisterReplica.1")
+def test_register_replica_once_per_node_id() -> None:
+    world = World(active=1)
+    with pytest.raises(Rejected) as err:
+        world.clerk.register_replica(make_node("node-1"))
+    assert err.value.clause == 1
+    assert len(world.clerk.replicas) == 1
+    check_replica_per_node(world.clerk.replicas)
+
+
+def fenced_world() -> tuple[World, Replica]:
+    world = World(active=3)
+    round, _ = agreed_round(world)
+    world.vote(round, world.replicas[2], delta=1)
+    assert world.replicas[2].status == ReplicaStatus.fenced
+    return world, world.replicas[2]
+
+
+@pytest.mark.allium(
+    "rule-success.BeginRecoveryOnRejoin",
+    "transition-edge.Replica.fenced.recovering",
+    "when-set.BeginRecoveryOnRejoin.Replica.recovery_started_at",
+)
+def test_begin_recovery_on_rejoin() -> None:
+    world, replica = fenced_world()
+    world.clock.advance(2 * SECOND)
+    replica.node.status = NodeStatus.down
+    replica.node.status = NodeStatus.joining
+    assert world.clerk.on_node_joining(replica.node) is replica
+    assert replica.status == ReplicaStatus.recovering
+    assert replica.fenced_at is None
+    assert replica.recovery_started_at == T0 + 2 * SECOND
+    assert replica.dissents == 1
+
+
+@pytest.mark.allium("rule-failure.BeginRecoveryOnRejoin.1")
+def test_begin_recovery_requires_replica() -> None:
+    world = World(active=1)
+    stranger = make_node("stranger", NodeStatus.joining)
+    with pytest.raises(Rejected) as err:
+        world.clerk.begin_recovery_on_rejoin(stranger)
+    assert err.value.clause == 1
+    assert [r.replica_id for r in world.clerk.replicas] == ["node-1"]
+
+
+@pytest.mark.allium("rule-failure.BeginRecoveryOnRejoin.2")
+def test_begin_recovery_requires_fenced() -> None:
+    world = World(active=1)
+    replica = world.replicas[0]
+    replica.node.status = NodeStatus.joining
+    with pytest.raises(Rejected) as err:
+        world.clerk.begin_recovery_on_rejoin(replica.node)
+    assert err.value.clause == 2
+    assert replica.status == ReplicaStatus.active and replica.recovery_started_at is None
+
+
+@pytest.mark.allium("rule-success.RecoverReplica", "when-set.RecoverReplica.Replica.recovery_started_at")
+def test_recover_replica() -> None:
+    world, replica = fenced_world()
+    world.clock.advance(SECOND)
+    assert world.clerk.recover_replica(RESPONDER, replica) is replica
+    assert replica.status == ReplicaStatus.recovering
+    assert replica.fenced_at is None and replica.recovery_started_at == T0 + SECOND
+
+
+@pytest.mark.allium("rule-failure.RecoverReplica.1")
+def test_recover_replica_requires_responder() -> None:
+    world, replica = fenced_world()
+    with pytest.raises(Rejected) as err:
+        world.clerk.recover_replica(OBSERVER, replica)
+    assert err.value.clause == 1
+    assert replica.status == ReplicaStatus.fenced
+
+
+@pytest.mark.allium("rule-failure.RecoverReplica.2")
+def test_recover_replica_requires_fenced() -> None:
+    world = World(active=1)
+    replica = world.replicas[0]
+    with pytest.raises(Rejected) as err:
+        world.clerk.recover_replica(RESPONDER, replica)
+    assert err.value.clause == 2
+    assert replica.status == ReplicaStatus.active
+
+
+@pytest.mark.allium("rule-failure.PassConformance.1")
+def test_pass_conformance_requires_recovering() -> None:
+    world, replica = fenced_world()
+    with pytest.raises(Rejected) as err:
+        world.clerk.pass_conformance(replica, 10000, 0)
+    assert err.value.clause == 1
+    assert replica.status == ReplicaStatus.fenced
+
+
+@pytest.mark.allium("rule-failure.PassConformance.2")
+def test_pass_conformance_requires_no_mismatch() -> None:
+    world = World(active=0, recovering=1)
+    replica = world.replicas[0]
+    with pytest.raises(Rejected) as err:
+        world.clerk.pass_conformance(replica, 10000, 1)
+    assert err.value.clause == 2
+    assert replica.status == ReplicaStatus.recovering
+
+
+@pytest.mark.allium("rule-failure.PassConformance.3")
+def test_pass_conformance_requires_enough_vectors() -> None:
+    world = World(active=0, recovering=1)
+    replica = world.replicas[0]
+    with pytest.raises(Rejected) as err:
+        world.clerk.pass_conformance(replica, 9999, 0)
+    assert err.value.clause == 3
+    assert replica.status == ReplicaStatus.recovering and replica.recovery_started_at == T0
+    with pytest.raises(Rejected):  # the trigger dispatcher reports the same
+        world.clerk.conformance_replayed(replica, 9999, 0)
+
+
+@pytest.mark.allium(
+    "rule-success.FailConformance",
+    "transition-edge.Replica.recovering.fenced",
+    "when-set.FailConformance.Replica.fenced_at",
+    "when-clear.FailConformance.Replica.recovery_started_at",
+)
+def test_fail_conformance() -> None:
+    world, replica = fenced_world()
+    world.clerk.recover_replica(RESPONDER, replica)
+    world.clock.advance(7 * SECOND)
+    assert world.clerk.conformance_replayed(replica, 10000, 1) is replica
+    assert replica.status == ReplicaStatus.fenced
+    assert replica.recovery_started_at is None
+    assert replica.fenced_at == T0 + 7 * SECOND
+
+
+@pytest.mark.allium("rule-failure.FailConformance.1")
+def test_fail_conformance_requires_recovering() -> None:
+    world = World(active=1)
+    replica = world.replicas[0]
+    with pytest.raises(Rejected) as err:
+        world.clerk.fail_conformance(replica, 100, 3)
+    assert err.value.clause == 1
+    assert replica.status == ReplicaStatus.active and replica.fenced_at is None
+
+
+@pytest.mark.allium("rule-failure.FailConformance.2")
+def test_fail_conformance_requires_mismatch() -> None:
+    world = World(active=0, recovering=1)
+    replica = world.replicas[0]
+    with pytest.raises(Rejected) as err:
+        world.clerk.fail_conformance(replica, 100, 0)
+    assert err.value.clause == 2
+    assert replica.status == ReplicaStatus.recovering
+
+
+@pytest.mark.allium("rule-success.RetireReplica", "transition-edge.Replica.fenced.retired")
+def test_retire_replica() -> None:
+    world, replica = fenced_world()
+    assert world.clerk.retire_replica(RESPONDER, replica) is replica
+    assert replica.status == ReplicaStatus.retired and replica.fenced_at is None
+    replica.check_when_presence()
+    assert replica not in world.clerk.eligible_replicas()
+
+
+@pytest.mark.allium("rule-failure.RetireReplica.1")
+def test_retire_replica_requires_responder() -> None:
+    world, replica = fenced_world()
+    with pytest.raises(Rejected) as err:
+        world.clerk.retire_replica(OBSERVER, replica)
+    assert err.value.clause == 1
+    assert replica.status == ReplicaStatus.fenced
+
+
+@pytest.mark.allium("rule-failure.RetireReplica.2")
+def test_retire_replica_requires_fenced() -> None:
+    world = World(active=0, recovering=1)
+    replica = world.replicas[0]
+    with pytest.raises(Rejected) as err:
+        world.clerk.retire_replica(RESPONDER, replica)
+    assert err.value.clause == 2
+    assert replica.status == ReplicaStatus.recovering
+
+
+# ---------------------------------------------------------------------------
+# Surfaces
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium("surface-actor.ConformanceHarness")
+def test_conformance_harness_faces_non_retired_replicas() -> None:
+    world, replica = fenced_world()
+    assert is_replica_host(replica)
+    ConformanceHarness(world.clerk, replica)
+    world.clerk.retire_replica(RESPONDER, replica)
+    assert not is_replica_host(replica)
+    with pytest.raises(AccessDenied):
+        ConformanceHarness(world.clerk, replica)
+    with pytest.raises(AccessDenied):
+        ConformanceHarness(world.clerk, RESPONDER)  # type: ignore[arg-type]
+
+
+@pytest.mark.allium("surface-exposure.ConformanceHarness", "surface-provides.ConformanceHarness")
+def test_conformance_harness_exposes_and_provides() -> None:
+    world, replica = fenced_world()
+    harness = ConformanceHarness(world.clerk, replica)
+    assert harness.exposes() == {"status": ReplicaStatus.fenced, "dissents": 1}
+    assert harness.provides() == frozenset()
+    with pytest.raises(AccessDenied):
+        harness.conformance_replayed(10000, 0)
+    world.clerk.recover_replica(RESPONDER, replica)
+    assert harness.provides() == frozenset({"ConformanceReplayed"})
+    assert harness.conformance_replayed(10000, 0) is replica
+    assert harness.exposes() == {"status": ReplicaStatus.active, "dissents": 1}
+    assert harness.provides() == frozenset()
+
+
+@pytest.mark.allium("surface-actor.ReplicaMaintenance", "surface-actor.RoundInspection")
+def test_responder_surfaces_face_responders_only() -> None:
+    world, replica = fenced_world()
+    assert is_replica_responder(RESPONDER) and not is_replica_responder(OBSERVER)
+    ReplicaMaintenance(world.clerk, RESPONDER, replica)
+    with pytest.raises(AccessDenied):
+        ReplicaMaintenance(world.clerk, OBSERVER, replica)
+    round = world.open("req-x")
+    RoundInspection(world.clerk, RESPONDER, round)
+    with pytest.raises(AccessDenied):
+        RoundInspection(world.clerk, OBSERVER, round)
+    agreed = world.clerk.rounds[0]
+    with pytest.raises(AccessDenied):  # context: Round where status = collecting
+        RoundInspection(world.clerk, RESPONDER, agreed)
+
+
+@pytest.mark.allium("surface-exposure.ReplicaMaintenance", "surface-provides.ReplicaMaintenance")
+def test_replica_maintenance_exposes_and_provides() -> None:
+    world, replica = fenced_world()
+    surface = ReplicaMaintenance(world.clerk, RESPONDER, replica)
+    view = surface.exposes()
+    assert view == {"replica_id": "node-3", "status": ReplicaStatus.fenced, "dissents": 1, "fenced_at": T0}
+    assert surface.provides() == frozenset({"RecoverReplica", "RetireReplica"})
+    surface.recover()
+    view = surface.exposes()
+    assert "fenced_at" not in view and view["recovery_started_at"] == T0
+    assert view["status"] == ReplicaStatus.recovering
+    assert surface.provides() == frozenset()
+    active = ReplicaMaintenance(world.clerk, RESPONDER, world.replicas[0])
+    assert active.provides() == frozenset()
+    assert set(active.exposes()) == {"replica_id", "status", "dissents"}
+    world.clerk.fail_conformance(replica, 1, 1)
+    assert surface.provides() == frozenset({"RecoverReplica", "RetireReplica"})
+    surface.retire()
+    assert replica.status == ReplicaStatus.retired and surface.provides() == frozenset()
+
+
+@pytest.mark.allium("surface-exposure.RoundInspection")
+def test_round_inspection_exposes_round_and_votes() -> None:
+    world = World(active=3)
+    round = world.open()
+    world.clock.advance(timedelta(milliseconds=2))
+    vote = world.vote(round, world.replicas[0])
+    view = RoundInspection(world.clerk, RESPONDER, round).exposes()
+    assert view == {
+        "request_id": "req-1",
+        "attempt": 1,
+        "stalled": False,
+        "opened_at": T0,
+        "votes": [{"replica_id": "node-1", "digest": vote.digest, "cast_at": T0 + timedelta(milliseconds=2)}],
+    }
+    assert RoundInspection.TIMEOUTS == ("RedispatchSlowRound", "StallRound")
+    world.clock.advance(SECOND)
+    fired = RoundInspection(world.clerk, RESPONDER, round).fire_timeouts()
+    assert len(fired) == 1 and isinstance(fired[0], DispatchRound)
+
+
+# ---------------------------------------------------------------------------
+# Whole-flow invariant check after every state-changing rule
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium(
+    "invariant.CommitsHaveQuorum",
+    "invariant.OneVotePerReplicaPerRound",
+    "invariant.OneRoundPerAttempt",
+    "invariant.QuorumOutnumbersFaults",
+    "invariant.ReplicaPerNode",
+)
+def test_invariants_hold_after_every_step() -> None:
+    world = World(active=2, recovering=1)
+    clerk = world.clerk
+    steps: list[Any] = []
+
+    def check_all() -> None:
+        check_commits_have_quorum(clerk.rounds, clerk.config)
+        check_one_vote_per_replica_per_round(clerk.votes)
+        check_one_round_per_attempt(clerk.rounds)
+        check_quorum_outnumbers_faults(clerk.config)
+        check_replica_per_node(clerk.replicas)
+        clerk.check_invariants()
+
+    clerk.subscribe(lambda e: check_all())
+    round = world.open()
+    check_all()
+    world.vote(round, world.replicas[0], delta=500)
+    check_all()
+    clerk.pass_conformance(world.replicas[2], 10000, 0)
+    check_all()
+    world.clock.advance(SECOND)
+    steps.extend(clerk.tick())
+    check_all()
+    world.vote(round, world.replicas[2], delta=9)  # dissent, no quorum yet
+    check_all()
+    world.vote(round, world.replicas[1], delta=500)  # agreement, fence node-3
+    check_all()
+    clerk.commit_round(commit(world.submitted[-1], world.clock.now))
+    check_all()
+    clerk.recover_replica(RESPONDER, world.replicas[2])
+    check_all()
+    clerk.pass_conformance(world.replicas[2], 10000, 0)
+    check_all()
+    divergent = world.open("req-2")
+    for i, replica in enumerate(world.replicas):
+        world.vote(divergent, replica, delta=i)
+        check_all()
+    clerk.supersede_on_epoch_change(EpochGrant(epoch=5, node_id="node-1", granted_at=world.clock.now))
+    check_all()
+    clerk.check_fencing_is_audited()
+    assert round.status == RoundStatus.committed
+    assert world.replicas[2].dissents == 1 and world.replicas[2].status == ReplicaStatus.active
+    assert len(steps) == 1
+
+
+# ---------------------------------------------------------------------------
+# End to end with the real Arbiter as every replica's evaluator
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium("rule-success.CastVote", "rule-success.ReachAgreement")
+def test_round_with_real_arbiter_replicas_agrees() -> None:
+    from ledger.arbiter import decide_evaluation
+
+    world = World(active=3)
+    clerk = world.clerk
+
+    def replica_evaluates(evaluation: Any) -> None:
+        decide_evaluation(evaluation)
+        clerk.on_evaluation_decided(evaluation)
+
+    clerk.on_evaluation = replica_evaluates
+    round = world.open("req-e2e")
+    assert round.status == RoundStatus.agreed
+    assert len(round.votes) == 3 and len(round.support(round.agreed_digest)) == 3
+    proposal = world.submitted[-1]
+    assert proposal.verdict == Verdict.accepted and proposal.reason is None
+    assert proposal.account_delta_minor == 500 and proposal.counterparty_delta_minor == 0
+    assert all(r.status == ReplicaStatus.active and r.dissents == 0 for r in world.replicas)
+    clerk.on_proposal_status(commit(proposal, world.clock.now))
+    assert round.status == RoundStatus.committed
+    clerk.check_invariants()

@@ -1,0 +1,1302 @@
+"""Tests for unit `core` (core.allium): entities, canonical encoding, Apply
+rules, principal rules, invariants and surfaces."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import struct
+import typing
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from ledger.core import (
+    ACCOUNT_TRANSITIONS,
+    API_CLIENT_TRANSITIONS,
+    ENCODING,
+    ENCODING_VERSION,
+    AccessDenied,
+    Account,
+    AccountStatus,
+    ApiClient,
+    ApiClientStatus,
+    Books,
+    CanonicalEncoding,
+    Channel,
+    ClientAdministration,
+    Config,
+    CoreState,
+    Envelope,
+    InvariantViolation,
+    Operator,
+    OperatorRole,
+    OperationKind,
+    Outcome,
+    Provisioning,
+    Rejected,
+    RejectReason,
+    Request,
+    TransitionRejected,
+    Verdict,
+    apply_close,
+    apply_open,
+    apply_outcome,
+    apply_rejection,
+    apply_single_account_change,
+    apply_transfer,
+    check_acceptance_carries_no_reason,
+    check_account,
+    check_account_transition,
+    check_all_invariants,
+    check_api_client_transition,
+    check_applied_count_matches_outcomes,
+    check_balance_within_limit,
+    check_closed_account_is_empty,
+    check_closed_at_presence,
+    check_digest_seals_content,
+    check_every_outcome_applied,
+    check_money_is_conserved,
+    check_non_negative_balance,
+    check_one_outcome_per_request,
+    check_only_transfers_touch_counterparty,
+    check_outcome,
+    check_outcome_matches_its_request,
+    check_rejection_carries_reason,
+    check_rejection_has_no_effect,
+    check_sequence_is_total,
+    check_transfers_net_to_zero,
+    check_unique_account_ids,
+    check_version_counts_changes,
+    encode_envelope,
+    encode_outcome,
+    enrol_operator,
+    envelope_of,
+    fingerprint,
+    fingerprint_of,
+    is_client_administrator,
+    new_request,
+    outcome_digest,
+    register_client,
+    reinstate_client,
+    revoke_client,
+    suspend_client,
+    total_balance_minor,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+# Helpers ------------------------------------------------------------------------
+
+
+def make_request(
+    kind: OperationKind,
+    account_id: str = "A",
+    *,
+    counterparty_id: str | None = None,
+    owner: str | None = None,
+    amount_minor: int = 0,
+    request_id: str = "r1",
+    client_id: str = "c1",
+    channel: Channel = Channel.rest,
+) -> Request:
+    """A Request built through new_request (fingerprint computed by core)."""
+    env = Envelope(
+        request_id=request_id, client_id=client_id, kind=kind, account_id=account_id,
+        counterparty_id=counterparty_id, owner=owner, amount_minor=amount_minor,
+    )
+    return new_request(env, channel=channel, received_at=T0)
+
+
+def make_outcome(
+    request: Request,
+    verdict: Verdict = Verdict.accepted,
+    *,
+    reason: RejectReason | None = None,
+    account_delta_minor: int = 0,
+    counterparty_delta_minor: int = 0,
+    sequence: int = 1,
+    epoch: int = 1,
+) -> Outcome:
+    """An Outcome for ``request`` as the Ledger's commit creates it, digest sealed."""
+    outcome = Outcome(
+        request=request, request_id=request.request_id, client_id=request.client_id,
+        kind=request.kind, verdict=verdict, reason=reason, account_id=request.account_id,
+        counterparty_id=request.counterparty_id, account_delta_minor=account_delta_minor,
+        counterparty_delta_minor=counterparty_delta_minor, digest="", epoch=epoch,
+        sequence=sequence, committed_at=T0 + timedelta(seconds=sequence), applied=False,
+    )
+    outcome.digest = outcome_digest(outcome)
+    return outcome
+
+
+class Scenario:
+    """Drives a CoreState through committed outcomes with increasing sequences."""
+
+    def __init__(self) -> None:
+        self.state = CoreState()
+        self.seq = 0
+
+    def commit(self, kind: OperationKind, account_id: str = "A", *, verdict: Verdict = Verdict.accepted,
+               reason: RejectReason | None = None, delta: int = 0, counterparty_id: str | None = None,
+               counter_delta: int = 0, owner: str | None = None) -> Outcome:
+        self.seq += 1
+        req = make_request(kind, account_id, counterparty_id=counterparty_id, owner=owner,
+                           amount_minor=abs(delta), request_id=f"r{self.seq}")
+        outcome = make_outcome(req, verdict, reason=reason, account_delta_minor=delta,
+                               counterparty_delta_minor=counter_delta, sequence=self.seq)
+        self.state.record_outcome(outcome)
+        return outcome
+
+
+def funded_state() -> Scenario:
+    """Accounts A (balance 500) and B (empty), both active."""
+    sc = Scenario()
+    sc.commit(OperationKind.open, "A")
+    sc.commit(OperationKind.open, "B")
+    sc.commit(OperationKind.deposit, "A", delta=500)
+    return sc
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def snapshot(state: CoreState) -> tuple:
+    """Everything an Apply rule may change, to prove a rejection changed nothing."""
+    return (
+        dataclasses.astuple(state.books),
+        {k: (a.status, a.balance_minor, a.version, a.closed_at) for k, a in state.accounts.items()},
+        dict(state.outcomes),
+    )
+
+
+# Value Envelope and CanonicalEncoding ----------------------------------------------
+
+
+@pytest.mark.allium("value-equality.Envelope")
+def test_envelope_has_structural_equality() -> None:
+    a = Envelope(request_id="r", client_id="c", kind=OperationKind.deposit, account_id="A", amount_minor=5)
+    b = Envelope(request_id="r", client_id="c", kind=OperationKind.deposit, account_id="A", amount_minor=5)
+    c = dataclasses.replace(a, amount_minor=6)
+    assert a == b and hash(a) == hash(b)
+    assert a is not b
+    assert a != c
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.amount_minor = 7  # type: ignore[misc]
+
+
+@pytest.mark.allium("entity-fields.Envelope")
+def test_envelope_fields_and_types() -> None:
+    assert field_names(Envelope) == [
+        "request_id", "client_id", "kind", "account_id", "counterparty_id", "owner", "amount_minor",
+    ]
+    hints = typing.get_type_hints(Envelope)
+    assert hints["request_id"] is str and hints["client_id"] is str and hints["account_id"] is str
+    assert hints["kind"] is OperationKind
+    assert hints["counterparty_id"] == str | None and hints["owner"] == str | None
+    assert hints["amount_minor"] is int
+    env = Envelope(request_id="r", client_id="c", kind=OperationKind.open, account_id="A",
+                   owner="o", amount_minor=0)
+    assert env.counterparty_id is None and env.owner == "o"
+
+
+def _expected_envelope_encoding(env: Envelope) -> bytes:
+    """FieldOrderFixed written out by hand: length-prefixed UTF-8, big-endian int64, 0x00 absent."""
+    def s(v: str) -> bytes:
+        data = v.encode("utf-8")
+        return struct.pack(">I", len(data)) + data
+
+    def opt(v: str | None) -> bytes:
+        return b"\x00" if v is None else b"\x01" + s(v)
+
+    return (s(ENCODING_VERSION) + s("Envelope") + s(env.request_id) + s(env.client_id)
+            + s(env.kind.value) + s(env.account_id) + opt(env.counterparty_id) + opt(env.owner)
+            + struct.pack(">q", env.amount_minor))
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.fingerprint")
+def test_fingerprint_satisfies_contract() -> None:
+    assert isinstance(ENCODING, CanonicalEncoding)
+    assert list(inspect.signature(fingerprint).parameters) == ["envelope"]
+    env = Envelope(request_id="r-é", client_id="c", kind=OperationKind.transfer, account_id="A",
+                   counterparty_id="B", amount_minor=-42)
+    # FieldOrderFixed: the encoding is exactly the declared layout.
+    assert encode_envelope(env) == _expected_envelope_encoding(env)
+    # DigestIsSha256: version tag, then lowercase hex SHA-256 of the encoding.
+    fp = ENCODING.fingerprint(env)
+    assert fp == f"{ENCODING_VERSION}:" + hashlib.sha256(_expected_envelope_encoding(env)).hexdigest()
+    assert fp == fingerprint(env) and fp.split(":", 1)[1] == fp.split(":", 1)[1].lower()
+    # ByteEqualityIsSemanticEquality: equal envelopes, equal bytes; any change, other bytes.
+    same = dataclasses.replace(env)
+    assert encode_envelope(same) == encode_envelope(env)
+    for change in ({"owner": ""}, {"counterparty_id": None}, {"amount_minor": 42},
+                   {"request_id": "c", "client_id": "r-é"}, {"kind": OperationKind.deposit}):
+        other = dataclasses.replace(env, **change)
+        assert other != env and fingerprint(other) != fp
+    # api's fingerprint_of and a Request's own fingerprint agree with the envelope's.
+    assert fingerprint_of("c", "r-é", OperationKind.transfer, "A", "B", None, -42) == fp
+    req = new_request(env, channel=Channel.log, received_at=T0, partition=0, offset=9)
+    assert req.fingerprint == fp and envelope_of(req) == env
+    with pytest.raises(OverflowError):
+        fingerprint(dataclasses.replace(env, amount_minor=2**63))
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.outcome_digest", "invariant.Outcome.DigestSealsContent")
+def test_outcome_digest_satisfies_contract_and_seals_content() -> None:
+    assert list(inspect.signature(outcome_digest).parameters) == ["outcome"]
+    req = make_request(OperationKind.deposit, amount_minor=10)
+    outcome = make_outcome(req, account_delta_minor=10)
+    digest = ENCODING.outcome_digest(outcome)
+    assert digest == outcome.digest
+    assert digest == f"{ENCODING_VERSION}:" + hashlib.sha256(encode_outcome(outcome)).hexdigest()
+    check_digest_seals_content(outcome)
+    # Commit metadata and the applied flag are outside the digest.
+    later = make_outcome(req, account_delta_minor=10, sequence=99, epoch=7)
+    later.applied = True
+    assert outcome_digest(later) == digest
+    check_digest_seals_content(later)
+    # Any change to decided content breaks the seal.
+    outcome.account_delta_minor = 11
+    assert outcome_digest(outcome) != digest
+    with pytest.raises(InvariantViolation, match="DigestSealsContent"):
+        check_digest_seals_content(outcome)
+    outcome.account_delta_minor = 10
+    outcome.reason = RejectReason.quarantined
+    with pytest.raises(InvariantViolation, match="DigestSealsContent"):
+        check_digest_seals_content(outcome)
+
+
+# Enumerations ---------------------------------------------------------------------
+
+
+def _assert_enum(enum_cls: type, values: list[str]) -> None:
+    assert [m.value for m in enum_cls] == values
+    assert [m.name for m in enum_cls] == values
+    members = list(enum_cls)
+    for a in members:
+        assert a == enum_cls(a.value)
+        for b in members:
+            assert (a == b) is (a is b)
+
+
+@pytest.mark.allium("enum-comparable.OperationKind")
+def test_operation_kind_comparable() -> None:
+    _assert_enum(OperationKind, ["open", "deposit", "withdraw", "transfer", "close"])
+    req = make_request(OperationKind.withdraw)
+    assert req.kind == OperationKind.withdraw and req.kind != OperationKind.deposit
+
+
+@pytest.mark.allium("enum-comparable.Verdict")
+def test_verdict_comparable() -> None:
+    _assert_enum(Verdict, ["accepted", "rejected"])
+    outcome = make_outcome(make_request(OperationKind.open))
+    assert outcome.verdict == Verdict.accepted and outcome.verdict != Verdict.rejected
+
+
+@pytest.mark.allium("enum-comparable.RejectReason")
+def test_reject_reason_comparable_in_declared_order() -> None:
+    _assert_enum(RejectReason, [
+        "invalid_amount", "same_account", "account_exists", "account_missing", "account_closed",
+        "counterparty_missing", "counterparty_closed", "insufficient_funds", "balance_limit",
+        "balance_not_zero", "quarantined",
+    ])
+    outcome = make_outcome(make_request(OperationKind.open), Verdict.rejected, reason=RejectReason.account_exists)
+    assert outcome.reason == RejectReason.account_exists and outcome.reason != RejectReason.account_missing
+
+
+@pytest.mark.allium("enum-comparable.Channel")
+def test_channel_comparable() -> None:
+    _assert_enum(Channel, ["rest", "log"])
+    assert make_request(OperationKind.open, channel=Channel.log).channel == Channel.log
+    assert make_request(OperationKind.open).channel != Channel.log
+
+
+@pytest.mark.allium("enum-comparable.AccountStatus")
+def test_account_status_comparable() -> None:
+    _assert_enum(AccountStatus, ["active", "closed"])
+    account = Account(account_id="A", owner="o", opened_at=T0)
+    assert account.status == AccountStatus.active and account.status != AccountStatus.closed
+
+
+@pytest.mark.allium("enum-comparable.OperatorRole")
+def test_operator_role_comparable() -> None:
+    _assert_enum(OperatorRole, ["observer", "responder"])
+    op = Operator(name="ann", role=OperatorRole.observer)
+    assert op.role == OperatorRole.observer and op.role != OperatorRole.responder
+
+
+# Request ----------------------------------------------------------------------------
+
+
+@pytest.mark.allium("entity-fields.Request")
+def test_request_fields_and_types() -> None:
+    assert field_names(Request) == [
+        "request_id", "client_id", "kind", "account_id", "counterparty_id", "owner", "amount_minor",
+        "channel", "partition", "offset", "fingerprint", "received_at", "outcome",
+    ]
+    hints = typing.get_type_hints(Request)
+    assert hints["kind"] is OperationKind and hints["channel"] is Channel
+    assert hints["amount_minor"] is int and hints["received_at"] is datetime
+    assert hints["partition"] == int | None and hints["offset"] == int | None
+    assert hints["outcome"] == Outcome | None
+    req = make_request(OperationKind.deposit, amount_minor=3)
+    assert isinstance(req.fingerprint, str) and req.is_decided is False
+
+
+@pytest.mark.allium("entity-optional.Request.counterparty_id")
+def test_request_counterparty_optional() -> None:
+    assert make_request(OperationKind.deposit).counterparty_id is None
+    assert make_request(OperationKind.transfer, counterparty_id="B").counterparty_id == "B"
+
+
+@pytest.mark.allium("entity-optional.Request.owner")
+def test_request_owner_optional() -> None:
+    assert make_request(OperationKind.open).owner is None
+    assert make_request(OperationKind.open, owner="olga").owner == "olga"
+
+
+@pytest.mark.allium("entity-optional.Request.partition", "entity-optional.Request.offset")
+def test_request_partition_and_offset_optional() -> None:
+    rest = make_request(OperationKind.open)
+    assert rest.partition is None and rest.offset is None
+    env = envelope_of(rest)
+    logged = new_request(env, channel=Channel.log, received_at=T0, partition=3, offset=17)
+    assert logged.partition == 3 and logged.offset == 17
+    # Transport metadata is outside the fingerprint.
+    assert logged.fingerprint == rest.fingerprint
+
+
+@pytest.mark.allium("entity-relationship.Request.outcome", "derived.Request.is_decided")
+def test_request_outcome_relationship_and_is_decided() -> None:
+    sc = Scenario()
+    req = make_request(OperationKind.open, request_id="x")
+    other = make_request(OperationKind.open, "B", request_id="y")
+    assert req.outcome is None and req.is_decided is False
+    outcome = make_outcome(req)
+    sc.state.record_outcome(outcome)
+    assert req.outcome is outcome and outcome.request is req
+    assert req.is_decided is True
+    assert other.outcome is None and other.is_decided is False
+    # The outcome is also found by the idempotency key.
+    assert sc.state.outcome_for("c1", "x") is outcome
+
+
+# Outcome ------------------------------------------------------------------------------
+
+
+@pytest.mark.allium("entity-fields.Outcome")
+def test_outcome_fields_and_types() -> None:
+    assert field_names(Outcome) == [
+        "request", "request_id", "client_id", "kind", "verdict", "reason", "account_id",
+        "counterparty_id", "account_delta_minor", "counterparty_delta_minor", "digest", "epoch",
+        "sequence", "committed_at", "applied",
+    ]
+    hints = typing.get_type_hints(Outcome)
+    assert hints["request"] is Request and hints["verdict"] is Verdict
+    assert hints["reason"] == RejectReason | None and hints["counterparty_id"] == str | None
+    assert hints["applied"] is bool and hints["committed_at"] is datetime and hints["sequence"] is int
+    assert make_outcome(make_request(OperationKind.open)).applied is False
+
+
+@pytest.mark.allium("entity-optional.Outcome.reason")
+def test_outcome_reason_optional() -> None:
+    req = make_request(OperationKind.withdraw, amount_minor=5)
+    assert make_outcome(req, account_delta_minor=-5).reason is None
+    rejected = make_outcome(req, Verdict.rejected, reason=RejectReason.insufficient_funds)
+    assert rejected.reason is RejectReason.insufficient_funds
+
+
+@pytest.mark.allium("entity-optional.Outcome.counterparty_id")
+def test_outcome_counterparty_optional() -> None:
+    assert make_outcome(make_request(OperationKind.deposit)).counterparty_id is None
+    req = make_request(OperationKind.transfer, counterparty_id="B", amount_minor=1)
+    assert make_outcome(req, account_delta_minor=-1, counterparty_delta_minor=1).counterparty_id == "B"
+
+
+@pytest.mark.allium("derived.Outcome.net_delta_minor")
+def test_outcome_net_delta() -> None:
+    req = make_request(OperationKind.transfer, counterparty_id="B", amount_minor=7)
+    outcome = make_outcome(req, account_delta_minor=-7, counterparty_delta_minor=7)
+    assert outcome.net_delta_minor == 0
+    outcome.counterparty_delta_minor = 5
+    assert outcome.net_delta_minor == -2
+    assert make_outcome(make_request(OperationKind.deposit), account_delta_minor=9).net_delta_minor == 9
+
+
+@pytest.mark.allium("invariant.Outcome.RejectionHasNoEffect")
+def test_rejection_has_no_effect() -> None:
+    outcome = make_outcome(make_request(OperationKind.deposit, amount_minor=0), Verdict.rejected,
+                           reason=RejectReason.invalid_amount)
+    check_rejection_has_no_effect(outcome)
+    outcome.applied = True  # the one mutation the commit makes keeps it valid
+    check_rejection_has_no_effect(outcome)
+    outcome.account_delta_minor = 3
+    with pytest.raises(InvariantViolation, match="RejectionHasNoEffect"):
+        check_rejection_has_no_effect(outcome)
+    outcome.account_delta_minor, outcome.counterparty_delta_minor = 0, -1
+    with pytest.raises(InvariantViolation, match="RejectionHasNoEffect"):
+        check_rejection_has_no_effect(outcome)
+
+
+@pytest.mark.allium("invariant.Outcome.RejectionCarriesReason")
+def test_rejection_carries_reason() -> None:
+    outcome = make_outcome(make_request(OperationKind.close), Verdict.rejected,
+                           reason=RejectReason.balance_not_zero)
+    check_rejection_carries_reason(outcome)
+    outcome.reason = None
+    with pytest.raises(InvariantViolation, match="RejectionCarriesReason"):
+        check_rejection_carries_reason(outcome)
+
+
+@pytest.mark.allium("invariant.Outcome.AcceptanceCarriesNoReason")
+def test_acceptance_carries_no_reason() -> None:
+    outcome = make_outcome(make_request(OperationKind.open))
+    check_acceptance_carries_no_reason(outcome)
+    outcome.reason = RejectReason.account_exists
+    with pytest.raises(InvariantViolation, match="AcceptanceCarriesNoReason"):
+        check_acceptance_carries_no_reason(outcome)
+
+
+@pytest.mark.allium("invariant.Outcome.TransfersNetToZero")
+def test_transfers_net_to_zero() -> None:
+    req = make_request(OperationKind.transfer, counterparty_id="B", amount_minor=4)
+    outcome = make_outcome(req, account_delta_minor=-4, counterparty_delta_minor=4)
+    check_transfers_net_to_zero(outcome)
+    outcome.counterparty_delta_minor = 3
+    with pytest.raises(InvariantViolation, match="TransfersNetToZero"):
+        check_transfers_net_to_zero(outcome)
+    # Deposits are not transfers: a non-zero net is their purpose.
+    check_transfers_net_to_zero(make_outcome(make_request(OperationKind.deposit), account_delta_minor=4))
+
+
+@pytest.mark.allium("invariant.Outcome.OnlyTransfersTouchCounterparty")
+def test_only_transfers_touch_counterparty() -> None:
+    outcome = make_outcome(make_request(OperationKind.withdraw, amount_minor=2), account_delta_minor=-2)
+    check_only_transfers_touch_counterparty(outcome)
+    outcome.counterparty_delta_minor = 2
+    with pytest.raises(InvariantViolation, match="OnlyTransfersTouchCounterparty"):
+        check_only_transfers_touch_counterparty(outcome)
+    req = make_request(OperationKind.transfer, counterparty_id="B", amount_minor=2)
+    check_only_transfers_touch_counterparty(make_outcome(req, account_delta_minor=-2, counterparty_delta_minor=2))
+
+
+# Account -------------------------------------------------------------------------------
+
+
+@pytest.mark.allium("entity-fields.Account")
+def test_account_fields_and_types() -> None:
+    assert field_names(Account) == [
+        "account_id", "owner", "status", "balance_minor", "version", "opened_at", "closed_at",
+    ]
+    hints = typing.get_type_hints(Account)
+    assert hints["status"] is AccountStatus and hints["balance_minor"] is int and hints["version"] is int
+    assert hints["opened_at"] is datetime and hints["closed_at"] == datetime | None
+
+
+@pytest.mark.allium("when-presence.Account.closed_at")
+def test_account_closed_at_present_only_when_closed() -> None:
+    sc = funded_state()
+    b = sc.state.accounts["B"]
+    assert b.status is AccountStatus.active and b.closed_at is None
+    check_closed_at_presence(b)
+    sc.commit(OperationKind.close, "B")
+    assert b.status is AccountStatus.closed and b.closed_at is not None
+    check_closed_at_presence(b)
+    bad_active = Account(account_id="X", owner="o", opened_at=T0, closed_at=T0)
+    with pytest.raises(InvariantViolation, match="closed_at"):
+        check_closed_at_presence(bad_active)
+    bad_closed = Account(account_id="Y", owner="o", opened_at=T0, status=AccountStatus.closed)
+    with pytest.raises(InvariantViolation, match="closed_at"):
+        check_closed_at_presence(bad_closed)
+
+
+@pytest.mark.allium("transition-edge.Account.active.closed")
+def test_account_active_to_closed_via_apply_close() -> None:
+    sc = funded_state()
+    account = sc.state.accounts["B"]
+    assert account.status is AccountStatus.active
+    check_account_transition(AccountStatus.active, AccountStatus.closed)
+    sc.commit(OperationKind.close, "B")
+    assert account.status is AccountStatus.closed
+
+
+@pytest.mark.allium("transition-rejected.Account.status")
+def test_account_undeclared_transition_rejected() -> None:
+    with pytest.raises(TransitionRejected):
+        check_account_transition(AccountStatus.closed, AccountStatus.active)
+    # No rule reopens a closed account: a second close is refused, state unchanged.
+    sc = funded_state()
+    sc.commit(OperationKind.close, "B")
+    before = snapshot(sc.state)
+    again = make_outcome(make_request(OperationKind.close, "B", request_id="again"), sequence=50)
+    with pytest.raises(Rejected):
+        apply_close(sc.state, again)
+    assert snapshot(sc.state) == before and sc.state.accounts["B"].status is AccountStatus.closed
+
+
+@pytest.mark.allium("transition-terminal.Account.status")
+def test_account_closed_is_terminal() -> None:
+    assert ACCOUNT_TRANSITIONS[AccountStatus.closed] == frozenset()
+    for target in AccountStatus:
+        with pytest.raises(TransitionRejected):
+            check_account_transition(AccountStatus.closed, target)
+
+
+@pytest.mark.allium("invariant.Account.NonNegativeBalance")
+def test_non_negative_balance() -> None:
+    sc = funded_state()
+    sc.commit(OperationKind.withdraw, "A", delta=-500)
+    account = sc.state.accounts["A"]
+    assert account.balance_minor == 0
+    check_non_negative_balance(account)
+    account.balance_minor = -1
+    with pytest.raises(InvariantViolation, match="NonNegativeBalance"):
+        check_non_negative_balance(account)
+
+
+@pytest.mark.allium("invariant.Account.BalanceWithinLimit")
+def test_balance_within_limit() -> None:
+    limit = Config().max_balance_minor
+    sc = Scenario()
+    sc.commit(OperationKind.open, "A")
+    sc.commit(OperationKind.deposit, "A", delta=limit)
+    account = sc.state.accounts["A"]
+    check_balance_within_limit(account)
+    account.balance_minor = limit + 1
+    with pytest.raises(InvariantViolation, match="BalanceWithinLimit"):
+        check_balance_within_limit(account)
+    check_balance_within_limit(account, Config(max_balance_minor=limit + 1))
+
+
+@pytest.mark.allium("invariant.Account.ClosedAccountIsEmpty")
+def test_closed_account_is_empty() -> None:
+    sc = funded_state()
+    sc.commit(OperationKind.close, "B")
+    closed = sc.state.accounts["B"]
+    check_closed_account_is_empty(closed)
+    closed.balance_minor = 1
+    with pytest.raises(InvariantViolation, match="ClosedAccountIsEmpty"):
+        check_closed_account_is_empty(closed)
+    check_closed_account_is_empty(sc.state.accounts["A"])  # active and funded is fine
+
+
+@pytest.mark.allium("invariant.Account.VersionCountsChanges")
+def test_version_counts_changes() -> None:
+    sc = funded_state()
+    a = sc.state.accounts["A"]
+    assert a.version == 2  # created at 1, one deposit
+    check_version_counts_changes(a)
+    check_account(a)
+    a.version = 0
+    with pytest.raises(InvariantViolation, match="VersionCountsChanges"):
+        check_version_counts_changes(a)
+
+
+# Books, Operator, ApiClient ------------------------------------------------------------
+
+
+@pytest.mark.allium("entity-fields.Books")
+def test_books_fields() -> None:
+    assert field_names(Books) == ["net_inflow_minor", "applied_outcomes", "accepted_outcomes"]
+    books = Books()
+    assert (books.net_inflow_minor, books.applied_outcomes, books.accepted_outcomes) == (0, 0, 0)
+    assert all(t is int for t in typing.get_type_hints(Books).values())
+
+
+@pytest.mark.allium("entity-fields.Operator")
+def test_operator_fields() -> None:
+    assert field_names(Operator) == ["name", "role"]
+    hints = typing.get_type_hints(Operator)
+    assert hints["name"] is str and hints["role"] is OperatorRole
+
+
+@pytest.mark.allium("entity-fields.ApiClient")
+def test_api_client_fields() -> None:
+    assert field_names(ApiClient) == ["client_id", "status"]
+    hints = typing.get_type_hints(ApiClient)
+    assert hints["client_id"] is str and hints["status"] is ApiClientStatus
+    assert [s.value for s in ApiClientStatus] == ["active", "suspended", "revoked"]
+
+
+def responder() -> Operator:
+    return Operator(name="rita", role=OperatorRole.responder)
+
+
+def observer() -> Operator:
+    return Operator(name="otto", role=OperatorRole.observer)
+
+
+@pytest.mark.allium("transition-edge.ApiClient.active.suspended")
+def test_client_active_to_suspended() -> None:
+    client = ApiClient(client_id="c", status=ApiClientStatus.active)
+    suspend_client(responder(), client)
+    assert client.status is ApiClientStatus.suspended
+
+
+@pytest.mark.allium("transition-edge.ApiClient.suspended.active")
+def test_client_suspended_to_active() -> None:
+    client = ApiClient(client_id="c", status=ApiClientStatus.suspended)
+    reinstate_client(responder(), client)
+    assert client.status is ApiClientStatus.active
+
+
+@pytest.mark.allium("transition-edge.ApiClient.active.revoked")
+def test_client_active_to_revoked() -> None:
+    client = ApiClient(client_id="c", status=ApiClientStatus.active)
+    revoke_client(responder(), client)
+    assert client.status is ApiClientStatus.revoked
+
+
+@pytest.mark.allium("transition-edge.ApiClient.suspended.revoked")
+def test_client_suspended_to_revoked() -> None:
+    client = ApiClient(client_id="c", status=ApiClientStatus.suspended)
+    revoke_client(responder(), client)
+    assert client.status is ApiClientStatus.revoked
+
+
+@pytest.mark.allium("transition-rejected.ApiClient.status")
+def test_client_undeclared_transitions_rejected() -> None:
+    with pytest.raises(TransitionRejected):
+        check_api_client_transition(ApiClientStatus.revoked, ApiClientStatus.active)
+    client = ApiClient(client_id="c", status=ApiClientStatus.active)
+    with pytest.raises(Rejected):
+        reinstate_client(responder(), client)  # active -> active is not a declared edge
+    assert client.status is ApiClientStatus.active
+
+
+@pytest.mark.allium("transition-terminal.ApiClient.status")
+def test_client_revoked_is_terminal() -> None:
+    assert API_CLIENT_TRANSITIONS[ApiClientStatus.revoked] == frozenset()
+    client = ApiClient(client_id="c", status=ApiClientStatus.revoked)
+    for rule in (suspend_client, reinstate_client, revoke_client):
+        with pytest.raises(Rejected):
+            rule(responder(), client)
+        assert client.status is ApiClientStatus.revoked
+    for target in ApiClientStatus:
+        with pytest.raises(TransitionRejected):
+            check_api_client_transition(ApiClientStatus.revoked, target)
+
+
+# Config ----------------------------------------------------------------------------------
+
+
+@pytest.mark.allium("config-default.max_amount_minor")
+def test_config_default_max_amount() -> None:
+    assert Config().max_amount_minor == 100_000_000_000
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Config().max_amount_minor = 1  # type: ignore[misc]
+
+
+@pytest.mark.allium("config-default.max_balance_minor")
+def test_config_default_max_balance() -> None:
+    config = Config()
+    assert config.max_balance_minor == 100_000_000_000_000
+    # The bound keeps every sum of two balances inside a signed 64-bit integer.
+    assert 2 * config.max_balance_minor < 2**63
+
+
+# Apply rules --------------------------------------------------------------------------------
+
+
+@pytest.mark.allium("rule-success.ApplyOpen", "rule-entity-creation.ApplyOpen.1")
+def test_apply_open_creates_empty_account() -> None:
+    state = CoreState()
+    outcome = make_outcome(make_request(OperationKind.open, "A", owner="olga"), sequence=4)
+    account = apply_open(state, outcome)
+    assert state.accounts["A"] is account
+    assert account.account_id == "A" and account.owner == "olga"
+    assert account.status is AccountStatus.active and account.balance_minor == 0
+    assert account.version == 1 and account.opened_at == outcome.committed_at
+    assert account.closed_at is None
+    assert outcome.applied is True
+    assert state.books.applied_outcomes == 1 and state.books.accepted_outcomes == 1
+    assert state.books.net_inflow_minor == 0
+    # Without an explicit owner the client owns the account.
+    other = make_outcome(make_request(OperationKind.open, "B", request_id="r2"), sequence=5)
+    assert apply_open(state, other).owner == "c1"
+
+
+@pytest.mark.allium("rule-failure.ApplyOpen.1")
+def test_apply_open_rejects_rejected_verdict() -> None:
+    state = CoreState()
+    outcome = make_outcome(make_request(OperationKind.open), Verdict.rejected, reason=RejectReason.account_exists)
+    with pytest.raises(Rejected) as info:
+        apply_open(state, outcome)
+    assert info.value.clause == 1 and "A" not in state.accounts and outcome.applied is False
+
+
+@pytest.mark.allium("rule-failure.ApplyOpen.2")
+def test_apply_open_rejects_other_kind() -> None:
+    state = CoreState()
+    outcome = make_outcome(make_request(OperationKind.deposit), account_delta_minor=1)
+    with pytest.raises(Rejected) as info:
+        apply_open(state, outcome)
+    assert info.value.clause == 2 and state.accounts == {} and outcome.applied is False
+
+
+@pytest.mark.allium("rule-failure.ApplyOpen.3")
+def test_apply_open_rejects_applied_outcome() -> None:
+    state = CoreState()
+    outcome = make_outcome(make_request(OperationKind.open))
+    outcome.applied = True
+    with pytest.raises(Rejected) as info:
+        apply_open(state, outcome)
+    assert info.value.clause == 3 and state.accounts == {} and state.books.applied_outcomes == 0
+
+
+@pytest.mark.allium("rule-failure.ApplyOpen.4")
+def test_apply_open_rejects_existing_account() -> None:
+    sc = funded_state()
+    before = snapshot(sc.state)
+    outcome = make_outcome(make_request(OperationKind.open, "A", request_id="dup"), sequence=40)
+    with pytest.raises(Rejected) as info:
+        apply_open(sc.state, outcome)
+    assert info.value.clause == 4 and snapshot(sc.state) == before
+    assert sc.state.accounts["A"].balance_minor == 500 and outcome.applied is False
+
+
+@pytest.mark.allium("rule-success.ApplySingleAccountChange")
+def test_apply_single_account_change_deposit_and_withdraw() -> None:
+    sc = funded_state()
+    a = sc.state.accounts["A"]
+    assert (a.balance_minor, a.version, sc.state.books.net_inflow_minor) == (500, 2, 500)
+    withdraw = make_outcome(make_request(OperationKind.withdraw, "A", amount_minor=200, request_id="w"),
+                            account_delta_minor=-200, sequence=10)
+    assert apply_single_account_change(sc.state, withdraw) is a
+    assert (a.balance_minor, a.version) == (300, 3)
+    assert withdraw.applied is True
+    assert sc.state.books.net_inflow_minor == 300
+    assert sc.state.books.applied_outcomes == 4 and sc.state.books.accepted_outcomes == 4
+
+
+def _single_change_outcome(kind: OperationKind = OperationKind.deposit, account_id: str = "A",
+                           verdict: Verdict = Verdict.accepted) -> Outcome:
+    reason = RejectReason.invalid_amount if verdict is Verdict.rejected else None
+    delta = 0 if verdict is Verdict.rejected else 5
+    return make_outcome(make_request(kind, account_id, amount_minor=5, request_id="s"),
+                        verdict, reason=reason, account_delta_minor=delta, sequence=20)
+
+
+@pytest.mark.allium("rule-failure.ApplySingleAccountChange.1")
+def test_apply_single_account_change_rejects_rejected_verdict() -> None:
+    sc = funded_state()
+    before = snapshot(sc.state)
+    with pytest.raises(Rejected) as info:
+        apply_single_account_change(sc.state, _single_change_outcome(verdict=Verdict.rejected))
+    assert info.value.clause == 1 and snapshot(sc.state) == before
+
+
+@pytest.mark.allium("rule-failure.ApplySingleAccountChange.2")
+def test_apply_single_account_change_rejects_other_kind() -> None:
+    sc = funded_state()
+    before = snapshot(sc.state)
+    with pytest.raises(Rejected) as info:
+        apply_single_account_change(sc.state, _single_change_outcome(kind=OperationKind.close))
+    assert info.value.clause == 2 and snapshot(sc.state) == before
+
+
+@pytest.mark.allium("rule-failure.ApplySingleAccountChange.3")
+def test_apply_single_account_change_rejects_applied_outcome() -> None:
+    sc = funded_state()
+    outcome = _single_change_outcome()
+    outcome.applied = True
+    before = snapshot(sc.state)
+    with pytest.raises(Rejected) as info:
+        apply_single_account_change(sc.state, outcome)
+    assert info.value.clause == 3 and snapshot(sc.state) == before
+    assert sc.state.accounts["A"].balance_minor == 500
+
+
+@pytest.mark.allium("rule-failure.ApplySingleAccountChange.4")
+def test_apply_single_account_change_rejects_missing_account() -> None:
+    sc = funded_state()
+    before = snapshot(sc.state)
+    outcome = _single_change_outcome(account_id="ghost")
+    with pytest.raises(Rejected) as info:
+        apply_single_account_change(sc.state, outcome)
+    assert info.value.clause == 4 and snapshot(sc.state) == before and outcome.applied is False
+
+
+@pytest.mark.allium("rule-success.ApplyTransfer")
+def test_apply_transfer_moves_money_without_inflow() -> None:
+    sc = funded_state()
+    a, b = sc.state.accounts["A"], sc.state.accounts["B"]
+    outcome = make_outcome(make_request(OperationKind.transfer, "A", counterparty_id="B", amount_minor=120,
+                                        request_id="t"), account_delta_minor=-120,
+                           counterparty_delta_minor=120, sequence=30)
+    assert apply_transfer(sc.state, outcome) == (a, b)
+    assert (a.balance_minor, a.version) == (380, 3)
+    assert (b.balance_minor, b.version) == (120, 2)
+    assert outcome.applied is True
+    assert sc.state.books.net_inflow_minor == 500
+    assert sc.state.books.applied_outcomes == 4 and sc.state.books.accepted_outcomes == 4
+
+
+def _transfer_outcome(source: str = "A", target: str | None = "B", *, verdict: Verdict = Verdict.accepted,
+                      kind: OperationKind = OperationKind.transfer) -> Outcome:
+    accepted = verdict is Verdict.accepted
+    return make_outcome(
+        make_request(kind, source, counterparty_id=target, amount_minor=10, request_id="t"), verdict,
+        reason=None if accepted else RejectReason.insufficient_funds,
+        account_delta_minor=-10 if accepted else 0, counterparty_delta_minor=10 if accepted else 0,
+        sequence=31,
+    )
+
+
+@pytest.mark.allium("rule-failure.ApplyTransfer.1")
+def test_apply_transfer_rejects_rejected_verdict() -> None:
+    sc = funded_state()
+    before = snapshot(sc.state)
+    with pytest.raises(Rejected) as info:
+        apply_transfer(sc.state, _transfer_outcome(verdict=Verdict.rejected))
+    assert info.value.clause == 1 and snapshot(sc.state) == before
+
+
+@pytest.mark.allium("rule-failure.ApplyTransfer.2")
+def test_apply_transfer_rejects_other_kind() -> None:
+    sc = funded_state()
+    before = snapshot(sc.state)
+    with pytest.raises(Rejected) as info:
+        apply_transfer(sc.state, _transfer_outcome(kind=OperationKind.withdraw))
+    assert info.value.clause == 2 and snapshot(sc.state) == before
+
+
+@pytest.mark.allium("rule-failure.ApplyTransfer.3")
+def test_apply_transfer_rejects_applied_outcome() -> None:
+    sc = funded_state()
+    outcome = _transfer_outcome()
+    outcome.applied = True
+    before = snapshot(sc.state)
+    with pytest.raises(Rejected) as info:
+        apply_transfer(sc.state, outcome)
+    assert info.value.clause == 3 and snapshot(sc.state) == before
+
+
+@pytest.mark.allium("rule-failure.ApplyTransfer.4")
+def test_apply_transfer_rejects_missing_source() -> None:
+    sc = funded_state()
+    before = snapshot(sc.state)
+    outcome = _transfer_outcome(source="ghost")
+    with pytest.raises(Rejected) as info:
+        apply_transfer(sc.state, outcome)
+    assert info.value.clause == 4 and snapshot(sc.state) == before and outcome.applied is False
+
+
+@pytest.mark.allium("rule-failure.ApplyTransfer.5")
+def test_apply_transfer_rejects_missing_target() -> None:
+    sc = funded_state()
+    before = snapshot(sc.state)
+    for target in ("ghost", None):
+        outcome = _transfer_outcome(target=target)
+        with pytest.raises(Rejected) as info:
+            apply_transfer(sc.state, outcome)
+        assert info.value.clause == 5 and snapshot(sc.state) == before
+    assert sc.state.accounts["A"].balance_minor == 500
+
+
+@pytest.mark.allium("rule-success.ApplyClose", "when-set.ApplyClose.Account.closed_at")
+def test_apply_close_closes_account_and_sets_closed_at() -> None:
+    sc = funded_state()
+    b = sc.state.accounts["B"]
+    assert b.closed_at is None
+    outcome = make_outcome(make_request(OperationKind.close, "B", request_id="cl"), sequence=33)
+    assert apply_close(sc.state, outcome) is b
+    assert b.status is AccountStatus.closed
+    assert b.closed_at == outcome.committed_at
+    assert b.version == 2 and b.balance_minor == 0
+    assert outcome.applied is True
+    assert sc.state.books.applied_outcomes == 4 and sc.state.books.accepted_outcomes == 4
+    assert sc.state.books.net_inflow_minor == 500
+
+
+def _close_outcome(account_id: str = "B", *, verdict: Verdict = Verdict.accepted,
+                   kind: OperationKind = OperationKind.close) -> Outcome:
+    reason = None if verdict is Verdict.accepted else RejectReason.balance_not_zero
+    return make_outcome(make_request(kind, account_id, request_id="cl"), verdict, reason=reason, sequence=34)
+
+
+@pytest.mark.allium("rule-failure.ApplyClose.1")
+def test_apply_close_rejects_rejected_verdict() -> None:
+    sc = funded_state()
+    before = snapshot(sc.state)
+    with pytest.raises(Rejected) as info:
+        apply_close(sc.state, _close_outcome(verdict=Verdict.rejected))
+    assert info.value.clause == 1 and snapshot(sc.state) == before
+
+
+@pytest.mark.allium("rule-failure.ApplyClose.2")
+def test_apply_close_rejects_other_kind() -> None:
+    sc = funded_state()
+    before = snapshot(sc.state)
+    with pytest.raises(Rejected) as info:
+        apply_close(sc.state, _close_outcome(kind=OperationKind.open))
+    assert info.value.clause == 2 and snapshot(sc.state) == before
+
+
+@pytest.mark.allium("rule-failure.ApplyClose.3")
+def test_apply_close_rejects_applied_outcome() -> None:
+    sc = funded_state()
+    outcome = _close_outcome()
+    outcome.applied = True
+    before = snapshot(sc.state)
+    with pytest.raises(Rejected) as info:
+        apply_close(sc.state, outcome)
+    assert info.value.clause == 3 and snapshot(sc.state) == before
+    assert sc.state.accounts["B"].status is AccountStatus.active
+
+
+@pytest.mark.allium("rule-failure.ApplyClose.4")
+def test_apply_close_rejects_missing_account() -> None:
+    sc = funded_state()
+    before = snapshot(sc.state)
+    outcome = _close_outcome("ghost")
+    with pytest.raises(Rejected) as info:
+        apply_close(sc.state, outcome)
+    assert info.value.clause == 4 and snapshot(sc.state) == before and outcome.applied is False
+
+
+@pytest.mark.allium("rule-failure.ApplyClose.5")
+def test_apply_close_rejects_closed_account() -> None:
+    sc = funded_state()
+    sc.commit(OperationKind.close, "B")
+    b = sc.state.accounts["B"]
+    closed_at = b.closed_at
+    before = snapshot(sc.state)
+    with pytest.raises(Rejected) as info:
+        apply_close(sc.state, _close_outcome())
+    assert info.value.clause == 5 and snapshot(sc.state) == before
+    assert b.closed_at == closed_at and b.status is AccountStatus.closed
+
+
+@pytest.mark.allium("rule-success.ApplyRejection")
+def test_apply_rejection_records_without_effect() -> None:
+    sc = funded_state()
+    accounts_before = snapshot(sc.state)[1]
+    outcome = make_outcome(make_request(OperationKind.withdraw, "A", amount_minor=900, request_id="big"),
+                           Verdict.rejected, reason=RejectReason.insufficient_funds, sequence=60)
+    apply_rejection(sc.state, outcome)
+    assert outcome.applied is True
+    assert sc.state.books.applied_outcomes == 4
+    assert sc.state.books.accepted_outcomes == 3  # a rejection is not an acceptance
+    assert sc.state.books.net_inflow_minor == 500
+    assert snapshot(sc.state)[1] == accounts_before
+
+
+@pytest.mark.allium("rule-failure.ApplyRejection.1")
+def test_apply_rejection_rejects_accepted_verdict() -> None:
+    state = CoreState()
+    outcome = make_outcome(make_request(OperationKind.open))
+    with pytest.raises(Rejected) as info:
+        apply_rejection(state, outcome)
+    assert info.value.clause == 1 and outcome.applied is False and state.books.applied_outcomes == 0
+
+
+@pytest.mark.allium("rule-failure.ApplyRejection.2")
+def test_apply_rejection_rejects_applied_outcome() -> None:
+    state = CoreState()
+    outcome = make_outcome(make_request(OperationKind.open), Verdict.rejected, reason=RejectReason.quarantined)
+    apply_rejection(state, outcome)
+    with pytest.raises(Rejected) as info:
+        apply_rejection(state, outcome)  # a replayed commit cannot apply twice
+    assert info.value.clause == 2 and state.books.applied_outcomes == 1
+
+
+# Principal rules ------------------------------------------------------------------------------
+
+
+@pytest.mark.allium("rule-success.EnrolOperator", "rule-entity-creation.EnrolOperator.1")
+def test_enrol_operator_creates_operator() -> None:
+    state = CoreState()
+    op = enrol_operator(state, "rita", OperatorRole.responder)
+    assert state.operators["rita"] is op and state.operator("rita") is op
+    assert op.name == "rita" and op.role is OperatorRole.responder
+
+
+@pytest.mark.allium("rule-failure.EnrolOperator.1")
+def test_enrol_operator_rejects_existing_name() -> None:
+    state = CoreState()
+    first = enrol_operator(state, "rita", OperatorRole.observer)
+    with pytest.raises(Rejected) as info:
+        enrol_operator(state, "rita", OperatorRole.responder)
+    assert info.value.clause == 1
+    assert state.operators == {"rita": first} and first.role is OperatorRole.observer
+
+
+@pytest.mark.allium("rule-success.RegisterClient", "rule-entity-creation.RegisterClient.1")
+def test_register_client_creates_active_client() -> None:
+    state = CoreState()
+    client = register_client(state, "acme")
+    assert state.clients["acme"] is client and state.client("acme") is client
+    assert client.client_id == "acme" and client.status is ApiClientStatus.active
+
+
+@pytest.mark.allium("rule-failure.RegisterClient.1")
+def test_register_client_rejects_existing_id() -> None:
+    state = CoreState()
+    client = register_client(state, "acme")
+    suspend_client(responder(), client)
+    with pytest.raises(Rejected) as info:
+        register_client(state, "acme")
+    assert info.value.clause == 1
+    assert state.clients == {"acme": client} and client.status is ApiClientStatus.suspended
+
+
+@pytest.mark.allium("rule-success.SuspendClient")
+def test_suspend_client_success() -> None:
+    client = ApiClient(client_id="c")
+    suspend_client(responder(), client)
+    assert client.status == ApiClientStatus.suspended
+
+
+@pytest.mark.allium("rule-failure.SuspendClient.1")
+def test_suspend_client_requires_responder() -> None:
+    client = ApiClient(client_id="c")
+    with pytest.raises(Rejected) as info:
+        suspend_client(observer(), client)
+    assert info.value.clause == 1 and client.status is ApiClientStatus.active
+
+
+@pytest.mark.allium("rule-failure.SuspendClient.2")
+def test_suspend_client_requires_active() -> None:
+    client = ApiClient(client_id="c", status=ApiClientStatus.suspended)
+    with pytest.raises(Rejected) as info:
+        suspend_client(responder(), client)
+    assert info.value.clause == 2 and client.status is ApiClientStatus.suspended
+
+
+@pytest.mark.allium("rule-success.ReinstateClient")
+def test_reinstate_client_success() -> None:
+    client = ApiClient(client_id="c", status=ApiClientStatus.suspended)
+    reinstate_client(responder(), client)
+    assert client.status == ApiClientStatus.active
+
+
+@pytest.mark.allium("rule-failure.ReinstateClient.1")
+def test_reinstate_client_requires_responder() -> None:
+    client = ApiClient(client_id="c", status=ApiClientStatus.suspended)
+    with pytest.raises(Rejected) as info:
+        reinstate_client(observer(), client)
+    assert info.value.clause == 1 and client.status is ApiClientStatus.suspended
+
+
+@pytest.mark.allium("rule-failure.ReinstateClient.2")
+def test_reinstate_client_requires_suspended() -> None:
+    client = ApiClient(client_id="c", status=ApiClientStatus.revoked)
+    with pytest.raises(Rejected) as info:
+        reinstate_client(responder(), client)
+    assert info.value.clause == 2 and client.status is ApiClientStatus.revoked
+
+
+@pytest.mark.allium("rule-success.RevokeClient")
+def test_revoke_client_success() -> None:
+    for start in (ApiClientStatus.active, ApiClientStatus.suspended):
+        client = ApiClient(client_id="c", status=start)
+        revoke_client(responder(), client)
+        assert client.status == ApiClientStatus.revoked
+
+
+@pytest.mark.allium("rule-failure.RevokeClient.1")
+def test_revoke_client_requires_responder() -> None:
+    client = ApiClient(client_id="c")
+    with pytest.raises(Rejected) as info:
+        revoke_client(observer(), client)
+    assert info.value.clause == 1 and client.status is ApiClientStatus.active
+
+
+@pytest.mark.allium("rule-failure.RevokeClient.2")
+def test_revoke_client_requires_not_revoked() -> None:
+    client = ApiClient(client_id="c", status=ApiClientStatus.revoked)
+    with pytest.raises(Rejected) as info:
+        revoke_client(responder(), client)
+    assert info.value.clause == 2 and client.status is ApiClientStatus.revoked
+
+
+# Top-level invariants ----------------------------------------------------------------------------
+
+
+def full_history() -> Scenario:
+    """Every Apply rule fires at least once; invariants are checked after each commit."""
+    sc = Scenario()
+    steps = [
+        dict(kind=OperationKind.open, account_id="A"),
+        dict(kind=OperationKind.open, account_id="B", owner="bob"),
+        dict(kind=OperationKind.deposit, account_id="A", delta=1_000),
+        dict(kind=OperationKind.transfer, account_id="A", counterparty_id="B", delta=-400, counter_delta=400),
+        dict(kind=OperationKind.withdraw, account_id="B", delta=-150),
+        dict(kind=OperationKind.withdraw, account_id="A", verdict=Verdict.rejected,
+             reason=RejectReason.insufficient_funds),
+        dict(kind=OperationKind.withdraw, account_id="B", delta=-250),
+        dict(kind=OperationKind.close, account_id="B"),
+    ]
+    for step in steps:
+        sc.commit(**step)
+        check_all_invariants(sc.state)
+    return sc
+
+
+@pytest.mark.allium("invariant.MoneyIsConserved")
+def test_money_is_conserved() -> None:
+    sc = full_history()
+    state = sc.state
+    assert total_balance_minor(state.accounts.values()) == state.books.net_inflow_minor == 600
+    check_money_is_conserved(state)
+    state.accounts["A"].balance_minor += 1  # money from nowhere
+    with pytest.raises(InvariantViolation, match="MoneyIsConserved"):
+        check_money_is_conserved(state)
+
+
+@pytest.mark.allium("invariant.OneOutcomePerRequest")
+def test_one_outcome_per_request() -> None:
+    sc = full_history()
+    check_one_outcome_per_request(sc.state.outcomes.values())
+    first = next(iter(sc.state.outcomes.values()))
+    before = snapshot(sc.state)
+    # The unique index refuses a second outcome for the same key; nothing changes.
+    dup = make_outcome(first.request, Verdict.rejected, reason=RejectReason.account_exists, sequence=100)
+    with pytest.raises(Rejected):
+        sc.state.record_outcome(dup)
+    assert snapshot(sc.state) == before and dup.applied is False
+    # The same request id under another client is a different key.
+    other_client = make_request(OperationKind.open, "C", request_id=first.request_id, client_id="c2")
+    sc.state.record_outcome(make_outcome(other_client, sequence=101))
+    check_all_invariants(sc.state)
+    with pytest.raises(InvariantViolation, match="OneOutcomePerRequest"):
+        check_one_outcome_per_request([first, dup])
+
+
+@pytest.mark.allium("invariant.EveryOutcomeApplied")
+def test_every_outcome_applied() -> None:
+    sc = full_history()
+    assert all(o.applied for o in sc.state.outcomes.values())
+    check_every_outcome_applied(sc.state.outcomes.values())
+    # An outcome no Apply rule accepts (deposit to a missing account) is not recorded.
+    before = snapshot(sc.state)
+    orphan = make_outcome(make_request(OperationKind.deposit, "ghost", request_id="g"),
+                          account_delta_minor=5, sequence=200)
+    with pytest.raises(Rejected):
+        sc.state.record_outcome(orphan)
+    assert snapshot(sc.state) == before and orphan.request.outcome is None
+    with pytest.raises(Rejected):
+        apply_outcome(sc.state, orphan)
+    with pytest.raises(InvariantViolation, match="EveryOutcomeApplied"):
+        check_every_outcome_applied([orphan])
+
+
+@pytest.mark.allium("invariant.AppliedCountMatchesOutcomes")
+def test_applied_count_matches_outcomes() -> None:
+    sc = full_history()
+    assert sc.state.books.applied_outcomes == len(sc.state.outcomes) == 8
+    assert sc.state.books.accepted_outcomes == 7
+    check_applied_count_matches_outcomes(sc.state)
+    # Applying outside the commit path (no Outcome inserted) breaks the equality.
+    stray = make_outcome(make_request(OperationKind.open, "Z", request_id="z"), Verdict.rejected,
+                         reason=RejectReason.quarantined, sequence=300)
+    apply_rejection(sc.state, stray)
+    with pytest.raises(InvariantViolation, match="AppliedCountMatchesOutcomes"):
+        check_applied_count_matches_outcomes(sc.state)
+
+
+@pytest.mark.allium("invariant.SequenceIsTotal")
+def test_sequence_is_total() -> None:
+    sc = full_history()
+    sequences = [o.sequence for o in sc.state.outcomes.values()]
+    assert len(set(sequences)) == len(sequences)
+    check_sequence_is_total(sc.state.outcomes.values())
+    before = snapshot(sc.state)
+    reused = make_outcome(make_request(OperationKind.open, "N", request_id="new"), sequence=sequences[0])
+    with pytest.raises(Rejected):
+        sc.state.record_outcome(reused)
+    assert snapshot(sc.state) == before and "N" not in sc.state.accounts
+    with pytest.raises(InvariantViolation, match="SequenceIsTotal"):
+        check_sequence_is_total([*sc.state.outcomes.values(), reused])
+
+
+@pytest.mark.allium("invariant.OutcomeMatchesItsRequest")
+def test_outcome_matches_its_request() -> None:
+    sc = full_history()
+    for o in sc.state.outcomes.values():
+        assert (o.request_id, o.client_id, o.kind, o.account_id) == (
+            o.request.request_id, o.request.client_id, o.request.kind, o.request.account_id)
+    check_outcome_matches_its_request(sc.state.outcomes.values())
+    bad = make_outcome(make_request(OperationKind.deposit, "A", request_id="m"), account_delta_minor=1)
+    bad.account_id = "B"
+    with pytest.raises(InvariantViolation, match="OutcomeMatchesItsRequest"):
+        check_outcome_matches_its_request([bad])
+
+
+@pytest.mark.allium("invariant.UniqueAccountIds")
+def test_unique_account_ids() -> None:
+    sc = full_history()
+    check_unique_account_ids(sc.state.accounts.values())
+    assert sorted(sc.state.accounts) == ["A", "B"]
+    clash = Account(account_id="A", owner="x", opened_at=T0)
+    with pytest.raises(InvariantViolation, match="UniqueAccountIds"):
+        check_unique_account_ids([*sc.state.accounts.values(), clash])
+
+
+def test_full_history_end_state() -> None:
+    """Not an obligation: the scenario's end state, as a regression anchor."""
+    sc = full_history()
+    a, b = sc.state.accounts["A"], sc.state.accounts["B"]
+    assert (a.balance_minor, a.version, a.owner) == (600, 3, "c1")
+    assert (b.balance_minor, b.status, b.owner) == (0, AccountStatus.closed, "bob")
+    for o in sc.state.outcomes.values():
+        check_outcome(o)
+
+
+# Actor and surfaces -------------------------------------------------------------------------------
+
+
+@pytest.mark.allium("surface-actor.Provisioning", "surface-provides.Provisioning")
+def test_provisioning_surface() -> None:
+    state = CoreState()
+    surface = Provisioning(state)
+    assert surface.available_operations() == ("EnrolOperator", "RegisterClient")
+    op = surface.enrol_operator("rita", OperatorRole.responder)
+    client = surface.register_client("acme")
+    assert state.operators["rita"] is op and state.clients["acme"] is client
+    # Still provided afterwards: no when-conditions; the rules' own requires still apply.
+    assert surface.available_operations() == ("EnrolOperator", "RegisterClient")
+    with pytest.raises(Rejected):
+        surface.register_client("acme")
+
+
+@pytest.mark.allium("surface-actor.ClientAdministration")
+def test_client_administration_faces_responders_only() -> None:
+    client = ApiClient(client_id="acme")
+    assert is_client_administrator(responder()) and not is_client_administrator(observer())
+    surface = ClientAdministration(responder(), client)
+    assert surface.admin.role is OperatorRole.responder
+    with pytest.raises(AccessDenied):
+        ClientAdministration(observer(), client)
+
+
+@pytest.mark.allium("surface-exposure.ClientAdministration")
+def test_client_administration_exposes_id_and_status() -> None:
+    client = ApiClient(client_id="acme", status=ApiClientStatus.suspended)
+    exposed = ClientAdministration(responder(), client).exposed()
+    assert exposed == {"client_id": "acme", "status": ApiClientStatus.suspended}
+    assert exposed["client_id"] == client.client_id and exposed["status"] == client.status
+
+
+@pytest.mark.allium("surface-provides.ClientAdministration")
+def test_client_administration_provides_by_status() -> None:
+    client = ApiClient(client_id="acme")
+    surface = ClientAdministration(responder(), client)
+    assert surface.available_operations() == ("SuspendClient", "RevokeClient")
+    with pytest.raises(Rejected):
+        surface.reinstate()
+    surface.suspend()
+    assert client.status is ApiClientStatus.suspended
+    assert surface.available_operations() == ("ReinstateClient", "RevokeClient")
+    surface.reinstate()
+    assert client.status is ApiClientStatus.active
+    surface.revoke()
+    assert client.status is ApiClientStatus.revoked
+    assert surface.available_operations() == ()
+    for op in (surface.suspend, surface.reinstate, surface.revoke):
+        with pytest.raises(Rejected):
+            op()
