@@ -74,11 +74,32 @@ def check(paths: tuple[str, ...], fmt: str, package: str | None, specs_only: boo
     """Validate the specs in PATHS, and a generated package's tests against them."""
     from pathlib import Path
 
-    if package is None and not specs_only and (Path("generated") / "allium.lock").exists():
+    if package is None and not specs_only and _generated_from(paths, Path("generated")):
         package = "generated"
     if package is None or specs_only:
         _check_specs(paths, fmt)
     _check_package(paths, package, fmt, run_tests, min_coverage, junit, timeout)
+
+
+def _generated_from(paths: tuple[str, ...], output) -> bool:
+    """Is `output` a package generated from (all of) the specs being checked?
+
+    Only then is checking its tests implied: a lone spec file, or another
+    spec set, says nothing about that package.
+    """
+    from pathlib import Path
+
+    from allium.check import discover
+    from allium.generate import lockfile
+
+    lock = lockfile.load(output / lockfile.LOCKFILE_NAME)
+    if lock is None or not lock.spec_files:
+        return False
+    try:
+        names = {Path(f).name for f in discover(paths)}
+    except UsageError:
+        return False
+    return {Path(f).name for f in lock.spec_files} <= names
 
 
 def _check_specs(paths: tuple[str, ...], fmt: str) -> None:

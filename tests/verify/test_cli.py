@@ -55,3 +55,17 @@ def test_lower_minimum_coverage_turns_the_gate_off(tmp_path: Path) -> None:
     severities = {d["code"]: d["severity"] for d in json.loads(result.output)["diagnostics"]}
     assert "allium.verify.coverageBelowMinimum" not in severities
     assert severities["allium.verify.uncovered"] == "info"
+
+
+def test_package_check_is_implied_only_for_the_spec_set_it_was_generated_from(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "covered"
+    shutil.copytree(FIXTURES / "covered", root)
+    shutil.copytree(root / "generated", tmp_path / "generated")
+    other = tmp_path / "other.allium"
+    other.write_text("-- allium: 3\nenum Colour { red | green }\n")
+    monkeypatch.chdir(tmp_path)
+    implied = CliRunner().invoke(main, ["check", str(root / "specs")], catch_exceptions=False)
+    assert "tests collected" in implied.output
+    unrelated = CliRunner().invoke(main, ["check", str(other)], catch_exceptions=False)
+    assert "tests collected" not in unrelated.output
+    assert "1 file checked" in unrelated.output
