@@ -20,10 +20,36 @@ from allium.source import SourceFile
 FORMATS = click.Choice(["text", "json", "sarif"])
 
 
+CONFIG_FILE = "allium.toml"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="allium")
-def main() -> None:
-    """Turn Allium specifications into working, tested software."""
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Turn Allium specifications into working, tested software.
+
+    Defaults for any command's options can be set in ./allium.toml, one table
+    per command (e.g. [generate] model = "...", jobs = 8); the command line and
+    environment variables take precedence over it.
+    """
+    ctx.default_map = _config_defaults(CONFIG_FILE)
+
+
+def _config_defaults(path: str) -> dict[str, dict[str, object]]:
+    import tomllib
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        return {}
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"{path}: {exc}") from None
+    tables = {name: values for name, values in data.items() if isinstance(values, dict)}
+    # TOML keys use dashes or underscores; click's parameter names use underscores.
+    return {cmd: {k.replace("-", "_"): v for k, v in values.items()} for cmd, values in tables.items()}
 
 
 def _emit(diagnostics: Sequence[Diagnostic], sources: dict[str, SourceFile], fmt: str) -> None:

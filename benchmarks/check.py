@@ -56,7 +56,7 @@ def targets() -> list[tuple[str, list[Path]]]:
 def time_once(files: list[Path]) -> float:
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "allium", "check", *map(str, files)],
+        [sys.executable, "-m", "allium", "check", "--specs-only", *map(str, files)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
     )
     return time.perf_counter() - start

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -91,7 +92,7 @@ def select_units(plan: Plan, output: Path, only: Sequence[str] = (), everything:
 
 
 def estimate_cost(requests: Sequence[Request], count: Callable[[Request], int] | None = None,
-                  output_tokens: int = 8_000) -> tuple[int, float | None]:
+                  output_tokens: int = 8_000, warm_prefix: bool = False) -> tuple[int, float | None]:
     """Input tokens and a cost estimate before anything is spent.
 
     Token counts come from the API's counting endpoint when a counter is
@@ -109,7 +110,7 @@ def estimate_cost(requests: Sequence[Request], count: Callable[[Request], int] |
         total += tokens
         if price is not None:
             fresh = max(tokens - prefix_tokens, 0)
-            prefix_rate = price.cache_write if i == 0 else price.cache_read
+            prefix_rate = price.cache_write if i == 0 and not warm_prefix else price.cache_read
             cost += (fresh * price.input + prefix_tokens * prefix_rate + output_tokens * price.output) / 1e6
     return total, (cost if price is not None else None)
 
@@ -130,6 +131,8 @@ class Generator:
         self.max_cost = max_cost
         self.on_event = on_event or (lambda unit, message: None)
         self._spent = 0.0
+        self._reserved = 0.0  # estimates of the units being asked right now
+        self._budget_lock = threading.Lock()
 
     def requests(self, units: Sequence[Unit]) -> dict[str, Request]:
         from allium.prompt.builder import build_request
@@ -192,22 +195,41 @@ class Generator:
     def _answer(self, name: str, request: Request) -> UnitOutcome:
         request_hash = request.request_hash()
         reused = request_hash in self.store
+        reserved = 0.0
         if not reused:
-            self._check_budget(name)
+            reserved = self._check_budget(name, request)
             self.on_event(name, "requesting")
         started = time.monotonic()
-        response = self.recorder.complete(request)
+        try:
+            response = self.recorder.complete(request)
+        finally:
+            with self._budget_lock:
+                self._reserved -= reserved
         outcome = UnitOutcome(name, request_hash, response, time.monotonic() - started, reused)
-        self._spent += outcome.cost_usd
+        with self._budget_lock:
+            self._spent += outcome.cost_usd
         self.on_event(name, "from transcript" if reused else f"answered ({len(response.files)} files)")
         return outcome
 
-    def _check_budget(self, unit: str) -> None:
-        if self.max_cost is not None and self._spent >= self.max_cost:
-            raise BudgetExceeded(
-                f"stopping before unit {unit!r}: ${self._spent:.2f} spent reaches --max-cost "
-                f"${self.max_cost:.2f}; finished units are kept in the transcript store"
-            )
+    def _check_budget(self, unit: str, request: Request) -> float:
+        """Reserve the unit's estimated cost, or refuse to start it.
+
+        Spent money plus the estimates of units still running must stay
+        within --max-cost, so parallel units cannot overshoot it together.
+        """
+        if self.max_cost is None:
+            return 0.0
+        _, estimate = estimate_cost([request], warm_prefix=True)
+        estimate = estimate or 0.0
+        with self._budget_lock:
+            if self._spent + self._reserved + estimate > self.max_cost:
+                raise BudgetExceeded(
+                    f"stopping before unit {unit!r}: ${self._spent + self._reserved:.2f} spent or "
+                    f"committed plus its estimated ${estimate:.2f} would pass --max-cost "
+                    f"${self.max_cost:.2f}; finished units are kept in the transcript store"
+                )
+            self._reserved += estimate
+        return estimate
 
     # ------------------------------------------------------------ writing
 

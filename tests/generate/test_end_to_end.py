@@ -287,3 +287,35 @@ def test_killed_run_resumes_asking_only_for_unfinished_units(tmp_path: Path, fak
     rerun = generate(tmp_path, fake)
     assert rerun.exit_code == 0, rerun.output
     assert requested_units(fake) == ["alarms"]
+
+
+def test_max_cost_stops_before_a_unit_that_would_pass_the_budget(tmp_path: Path, fake) -> None:
+    result = generate(tmp_path, fake, "--max-cost", "0.0001", "--jobs", "1")
+    assert result.exit_code == 1
+    assert "would pass --max-cost" in result.output
+    assert requested_units(fake) == []
+    assert not (tmp_path / "generated").exists()
+
+
+def test_only_regenerates_the_named_unit_and_json_summarises(tmp_path: Path, fake) -> None:
+    assert generate(tmp_path, fake).exit_code == 0
+    fake.log.clear()
+    fake.responder = model({"counters": sc.files({**COUNTERS, "app/counters.py": COUNTERS["app/counters.py"] + "# v2\n"})})
+    result = generate(tmp_path, fake, "--only", "counters", "--json", "--transcripts", str(tmp_path / "t2"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert [u["unit"] for u in summary["units"]] == ["counters"]
+    assert summary["skipped"] == ["alarms"]
+    assert requested_units(fake) == ["counters"]
+    assert (tmp_path / "generated" / "app" / "counters.py").read_text().endswith("# v2\n")
+    assert (tmp_path / "generated" / "app" / "alarms.py").read_text() == ALARMS["app/alarms.py"]
+
+
+def test_config_file_sets_defaults_and_the_command_line_wins(tmp_path: Path, fake, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "allium.toml").write_text('[generate]\npackage = "fromconfig"\njobs = 1\n')
+    result = generate(tmp_path, fake, "--dry-run")
+    assert "fromconfig/counters.py" in result.output
+    (tmp_path / "allium.toml").write_text('[generate]\nmax-cost = "lots"\n')
+    bad = generate(tmp_path, fake, "--dry-run")
+    assert bad.exit_code == 2
