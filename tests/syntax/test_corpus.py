@@ -15,7 +15,6 @@ import csv
 import re
 from pathlib import Path
 
-import pytest
 
 from allium.diagnostics import Severity
 from allium.syntax import parse_file
