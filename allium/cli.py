@@ -279,7 +279,7 @@ def generate(specs: tuple[str, ...], output: str, package: str | None, provider_
         provider = _provider(provider_name, store, exchange_dir, None if as_json else _ProgressLine())
         generator = engine.Generator(the_plan, provider, store, out, model=model, max_tokens=max_tokens,
                                      jobs=jobs, max_cost=max_cost, on_event=_progress(as_json))
-        report = generator.run(units)
+        report = generator.run(units, pin_to_lockfile=provider_name == "replay")
     except AlliumError as exc:
         raise click.ClickException(f"{exc}\n{output}/ was left unchanged") from None
     _summarise(report, as_json)

@@ -139,16 +139,40 @@ class Generator:
 
         return {u.name: build_request(u, self.plan, self.model, self.max_tokens) for u in units}
 
-    def run(self, units: Sequence[Unit]) -> RunReport:
+    def run(self, units: Sequence[Unit], *, pin_to_lockfile: bool = False) -> RunReport:
+        """Answer and write `units`.
+
+        With `pin_to_lockfile` (replay), a unit whose spec slice is unchanged
+        since the lockfile is answered from the transcript the lockfile names,
+        even though its request now differs (the shared prefix carries the whole
+        spec set, so any spec edit changes every request): that is what makes
+        `--provider replay` rebuild generated/ byte for byte after a partial
+        regeneration.
+        """
         started = time.monotonic()
         selected = [u.name for u in units]
         report = RunReport(selected, [u.name for u in self.plan.units if u.name not in selected])
-        requests = self.requests(units)
-        report.outcomes = self._answer_all(requests)
+        pinned = self._pinned(units) if pin_to_lockfile else {}
+        requests = self.requests([u for u in units if u.name not in pinned])
+        answered = {o.unit: o for o in self._answer_all(requests)} if requests else {}
+        report.outcomes = [pinned.get(u.name) or answered[u.name] for u in units]
         self._write(units, requests, report.outcomes)
         report.seconds = time.monotonic() - started
         report.output = self.output
         return report
+
+    def _pinned(self, units: Sequence[Unit]) -> dict[str, UnitOutcome]:
+        lock = lockfile.load(self.output / lockfile.LOCKFILE_NAME)
+        out: dict[str, UnitOutcome] = {}
+        for unit in units:
+            entry = lock.units.get(unit.name) if lock else None
+            if entry is None or entry.spec_slice != unit.slice_hash:
+                continue
+            transcript = self.store.get(entry.transcript)
+            if transcript is not None:
+                out[unit.name] = UnitOutcome(unit.name, entry.request_hash, transcript.response, 0.0, True)
+                self.on_event(unit.name, "from the transcript the lockfile names")
+        return out
 
     # ------------------------------------------------------------ asking
 
