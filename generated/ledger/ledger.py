@@ -17,6 +17,9 @@ Shape of the module:
 * creation entry points (``create_epoch_claim``, ``submit_proposal``,
   ``create_position``, ``create_dead_letter``...) that model
   ``X.created`` and run the rules it triggers inside one transaction;
+* ``outcome_seal(proposal)``: the digest a committed Outcome carries (core's
+  ``outcome_digest`` over the decided fields the Outcome gets from the
+  proposal), never the Clerk's vote digest;
 * invariant checks (``check_invariants`` and one function per invariant);
 * the actor ``LedgerResponder`` and surfaces ``DeadLetterQueue`` /
   ``DeadLetterHistory``.
@@ -34,7 +37,7 @@ import enum
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from allium.verify import implements
@@ -54,6 +57,7 @@ from ledger.core import (
     Request,
     TransitionRejected,
     Verdict,
+    outcome_digest,
 )
 
 __all__ = [
@@ -96,6 +100,7 @@ __all__ = [
     "create_checkpoint",
     "create_dead_letter",
     "first_unrecorded_offset",
+    "outcome_seal",
     "INVARIANTS",
     "check_invariants",
     "LedgerResponder",
@@ -243,6 +248,8 @@ class EpochGrant:
 class Proposal:
     """entity Proposal: an agreed decision submitted by the Clerk for commit.
 
+    ``digest`` is the Clerk's vote digest: it also binds the attempt, so it
+    is not what the committed Outcome carries (see ``outcome_seal``).
     expected_*_version are the versions the decision was evaluated against;
     0 means the account did not exist (or no counterparty is involved).
     sequence and committed_at are present exactly when status = committed.
@@ -837,6 +844,45 @@ def detect_stale_snapshot(store: LedgerStore, proposal: Proposal) -> Proposal:
         return proposal
 
 
+# Placeholder for the Outcome fields the seal does not cover (the Ledger
+# assigns them at commit); any value gives the same seal.
+_UNSEALED_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _decided_outcome(
+    proposal: Proposal, *, digest: str, sequence: int, committed_at: datetime
+) -> Outcome:
+    """The Outcome CommitProposal creates from `proposal`, field for field as the spec lists them.
+
+    One constructor serves both the commit and ``outcome_seal``, so the seal
+    is computed over exactly the fields the stored Outcome is created with.
+    """
+    request = proposal.request
+    return Outcome(
+        request=request, request_id=request.request_id, client_id=request.client_id,
+        kind=request.kind, verdict=proposal.verdict, reason=proposal.reason,
+        account_id=request.account_id, counterparty_id=request.counterparty_id,
+        account_delta_minor=proposal.account_delta_minor,
+        counterparty_delta_minor=proposal.counterparty_delta_minor,
+        digest=digest, epoch=proposal.epoch, sequence=sequence,
+        committed_at=committed_at, applied=False,
+    )
+
+
+def outcome_seal(proposal: Proposal) -> str:
+    """`outcome_seal(proposal)`: core's outcome_digest over the decided fields the Outcome gets.
+
+    Settled decision "Which digest does a committed Outcome carry?": the
+    Outcome carries this seal, never the Clerk's vote digest (proposal.digest),
+    which also binds the attempt and so could never satisfy core's
+    DigestSealsContent. core.outcome_digest reads only the decided content
+    (request and client ids, kind, verdict, reason, account ids, deltas), so
+    the placeholder digest, sequence and time below do not affect the value,
+    and the seal equals outcome_digest(outcome) of the stored Outcome.
+    """
+    return outcome_digest(_decided_outcome(proposal, digest="", sequence=0, committed_at=_UNSEALED_TIME))
+
+
 def _commit_failure(store: LedgerStore, proposal: Proposal) -> Rejected | None:
     if proposal.status is not ProposalStatus.pending:
         return _fail("CommitProposal", 1, f"proposal is {proposal.status.value}, not pending")
@@ -855,6 +901,8 @@ def commit_proposal(store: LedgerStore, proposal: Proposal) -> Outcome:
 
     Outcome insert, core's Apply effects, Books, Position and checkpoint
     advance happen in one transaction (settled decision on the boundary).
+    The Outcome's digest is ``outcome_seal(proposal)``, not the vote digest,
+    so core's DigestSealsContent holds for every committed Outcome.
     """
     with store.transaction() as txn:
         _raise_if(_commit_failure(store, proposal))
@@ -865,14 +913,8 @@ def commit_proposal(store: LedgerStore, proposal: Proposal) -> Outcome:
         txn.set(proposal, "sequence", sequence)
         txn.set(proposal, "committed_at", txn.now)
         txn.set(proposal, "status", ProposalStatus.committed)
-        outcome = Outcome(
-            request=request, request_id=request.request_id, client_id=request.client_id,
-            kind=request.kind, verdict=proposal.verdict, reason=proposal.reason,
-            account_id=request.account_id, counterparty_id=request.counterparty_id,
-            account_delta_minor=proposal.account_delta_minor,
-            counterparty_delta_minor=proposal.counterparty_delta_minor,
-            digest=proposal.digest, epoch=proposal.epoch, sequence=sequence,
-            committed_at=txn.now, applied=False,
+        outcome = _decided_outcome(
+            proposal, digest=outcome_seal(proposal), sequence=sequence, committed_at=txn.now
         )
         _create_outcome(store, outcome)
         if _is_log(request):
@@ -1140,11 +1182,16 @@ def commits_carry_granted_epochs(store: LedgerStore) -> bool:
 
 
 def committed_outcomes_never_change(store: LedgerStore) -> bool:
-    """invariant CommittedOutcomesNeverChange: a committed proposal's outcome still carries its digest."""
+    """invariant CommittedOutcomesNeverChange: a committed proposal's outcome carries outcome_seal(p).
+
+    The seal is recomputed from the proposal (the decision the quorum agreed
+    on), so the check fails if the stored Outcome's digest was replaced or if
+    it is missing altogether.
+    """
     for p in store.proposals:
         if p.status is ProposalStatus.committed:
             outcome = p.request.outcome
-            if outcome is None or outcome.digest != p.digest:
+            if outcome is None or outcome.digest != outcome_seal(p):
                 return False
     return True
 

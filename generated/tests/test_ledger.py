@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -23,6 +24,7 @@ from ledger.core import (
     TransitionRejected,
     Verdict,
     check_all_invariants,
+    check_digest_seals_content,
     new_request,
     outcome_digest,
 )
@@ -65,6 +67,7 @@ from ledger.ledger import (
     fence_stale_proposal,
     first_unrecorded_offset,
     grant_epoch,
+    outcome_seal,
     record_dead_letter_position,
     refuse_epoch,
     submit_proposal,
@@ -122,8 +125,21 @@ def log_request(request_id: str, offset: int, partition: int = 0, **kw: object) 
     return make_request(request_id, channel=Channel.log, partition=partition, offset=offset, **kw)  # type: ignore[arg-type]
 
 
-def digest_for(request: Request, verdict: Verdict, reason: RejectReason | None, delta: int, counter_delta: int) -> str:
-    """The digest the quorum would agree on: core's outcome_digest over the decided content."""
+def vote_digest_for(request: Request, attempt: int, verdict: Verdict, reason: RejectReason | None,
+                    delta: int, counter_delta: int) -> str:
+    """A stand-in for the Clerk's vote digest: it binds the attempt, so it never equals an outcome seal.
+
+    Proposals in these tests carry this, as real ones do, so every commit
+    below exercises the fix (the Outcome must carry the seal, not this).
+    """
+    text = "|".join(str(part) for part in (
+        "vote", request.client_id, request.request_id, attempt, verdict.value,
+        reason.value if reason else "-", delta, counter_delta))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def seal_for(request: Request, verdict: Verdict, reason: RejectReason | None, delta: int, counter_delta: int) -> str:
+    """The seal recomputed independently: core's outcome_digest over the decided content."""
     draft = Outcome(
         request=request, request_id=request.request_id, client_id=request.client_id, kind=request.kind,
         verdict=verdict, reason=reason, account_id=request.account_id,
@@ -144,6 +160,7 @@ def make_proposal(
     epoch: int | None = None,
     primary_version: int | None = None,
     counter_version: int | None = None,
+    attempt: int = 1,
 ) -> Proposal:
     """A pending proposal evaluated against the store's current account versions unless told otherwise."""
     if delta is None:
@@ -151,8 +168,9 @@ def make_proposal(
     primary = store.account(request.account_id)
     counter = store.account(request.counterparty_id)
     return Proposal(
-        request=request, attempt=1, epoch=store.journal.epoch if epoch is None else epoch,
-        digest=digest_for(request, verdict, reason, delta, counter_delta), verdict=verdict, reason=reason,
+        request=request, attempt=attempt, epoch=store.journal.epoch if epoch is None else epoch,
+        digest=vote_digest_for(request, attempt, verdict, reason, delta, counter_delta),
+        verdict=verdict, reason=reason,
         account_delta_minor=delta, counterparty_delta_minor=counter_delta,
         expected_primary_version=(primary.version if primary else 0) if primary_version is None else primary_version,
         expected_counter_version=(counter.version if counter else 0) if counter_version is None else counter_version,
@@ -186,9 +204,9 @@ def observer(name: str = "otto") -> Operator:
 
 
 def assert_invariants(store: LedgerStore) -> None:
-    """Ledger invariants (and core's, since the commit writes core state too)."""
+    """Ledger invariants, and all of core's (DigestSealsContent included): the commit writes core state too."""
     check_invariants(store)
-    check_all_invariants(store.core)
+    check_all_invariants(store.core, seal=True)
 
 
 # Enumerations, fields, config ------------------------------------------------------
@@ -659,7 +677,10 @@ def test_commit_creates_outcome_and_applies_it(store: LedgerStore) -> None:
     assert (outcome.verdict, outcome.reason) == (Verdict.accepted, None)
     assert (outcome.account_id, outcome.counterparty_id) == ("a", None)
     assert (outcome.account_delta_minor, outcome.counterparty_delta_minor) == (250, 0)
-    assert (outcome.digest, outcome.epoch, outcome.sequence) == (proposal.digest, proposal.epoch, sequence)
+    assert (outcome.epoch, outcome.sequence) == (proposal.epoch, sequence)
+    # The Outcome carries the seal of its own content, not the Clerk's vote digest.
+    assert outcome.digest == outcome_seal(proposal) == seal_for(request, Verdict.accepted, None, 250, 0)
+    assert outcome.digest == outcome_digest(outcome) and outcome.digest != proposal.digest
     assert outcome.committed_at == proposal.committed_at
     assert outcome.applied  # core's ApplySingleAccountChange ran in the same transaction
     assert store.account("a").balance_minor == 250 and store.books.net_inflow_minor == 250  # type: ignore[union-attr]
@@ -925,7 +946,7 @@ def run_every_rule(store: LedgerStore) -> None:
     for step in steps:
         step()
         check_invariants(store)
-        check_all_invariants(store.core)
+        check_all_invariants(store.core, seal=True)
 
 
 @pytest.mark.allium("invariant.OneGrantPerEpoch", "invariant.JournalHoldsLatestEpoch")
@@ -948,7 +969,8 @@ def test_commit_invariants_hold_and_detect_violations(store: LedgerStore) -> Non
     committed = [p for p in store.proposals if p.status is ProposalStatus.committed]
     assert len(committed) == 2
     assert all(p.epoch <= store.journal.epoch for p in committed)
-    assert all(p.request.outcome is not None and p.request.outcome.digest == p.digest for p in committed)
+    assert all(p.request.outcome is not None and p.request.outcome.digest == outcome_seal(p) for p in committed)
+    assert all(outcome_seal(p) != p.digest for p in committed)  # the vote digest is not what is stored
     assert all(p.sequence is not None and p.sequence < store.journal.next_sequence for p in committed)
     for name in ("CommitsCarryGrantedEpochs", "CommittedOutcomesNeverChange", "CommittedSequencesBelowNext"):
         assert INVARIANTS[name](store)
@@ -971,6 +993,112 @@ def test_position_invariants_hold_and_detect_violations(store: LedgerStore) -> N
     del store.positions[(0, 9)]
     store.dead_letters.append(dead_letter(7))  # bypasses RecordDeadLetterPosition
     assert not INVARIANTS["DeadLettersHavePositions"](store)
+
+
+# The committed Outcome's digest (resolved question "Which digest does a committed Outcome carry?") ----
+
+
+def commit_everything(store: LedgerStore) -> list[Proposal]:
+    """Commit one proposal of every shape through the ledger, each carrying a vote digest."""
+    create_checkpoint(store, Checkpoint(partition=0, next_offset=0, advanced_at=T0))
+    open_account(store, "a")
+    open_account(store, "b")
+    # Each proposal is evaluated on the versions the previous commit left.
+    builders = [
+        lambda: make_proposal(store, make_request("dep", account_id="a", amount_minor=500), attempt=3),
+        lambda: make_proposal(store, make_request("wd", kind=OperationKind.withdraw, account_id="a", amount_minor=900),
+                              verdict=Verdict.rejected, reason=RejectReason.insufficient_funds, delta=0, attempt=2),
+        lambda: quarantine_proposal(store, log_request("poison", 0, account_id="a")),
+    ]
+    for build in builders:
+        proposal = submit_proposal(store, build())
+        assert proposal.status is ProposalStatus.committed
+    transfer = make_request("xfer", kind=OperationKind.transfer, account_id="a", counterparty_id="b", amount_minor=200)
+    move = submit_proposal(store, make_proposal(store, transfer, delta=-200, counter_delta=200))
+    assert move.status is ProposalStatus.committed
+    return [p for p in store.proposals if p.status is ProposalStatus.committed]
+
+
+@pytest.mark.allium("rule-entity-creation.CommitProposal.1", "rule-success.CommitProposal",
+                    "invariant.CommittedOutcomesNeverChange")
+def test_committed_outcomes_satisfy_core_digest_seals_content(store: LedgerStore) -> None:
+    """After real commits through the ledger, core's DigestSealsContent holds for every stored Outcome."""
+    committed = commit_everything(store)
+    assert len(committed) == 6 and len(store.outcomes) == 6
+    for proposal in committed:
+        outcome = proposal.request.outcome
+        assert outcome is not None and store.outcome_for(outcome.client_id, outcome.request_id) is outcome
+        check_digest_seals_content(outcome)
+        assert outcome.digest == outcome_digest(outcome) == outcome_seal(proposal)
+        assert outcome.digest != proposal.digest
+    check_all_invariants(store.core, seal=True)  # DigestSealsContent included
+    check_invariants(store)
+    assert INVARIANTS["CommittedOutcomesNeverChange"](store)
+
+
+@pytest.mark.allium("invariant.CommittedOutcomesNeverChange")
+def test_committed_outcomes_never_change_detects_tampering(store: LedgerStore) -> None:
+    """The invariant holds after real commits and fails as soon as a stored outcome is altered."""
+    committed = commit_everything(store)
+    assert INVARIANTS["CommittedOutcomesNeverChange"](store)
+    target = next(p for p in committed if p.request.request_id == "dep")
+    outcome = target.request.outcome
+    assert outcome is not None
+    sealed = outcome.digest
+
+    # 1. The digest is replaced, e.g. by the Clerk's vote digest (the bug the spec fix removed).
+    outcome.digest = target.digest
+    assert not INVARIANTS["CommittedOutcomesNeverChange"](store)
+    with pytest.raises(InvariantViolation):
+        check_invariants(store)
+    with pytest.raises(InvariantViolation):
+        check_all_invariants(store.core, seal=True)
+    outcome.digest = sealed
+    assert INVARIANTS["CommittedOutcomesNeverChange"](store)
+    check_invariants(store)
+
+    # 2. The content is changed and re-sealed: DigestSealsContent alone is fooled,
+    #    but the outcome no longer carries the seal of the decision the quorum agreed on.
+    outcome.account_delta_minor = 5_000
+    outcome.digest = outcome_digest(outcome)
+    check_digest_seals_content(outcome)
+    assert not INVARIANTS["CommittedOutcomesNeverChange"](store)
+    outcome.account_delta_minor = target.account_delta_minor
+    outcome.digest = sealed
+
+    # 3. The content is changed but not re-sealed: core's DigestSealsContent catches it.
+    outcome.verdict = Verdict.rejected
+    with pytest.raises(InvariantViolation):
+        check_digest_seals_content(outcome)
+    outcome.verdict = Verdict.accepted
+
+    # 4. The stored outcome disappears.
+    target.request.outcome = None
+    assert not INVARIANTS["CommittedOutcomesNeverChange"](store)
+    target.request.outcome = outcome
+    assert INVARIANTS["CommittedOutcomesNeverChange"](store)
+    check_invariants(store)
+    check_all_invariants(store.core, seal=True)
+
+
+@pytest.mark.allium("rule-entity-creation.CommitProposal.1")
+def test_outcome_seal_covers_the_decision_not_the_attempt(store: LedgerStore) -> None:
+    """outcome_seal ignores the attempt and the vote digest; it changes with any decided field."""
+    open_account(store, "a")
+    request = make_request("d1", account_id="a", amount_minor=70)
+    first = make_proposal(store, request, attempt=1)
+    retry = make_proposal(store, request, attempt=2)
+    assert first.digest != retry.digest  # votes of different attempts never count together
+    assert outcome_seal(first) == outcome_seal(retry) == seal_for(request, Verdict.accepted, None, 70, 0)
+    rejected = make_proposal(store, request, verdict=Verdict.rejected, reason=RejectReason.balance_limit, delta=0)
+    assert outcome_seal(rejected) != outcome_seal(first)
+    assert outcome_seal(dataclasses.replace(first, account_delta_minor=71)) != outcome_seal(first)
+    # Fields the Ledger assigns at commit (epoch, sequence, committed_at) are outside the seal.
+    submit_proposal(store, retry)
+    outcome = request.outcome
+    assert outcome is not None and outcome.digest == outcome_seal(first)
+    assert outcome_seal(retry) == outcome_seal(first)  # committing does not change the seal
+    assert_invariants(store)
 
 
 # Actor and surfaces -------------------------------------------------------------------------------
