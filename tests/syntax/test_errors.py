@@ -314,20 +314,3 @@ def test_lone_surrogates_keep_character_offsets():
     entity = result.module.entities[0]
     assert entity.span.start.offset == text.index("entity")
     assert entity.span.start.byte_offset == entity.span.start.offset  # the surrogate became one '?'
-
-
-def test_parsing_leaves_the_garbage_collector_as_it_found_it() -> None:
-    import gc
-
-    from allium.syntax import parse_text
-
-    assert gc.isenabled()
-    parse_text("-- allium: 3\nentity E { x: Integer }\n")
-    parse_text("-- allium: 3\nentity E {\n")  # the error path too
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        parse_text("-- allium: 3\nentity E { x: Integer }\n")
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
