@@ -211,7 +211,7 @@ def _load_plan(specs: tuple[str, ...], package: str):
     if errors:
         click.echo(render_text(errors, report.sources), err=True)
         raise click.ClickException("the specs have errors; fix them before generating")
-    return load_plan(report.files, package=package)
+    return load_plan(report.files, package=package, parsed=report.modules)
 
 
 @main.command()

@@ -158,33 +158,44 @@ def build_plan(modules: Mapping[str, ast.Module], *, package: str = DEFAULT_PACK
 
 
 def load_plan(paths: Iterable[str | Path], *, package: str = DEFAULT_PACKAGE,
-              obligations: ObligationSource | None = None) -> Plan:
-    """Parse ``paths`` and every file they import, then plan them."""
-    modules = load_spec_set(paths)
+              obligations: ObligationSource | None = None,
+              parsed: Mapping[str, ast.Module] | None = None) -> Plan:
+    """Parse ``paths`` and every file they import, then plan them.
+
+    ``parsed`` holds modules already parsed (by ``allium check``, say), keyed by
+    path; those files are not parsed again."""
+    modules = load_spec_set(paths, parsed)
     return build_plan(modules, package=package, obligations=obligations)
 
 
-def load_spec_set(paths: Iterable[str | Path]) -> dict[str, ast.Module]:
+def load_spec_set(paths: Iterable[str | Path],
+                  parsed: Mapping[str, ast.Module] | None = None) -> dict[str, ast.Module]:
     """Parse the given spec files and, transitively, the files they ``use``."""
     from allium.syntax import parse_file  # deferred: only planning needs the parser
 
+    known = {str(Path(p).resolve()): m for p, m in (parsed or {}).items()}
     todo: list[tuple[Path, str]] = [(Path(p).resolve(), "") for p in paths]
     modules: dict[str, ast.Module] = {}
     while todo:
         path, imported_by = todo.pop()
         if str(path) in modules:
             continue
-        if not path.is_file():
-            where = f" (imported by {imported_by})" if imported_by else ""
-            raise PlanError(f"spec file {path} does not exist{where}")
-        result = parse_file(str(path))
-        if result.module is None:
-            first = next((d for d in result.diagnostics), None)
-            raise PlanError(f"{path}: cannot plan a spec with syntax errors"
-                            + (f" ({first.message})" if first else ""))
-        modules[str(path)] = result.module
-        todo.extend((_use_target(path, use), str(path)) for use in result.module.uses)
+        module = known.get(str(path)) or _parse_for_plan(path, imported_by, parse_file)
+        modules[str(path)] = module
+        todo.extend((_use_target(path, use), str(path)) for use in module.uses)
     return dict(sorted(modules.items()))
+
+
+def _parse_for_plan(path: Path, imported_by: str, parse_file: Callable[[str], Any]) -> ast.Module:
+    if not path.is_file():
+        where = f" (imported by {imported_by})" if imported_by else ""
+        raise PlanError(f"spec file {path} does not exist{where}")
+    result = parse_file(str(path))
+    if result.module is None:
+        first = next((d for d in result.diagnostics), None)
+        raise PlanError(f"{path}: cannot plan a spec with syntax errors"
+                        + (f" ({first.message})" if first else ""))
+    return result.module
 
 
 def _default_obligations() -> tuple[ObligationSource, bool]:
