@@ -165,7 +165,7 @@ def _check_package(paths: tuple[str, ...], package: str, fmt: str, run_tests: bo
 def plan(paths: tuple[str, ...], fmt: str) -> None:
     """Derive the test obligations of the specs in PATHS."""
     from allium.check import discover, parse_all
-    from allium.plan import plan_for, render_json, render_text
+    from allium import plan as planning
 
     try:
         results = parse_all(discover(paths))
@@ -177,12 +177,12 @@ def plan(paths: tuple[str, ...], fmt: str) -> None:
         click.echo(render_text(diagnostics, {r.source.path: r.source for r in broken}), err=True)
         sys.exit(1)
     modules = [r.module for r in results if r.module is not None]
-    obligations = plan_for(modules)
+    obligations = planning.plan_for(modules)
     if fmt == "json":
         versions = {m.version for m in modules}
-        click.echo(render_json(obligations, version=versions.pop() if len(versions) == 1 else None))
+        click.echo(planning.render_json(obligations, version=versions.pop() if len(versions) == 1 else None))
     else:
-        click.echo(render_text(obligations))
+        click.echo(planning.render_text(obligations))
 
 
 # ---------------------------------------------------------------- generation

@@ -16,7 +16,8 @@ from allium.diagnostics import Diagnostic, error, warning
 from allium.source import SourceFile
 from allium.syntax import messages
 from allium.syntax.build import AstBuilder
-from allium.syntax.parser import build_parser
+from allium.syntax.engine import MAX_DEPTH, TooDeep
+from allium.syntax.parser import build_engine, build_parser
 from allium.syntax.postlex import AlliumPostLexer, Comment
 
 SUPPORTED_VERSIONS = (1, 2, 3)
@@ -39,18 +40,23 @@ class ParseResult:
 def parse_source(source: SourceFile) -> ParseResult:
     diagnostics = list(_version_diagnostics(source))
     version = _version(source)
-    parser = build_parser()
-    postlexer: AlliumPostLexer = parser.options.postlex
     try:
-        tree = parser.parse(source.text)
-        decls = AstBuilder(source).transform(tree)
-    except UnexpectedInput as exc:
-        diagnostics.append(_syntax_diagnostic(source, exc, postlexer))
+        decls, comments = build_engine().parse(source.text, AstBuilder(source))
+    except TooDeep as exc:
+        diagnostics.append(
+            error(
+                "allium.syntax.tooDeep",
+                f"expressions and blocks nest more than {MAX_DEPTH} levels deep here; split them up",
+                source.span(exc.offset, exc.offset),
+            )
+        )
         return ParseResult(source, None, tuple(diagnostics))
-    except (LarkError, RecursionError) as exc:  # pragma: no cover - defensive
-        diagnostics.append(error("allium.syntax.error", f"could not parse: {exc}", source.span(0, 0)))
-        return ParseResult(source, None, tuple(diagnostics))
-    comments = list(postlexer.comments)
+    except Exception:  # noqa: BLE001 - lark's runtime below says what is wrong
+        failure = _reference_parse(source)
+        if isinstance(failure, Diagnostic):
+            diagnostics.append(failure)
+            return ParseResult(source, None, tuple(diagnostics))
+        decls, comments = failure  # pragma: no cover - the engine refused what lark accepts
     decls = _attach_hints(decls, comments, source)
     module = ast.Module(
         source.span(0, len(source.text)),
@@ -62,6 +68,20 @@ def parse_source(source: SourceFile) -> ParseResult:
         tuple((c.line, c.text) for c in comments),
     )
     return ParseResult(source, module, tuple(diagnostics))
+
+
+def _reference_parse(source: SourceFile) -> tuple[list[ast.Decl], list[Comment]] | Diagnostic:
+    """Parse with lark's own runtime: slower, but its exceptions explain syntax errors."""
+    parser = build_parser()
+    postlexer: AlliumPostLexer = parser.options.postlex
+    try:
+        tree = parser.parse(source.text)
+        decls = AstBuilder(source).transform(tree)
+    except UnexpectedInput as exc:
+        return _syntax_diagnostic(source, exc, postlexer)
+    except (LarkError, RecursionError) as exc:  # pragma: no cover - defensive
+        return error("allium.syntax.error", f"could not parse: {exc}", source.span(0, 0))
+    return decls, list(postlexer.comments)
 
 
 def parse_text(text: str, path: str = "<input>") -> ParseResult:

@@ -314,3 +314,13 @@ def test_lone_surrogates_keep_character_offsets():
     entity = result.module.entities[0]
     assert entity.span.start.offset == text.index("entity")
     assert entity.span.start.byte_offset == entity.span.start.offset  # the surrogate became one '?'
+
+
+@pytest.mark.parametrize("command", ["plan", "check"])
+def test_cli_plan_and_check_report_a_bad_file_instead_of_crashing(tmp_path, command):
+    path = tmp_path / "bad.allium"
+    path.write_text(BAD)
+    result = CliRunner().invoke(main, [command, str(path)])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"{path}:3:11: error[allium.syntax.unexpectedToken]: expected '{{' after entity name 'Foo'" in result.output

@@ -1,0 +1,282 @@
+"""The front end's fast path: lex, lay out, parse and build the AST in one pass.
+
+lark compiles allium.lark into LALR tables and lexer regexes (parser.py); this
+module runs them.  lark's own runtime builds a parse tree that build.py then
+walks a second time, and at ~110,000 tokens per MB that double handling was
+most of the parse time.  Here each LALR reduction calls the AstBuilder method
+for its rule at once, so no parse tree exists, and source positions travel on
+a stack beside the values.
+
+Lexing is still contextual (a terminal is only produced where the parser can
+take it), done in two steps: one regex over every terminal, and only when its
+answer is not acceptable in the current parser state, that state's own
+scanner.  Both order their alternatives alike, so where the first answer is
+acceptable the state's scanner would have given the same one; most states'
+scanners are then never compiled.
+
+Only the success path lives here.  On anything unexpected (a character no
+terminal matches, a token the parser cannot take) the engine raises
+:class:`EngineError` and the caller re-parses with lark's runtime, whose
+exceptions the syntax diagnostics are written against.  tests/syntax/
+test_engine.py holds the two runtimes to identical results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from lark import Lark, Token
+from lark.lexer import ContextualLexer, PatternStr, UnlessCallback
+from lark.parse_tree_builder import ChildFilterLALR_NoPlaceholders, ExpandSingleChild
+from lark.parsers.lalr_analysis import Shift
+
+from allium.syntax.postlex import AlliumPostLexer, Comment
+
+# AST depth beyond which a spec is refused: the checker, planner and JSON
+# writer walk the AST recursively and must stay inside Python's stack.
+MAX_DEPTH = 150
+
+
+class EngineError(Exception):
+    """The engine met input it does not handle; lark's runtime will explain it."""
+
+
+class TooDeep(Exception):
+    """The spec nests deeper than MAX_DEPTH."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(offset)
+        self.offset = offset
+
+
+class _Meta:
+    """The slice of lark's Meta that AstBuilder reads."""
+
+    __slots__ = ("empty", "start_pos", "end_pos")
+
+    def __init__(self, start: int | None, end: int | None) -> None:
+        self.empty = start is None
+        self.start_pos = start
+        self.end_pos = end
+
+
+# A reduction: (size, goto symbol, None for a unit rule that passes its only
+# child through, else (kept children or None for all, expand single child,
+# inlined `_rule`, builder method name)).
+_Reduce = tuple[int, str, Any]
+
+
+class Engine:
+    def __init__(self, parser: Lark) -> None:
+        frontend = parser.parser
+        inner = frontend.parser.parser  # ParsingFrontend -> LALR_Parser -> _Parser
+        table = inner.parse_table
+        self._states = table.states
+        self._start = table.start_states["start"]
+        self._end = table.end_states["start"]
+        self._reductions = {rule: _reduction(rule, callback) for rule, callback in inner.callbacks.items()}
+        self._rows: dict[int, dict[str, Any]] = {}
+
+        contextual = frontend.lexer.lexer  # PostLexConnector -> ContextualLexer
+        if not isinstance(contextual, ContextualLexer):  # pragma: no cover - grammar options changed
+            raise TypeError("the engine needs lark's contextual lexer")
+        self._contextual = contextual
+        root = contextual.root_lexer
+        self._mres = root.scanner._mres
+        self._ignore = frozenset(root.ignore_types)
+        self._newline = frozenset(root.newline_types)
+        # Keywords lark folds into a regex terminal (NAME "entity" -> ENTITY).
+        self._keywords = {name: _keyword_map(cb) for name, cb in root.callback.items()}
+        self._accepts = {state: frozenset(t.name for t in lexer.terminals) for state, lexer in contextual.lexers.items()}
+
+    # ------------------------------------------------------------ parsing
+
+    def parse(self, text: str, builder: Any) -> tuple[Any, list[Comment]]:
+        """The AST of `text` (the `start` rule's value) and the comments seen."""
+        postlexer = AlliumPostLexer()
+        states = [self._start]
+        values: list[Any] = []
+        infos: list[tuple[int | None, int | None, int]] = []  # (start, end, depth) per value
+        rows = self._rows
+        row_for = self._row
+        reduce = self._reducer(states, values, infos, builder)
+        token = None
+        for token in postlexer.process(self._tokens(text, states)):
+            kind = token.type
+            while True:
+                row = rows.get(states[-1]) or row_for(states[-1])
+                entry = row.get(kind)
+                if entry is None:
+                    raise EngineError(token)
+                if type(entry) is int:  # shift
+                    states.append(entry)
+                    values.append(token)
+                    infos.append((token.start_pos, token.end_pos, 0))
+                    break
+                if entry[2] is None:  # unit rule: the value and its position stay
+                    del states[-1]
+                else:
+                    reduce(entry)
+                below = states[-1]
+                states.append((rows.get(below) or row_for(below))[entry[1]])
+        end = self._end
+        while True:
+            entry = (rows.get(states[-1]) or row_for(states[-1])).get("$END")
+            if entry is None or type(entry) is int:
+                raise EngineError(token)
+            if entry[2] is None:
+                del states[-1]
+            else:
+                reduce(entry)
+            below = states[-1]
+            states.append((rows.get(below) or row_for(below))[entry[1]])
+            if states[-1] == end:
+                return values[-1], postlexer.comments
+
+    def _reducer(self, states: list[int], values: list[Any], infos: list, builder: Any):
+        handlers: dict[str, Any] = {}
+
+        def reduce(entry: _Reduce) -> None:
+            size, _, (include, expand1, inline, name) = entry
+            start = end = None
+            depth = 0
+            if size:
+                children = values[-size:]
+                del values[-size:], states[-size:]
+                for s, e, d in infos[-size:]:
+                    if s is not None:
+                        if start is None:
+                            start = s
+                        end = e
+                    if d > depth:
+                        depth = d
+                del infos[-size:]
+            else:
+                children = []
+            if include is None:
+                kept = children
+            else:
+                kept = []
+                for i, expand in include:
+                    if expand:
+                        kept += children[i]  # an inlined `_rule`: its children, in place
+                    else:
+                        kept.append(children[i])
+            if expand1 and len(kept) == 1:
+                value = kept[0]
+                if type(value) is Token:  # lark gives a lone token its own position
+                    start, end = value.start_pos, value.end_pos
+            elif inline:
+                value = kept
+            else:
+                handler = handlers.get(name)
+                if handler is None:
+                    handler = handlers[name] = builder._handler(name)
+                value = handler(kept, _Meta(start, end))
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise TooDeep(start or 0)
+            values.append(value)
+            infos.append((start, end, depth))
+
+        return reduce
+
+    def _row(self, state: int) -> dict[str, Any]:
+        """A parse-table row as `kind -> next state` (shift, goto) or a reduction."""
+        reductions = self._reductions
+        row = {
+            kind: (arg if action is Shift else reductions[arg])
+            for kind, (action, arg) in self._states[state].items()
+        }
+        self._rows[state] = row
+        return row
+
+    # ------------------------------------------------------------ lexing
+
+    def _tokens(self, text: str, states: list[int]) -> Iterator[Token]:
+        """lark's contextual lexer, for the parser state on top of `states`."""
+        mres, ignore, newline = self._mres, self._ignore, self._newline
+        keywords, accepts = self._keywords, self._accepts
+        new = str.__new__
+        pos, size, line, line_start = 0, len(text), 1, 0
+        while pos < size:
+            for mre in mres:
+                match = mre.match(text, pos)
+                if match:
+                    break
+            else:
+                raise EngineError(pos)
+            kind = match.lastgroup
+            value = match.group()
+            if kind not in ignore:
+                base = kind
+                folded = keywords.get(kind)
+                if folded is not None:
+                    kind = folded.get(value, kind)
+                if kind not in accepts[states[-1]]:
+                    if kind is not base and base in accepts[states[-1]]:
+                        kind = base  # a keyword where only a name fits: this state's scanner says NAME too
+                    else:
+                        kind, value = self._contextual_token(text, pos, states[-1])
+                token = new(Token, value)
+                token.type, token.value, token.start_pos = kind, value, pos
+                token.line, token.column = line, pos - line_start + 1
+            else:
+                token = None
+            if kind in newline:
+                newlines = value.count("\n")
+                if newlines:
+                    line += newlines
+                    line_start = pos + value.rindex("\n") + 1
+            pos += len(value)
+            if token is not None:
+                token.end_line, token.end_column, token.end_pos = line, pos - line_start + 1, pos
+                yield token
+
+    def _contextual_token(self, text: str, pos: int, state: int) -> tuple[str, str]:
+        """The token `state`'s own scanner reads at `pos` (lark compiles it on first use)."""
+        lexer = self._contextual.lexers[state]
+        for mre in lexer.scanner._mres:
+            match = mre.match(text, pos)
+            if match:
+                break
+        else:
+            raise EngineError(pos)
+        kind, value = match.lastgroup, match.group()
+        callback = lexer.callback.get(kind)
+        if callback is not None:
+            kind = callback(Token(kind, value)).type
+        if kind in self._ignore:  # pragma: no cover - the root scanner would have read it
+            raise EngineError(pos)
+        return kind, value
+
+
+def _reduction(rule: Any, callback: Any) -> _Reduce:
+    """How to reduce by `rule`, read off the callback chain lark built for it."""
+    size = len(rule.expansion)
+    chain = callback
+    if hasattr(chain, "node_builder") and not isinstance(chain, (ChildFilterLALR_NoPlaceholders, ExpandSingleChild)):
+        chain = chain.node_builder  # position propagation: the engine does that itself
+    include = None
+    if isinstance(chain, ChildFilterLALR_NoPlaceholders):
+        include = tuple(chain.to_include)
+        chain = chain.node_builder
+    expand1 = isinstance(chain, ExpandSingleChild)
+    if expand1:
+        chain = chain.node_builder
+    name = chain.args[0]  # partial(tree_class, rule name)
+    if expand1 and include is None and size == 1:
+        return size, rule.origin.name, None
+    return size, rule.origin.name, (include, expand1, rule.origin.name.startswith("_"), name)
+
+
+def _keyword_map(callback: Any) -> dict[str, str]:
+    if not isinstance(callback, UnlessCallback):  # pragma: no cover - lark's only callback here
+        raise TypeError(f"unexpected lexer callback {callback!r}")
+    keywords: dict[str, str] = {}
+    for terminal in callback.scanner.terminals:  # the first wins, as in lark's scanner
+        if not isinstance(terminal.pattern, PatternStr) or terminal.pattern.flags:  # pragma: no cover
+            raise TypeError(f"keyword {terminal.name} is not a plain string")
+        keywords.setdefault(terminal.pattern.value, terminal.name)
+    return keywords

@@ -1,0 +1,171 @@
+"""The engine (engine.py) must give exactly what lark's own runtime gives.
+
+The reference is stock lark: `Lark.parse` into a parse tree, then
+AstBuilder through lark's Transformer, with SourceFile.span for positions.
+Every result is compared: declarations, every span, the comments, and which
+inputs fail.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lark import Lark, Transformer
+from lark.exceptions import UnexpectedInput
+from click.testing import CliRunner
+
+from allium.cli import main
+from allium.source import SourceFile
+from allium.syntax import engine as engine_module
+from allium.syntax import parse_text
+from allium.syntax import parser as parser_module
+from allium.syntax.build import AstBuilder
+from allium.syntax.engine import EngineError
+from allium.syntax.postlex import AlliumPostLexer
+
+from .conftest import CORPUS, src
+from .test_constructs import RESOLVED
+from .test_fuzz import BUILTIN, MUTATIONS, mutate, seeds
+
+
+@lru_cache(maxsize=1)
+def stock_parser() -> Lark:
+    return Lark(
+        parser_module.GRAMMAR_PATH.read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        postlex=AlliumPostLexer(),
+        propagate_positions=True,
+        maybe_placeholders=False,
+    )
+
+
+class _StockBuilder(AstBuilder):
+    def _make_span(self, start, end):
+        return self.source.span(start, end)
+
+
+def stock(text: str):
+    source = SourceFile("s.allium", text)
+    parser = stock_parser()
+    try:
+        tree = parser.parse(text)
+    except UnexpectedInput:
+        return "error"
+    return Transformer.transform(_StockBuilder(source), tree), list(parser.options.postlex.comments)
+
+
+def fast(text: str):
+    try:
+        decls, comments = parser_module.build_engine().parse(text, AstBuilder(SourceFile("s.allium", text)))
+    except EngineError:
+        return "error"
+    return decls, list(comments)
+
+
+def corpus_texts() -> list[str]:
+    texts = []
+    manifest = CORPUS / "MANIFEST.tsv"
+    if manifest.is_file():
+        for line in manifest.read_text(encoding="utf-8").splitlines()[1:]:
+            cols = line.split("\t")
+            if len(cols) >= 5 and cols[4] in ("1", "2", "3"):
+                texts.append((CORPUS / cols[0]).read_text(encoding="utf-8"))
+    return texts
+
+
+SAMPLES = [*BUILTIN, "-- allium: 3\n" + RESOLVED, "-- allium: 3\nentity A {\n  x: (a + b) * -c ?? d\n}\n"]
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_engine_equals_lark_on_our_samples(text):
+    assert fast(text) == stock(text) != "error"
+
+
+def test_engine_equals_lark_on_the_whole_corpus():
+    texts = corpus_texts()
+    if not texts:
+        pytest.skip("corpus not available")
+    differ = [i for i, text in enumerate(texts) if fast(text) != stock(text)]
+    failed = sum(stock(text) == "error" for text in texts)
+    print(f"engine == lark on {len(texts) - len(differ)}/{len(texts)} corpus files ({failed} fail in both)")
+    assert differ == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-- allium: 3\nentity Foo\n    bar: String\n",
+        "-- allium: 3\nrule R {\n    when: X(a, b\n    ensures: Y()\n}\n",
+        "-- allium: 3\nentity A {\n    x: 'q'\n}\n",
+        "-- allium: 3\nentity A {\n    x: String\n",
+        "-- allium: 3\nentity A {\n    x: a +\n}\n",
+    ],
+)
+def test_engine_fails_where_lark_fails(text):
+    assert fast(text) == stock(text) == "error"
+    assert parse_text(text).module is None
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    seed=st.integers(min_value=0, max_value=10_000),
+    ops=st.lists(st.tuples(st.sampled_from(MUTATIONS), st.integers(0, 1 << 16), st.integers(0, 1 << 16)),
+                 min_size=1, max_size=3),
+)
+def test_engine_equals_lark_on_mutated_specs(seed, ops):
+    pool = seeds()
+    text = mutate(pool[seed % len(pool)], ops)
+    assert fast(text) == stock(text)
+
+
+def test_keywords_read_as_names_where_only_a_name_fits():
+    # `entity`, `rule` and `value` are keywords, but as field names only NAME fits.
+    text = src("""
+        entity A {
+            entity: String
+            rule: Integer
+            value: a.value + 1
+        }
+    """)
+    assert fast(text) == stock(text) != "error"
+    fields = parse_text(text).module.decls[0].fields
+    assert [f.name for f in fields] == ["entity", "rule", "value"]
+
+
+SHAPES = {
+    "negation": lambda n: "- " * n + "1",
+    "not": lambda n: "not " * n + "true",
+    "attribute": lambda n: "a" + ".b" * n,
+    "sum": lambda n: " + ".join(["1"] * n),
+    "call": lambda n: "f(" * n + "1" + ")" * n,
+}
+
+
+def nested(shape: str, depth: int) -> str:
+    return src(f"entity A {{\n    x: {SHAPES[shape](depth)}\n}}")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_nesting_beyond_the_limit_is_a_diagnostic_not_a_crash(shape):
+    result = parse_text(nested(shape, engine_module.MAX_DEPTH + 5), "deep.allium")
+    assert result.module is None
+    [diag] = result.diagnostics
+    assert diag.code == "allium.syntax.tooDeep"
+    assert diag.span.start.line == 3
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("command", [["check", "--specs-only"], ["plan"], ["plan", "--format", "json"], ["parse", "--json"]])
+def test_nesting_within_the_limit_goes_through_every_command(tmp_path, shape, command):
+    # Within the limit, everything downstream (recursive AST walks, the JSON
+    # encoder) must cope, or the limit is too high.
+    path = tmp_path / "deep.allium"
+    path.write_text(nested(shape, engine_module.MAX_DEPTH - 15))
+    result = CliRunner().invoke(main, [*command, str(path)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "tooDeep" not in result.output
