@@ -32,11 +32,12 @@ from typing import Any, Protocol
 from allium import ast
 from allium.errors import AlliumError
 from allium.prompt.canonical import canonical_decl
+from allium.source import Span
 
 # Qualified references look like `alias/Name`, possibly followed by `.member`.
 _QUALIFIED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)/([A-Za-z_][A-Za-z0-9_]*)")
 # Nodes whose strings are prose or paths, never references.
-_NO_REFERENCES = (ast.Literal, ast.Annotation, ast.ResolvedQuestion, ast.OpenQuestion, ast.UseDecl)
+_NO_REFERENCES = (Span, ast.Literal, ast.Annotation, ast.ResolvedQuestion, ast.OpenQuestion, ast.UseDecl)
 # Declarations that make up a unit's public interface: the data shapes and
 # contracts other units program against. Rules, surfaces and questions are
 # behaviour, visible to others only through these.

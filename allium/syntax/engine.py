@@ -77,6 +77,7 @@ class Engine:
         self._end = table.end_states["start"]
         self._reductions = {rule: _reduction(rule, callback) for rule, callback in inner.callbacks.items()}
         self._rows: dict[int, dict[str, Any]] = {}
+        self._units: dict[tuple[int, int, str], int] = {}
 
         contextual = frontend.lexer.lexer  # PostLexConnector -> ContextualLexer
         if not isinstance(contextual, ContextualLexer):  # pragma: no cover - grammar options changed
@@ -100,6 +101,7 @@ class Engine:
         infos: list[tuple[int | None, int | None, int]] = []  # (start, end, depth) per value
         rows = self._rows
         row_for = self._row
+        units = self._units
         reduce = self._reducer(states, values, infos, builder)
         token = None
         for token in postlexer.process(self._tokens(text, states)):
@@ -114,10 +116,12 @@ class Engine:
                     values.append(token)
                     infos.append((token.start_pos, token.end_pos, 0))
                     break
-                if entry[2] is None:  # unit rule: the value and its position stay
-                    del states[-1]
-                else:
-                    reduce(entry)
+                if entry[2] is None:  # unit rules: only the state on top changes
+                    key = (states[-2], states[-1], kind)
+                    top = units.get(key)
+                    states[-1] = top if top is not None else self._unit_chain(*key)
+                    continue
+                reduce(entry)
                 below = states[-1]
                 states.append((rows.get(below) or row_for(below))[entry[1]])
         end = self._end
@@ -191,6 +195,22 @@ class Engine:
         }
         self._rows[state] = row
         return row
+
+    def _unit_chain(self, below: int, top: int, kind: str) -> int:
+        """Where a run of unit reductions ends, seeing `kind`, with `below` under `top`.
+
+        An expression climbs a dozen `?rule: next_level` reductions between
+        each token; those leave the values alone and keep `below` in place, so
+        the state they end in depends on these three things only.
+        """
+        rows = self._rows
+        start = top
+        entry = (rows.get(top) or self._row(top)).get(kind)
+        while type(entry) is tuple and entry[2] is None:
+            top = (rows.get(below) or self._row(below))[entry[1]]
+            entry = (rows.get(top) or self._row(top)).get(kind)
+        self._units[below, start, kind] = top
+        return top
 
     # ------------------------------------------------------------ lexing
 
