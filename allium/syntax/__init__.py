@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from lark import Token
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from allium import ast
@@ -16,7 +17,7 @@ from allium.diagnostics import Diagnostic, error, warning
 from allium.source import SourceFile
 from allium.syntax import messages
 from allium.syntax.build import AstBuilder
-from allium.syntax.engine import MAX_DEPTH, TooDeep
+from allium.syntax.engine import MAX_DEPTH, SyntaxFailure, TooDeep
 from allium.syntax.parser import build_engine, build_parser
 from allium.syntax.postlex import AlliumPostLexer, Comment
 
@@ -50,6 +51,9 @@ def parse_source(source: SourceFile) -> ParseResult:
                 source.span(exc.offset, exc.offset),
             )
         )
+        return ParseResult(source, None, tuple(diagnostics))
+    except SyntaxFailure as failure:
+        diagnostics.append(_failure_diagnostic(source, failure))
         return ParseResult(source, None, tuple(diagnostics))
     except Exception:  # noqa: BLE001 - lark's runtime below says what is wrong
         failure = _reference_parse(source)
@@ -195,61 +199,80 @@ def _replace(node, **changes):
 
 
 def _syntax_diagnostic(source: SourceFile, exc: UnexpectedInput, postlexer: AlliumPostLexer) -> Diagnostic:
-    recent = list(postlexer.recent)
+    """The diagnostic for one of lark's exceptions (the reference runtime)."""
     if isinstance(exc, UnexpectedCharacters):
-        offset = exc.pos_in_stream or 0
-        char = source.text[offset : offset + 1]
-        if char == '"':
-            return error(
-                "allium.syntax.unterminatedString",
-                "unterminated string: expected a closing '\"' on the same line",
-                source.span(offset, offset + 1),
-            )
-        return error(
-            "allium.syntax.unexpectedCharacter",
-            f"unexpected character {char!r}" + (" (strings use double quotes)" if char == "'" else ""),
-            source.span(offset, offset + 1),
-        )
+        return _unreadable(source, exc.pos_in_stream or 0)
     if isinstance(exc, UnexpectedToken):
-        token = exc.token
-        if token.type == "$END":
-            return _unexpected_end(source, exc.expected, postlexer)
-        # recent[-1] is the failing token itself when the postlexer emitted it.
-        if recent and recent[-1] is token:
-            recent = recent[:-1]
-        expected = _parser_expected(exc)
-        if _expects_indented_value(expected, recent):
-            # `name:` with nothing after it: the value is missing, not a block.
-            colon = recent[-2]
-            return error(
-                "allium.syntax.unexpectedToken",
-                f"expected an expression after '{colon.value}', found end of line",
-                source.span(colon.end_pos, colon.end_pos),
-            )
-        where = messages.misplaced_keyword(token, recent) or token
-        start = where.start_pos if where.start_pos is not None else len(source.text)
-        end = where.end_pos if where.end_pos is not None and where.value else start + 1
-        if token.type in ("_NL", "_INDENT", "_DEDENT") and recent and recent[-1].end_pos is not None:
-            # "found end of line": the line that ended is the one the postlexer
-            # last handed on, which may be above a `}` the _NL borrowed its place from.
-            if recent[-1].type not in ("_NL", "_INDENT", "_DEDENT"):
-                start = end = recent[-1].end_pos
-        message = messages.unexpected_token_message(token, expected, recent, _patterns())
-        if (
-            where is token
-            and " name '" in messages.context_phrase(recent)
-            and recent[-1].end_line is not None
-            and token.line is not None
-            and token.line > recent[-1].end_line
-        ):
-            # `entity Foo` then a member on the next line: the `{` is missing
-            # at the end of the declaration's line, so point there.
-            start = end = recent[-1].end_pos
-        notes = _open_bracket_notes(postlexer, token)
-        return error("allium.syntax.unexpectedToken", message, source.span(start, end), *notes)
+        return _unexpected_token(source, exc.token, _parser_expected(exc), set(exc.expected), postlexer)
     if isinstance(exc, UnexpectedEOF):  # pragma: no cover - LALR reports $END as a token
         return _unexpected_end(source, exc.expected, postlexer)
     return error("allium.syntax.error", str(exc), source.span(0, 0))  # pragma: no cover
+
+
+def _failure_diagnostic(source: SourceFile, failure: SyntaxFailure) -> Diagnostic:
+    """The diagnostic for where the engine stopped: the same lark's runtime gives."""
+    if failure.token is None or failure.state is None or failure.postlexer is None:
+        return _unreadable(source, failure.offset or 0)
+    symbols = build_engine().expected(failure.state)
+    return _unexpected_token(
+        source, failure.token, _terminals(symbols), {s for s in symbols if s.isupper()}, failure.postlexer
+    )
+
+
+def _unreadable(source: SourceFile, offset: int) -> Diagnostic:
+    char = source.text[offset : offset + 1]
+    if char == '"':
+        return error(
+            "allium.syntax.unterminatedString",
+            "unterminated string: expected a closing '\"' on the same line",
+            source.span(offset, offset + 1),
+        )
+    return error(
+        "allium.syntax.unexpectedCharacter",
+        f"unexpected character {char!r}" + (" (strings use double quotes)" if char == "'" else ""),
+        source.span(offset, offset + 1),
+    )
+
+
+def _unexpected_token(
+    source: SourceFile, token: Token, expected: set[str], raw_expected: set[str], postlexer: AlliumPostLexer
+) -> Diagnostic:
+    """`expected`: the terminals the parser could take; `raw_expected`: what lark's exception listed."""
+    recent = list(postlexer.recent)
+    if token.type == "$END":
+        return _unexpected_end(source, raw_expected, postlexer)
+    # recent[-1] is the failing token itself when the postlexer emitted it.
+    if recent and recent[-1] is token:
+        recent = recent[:-1]
+    if _expects_indented_value(expected, recent):
+        # `name:` with nothing after it: the value is missing, not a block.
+        colon = recent[-2]
+        return error(
+            "allium.syntax.unexpectedToken",
+            f"expected an expression after '{colon.value}', found end of line",
+            source.span(colon.end_pos, colon.end_pos),
+        )
+    where = messages.misplaced_keyword(token, recent) or token
+    start = where.start_pos if where.start_pos is not None else len(source.text)
+    end = where.end_pos if where.end_pos is not None and where.value else start + 1
+    if token.type in ("_NL", "_INDENT", "_DEDENT") and recent and recent[-1].end_pos is not None:
+        # "found end of line": the line that ended is the one the postlexer
+        # last handed on, which may be above a `}` the _NL borrowed its place from.
+        if recent[-1].type not in ("_NL", "_INDENT", "_DEDENT"):
+            start = end = recent[-1].end_pos
+    message = messages.unexpected_token_message(token, expected, recent, _patterns())
+    if (
+        where is token
+        and " name '" in messages.context_phrase(recent)
+        and recent[-1].end_line is not None
+        and token.line is not None
+        and token.line > recent[-1].end_line
+    ):
+        # `entity Foo` then a member on the next line: the `{` is missing
+        # at the end of the declaration's line, so point there.
+        start = end = recent[-1].end_pos
+    notes = _open_bracket_notes(postlexer, token)
+    return error("allium.syntax.unexpectedToken", message, source.span(start, end), *notes)
 
 
 def _parser_expected(exc: UnexpectedToken) -> set[str]:
@@ -263,8 +286,12 @@ def _parser_expected(exc: UnexpectedToken) -> set[str]:
         keys = state.parse_conf.parse_table.states[state.position].keys()
     except AttributeError:
         return set(exc.expected)
+    return _terminals(keys)
+
+
+def _terminals(symbols) -> set[str]:
     # The table also holds goto entries for rules (lowercase); keep terminals.
-    return {k for k in keys if k.isupper() or k.startswith("__") or k == "$END"}
+    return {k for k in symbols if k.isupper() or k.startswith("__") or k == "$END"}
 
 
 def _patterns() -> dict[str, str]:

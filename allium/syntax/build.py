@@ -8,6 +8,7 @@ as plain strings, so no lark type escapes this module.
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
 from bisect import bisect_right
@@ -23,6 +24,9 @@ from allium.source import Position, SourceFile, Span
 PRIMITIVE_TYPES = frozenset(
     {"String", "Integer", "Decimal", "Boolean", "Timestamp", "Duration", "Any", "ByteArray"}
 )
+
+
+_new_span = partial(tuple.__new__, Span)  # Span(...) without the named tuple's Python-level __new__
 
 
 class _Branch(tuple):
@@ -46,6 +50,7 @@ class AstBuilder(Transformer):
         self._line_starts = starts
         self._byte_starts: list[int] | None = None
         self._positions: dict[int, Position] = {}
+        self._path = source.path
         self._handlers: dict[str, Any] = {}
 
     # ------------------------------------------------------------ transforming
@@ -73,6 +78,14 @@ class AstBuilder(Transformer):
 
         return build(tree)
 
+    def reducer(self, data: str) -> Any:
+        """The method for rule `data` as a callable (meta, children): what the engine calls."""
+        method = getattr(self, data, None)
+        if getattr(method, "visit_wrapper", None) is _vargs_meta:
+            return method.base_func.__get__(self)
+        handler = self._handler(data)  # pragma: no cover - every rule has a meta method
+        return lambda meta, children: handler(children, meta)
+
     def _handler(self, data: str) -> Any:
         try:
             method = getattr(self, data)
@@ -90,9 +103,6 @@ class AstBuilder(Transformer):
 
     def _position(self, offset: int) -> Position:
         """source.position(offset), memoised, with byte offsets in O(line) not O(file)."""
-        cached = self._positions.get(offset)
-        if cached is not None:
-            return cached
         text = self._text
         clamped = max(0, min(offset, len(text)))
         index = bisect_right(self._line_starts, clamped) - 1
@@ -103,16 +113,20 @@ class AstBuilder(Transformer):
             if self._byte_starts is None:
                 self._byte_starts = _byte_starts(text, self._line_starts)
             byte_offset = self._byte_starts[index] + len(text[line_start:clamped].encode("utf-8", "surrogatepass"))
-        position = Position(index + 1, clamped - line_start + 1, clamped, byte_offset)
-        self._positions[offset] = position
+        position = self._positions[offset] = Position(index + 1, clamped - line_start + 1, clamped, byte_offset)
         return position
 
     def _make_span(self, start: int, end: int) -> Span:
         """Equivalent to source.span(start, end)."""
-        return Span(self.source.path, self._position(start), self._position(max(start, end)))
+        positions = self._positions
+        if end < start:
+            end = start
+        first = positions.get(start) or self._position(start)
+        last = positions.get(end) or self._position(end)
+        return _new_span((self._path, first, last))
 
     def _span(self, meta: Meta, children: list[Any] | None = None) -> Span:
-        if not getattr(meta, "empty", True):
+        if not meta.empty:
             return self._make_span(meta.start_pos, meta.end_pos)
         for child in children or ():
             if isinstance(child, ast.Node):

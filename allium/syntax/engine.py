@@ -14,15 +14,17 @@ scanner.  Both order their alternatives alike, so where the first answer is
 acceptable the state's scanner would have given the same one; most states'
 scanners are then never compiled.
 
-Only the success path lives here.  On anything unexpected (a character no
-terminal matches, a token the parser cannot take) the engine raises
-:class:`EngineError` and the caller re-parses with lark's runtime, whose
-exceptions the syntax diagnostics are written against.  tests/syntax/
-test_engine.py holds the two runtimes to identical results.
+Where the input stops being Allium the engine raises :class:`SyntaxFailure`,
+carrying what lark's runtime would have put in its exception (the token, the
+parser state), so the syntax diagnostics read the same either way.  Anything
+else unexpected raises :class:`EngineError`, and the caller re-parses with
+lark's runtime.  tests/syntax/test_engine.py holds the two runtimes to
+identical ASTs, comments and diagnostics.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,6 +42,15 @@ MAX_DEPTH = 150
 
 class EngineError(Exception):
     """The engine met input it does not handle; lark's runtime will explain it."""
+
+
+class SyntaxFailure(Exception):
+    """The input is not Allium from here: at `token` in parser `state`, or at an unreadable `offset`."""
+
+    def __init__(self, token: Token | None = None, state: int | None = None, offset: int | None = None) -> None:
+        super().__init__(token, state, offset)
+        self.token, self.state, self.offset = token, state, offset
+        self.postlexer: AlliumPostLexer | None = None  # its open blocks and recent tokens, at the failure
 
 
 class TooDeep(Exception):
@@ -87,6 +98,9 @@ class Engine:
         self._mres = root.scanner._mres
         self._ignore = frozenset(root.ignore_types)
         self._newline = frozenset(root.newline_types)
+        # The grammar's `%ignore /[ \t\f]+/`, to skip blanks in one step.
+        [blank] = [t for t in root.terminals if t.name in self._ignore and re.fullmatch(t.pattern.to_regexp(), " \t")]
+        self._blanks = re.compile(blank.pattern.to_regexp()).match
         # Keywords lark folds into a regex terminal (NAME "entity" -> ENTITY).
         self._keywords = {name: _keyword_map(cb) for name, cb in root.callback.items()}
         self._accepts = {state: frozenset(t.name for t in lexer.terminals) for state, lexer in contextual.lexers.items()}
@@ -99,10 +113,21 @@ class Engine:
         states = [self._start]
         values: list[Any] = []
         infos: list[tuple[int | None, int | None, int]] = []  # (start, end, depth) per value
+        reduce = self._reducer(states, values, infos, builder)
+        try:
+            return self._parse(text, postlexer, states, values, infos, reduce), postlexer.comments
+        except SyntaxFailure as failure:
+            failure.postlexer = postlexer
+            raise
+
+    def expected(self, state: int) -> list[str]:
+        """Every symbol parser `state` can take next (terminals and rules)."""
+        return list(self._states[state].keys())
+
+    def _parse(self, text: str, postlexer: AlliumPostLexer, states: list[int], values: list, infos: list, reduce) -> Any:
         rows = self._rows
         row_for = self._row
         units = self._units
-        reduce = self._reducer(states, values, infos, builder)
         token = None
         for token in postlexer.process(self._tokens(text, states)):
             kind = token.type
@@ -110,7 +135,7 @@ class Engine:
                 row = rows.get(states[-1]) or row_for(states[-1])
                 entry = row.get(kind)
                 if entry is None:
-                    raise EngineError(token)
+                    raise SyntaxFailure(token, states[-1])
                 if type(entry) is int:  # shift
                     states.append(entry)
                     values.append(token)
@@ -127,7 +152,10 @@ class Engine:
         end = self._end
         while True:
             entry = (rows.get(states[-1]) or row_for(states[-1])).get("$END")
-            if entry is None or type(entry) is int:
+            if entry is None:
+                end_token = Token.new_borrow_pos("$END", "", token) if token is not None else Token("$END", "", 0, 1, 1)
+                raise SyntaxFailure(end_token, states[-1])
+            if type(entry) is int:  # pragma: no cover - LALR never shifts the end marker
                 raise EngineError(token)
             if entry[2] is None:
                 del states[-1]
@@ -136,7 +164,7 @@ class Engine:
             below = states[-1]
             states.append((rows.get(below) or row_for(below))[entry[1]])
             if states[-1] == end:
-                return values[-1], postlexer.comments
+                return values[-1]
 
     def _reducer(self, states: list[int], values: list[Any], infos: list, builder: Any):
         handlers: dict[str, Any] = {}
@@ -176,8 +204,8 @@ class Engine:
             else:
                 handler = handlers.get(name)
                 if handler is None:
-                    handler = handlers[name] = builder._handler(name)
-                value = handler(kept, _Meta(start, end))
+                    handler = handlers[name] = builder.reducer(name)
+                value = handler(_Meta(start, end), kept)
                 depth += 1
                 if depth > MAX_DEPTH:
                     raise TooDeep(start or 0)
@@ -219,14 +247,23 @@ class Engine:
         mres, ignore, newline = self._mres, self._ignore, self._newline
         keywords, accepts = self._keywords, self._accepts
         new = str.__new__
+        blanks = self._blanks
         pos, size, line, line_start = 0, len(text), 1, 0
         while pos < size:
+            if text[pos] == " ":
+                # Most tokens follow a space.  A blank run not followed by a
+                # comment or line break can only be the %ignore terminal, so
+                # skip it without trying every terminal first.
+                after = blanks(text, pos).end()
+                if after < size and text[after] not in "-\r\n":
+                    pos = after
+                    continue
             for mre in mres:
                 match = mre.match(text, pos)
                 if match:
                     break
             else:
-                raise EngineError(pos)
+                raise SyntaxFailure(offset=pos)
             kind = match.lastgroup
             value = match.group()
             if kind not in ignore:
@@ -238,7 +275,7 @@ class Engine:
                     if kind is not base and base in accepts[states[-1]]:
                         kind = base  # a keyword where only a name fits: this state's scanner says NAME too
                     else:
-                        kind, value = self._contextual_token(text, pos, states[-1])
+                        kind, value = self._contextual_token(text, pos, states[-1], kind, value, line, line_start)
                 token = new(Token, value)
                 token.type, token.value, token.start_pos = kind, value, pos
                 token.line, token.column = line, pos - line_start + 1
@@ -254,15 +291,25 @@ class Engine:
                 token.end_line, token.end_column, token.end_pos = line, pos - line_start + 1, pos
                 yield token
 
-    def _contextual_token(self, text: str, pos: int, state: int) -> tuple[str, str]:
-        """The token `state`'s own scanner reads at `pos` (lark compiles it on first use)."""
+    def _contextual_token(
+        self, text: str, pos: int, state: int, kind: str, value: str, line: int, line_start: int
+    ) -> tuple[str, str]:
+        """The token `state`'s own scanner reads at `pos` (lark compiles it on first use).
+
+        `kind` and `value` are what the scanner over all terminals read there,
+        which is what lark reports when this state's scanner reads nothing.
+        """
         lexer = self._contextual.lexers[state]
         for mre in lexer.scanner._mres:
             match = mre.match(text, pos)
             if match:
                 break
         else:
-            raise EngineError(pos)
+            column = pos - line_start + 1
+            end_line = line + value.count("\n")
+            end_column = len(value) - value.rindex("\n") if end_line > line else column + len(value)
+            token = Token(kind, value, pos, line, column, end_line, end_column, pos + len(value))
+            raise SyntaxFailure(token, state)
         kind, value = match.lastgroup, match.group()
         callback = lexer.callback.get(kind)
         if callback is not None:

@@ -23,7 +23,9 @@ from allium.syntax import engine as engine_module
 from allium.syntax import parse_text
 from allium.syntax import parser as parser_module
 from allium.syntax.build import AstBuilder
-from allium.syntax.engine import EngineError
+from allium.diagnostics import Diagnostic
+from allium.syntax import _reference_parse
+from allium.syntax.engine import EngineError, SyntaxFailure
 from allium.syntax.postlex import AlliumPostLexer
 
 from .conftest import CORPUS, src
@@ -61,9 +63,17 @@ def stock(text: str):
 def fast(text: str):
     try:
         decls, comments = parser_module.build_engine().parse(text, AstBuilder(SourceFile("s.allium", text)))
-    except EngineError:
+    except (EngineError, SyntaxFailure):
         return "error"
     return decls, list(comments)
+
+
+def diagnostic_pair(text: str):
+    """The syntax diagnostic from the engine's failure and from lark's, or None."""
+    result = parse_text(text, "s.allium")
+    reference = _reference_parse(SourceFile("s.allium", text))
+    engine_side = result.diagnostics[-1] if result.module is None else None
+    return engine_side, (reference if isinstance(reference, Diagnostic) else None)
 
 
 def corpus_texts() -> list[str]:
@@ -90,9 +100,12 @@ def test_engine_equals_lark_on_the_whole_corpus():
     if not texts:
         pytest.skip("corpus not available")
     differ = [i for i, text in enumerate(texts) if fast(text) != stock(text)]
-    failed = sum(stock(text) == "error" for text in texts)
-    print(f"engine == lark on {len(texts) - len(differ)}/{len(texts)} corpus files ({failed} fail in both)")
+    failed = [text for text in texts if stock(text) == "error"]
+    print(f"engine == lark on {len(texts) - len(differ)}/{len(texts)} corpus files ({len(failed)} fail in both)")
     assert differ == []
+    for text in failed:
+        engine_side, reference = diagnostic_pair(text)
+        assert engine_side == reference is not None
 
 
 @pytest.mark.parametrize(
@@ -107,7 +120,8 @@ def test_engine_equals_lark_on_the_whole_corpus():
 )
 def test_engine_fails_where_lark_fails(text):
     assert fast(text) == stock(text) == "error"
-    assert parse_text(text).module is None
+    engine_side, reference = diagnostic_pair(text)
+    assert engine_side == reference is not None
 
 
 @settings(max_examples=150, deadline=None, derandomize=True, database=None,
@@ -120,7 +134,11 @@ def test_engine_fails_where_lark_fails(text):
 def test_engine_equals_lark_on_mutated_specs(seed, ops):
     pool = seeds()
     text = mutate(pool[seed % len(pool)], ops)
-    assert fast(text) == stock(text)
+    outcome = fast(text)
+    assert outcome == stock(text)
+    if outcome == "error":
+        engine_side, reference = diagnostic_pair(text)
+        assert engine_side == reference is not None
 
 
 def test_keywords_read_as_names_where_only_a_name_fits():
