@@ -74,13 +74,17 @@ def main() -> None:
     compileall.compile_dir(ROOT / "allium", quiet=1)
     time_once(targets()[0][1])  # warm lark's grammar cache and the OS file cache
     print(f"{'target':62} {'lines':>6} {'median':>8} {'min':>7} {'max':>7} {'lines/s':>9}")
+    medians = {}
     for name, files in targets():
         lines = sum(len(p.read_text(encoding='utf-8').splitlines()) for p in files)
         runs = [time_once(files) for _ in range(args.repeats)]
-        median = statistics.median(runs)
+        median = medians[name] = statistics.median(runs)
         print(f"{name[:62]:62} {lines:6d} {median*1000:7.0f}ms {min(runs)*1000:6.0f}ms "
               f"{max(runs)*1000:6.0f}ms {lines/median:9.0f}")
-    print("target: a 3,000-line spec set checked in under 500 ms (whole process)")
+    size_target = targets()[1][0]
+    verdict = "met" if medians[size_target] < 0.5 else "NOT met"
+    print(f"target: a 3,000-line spec set checked in under 500 ms (whole process): {verdict} "
+          f"({medians[size_target] * 1000:.0f} ms median)")
 
 
 if __name__ == "__main__":

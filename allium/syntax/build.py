@@ -26,7 +26,9 @@ PRIMITIVE_TYPES = frozenset(
 )
 
 
-_new_span = partial(tuple.__new__, Span)  # Span(...) without the named tuple's Python-level __new__
+# Span(...) and Position(...) without the named tuples' Python-level __new__.
+_new_span = partial(tuple.__new__, Span)
+_new_position = partial(tuple.__new__, Position)
 
 
 class _Branch(tuple):
@@ -113,7 +115,7 @@ class AstBuilder(Transformer):
             if self._byte_starts is None:
                 self._byte_starts = _byte_starts(text, self._line_starts)
             byte_offset = self._byte_starts[index] + len(text[line_start:clamped].encode("utf-8", "surrogatepass"))
-        position = self._positions[offset] = Position(index + 1, clamped - line_start + 1, clamped, byte_offset)
+        position = self._positions[offset] = _new_position((index + 1, clamped - line_start + 1, clamped, byte_offset))
         return position
 
     def _make_span(self, start: int, end: int) -> Span:

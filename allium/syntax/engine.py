@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 from lark import Lark, Token
 from lark.lexer import ContextualLexer, PatternStr, UnlessCallback
@@ -61,15 +62,15 @@ class TooDeep(Exception):
         self.offset = offset
 
 
-class _Meta:
-    """The slice of lark's Meta that AstBuilder reads."""
+class _Meta(NamedTuple):
+    """The slice of lark's Meta that AstBuilder reads (a tuple: cheap to make)."""
 
-    __slots__ = ("empty", "start_pos", "end_pos")
+    empty: bool
+    start_pos: int | None
+    end_pos: int | None
 
-    def __init__(self, start: int | None, end: int | None) -> None:
-        self.empty = start is None
-        self.start_pos = start
-        self.end_pos = end
+
+_new_meta = partial(tuple.__new__, _Meta)
 
 
 # A reduction: (size, goto symbol, None for a unit rule that passes its only
@@ -205,7 +206,7 @@ class Engine:
                 handler = handlers.get(name)
                 if handler is None:
                     handler = handlers[name] = builder.reducer(name)
-                value = handler(_Meta(start, end), kept)
+                value = handler(_new_meta((start is None, start, end)), kept)
                 depth += 1
                 if depth > MAX_DEPTH:
                     raise TooDeep(start or 0)

@@ -49,6 +49,8 @@ CONTINUATION_WORDS = frozenset(
 ANNOTATIONS = frozenset({"@guidance", "@invariant", "@guarantee"})
 PROSE_CLAUSES = frozenset({"guidance", "answer", "rationale", "guarantee"})
 NEWLINE_TYPES = frozenset({"_NL", "_NL_ELSE", "_NL_CONT"})
+# The token texts the loop below acts on; any other token passes straight through.
+LAYOUT_VALUES = ANNOTATIONS | {":", "{", "}", "(", ")", "[", "]"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,11 @@ class AlliumPostLexer(PostLex):
             if line_first is None:
                 line_first = token
             value = token.value
+            if value not in LAYOUT_VALUES:  # most tokens: nothing to track
+                prev = token
+                recent.append(token)
+                yield token
+                continue
             if value in ANNOTATIONS and kind != "STRING":
                 prose_indent = line_indent
             elif value == ":" and line_first.value in PROSE_CLAUSES and prev is line_first:
