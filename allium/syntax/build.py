@@ -8,7 +8,7 @@ as plain strings, so no lark type escapes this module.
 from __future__ import annotations
 
 import re
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from bisect import bisect_right
@@ -24,6 +24,23 @@ from allium.source import Position, SourceFile, Span
 PRIMITIVE_TYPES = frozenset(
     {"String", "Integer", "Decimal", "Boolean", "Timestamp", "Duration", "Any", "ByteArray"}
 )
+
+
+@lru_cache(maxsize=None)
+def _rule_functions(cls: type) -> dict[str, Any]:
+    """Rule name -> the plain function under lark's @v_args wrapper, per builder class.
+
+    Fetching a wrapped method from an instance makes lark build a new wrapper
+    (functools.update_wrapper and all), ~60 times per parsed file.
+    """
+    functions: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if getattr(value, "visit_wrapper", None) is _vargs_meta:
+                functions[name] = value.base_func
+            elif name in functions:
+                del functions[name]  # overridden by something that is not a rule method
+    return functions
 
 
 # Span(...) and Position(...) without the named tuples' Python-level __new__.
@@ -82,9 +99,9 @@ class AstBuilder(Transformer):
 
     def reducer(self, data: str) -> Any:
         """The method for rule `data` as a callable (meta, children): what the engine calls."""
-        method = getattr(self, data, None)
-        if getattr(method, "visit_wrapper", None) is _vargs_meta:
-            return method.base_func.__get__(self)
+        function = _rule_functions(type(self)).get(data)
+        if function is not None:
+            return function.__get__(self)
         handler = self._handler(data)  # pragma: no cover - every rule has a meta method
         return lambda meta, children: handler(children, meta)
 
@@ -106,7 +123,7 @@ class AstBuilder(Transformer):
     def _position(self, offset: int) -> Position:
         """source.position(offset), memoised, with byte offsets in O(line) not O(file)."""
         text = self._text
-        clamped = max(0, min(offset, len(text)))
+        clamped = offset if 0 <= offset <= len(text) else max(0, min(offset, len(text)))
         index = bisect_right(self._line_starts, clamped) - 1
         line_start = self._line_starts[index]
         if self._ascii:

@@ -107,15 +107,11 @@ class AlliumPostLexer(PostLex):
         def synth(kind: str, like: Token) -> Token:
             # Zero-width at the start of `like` (the newline run), so that a
             # declaration's span ends at its `}`, not on the following line.
-            token = Token.new_borrow_pos(kind, "", like)
-            token.end_line, token.end_column, token.end_pos = token.line, token.column, token.start_pos
-            return token
+            return _zero_width(kind, like.start_pos, like.line, like.column)
 
         def synth_after(kind: str, like: Token) -> Token:
             # Zero-width just after `like` (the last token of the file).
-            token = Token.new_borrow_pos(kind, "", like)
-            token.line, token.column, token.start_pos = like.end_line, like.end_column, like.end_pos
-            return token
+            return _zero_width(kind, like.end_pos, like.end_line, like.end_column)
 
         for token in stream:
             kind = token.type
@@ -227,6 +223,15 @@ class AlliumPostLexer(PostLex):
             first = False
         last_line = text[text.rfind("\n") + 1 :]
         return comments, len(last_line.expandtabs(4))
+
+
+def _zero_width(kind: str, pos: int, line: int, column: int) -> Token:
+    """An empty lark Token at one place, without Token()'s argument handling (~30k per MB)."""
+    token = str.__new__(Token, "")
+    token.type, token.value = kind, ""
+    token.start_pos, token.line, token.column = pos, line, column
+    token.end_pos, token.end_line, token.end_column = pos, line, column
+    return token
 
 
 def _continues(prev: Token) -> bool:
