@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from allium.syntax import parse_text  # noqa: E402
-from allium.syntax.parser import build_parser  # noqa: E402
+from allium.syntax.parser import build_engine  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
 TARGET_MBPS = 1.0
@@ -56,11 +56,11 @@ def _parse_all(texts: list[tuple[str, str]]) -> int:
 
 
 def _worker_init() -> None:
-    build_parser()
+    build_engine()
 
 
 def time_serial(texts, repeats: int) -> list[float]:
-    build_parser()
+    build_engine()
     _parse_all(texts)  # warm-up: first-use lexer scanners, imports
     times = []
     for _ in range(repeats):
@@ -87,12 +87,13 @@ def time_parallel(texts, repeats: int, jobs: int) -> list[float]:
 _BUILD_SNIPPET = (
     "import time, sys; sys.path.insert(0, {root!r});"
     "from allium.syntax import parser as p;"
-    "t = time.perf_counter(); p.build_parser(); print((time.perf_counter() - t) * 1000)"
+    "t = time.perf_counter(); p.build_engine(); print((time.perf_counter() - t) * 1000)"
 )
 
 
 def construction_ms(cold: bool, runs: int = 5) -> float:
-    """Median build_parser() time in fresh interpreters (imports excluded)."""
+    """Median time to build the parser (lark's tables and the engine over them)
+    in fresh interpreters, imports excluded."""
     results = []
     for _ in range(runs):
         env = dict(os.environ)
