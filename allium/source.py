@@ -75,6 +75,11 @@ class SourceFile:
         text = raw.decode("utf-8-sig", errors="replace")
         return cls(str(path), text.replace("\r\n", "\n"))
 
+    @property
+    def line_starts(self) -> list[int]:
+        """Offset of the first character of each line (shared, do not modify)."""
+        return self._line_starts
+
     @cached_property
     def is_ascii(self) -> bool:
         return self.text.isascii()

@@ -57,16 +57,9 @@ class AstBuilder(Transformer):
     def __init__(self, source: SourceFile) -> None:
         super().__init__(visit_tokens=False)
         self.source = source
-        text = source.text
-        self._text = text
-        self._ascii = text.isascii()
-        starts = [0]
-        find = text.find
-        i = find("\n")
-        while i != -1:
-            starts.append(i + 1)
-            i = find("\n", i + 1)
-        self._line_starts = starts
+        self._text = source.text
+        self._ascii = source.is_ascii
+        self._line_starts = source.line_starts
         self._byte_starts: list[int] | None = None
         self._positions: dict[int, Position] = {}
         self._path = source.path

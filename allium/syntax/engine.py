@@ -74,8 +74,10 @@ _new_meta = partial(tuple.__new__, _Meta)
 
 
 # A reduction: (size, goto symbol, None for a unit rule that passes its only
-# child through, else (kept children or None for all, expand single child,
-# inlined `_rule`, builder method name)).
+# child through, _WRAP for an inlined `_rule` of one kept child, else (kept
+# children or None for all, expand single child, inlined `_rule`, builder
+# method name)).
+_WRAP = "wrap"
 _Reduce = tuple[int, str, Any]
 
 
@@ -142,12 +144,17 @@ class Engine:
                     values.append(token)
                     infos.append((token.start_pos, token.end_pos, 0))
                     break
-                if entry[2] is None:  # unit rules: only the state on top changes
+                spec = entry[2]
+                if spec is None:  # unit rules: only the state on top changes
                     key = (states[-2], states[-1], kind)
                     top = units.get(key)
                     states[-1] = top if top is not None else self._unit_chain(*key)
                     continue
-                reduce(entry)
+                if spec is _WRAP:  # `_rule: one_thing`: a list for the parent to splice
+                    del states[-1]
+                    values[-1] = [values[-1]]
+                else:
+                    reduce(entry)
                 below = states[-1]
                 states.append((rows.get(below) or row_for(below))[entry[1]])
         end = self._end
@@ -171,6 +178,10 @@ class Engine:
         handlers: dict[str, Any] = {}
 
         def reduce(entry: _Reduce) -> None:
+            if entry[2] is _WRAP:
+                del states[-1]
+                values[-1] = [values[-1]]
+                return
             size, _, (include, expand1, inline, name) = entry
             start = end = None
             depth = 0
@@ -190,12 +201,20 @@ class Engine:
             if include is None:
                 kept = children
             else:
-                kept = []
+                kept = None
                 for i, expand in include:
-                    if expand:
-                        kept += children[i]  # an inlined `_rule`: its children, in place
+                    child = children[i]
+                    if expand:  # an inlined `_rule`: its children, in place
+                        if kept is None:
+                            kept = child  # its list is ours to extend (as lark does)
+                        else:
+                            kept += child
+                    elif kept is None:
+                        kept = [child]
                     else:
-                        kept.append(children[i])
+                        kept.append(child)
+                if kept is None:
+                    kept = []
             if expand1 and len(kept) == 1:
                 value = kept[0]
                 if type(value) is Token:  # lark gives a lone token its own position
@@ -336,7 +355,10 @@ def _reduction(rule: Any, callback: Any) -> _Reduce:
     name = chain.args[0]  # partial(tree_class, rule name)
     if expand1 and include is None and size == 1:
         return size, rule.origin.name, None
-    return size, rule.origin.name, (include, expand1, rule.origin.name.startswith("_"), name)
+    inline = rule.origin.name.startswith("_")
+    if inline and include is None and size == 1 and not expand1:
+        return size, rule.origin.name, _WRAP
+    return size, rule.origin.name, (include, expand1, inline, name)
 
 
 def _keyword_map(callback: Any) -> dict[str, str]:

@@ -194,8 +194,11 @@ class AlliumPostLexer(PostLex):
 
     def _scan_newline(self, token: Token) -> tuple[list[Comment], int]:
         """The comments inside a newline run, and the indentation it ends at."""
-        comments: list[Comment] = []
         text = token.value
+        indent = len(text[text.rfind("\n") + 1 :].expandtabs(4))
+        if "--" not in text:
+            return [], indent  # most runs: a line break and the next line's indentation
+        comments: list[Comment] = []
         line = token.line or 1
         offset = token.start_pos or 0
         column = token.column or 1
@@ -221,8 +224,7 @@ class AlliumPostLexer(PostLex):
             pos = nl + 1
             line += 1
             first = False
-        last_line = text[text.rfind("\n") + 1 :]
-        return comments, len(last_line.expandtabs(4))
+        return comments, indent
 
 
 def _zero_width(kind: str, pos: int, line: int, column: int) -> Token:
