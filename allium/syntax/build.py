@@ -90,8 +90,11 @@ class AstBuilder(Transformer):
 
         return build(tree)
 
-    def reducer(self, data: str) -> Any:
-        """The method for rule `data` as a callable (meta, children): what the engine calls."""
+    def _reduction_method(self, data: str) -> Any:
+        """The method for rule `data` as a callable (meta, children): what the engine calls.
+
+        Underscored because @v_args wraps every public method as a rule.
+        """
         function = _rule_functions(type(self)).get(data)
         if function is not None:
             return function.__get__(self)

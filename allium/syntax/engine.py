@@ -98,7 +98,8 @@ class Engine:
             raise TypeError("the engine needs lark's contextual lexer")
         self._contextual = contextual
         root = contextual.root_lexer
-        self._mres = root.scanner._mres
+        mres = root.scanner._mres  # lark splits its alternation only past Python's group limit
+        self._match = mres[0].match if len(mres) == 1 else _first_match(mres)
         self._ignore = frozenset(root.ignore_types)
         self._newline = frozenset(root.newline_types)
         # The grammar's `%ignore /[ \t\f]+/`, to skip blanks in one step.
@@ -224,7 +225,7 @@ class Engine:
             else:
                 handler = handlers.get(name)
                 if handler is None:
-                    handler = handlers[name] = builder.reducer(name)
+                    handler = handlers[name] = builder._reduction_method(name)
                 value = handler(_new_meta((start is None, start, end)), kept)
                 depth += 1
                 if depth > MAX_DEPTH:
@@ -264,7 +265,7 @@ class Engine:
 
     def _tokens(self, text: str, states: list[int]) -> Iterator[Token]:
         """lark's contextual lexer, for the parser state on top of `states`."""
-        mres, ignore, newline = self._mres, self._ignore, self._newline
+        first, ignore, newline = self._match, self._ignore, self._newline
         keywords, accepts = self._keywords, self._accepts
         new = str.__new__
         blanks = self._blanks
@@ -274,15 +275,16 @@ class Engine:
                 # Most tokens follow a space.  A blank run not followed by a
                 # comment or line break can only be the %ignore terminal, so
                 # skip it without trying every terminal first.
+                after = pos + 1
+                if after < size and text[after] not in " \t\f-\r\n":
+                    pos = after  # the commonest case: one space
+                    continue
                 after = blanks(text, pos).end()
                 if after < size and text[after] not in "-\r\n":
                     pos = after
                     continue
-            for mre in mres:
-                match = mre.match(text, pos)
-                if match:
-                    break
-            else:
+            match = first(text, pos)
+            if match is None:
                 raise SyntaxFailure(offset=pos)
             kind = match.lastgroup
             value = match.group()
@@ -359,6 +361,17 @@ def _reduction(rule: Any, callback: Any) -> _Reduce:
     if inline and include is None and size == 1 and not expand1:
         return size, rule.origin.name, _WRAP
     return size, rule.origin.name, (include, expand1, inline, name)
+
+
+def _first_match(mres: list[Any]) -> Any:
+    def match(text: str, pos: int) -> Any:
+        for mre in mres:
+            found = mre.match(text, pos)
+            if found:
+                return found
+        return None
+
+    return match
 
 
 def _keyword_map(callback: Any) -> dict[str, str]:
