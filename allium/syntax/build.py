@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache, partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from bisect import bisect_right
 
@@ -46,6 +46,26 @@ def _rule_functions(cls: type) -> dict[str, Any]:
 # Span(...) and Position(...) without the named tuples' Python-level __new__.
 _new_span = partial(tuple.__new__, Span)
 _new_position = partial(tuple.__new__, Position)
+
+
+class TokenMeta(NamedTuple):
+    """What the engine passes for lark's Meta: the node's first and last token.
+
+    Tokens carry their lines and columns, so spans are made without
+    searching the line table.
+    """
+
+    empty: bool
+    first: Token | None
+    last: Token | None
+
+    @property
+    def start_pos(self) -> int | None:
+        return self.first.start_pos if self.first is not None else None
+
+    @property
+    def end_pos(self) -> int | None:
+        return self.last.end_pos if self.last is not None else None
 
 
 class _Branch(tuple):
@@ -131,6 +151,20 @@ class AstBuilder(Transformer):
         position = self._positions[offset] = _new_position((index + 1, clamped - line_start + 1, clamped, byte_offset))
         return position
 
+    def _token_position(self, offset: int, line: int, column: int) -> Position:
+        """_position(offset) for an offset whose line and column a token already knows."""
+        if self._ascii:
+            byte_offset = offset
+        else:
+            if self._byte_starts is None:
+                self._byte_starts = _byte_starts(self._text, self._line_starts)
+            line_start = self._line_starts[line - 1]
+            byte_offset = self._byte_starts[line - 1] + len(
+                self._text[line_start:offset].encode("utf-8", "surrogatepass")
+            )
+        position = self._positions[offset] = _new_position((line, column, offset, byte_offset))
+        return position
+
     def _make_span(self, start: int, end: int) -> Span:
         """Equivalent to source.span(start, end)."""
         positions = self._positions
@@ -140,7 +174,20 @@ class AstBuilder(Transformer):
         last = positions.get(end) or self._position(end)
         return _new_span((self._path, first, last))
 
-    def _span(self, meta: Meta, children: list[Any] | None = None) -> Span:
+    def _span(self, meta: Meta | TokenMeta, children: list[Any] | None = None) -> Span:
+        if meta.__class__ is TokenMeta and not meta.empty:
+            first, last = meta.first, meta.last
+            positions = self._positions
+            start = positions.get(first.start_pos)
+            if start is None:
+                start = self._token_position(first.start_pos, first.line, first.column)
+            if last.end_pos <= first.start_pos:
+                end = start
+            else:
+                end = positions.get(last.end_pos)
+                if end is None:
+                    end = self._token_position(last.end_pos, last.end_line, last.end_column)
+            return _new_span((self._path, start, end))
         if not meta.empty:
             return self._make_span(meta.start_pos, meta.end_pos)
         for child in children or ():

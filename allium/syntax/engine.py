@@ -27,13 +27,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 from lark import Lark, Token
 from lark.lexer import ContextualLexer, PatternStr, UnlessCallback
 from lark.parse_tree_builder import ChildFilterLALR_NoPlaceholders, ExpandSingleChild
 from lark.parsers.lalr_analysis import Shift
 
+from allium.syntax.build import TokenMeta
 from allium.syntax.postlex import AlliumPostLexer, Comment
 
 # AST depth beyond which a spec is refused: the checker, planner and JSON
@@ -62,15 +63,7 @@ class TooDeep(Exception):
         self.offset = offset
 
 
-class _Meta(NamedTuple):
-    """The slice of lark's Meta that AstBuilder reads (a tuple: cheap to make)."""
-
-    empty: bool
-    start_pos: int | None
-    end_pos: int | None
-
-
-_new_meta = partial(tuple.__new__, _Meta)
+_new_meta = partial(tuple.__new__, TokenMeta)
 
 
 # A reduction: (size, goto symbol, None for a unit rule that passes its only
@@ -116,7 +109,8 @@ class Engine:
         postlexer = AlliumPostLexer()
         states = [self._start]
         values: list[Any] = []
-        infos: list[tuple[int | None, int | None, int]] = []  # (start, end, depth) per value
+        # Per value: its first and last token (None when it has none) and its depth.
+        infos: list[tuple[Token | None, Token | None, int]] = []
         reduce = self._reducer(states, values, infos, builder)
         try:
             return self._parse(text, postlexer, states, values, infos, reduce), postlexer.comments
@@ -143,7 +137,7 @@ class Engine:
                 if type(entry) is int:  # shift
                     states.append(entry)
                     values.append(token)
-                    infos.append((token.start_pos, token.end_pos, 0))
+                    infos.append((token, token, 0))
                     break
                 spec = entry[2]
                 if spec is None:  # unit rules: only the state on top changes
@@ -219,7 +213,7 @@ class Engine:
             if expand1 and len(kept) == 1:
                 value = kept[0]
                 if type(value) is Token:  # lark gives a lone token its own position
-                    start, end = value.start_pos, value.end_pos
+                    start = end = value
             elif inline:
                 value = kept
             else:
@@ -229,7 +223,7 @@ class Engine:
                 value = handler(_new_meta((start is None, start, end)), kept)
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise TooDeep(start or 0)
+                    raise TooDeep(start.start_pos if start is not None else 0)
             values.append(value)
             infos.append((start, end, depth))
 
