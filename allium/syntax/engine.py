@@ -25,7 +25,8 @@ identical ASTs, comments and diagnostics.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -70,37 +71,25 @@ _new_meta = partial(tuple.__new__, TokenMeta)
 # child through, _WRAP for an inlined `_rule` of one kept child, else (kept
 # children or None for all, expand single child, inlined `_rule`, builder
 # method name)).
-_WRAP = "wrap"
+_WRAP = True  # a singleton, so `is` still works on tables read back from disk
 _Reduce = tuple[int, str, Any]
 
 
 class Engine:
-    def __init__(self, parser: Lark) -> None:
-        frontend = parser.parser
-        inner = frontend.parser.parser  # ParsingFrontend -> LALR_Parser -> _Parser
-        table = inner.parse_table
-        self._states = table.states
-        self._start = table.start_states["start"]
-        self._end = table.end_states["start"]
-        self._reductions = {rule: _reduction(rule, callback) for rule, callback in inner.callbacks.items()}
-        self._rows: dict[int, dict[str, Any]] = {}
+    def __init__(self, tables: dict[str, Any], lark: Callable[[], Lark]) -> None:
+        """`tables` as made by :func:`tables_from`; `lark` gives the Lark parser when
+        a state's own scanner is needed (rarely: see _contextual_token)."""
+        self._rows: dict[int, dict[str, Any]] = tables["rows"]
+        self._start, self._end = tables["start"], tables["end"]
         self._units: dict[tuple[int, int, str], int] = {}
-
-        contextual = frontend.lexer.lexer  # PostLexConnector -> ContextualLexer
-        if not isinstance(contextual, ContextualLexer):  # pragma: no cover - grammar options changed
-            raise TypeError("the engine needs lark's contextual lexer")
-        self._contextual = contextual
-        root = contextual.root_lexer
-        mres = root.scanner._mres  # lark splits its alternation only past Python's group limit
-        self._match = mres[0].match if len(mres) == 1 else _first_match(mres)
-        self._ignore = frozenset(root.ignore_types)
-        self._newline = frozenset(root.newline_types)
-        # The grammar's `%ignore /[ \t\f]+/`, to skip blanks in one step.
-        [blank] = [t for t in root.terminals if t.name in self._ignore and re.fullmatch(t.pattern.to_regexp(), " \t")]
-        self._blanks = re.compile(blank.pattern.to_regexp()).match
-        # Keywords lark folds into a regex terminal (NAME "entity" -> ENTITY).
-        self._keywords = {name: _keyword_map(cb) for name, cb in root.callback.items()}
-        self._accepts = {state: frozenset(t.name for t in lexer.terminals) for state, lexer in contextual.lexers.items()}
+        self._lark = lark
+        self._lexers: dict[frozenset[str], Any] | None = None  # lark's, when first needed
+        self._match = re.compile(tables["pattern"], tables["flags"]).match
+        self._ignore: frozenset[str] = tables["ignore"]
+        self._newline: frozenset[str] = tables["newline"]
+        self._blanks = re.compile(tables["blanks"]).match
+        self._keywords: dict[str, dict[str, str]] = tables["keywords"]
+        self._accepts: dict[int, frozenset[str]] = tables["accepts"]
 
     # ------------------------------------------------------------ parsing
 
@@ -120,17 +109,16 @@ class Engine:
 
     def expected(self, state: int) -> list[str]:
         """Every symbol parser `state` can take next (terminals and rules)."""
-        return list(self._states[state].keys())
+        return list(self._rows[state].keys())
 
     def _parse(self, text: str, postlexer: AlliumPostLexer, states: list[int], values: list, infos: list, reduce) -> Any:
         rows = self._rows
-        row_for = self._row
         units = self._units
         token = None
         for token in postlexer.process(self._tokens(text, states)):
             kind = token.type
             while True:
-                row = rows.get(states[-1]) or row_for(states[-1])
+                row = rows[states[-1]]
                 entry = row.get(kind)
                 if entry is None:
                     raise SyntaxFailure(token, states[-1])
@@ -151,10 +139,10 @@ class Engine:
                 else:
                     reduce(entry)
                 below = states[-1]
-                states.append((rows.get(below) or row_for(below))[entry[1]])
+                states.append(rows[below][entry[1]])
         end = self._end
         while True:
-            entry = (rows.get(states[-1]) or row_for(states[-1])).get("$END")
+            entry = rows[states[-1]].get("$END")
             if entry is None:
                 end_token = Token.new_borrow_pos("$END", "", token) if token is not None else Token("$END", "", 0, 1, 1)
                 raise SyntaxFailure(end_token, states[-1])
@@ -165,7 +153,7 @@ class Engine:
             else:
                 reduce(entry)
             below = states[-1]
-            states.append((rows.get(below) or row_for(below))[entry[1]])
+            states.append(rows[below][entry[1]])
             if states[-1] == end:
                 return values[-1]
 
@@ -229,16 +217,6 @@ class Engine:
 
         return reduce
 
-    def _row(self, state: int) -> dict[str, Any]:
-        """A parse-table row as `kind -> next state` (shift, goto) or a reduction."""
-        reductions = self._reductions
-        row = {
-            kind: (arg if action is Shift else reductions[arg])
-            for kind, (action, arg) in self._states[state].items()
-        }
-        self._rows[state] = row
-        return row
-
     def _unit_chain(self, below: int, top: int, kind: str) -> int:
         """Where a run of unit reductions ends, seeing `kind`, with `below` under `top`.
 
@@ -248,10 +226,10 @@ class Engine:
         """
         rows = self._rows
         start = top
-        entry = (rows.get(top) or self._row(top)).get(kind)
+        entry = rows[top].get(kind)
         while type(entry) is tuple and entry[2] is None:
-            top = (rows.get(below) or self._row(below))[entry[1]]
-            entry = (rows.get(top) or self._row(top)).get(kind)
+            top = rows[below][entry[1]]
+            entry = rows[top].get(kind)
         self._units[below, start, kind] = top
         return top
 
@@ -307,6 +285,11 @@ class Engine:
                 token.end_line, token.end_column, token.end_pos = line, pos - line_start + 1, pos
                 yield token
 
+    def _state_lexer(self, state: int) -> Any:
+        if self._lexers is None:
+            self._lexers = _lexers_by_terminals(self._lark())
+        return self._lexers[self._accepts[state]]
+
     def _contextual_token(
         self, text: str, pos: int, state: int, kind: str, value: str, line: int, line_start: int
     ) -> tuple[str, str]:
@@ -315,7 +298,7 @@ class Engine:
         `kind` and `value` are what the scanner over all terminals read there,
         which is what lark reports when this state's scanner reads nothing.
         """
-        lexer = self._contextual.lexers[state]
+        lexer = self._state_lexer(state)
         for mre in lexer.scanner._mres:
             match = mre.match(text, pos)
             if match:
@@ -333,6 +316,69 @@ class Engine:
         if kind in self._ignore:  # pragma: no cover - the root scanner would have read it
             raise EngineError(pos)
         return kind, value
+
+
+def _lexers_by_terminals(parser: Lark) -> dict[frozenset[str], Any]:
+    """lark's per-state lexers, keyed by the terminals they read.
+
+    Keyed by terminal set, not state number: LALR state numbers differ
+    between two compilations of the same grammar (hash randomisation), and
+    the engine's tables may come from another process than this Lark.
+    """
+    contextual = parser.parser.lexer.lexer  # PostLexConnector -> ContextualLexer
+    return {frozenset(t.name for t in lexer.terminals): lexer for lexer in contextual.lexers.values()}
+
+
+def tables_from(parser: Lark) -> dict[str, Any]:
+    """Everything the engine needs from lark's compiled grammar, as plain data.
+
+    Plain data (dicts, tuples, strings) so that parser.py can keep it in a
+    marshal file and start the engine without loading lark's own cache.
+    """
+    frontend = parser.parser
+    inner = frontend.parser.parser  # ParsingFrontend -> LALR_Parser -> _Parser
+    table = inner.parse_table
+    reductions = {rule: _reduction(rule, callback) for rule, callback in inner.callbacks.items()}
+    rows = {
+        state: {kind: (arg if action is Shift else reductions[arg]) for kind, (action, arg) in actions.items()}
+        for state, actions in table.states.items()
+    }
+    contextual = frontend.lexer.lexer  # PostLexConnector -> ContextualLexer
+    if not isinstance(contextual, ContextualLexer):  # pragma: no cover - grammar options changed
+        raise TypeError("the engine needs lark's contextual lexer")
+    root = contextual.root_lexer
+    mres = root.scanner._mres
+    if len(mres) != 1:  # pragma: no cover - lark splits past Python's 100-group limit
+        raise TypeError("the root scanner is split into several regexes")
+    ignore = frozenset(root.ignore_types)
+    # The grammar's `%ignore /[ \t\f]+/`, to skip blanks in one step.
+    [blank] = [t for t in root.terminals if t.name in ignore and re.fullmatch(t.pattern.to_regexp(), " \t")]
+    return _plain({
+        "rows": rows,
+        "start": table.start_states["start"],
+        "end": table.end_states["start"],
+        "pattern": mres[0].pattern,
+        "flags": mres[0].flags,
+        "ignore": ignore,
+        "newline": frozenset(root.newline_types),
+        "blanks": blank.pattern.to_regexp(),
+        # Keywords lark folds into a regex terminal (NAME "entity" -> ENTITY).
+        "keywords": {name: _keyword_map(cb) for name, cb in root.callback.items()},
+        "accepts": {state: frozenset(t.name for t in lexer.terminals) for state, lexer in contextual.lexers.items()},
+    })
+
+
+def _plain(value: Any) -> Any:
+    """`value` with every str subclass (lark names some things with Tokens) made a str."""
+    if isinstance(value, str):
+        return sys.intern(str(value))  # interned: marshal then writes each name once
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, frozenset):
+        return frozenset(_plain(v) for v in value)
+    return value
 
 
 def _reduction(rule: Any, callback: Any) -> _Reduce:
@@ -355,17 +401,6 @@ def _reduction(rule: Any, callback: Any) -> _Reduce:
     if inline and include is None and size == 1 and not expand1:
         return size, rule.origin.name, _WRAP
     return size, rule.origin.name, (include, expand1, inline, name)
-
-
-def _first_match(mres: list[Any]) -> Any:
-    def match(text: str, pos: int) -> Any:
-        for mre in mres:
-            found = mre.match(text, pos)
-            if found:
-                return found
-        return None
-
-    return match
 
 
 def _keyword_map(callback: Any) -> dict[str, str]:

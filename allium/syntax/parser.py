@@ -1,35 +1,52 @@
-"""Builds the Lark parser once (grammar tables cached on disk).
+"""Builds the parser once per process, from caches kept per user.
 
-lark's runtime (`build_parser().parse`) is the reference: syntax errors are
-diagnosed from its exceptions.  Valid specs take the engine (engine.py),
-which runs the same tables and lexer regexes without building a parse tree.
+lark compiles allium.lark into LALR tables and lexer regexes; its runtime
+(`build_parser().parse`) is the reference and the defensive fallback.  The
+engine (engine.py) runs the same tables from plain data that this module
+keeps in a marshal file, so a command starts without loading lark's own
+cache; lark's Lark object is then only built when something needs it.
 This package is the only one that imports lark.
 """
 
 from __future__ import annotations
 
+import hashlib
+import marshal
+import os
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+import lark
 from lark import Lark
 
-from allium.syntax.engine import Engine
+from allium.syntax.engine import Engine, tables_from
 from allium.syntax.postlex import AlliumPostLexer
 
 GRAMMAR_PATH = Path(__file__).with_name("allium.lark")
+ENGINE_FORMAT = 1  # bump when tables_from() changes shape
+_TABLE_KEYS = frozenset({"rows", "start", "end", "pattern", "flags", "ignore", "newline", "blanks", "keywords", "accepts"})
 
 
-def _cache_path() -> str:
-    # Lark keys its cache on grammar text and options, so a stale file is never
-    # reused; we only choose where it lives.
-    root = Path(tempfile.gettempdir()) / "allium-lark-cache"
-    root.mkdir(exist_ok=True)
-    return str(root / "allium.lark.cache")
+def cache_dir() -> Path | None:
+    """The user's own cache folder for allium, or None when there is none to write.
+
+    Per user, not the shared temp folder: lark's cache is a pickle, and a
+    file another user could plant there would run as code when loaded.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
+    folder = Path(base) / "allium"
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
 
 
 @lru_cache(maxsize=1)
 def build_parser() -> Lark:
+    folder = cache_dir()
     return Lark(
         GRAMMAR_PATH.read_text(encoding="utf-8"),
         parser="lalr",
@@ -37,12 +54,36 @@ def build_parser() -> Lark:
         postlex=AlliumPostLexer(),
         propagate_positions=True,
         maybe_placeholders=False,
-        cache=_cache_path(),
+        # lark keys its cache on the grammar and options; we only pick the folder.
+        cache=str(folder / "grammar.lark-cache") if folder else False,
     )
 
 
 @lru_cache(maxsize=1)
 def build_engine() -> Engine:
-    return Engine(build_parser())
+    return Engine(_engine_tables(), build_parser)
 
 
+def _engine_tables() -> dict[str, Any]:
+    grammar = GRAMMAR_PATH.read_bytes()
+    key = hashlib.sha256(grammar + f"|lark {lark.__version__}|engine {ENGINE_FORMAT}".encode()).hexdigest()[:20]
+    folder = cache_dir()
+    path = folder / f"engine-{key}.marshal" if folder else None
+    if path is not None:
+        try:
+            tables = marshal.loads(path.read_bytes())
+            if isinstance(tables, dict) and tables.keys() == _TABLE_KEYS:
+                return tables
+        except (OSError, EOFError, ValueError, TypeError):
+            pass  # absent or unreadable: rebuild it below
+    tables = tables_from(build_parser())
+    if path is not None:
+        # Write then rename, so a concurrent run never reads half a file.
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".engine-")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(marshal.dumps(tables))
+            os.replace(temporary, path)
+        except (OSError, ValueError):
+            Path(temporary).unlink(missing_ok=True)
+    return tables

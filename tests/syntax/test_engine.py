@@ -8,6 +8,7 @@ inputs fail.
 
 from __future__ import annotations
 
+import marshal
 from functools import lru_cache
 
 import pytest
@@ -25,7 +26,7 @@ from allium.syntax import parser as parser_module
 from allium.syntax.build import AstBuilder
 from allium.diagnostics import Diagnostic
 from allium.syntax import _reference_parse
-from allium.syntax.engine import EngineError, SyntaxFailure
+from allium.syntax.engine import Engine, EngineError, SyntaxFailure, tables_from
 from allium.syntax.postlex import AlliumPostLexer
 
 from .conftest import CORPUS, src
@@ -187,3 +188,53 @@ def test_nesting_within_the_limit_goes_through_every_command(tmp_path, shape, co
     result = CliRunner().invoke(main, [*command, str(path)])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "tooDeep" not in result.output
+
+
+def test_tables_from_a_freshly_compiled_grammar_survive_marshal():
+    # A grammar compiled from scratch names rules with lark Tokens, which
+    # marshal refuses; tables_from must hand back plain data.
+    tables = tables_from(stock_parser())
+    copied = marshal.loads(marshal.dumps(tables))
+    assert copied == tables
+    engine = Engine(copied, stock_parser)
+    text = SAMPLES[0]
+    decls, comments = engine.parse(text, AstBuilder(SourceFile("s.allium", text)))
+    assert (decls, list(comments)) == stock(text)
+
+
+def test_an_unreadable_engine_cache_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    tables = parser_module._engine_tables()
+    [path] = (tmp_path / "allium").glob("engine-*.marshal")
+    assert marshal.loads(path.read_bytes()) == tables
+    path.write_bytes(b"\x00 not marshal data")
+    assert parser_module._engine_tables() == tables
+    assert marshal.loads(path.read_bytes()) == tables
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".engine-")] == []
+
+
+def test_without_a_cache_folder_the_engine_is_built_in_memory(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    assert parser_module.cache_dir() is None
+    engine = Engine(parser_module._engine_tables(), stock_parser)  # another compilation's state numbers
+    text = SAMPLES[0]
+    decls, comments = engine.parse(text, AstBuilder(SourceFile("s.allium", text)))
+    assert (decls, list(comments)) == stock(text)
+
+
+def test_contextual_lexing_works_with_a_lark_compiled_separately():
+    # After `order.` only a name fits, but the scanner over all terminals reads
+    # `total/count` as one qualified name: the state's own scanner must give
+    # `total`, and be found by its terminals, since another compilation of
+    # the grammar numbers its LALR states differently.
+    engine = Engine(tables_from(parser_module.build_parser()), stock_parser)
+    asked = []
+    original = engine._contextual_token
+    engine._contextual_token = lambda *args: asked.append(args[3:5]) or original(*args)
+    text = src("entity A {\n    x: order.total/count\n}")
+    decls, comments = engine.parse(text, AstBuilder(SourceFile("s.allium", text)))
+    assert asked == [("QNAME", "total/count")]
+    assert (decls, list(comments)) == stock(text)
+    assert decls[0].fields[0].value.op == "/"
