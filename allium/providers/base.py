@@ -85,9 +85,10 @@ class TranscriptMissingError(ProviderError):
 
 # --------------------------------------------------------------------------- pricing
 
-# USD per million tokens, from https://www.anthropic.com/pricing as of PRICES_AS_OF.
-# Cache writes are the 5-minute TTL rate (1.25x input), cache reads 0.1x input.
-PRICES_AS_OF = "2025-11-24"
+# USD per million tokens, from https://www.anthropic.com/pricing and the model pages at
+# https://platform.claude.com/docs/en/models/ as of PRICES_AS_OF. Cache writes are the
+# 5-minute TTL rate (1.25x input), cache reads 0.1x input.
+PRICES_AS_OF = "2026-11-29"
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,13 @@ class Price:
 
 
 PRICES: dict[str, Price] = {
+    "claude-opus-5-5": Price(4.0, 20.0, 5.0, 0.40),
+    "claude-opus-5": Price(5.0, 25.0, 6.25, 0.50),
+    "claude-sonnet-5-5": Price(2.0, 10.0, 2.50, 0.20),
+    "claude-sonnet-5": Price(2.0, 10.0, 2.50, 0.20),
+    "claude-opus-4-8": Price(5.0, 25.0, 6.25, 0.50),
+    "claude-opus-4-6": Price(5.0, 25.0, 6.25, 0.50),
+    "claude-sonnet-4-6": Price(3.0, 15.0, 3.75, 0.30),
     "claude-opus-4-5": Price(5.0, 25.0, 6.25, 0.50),
     "claude-opus-4-1": Price(15.0, 75.0, 18.75, 1.50),
     "claude-opus-4": Price(15.0, 75.0, 18.75, 1.50),

@@ -86,6 +86,9 @@ def test_cost_uses_each_token_kind_at_its_price():
     # the longest family wins: opus-4-5 is not priced as opus-4
     assert price_for("claude-opus-4-5-20251101").input == 5.0  # type: ignore[union-attr]
     assert usage.cost_usd("gpt-4") is None
+    # a newer family is not priced as the older one it extends
+    assert usage.cost_usd("claude-sonnet-5-5") == pytest.approx(2 + 10 + 2.50 + 0.20)
+    assert price_for("claude-opus-5-5-20261015") == price_for("claude-opus-5-5") != price_for("claude-opus-5")
     assert (Usage(1, 2, 3, 4) + Usage(10, 20, 30, 40)) == Usage(11, 22, 33, 44)
     assert Usage(1, 2, 3, 4).total_input_tokens == 8
 
