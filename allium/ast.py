@@ -7,13 +7,12 @@ work on these nodes only, and tests can build them by hand.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import reprlib
+from collections.abc import Iterator
 from dataclasses import MISSING, FrozenInstanceError, dataclass, fields, is_dataclass
 from typing import Any, ClassVar, Union
 
 from allium.source import Span
-
 
 _NODE_CLASSES: list[type] = []
 
@@ -44,7 +43,7 @@ class Node:
     _fields: ClassVar[tuple[str, ...]] = ()
     _child_fields: ClassVar[tuple[str, ...]] = ()
 
-    def children(self) -> Iterator["Node"]:
+    def children(self) -> Iterator[Node]:
         for name in self._child_fields:
             value = getattr(self, name)
             if isinstance(value, Node):
@@ -56,7 +55,7 @@ class Node:
                     elif isinstance(item, tuple):
                         yield from (x for x in item if isinstance(x, Node))
 
-    def walk(self) -> Iterator["Node"]:
+    def walk(self) -> Iterator[Node]:
         """This node and every node below it, depth first, in source order."""
         yield self
         for child in self.children():
@@ -541,7 +540,7 @@ class SurfaceItem(Node):
 class SurfaceItemFor(Node):
     names: tuple[str, ...]
     source: Expr
-    items: tuple[Union["SurfaceItem", "SurfaceItemFor"], ...]
+    items: tuple[Union[SurfaceItem, SurfaceItemFor], ...]
 
 
 @node

@@ -14,7 +14,13 @@ from collections.abc import Sequence
 import click
 
 from allium import __version__
-from allium.diagnostics import Diagnostic, has_failures, render_json, render_sarif, render_text
+from allium.diagnostics import (
+    Diagnostic,
+    has_failures,
+    render_json,
+    render_sarif,
+    render_text,
+)
 from allium.errors import AlliumError, UsageError
 from allium.source import SourceFile
 
@@ -165,8 +171,8 @@ def _check_package(paths: tuple[str, ...], package: str, fmt: str, run_tests: bo
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def plan(paths: tuple[str, ...], fmt: str) -> None:
     """Derive the test obligations of the specs in PATHS."""
-    from allium.check import discover, parse_all
     from allium import plan as planning
+    from allium.check import discover, parse_all
 
     try:
         results = parse_all(discover(paths))

@@ -70,7 +70,7 @@ class SourceFile:
         object.__setattr__(self, "_line_starts", starts)
 
     @classmethod
-    def read(cls, path: str | Path) -> "SourceFile":
+    def read(cls, path: str | Path) -> SourceFile:
         raw = Path(path).read_bytes()
         text = raw.decode("utf-8-sig", errors="replace")
         return cls(str(path), text.replace("\r\n", "\n"))

@@ -10,7 +10,13 @@ import re
 from dataclasses import dataclass
 
 from lark import Token
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (
+    LarkError,
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+)
 
 from allium import ast
 from allium.diagnostics import Diagnostic, error, warning

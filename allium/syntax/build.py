@@ -8,10 +8,9 @@ as plain strings, so no lark type escapes this module.
 from __future__ import annotations
 
 import re
-from functools import lru_cache, partial
-from typing import Any, NamedTuple
-
 from bisect import bisect_right
+from functools import cache, lru_cache, partial
+from typing import Any, NamedTuple
 
 from lark import Token, Transformer, Tree, v_args
 from lark.exceptions import GrammarError, VisitError
@@ -26,7 +25,7 @@ PRIMITIVE_TYPES = frozenset(
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rule_functions(cls: type) -> dict[str, Any]:
     """Rule name -> the plain function under lark's @v_args wrapper, per builder class.
 
@@ -280,7 +279,7 @@ class AstBuilder(Transformer):
             self._span(meta), str(c[0]), "derived", exprs[0], when[0].expr if when else None, params
         )
 
-    def field_when(self, meta: Meta, c: list[Any]) -> "_FieldWhen":
+    def field_when(self, meta: Meta, c: list[Any]) -> _FieldWhen:
         return _FieldWhen(c[0])
 
     def transitions_block(self, meta: Meta, c: list[Any]) -> ast.TransitionGraph:
@@ -294,7 +293,7 @@ class AstBuilder(Transformer):
     def edge(self, meta: Meta, c: list[Token]) -> ast.Edge:
         return ast.Edge(self._span(meta), str(c[0]), str(c[1]))
 
-    def terminal_clause(self, meta: Meta, c: list[Token]) -> "_Terminals":
+    def terminal_clause(self, meta: Meta, c: list[Token]) -> _Terminals:
         return _Terminals(str(t) for t in c)
 
     def entity_invariant(self, meta: Meta, c: list[Any]) -> ast.InvariantDecl:

@@ -8,7 +8,12 @@ import json
 import pytest
 
 from allium.errors import AlliumError
-from allium.providers.anthropic import DroppedStreamError, RetryPolicy, classify, parse_retry_after
+from allium.providers.anthropic import (
+    DroppedStreamError,
+    RetryPolicy,
+    classify,
+    parse_retry_after,
+)
 from allium.providers.base import (
     DEFAULT_MODEL,
     MalformedToolCallError,

@@ -12,20 +12,19 @@ import marshal
 from functools import lru_cache
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lark import Lark, Transformer
 from lark.exceptions import UnexpectedInput
-from click.testing import CliRunner
 
 from allium.cli import main
+from allium.diagnostics import Diagnostic
 from allium.source import SourceFile
+from allium.syntax import _reference_parse, parse_text
 from allium.syntax import engine as engine_module
-from allium.syntax import parse_text
 from allium.syntax import parser as parser_module
 from allium.syntax.build import AstBuilder
-from allium.diagnostics import Diagnostic
-from allium.syntax import _reference_parse
 from allium.syntax.engine import Engine, EngineError, SyntaxFailure, tables_from
 from allium.syntax.postlex import AlliumPostLexer
 
