@@ -165,6 +165,14 @@ class StreamAccumulator:
         elif delta.get("type") == "input_json_delta":
             self.json[index] += delta["partial_json"]
             self._chars += len(delta["partial_json"])
+        elif delta.get("type") == "thinking_delta":
+            # Kept whole, signature included: a thinking block sent back in the
+            # next turn (tool results, continuations) must be unmodified.
+            self.blocks[index]["thinking"] = self.blocks[index].get("thinking", "") + delta["thinking"]
+            self._chars += len(delta["thinking"])
+        elif delta.get("type") == "signature_delta":
+            self.blocks[index]["signature"] = self.blocks[index].get("signature", "") + delta["signature"]
+            return False
         else:
             return False
         return True

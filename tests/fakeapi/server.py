@@ -45,7 +45,7 @@ class Block:
     """One scripted content block. For tool calls ``raw_json`` is streamed verbatim,
     so it can be cut off or invalid on purpose."""
 
-    type: str  # "text" | "tool_use"
+    type: str  # "text" | "tool_use" | "thinking"
     text: str = ""
     name: str = "write_file"
     raw_json: str = ""
@@ -133,6 +133,9 @@ class FakeAnthropic:
         self._cache: dict[str, float] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        # signature -> thinking text, for every thinking block handed out: like
+        # the real API, one sent back must come back unmodified.
+        self.signatures: dict[str, str] = {}
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -217,12 +220,29 @@ class FakeAnthropic:
         return {"input_tokens": total - read - written, "cache_creation_input_tokens": written,
                 "cache_read_input_tokens": read}
 
+    def tampered_thinking(self, body: dict[str, Any]) -> str | None:
+        """Why a thinking block sent back in `body` is not one we issued, or None."""
+        for message in body.get("messages", []):
+            content = message.get("content")
+            for block in content if isinstance(content, list) else []:
+                if block.get("type") != "thinking":
+                    continue
+                issued = self.signatures.get(block.get("signature", ""))
+                if issued is None or issued != block.get("thinking"):
+                    return "messages: thinking blocks must be passed back unmodified"
+        return None
+
     def render_blocks(self, reply: Reply) -> list[dict[str, Any]]:
         """Wire blocks for a reply (ids assigned here), paired with their stream text."""
         out = []
         for block in reply.blocks:
             if block.type == "text":
                 out.append({"type": "text", "text": block.text})
+            elif block.type == "thinking":
+                signature = self.new_id("sig")
+                with self._lock:
+                    self.signatures[signature] = block.text
+                out.append({"type": "thinking", "thinking": block.text, "signature": signature})
             else:
                 out.append({"type": "tool_use", "id": self.new_id("toolu"), "name": block.name,
                             "_raw": block.raw_json})
@@ -280,6 +300,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(entry, 200, {"input_tokens": total})
         if entry.path != "/v1/messages":
             return self._error(entry, HttpError(404, "not_found_error", f"no route {entry.path}"))
+        tampered = self.fake.tampered_thinking(entry.body)
+        if tampered:
+            return self._error(entry, HttpError(400, "invalid_request_error", tampered))
         item = self.fake.next_item(entry.body)
         if isinstance(item, HttpError):
             return self._error(entry, item)
@@ -375,6 +398,10 @@ class _Handler(BaseHTTPRequestHandler):
         output = 1
         step = self.fake.chunk_tokens * CHARS_PER_TOKEN
         for index, block in enumerate(self.fake.render_blocks(reply)):
+            if block["type"] == "thinking":
+                yield from self._thinking_events(index, block)
+                output += tokens(block["thinking"])
+                continue
             raw = block.pop("_raw", None)
             start = {**block, "input": {}} if raw is not None else {**block, "text": ""}
             yield "content_block_start", {"type": "content_block_start", "index": index,
@@ -392,6 +419,18 @@ class _Handler(BaseHTTPRequestHandler):
             "stop_reason": reply.stop_reason, "stop_sequence": None},
             "usage": {"output_tokens": output}}
         yield "message_stop", {"type": "message_stop"}
+
+    def _thinking_events(self, index: int, block: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        # As the API streams it: empty start, thinking deltas, then the signature.
+        yield "content_block_start", {"type": "content_block_start", "index": index,
+                                      "content_block": {"type": "thinking", "thinking": "", "signature": ""}}
+        text, step = block["thinking"], self.fake.chunk_tokens * CHARS_PER_TOKEN
+        for i in range(0, len(text), step):
+            yield "content_block_delta", {"type": "content_block_delta", "index": index,
+                                          "delta": {"type": "thinking_delta", "thinking": text[i:i + step]}}
+        yield "content_block_delta", {"type": "content_block_delta", "index": index,
+                                      "delta": {"type": "signature_delta", "signature": block["signature"]}}
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
 
     def _pace(self, delta: dict[str, Any]) -> None:
         """Sleep as long as the model would take to produce this delta."""

@@ -15,6 +15,7 @@ from allium.providers.base import (
     TruncatedError,
 )
 from tests.fakeapi import scenarios as sc
+from tests.fakeapi.server import Block, Reply
 from tests.providers.conftest import KEY, make_request
 
 A = "def a() -> int:\n    return 1\n"
@@ -70,6 +71,29 @@ def test_tool_use_turns_are_answered_ok_and_files_accumulate(fake, make_provider
     assert third["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
     assert "cache_control" not in json.dumps(third["messages"][:-1])
     assert fake.message_requests[2].usage["cache_read_input_tokens"] > 0
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_thinking_blocks_go_back_unmodified_with_the_tool_results(fake, make_provider, stream):
+    # Current models think between tool calls and reject a next turn whose
+    # thinking blocks lost their text or signature; the fake does the same.
+    thinking = Block("thinking", text="Two modules: the entity first, then its rules. " * 20)
+    fake.script(Reply([thinking, sc.write_file_block("a.py", A)], "tool_use"), sc.text("Done."))
+    response = make_provider(stream=stream).complete(make_request())
+
+    assert response.files == (("a.py", A),) and response.turns == 2
+    second = fake.message_requests[1]
+    assert second.status == 200
+    sent = [b for b in second.body["messages"][1]["content"] if b["type"] == "thinking"]
+    assert [(b["thinking"], b["signature"] in fake.signatures) for b in sent] == [(thinking.text, True)]
+
+
+def test_a_tampered_thinking_block_is_refused_by_the_fake(fake):
+    issued = fake.render_blocks(Reply([Block("thinking", text="plan")]))[0]
+    good = {"messages": [{"role": "assistant", "content": [issued]}]}
+    bad = {"messages": [{"role": "assistant", "content": [{**issued, "thinking": ""}]}]}
+    assert fake.tampered_thinking(good) is None
+    assert "unmodified" in fake.tampered_thinking(bad)
 
 
 def test_progress_reports_rising_token_counts_ending_at_the_real_total(fake, make_provider,
