@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from allium.errors import AlliumError
 
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-5-5"
 DEFAULT_MAX_TOKENS = 32_000
 EPHEMERAL: dict[str, str] = {"type": "ephemeral"}
 

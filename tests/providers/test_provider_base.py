@@ -72,7 +72,7 @@ def test_payload_marks_only_the_last_prefix_block_for_caching():
 def test_model_and_max_tokens_resolution(monkeypatch):
     monkeypatch.delenv("ALLIUM_MODEL", raising=False)
     monkeypatch.delenv("ALLIUM_MAX_TOKENS", raising=False)
-    assert resolve_model() == DEFAULT_MODEL == "claude-sonnet-4-5"
+    assert resolve_model() == DEFAULT_MODEL == "claude-sonnet-5-5"
     monkeypatch.setenv("ALLIUM_MODEL", "claude-opus-4-5")
     monkeypatch.setenv("ALLIUM_MAX_TOKENS", "1234")
     assert (resolve_model(), resolve_max_tokens()) == ("claude-opus-4-5", 1234)
