@@ -140,18 +140,12 @@ class AstBuilder(Transformer):
         text = self._text
         clamped = offset if 0 <= offset <= len(text) else max(0, min(offset, len(text)))
         index = bisect_right(self._line_starts, clamped) - 1
-        line_start = self._line_starts[index]
-        if self._ascii:
-            byte_offset = clamped
-        else:
-            if self._byte_starts is None:
-                self._byte_starts = _byte_starts(text, self._line_starts)
-            byte_offset = self._byte_starts[index] + len(text[line_start:clamped].encode("utf-8", "surrogatepass"))
-        position = self._positions[offset] = _new_position((index + 1, clamped - line_start + 1, clamped, byte_offset))
+        position = self._token_position(clamped, index + 1, clamped - self._line_starts[index] + 1)
+        self._positions[offset] = position
         return position
 
     def _token_position(self, offset: int, line: int, column: int) -> Position:
-        """_position(offset) for an offset whose line and column a token already knows."""
+        """The memoised Position of `offset`, whose line and column are known."""
         if self._ascii:
             byte_offset = offset
         else:

@@ -127,17 +127,12 @@ class Engine:
                     values.append(token)
                     infos.append((token, token, 0))
                     break
-                spec = entry[2]
-                if spec is None:  # unit rules: only the state on top changes
+                if entry[2] is None:  # unit rules: only the state on top changes
                     key = (states[-2], states[-1], kind)
                     top = units.get(key)
                     states[-1] = top if top is not None else self._unit_chain(*key)
                     continue
-                if spec is _WRAP:  # `_rule: one_thing`: a list for the parent to splice
-                    del states[-1]
-                    values[-1] = [values[-1]]
-                else:
-                    reduce(entry)
+                reduce(entry)
                 below = states[-1]
                 states.append(rows[below][entry[1]])
         end = self._end
@@ -161,7 +156,7 @@ class Engine:
         handlers: dict[str, Any] = {}
 
         def reduce(entry: _Reduce) -> None:
-            if entry[2] is _WRAP:
+            if entry[2] is _WRAP:  # `_rule: one_thing`: a list for the parent to splice
                 del states[-1]
                 values[-1] = [values[-1]]
                 return
