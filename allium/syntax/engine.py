@@ -1,9 +1,10 @@
 """The front end's fast path: lex, lay out, parse and build the AST in one pass.
 
-lark compiles allium.lark into LALR tables and lexer regexes (parser.py); this
-module runs them.  lark's own runtime builds a parse tree that build.py then
-walks a second time, and at ~110,000 tokens per MB that double handling was
-most of the parse time.  Here each LALR reduction calls the AstBuilder method
+lark compiles allium.lark into LALR tables and lexer regexes; tables_from()
+copies what the engine needs into plain data, which parser.py caches, and
+this module runs them.  lark's own runtime builds a parse tree that build.py
+then walks a second time, and at ~140,000 tokens per MB that double handling
+was most of the parse time.  Here each LALR reduction calls the AstBuilder method
 for its rule at once, so no parse tree exists, and source positions travel on
 a stack beside the values.
 
