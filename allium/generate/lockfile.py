@@ -50,25 +50,21 @@ class LockfileError(AlliumError):
     """The lockfile exists but cannot be read."""
 
 
-@dataclass(frozen=True)
-class Tokens:
-    input: int = 0
-    cache_write: int = 0
-    cached: int = 0
-    output: int = 0
+# The lockfile's names for the token counts of providers.base.Usage.
+_TOKEN_KEYS = {
+    "input": "input_tokens",
+    "cache_write": "cache_creation_input_tokens",
+    "cached": "cache_read_input_tokens",
+    "output": "output_tokens",
+}
 
-    @classmethod
-    def from_usage(cls, usage: Usage) -> Tokens:
-        return cls(usage.input_tokens, usage.cache_creation_input_tokens,
-                   usage.cache_read_input_tokens, usage.output_tokens)
 
-    def to_dict(self) -> dict[str, int]:
-        return {"input": self.input, "cache_write": self.cache_write,
-                "cached": self.cached, "output": self.output}
+def _tokens_to_dict(usage: Usage) -> dict[str, int]:
+    return {key: getattr(usage, name) for key, name in _TOKEN_KEYS.items()}
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Tokens:
-        return cls(*(int(data.get(k, 0) or 0) for k in ("input", "cache_write", "cached", "output")))
+
+def _tokens_from_dict(data: Mapping[str, Any]) -> Usage:
+    return Usage(**{name: int(data.get(key, 0) or 0) for key, name in _TOKEN_KEYS.items()})
 
 
 @dataclass(frozen=True)
@@ -78,7 +74,7 @@ class UnitLock:
     files: Mapping[str, str]  # relative output path -> sha256 of its bytes
     transcript: str = ""
     model: str = ""
-    tokens: Tokens = Tokens()
+    usage: Usage = Usage()
     cost_usd: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,7 +84,7 @@ class UnitLock:
             "files": dict(self.files),
             "transcript": self.transcript,
             "model": self.model,
-            "tokens": self.tokens.to_dict(),
+            "tokens": _tokens_to_dict(self.usage),
             "cost_usd": self.cost_usd,
         }
 
@@ -98,7 +94,7 @@ class UnitLock:
         return cls(str(data["spec_slice"]), str(data["request_hash"]),
                    {str(k): str(v) for k, v in data.get("files", {}).items()},
                    str(data.get("transcript", "")), str(data.get("model", "")),
-                   Tokens.from_dict(data.get("tokens", {})),
+                   _tokens_from_dict(data.get("tokens", {})),
                    None if cost is None else float(cost))
 
 
@@ -160,7 +156,7 @@ def unit_entry(*, spec_slice: str, request_hash: str, files: Mapping[str, str],
     """A unit's lock entry from its answer; ``files`` maps path -> content written."""
     return UnitLock(spec_slice, request_hash,
                     {path: sha256_text(content) for path, content in sorted(files.items())},
-                    transcript, model, Tokens.from_usage(usage), usage.cost_usd(model))
+                    transcript, model, usage, usage.cost_usd(model))
 
 
 # ---------------------------------------------------------------- load and save

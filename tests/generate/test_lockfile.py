@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from allium.generate import lockfile
-from allium.generate.lockfile import (HandEdit, Lockfile, LockfileError, Tokens, UnitLock,
+from allium.generate.lockfile import (HandEdit, Lockfile, LockfileError, UnitLock,
                                       changed_spec_files, hand_edits, load, removed_units, save,
                                       stale_units, unit_entry)
 from allium.providers.base import Usage
@@ -22,7 +22,7 @@ def _lock() -> Lockfile:
     core = unit_entry(spec_slice="s-core", request_hash="r-core", files=CORE,
                       transcript="r-core", model="claude-sonnet-4-5", usage=usage)
     api = UnitLock("s-api", "r-api", {"pkg/api.py": lockfile.sha256_text("B = 2\n")},
-                   "r-api", "unpriced-model", Tokens(10, 20, 0, 30), None)
+                   "r-api", "unpriced-model", Usage(10, 30, 20, 0), None)
     return Lockfile("pkg", {"specs/core.allium": "h1", "specs/api.allium": "h2"},
                     {"core": core, "api": api})
 
@@ -44,7 +44,9 @@ def test_save_is_stable_sorted_and_round_trips(tmp_path: Path) -> None:
 def test_unit_entry_records_hashes_tokens_and_cost() -> None:
     core = _lock().units["core"]
     assert core.files["pkg/core.py"] == lockfile.sha256_text("A = 1\n")
-    assert core.tokens == Tokens(input=1200, cache_write=0, cached=40_000, output=3000)
+    assert core.usage == Usage(input_tokens=1200, output_tokens=3000, cache_creation_input_tokens=0,
+                               cache_read_input_tokens=40_000)
+    assert core.to_dict()["tokens"] == {"input": 1200, "cache_write": 0, "cached": 40_000, "output": 3000}
     expected = (1200 * 3.0 + 3000 * 15.0 + 40_000 * 0.30) / 1_000_000
     assert core.cost_usd == pytest.approx(expected)
     assert _lock().units["api"].cost_usd is None
