@@ -17,6 +17,7 @@ from allium.generate.units import load_plan
 from allium.providers.replay import ReplayProvider
 from allium.providers.transcripts import TranscriptStore
 from allium.verify.coverage import verify_package
+from tests.trees import file_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ROOT / "generated"
@@ -24,13 +25,6 @@ SPECS = sorted((ROOT / "specs").glob("*.allium"))
 
 pytestmark = pytest.mark.skipif(not (GENERATED / lockfile.LOCKFILE_NAME).exists(), reason="nothing generated")
 
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and "__pycache__" not in p.parts and ".pytest_cache" not in p.parts
-    }
 
 
 def test_replaying_the_transcripts_rebuilds_generated_byte_for_byte(tmp_path: Path) -> None:
@@ -42,7 +36,7 @@ def test_replaying_the_transcripts_rebuilds_generated_byte_for_byte(tmp_path: Pa
     out.mkdir()
     (out / lockfile.LOCKFILE_NAME).write_bytes((GENERATED / lockfile.LOCKFILE_NAME).read_bytes())
     Generator(plan, ReplayProvider(store), store, out, jobs=1).run(list(plan.units), pin_to_lockfile=True)
-    assert tree(out) == tree(GENERATED)
+    assert file_tree(out) == file_tree(GENERATED)
 
 
 def test_generated_tests_cover_every_obligation_and_pass() -> None:

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from allium.cli import main
 from tests.fakeapi import FakeAnthropic
 from tests.fakeapi import scenarios as sc
+from tests.trees import file_tree
 
 SPECS = Path(__file__).parent / "fixtures" / "e2e"
 KEY = "sk-ant-e2e-LEAKCHECK-31f0"
@@ -150,10 +151,6 @@ def generate(tmp: Path, fake: FakeAnthropic | None, *args: str):
     return CliRunner().invoke(main, argv, env=env, catch_exceptions=False)
 
 
-def tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
-
 
 def requested_units(fake: FakeAnthropic) -> list[str]:
     units = (unit_of(r.body) for r in fake.message_requests if not is_tool_result(r.body))
@@ -186,19 +183,19 @@ def test_generates_a_package_whose_tests_pass_and_replay_is_byte_identical(tmp_p
     (replay_root / "transcripts").symlink_to(tmp_path / "transcripts")
     replayed = generate(replay_root, None, "--provider", "replay")
     assert replayed.exit_code == 0, replayed.output
-    assert tree(replay_root / "generated") == tree(out)
+    assert file_tree(replay_root / "generated") == file_tree(out)
     for transcript in (tmp_path / "transcripts").glob("*.json"):
         assert KEY not in transcript.read_text()
 
 
 def test_path_traversal_is_refused_and_output_untouched(tmp_path: Path, fake) -> None:
     assert generate(tmp_path, fake).exit_code == 0
-    before = tree(tmp_path / "generated")
+    before = file_tree(tmp_path / "generated")
     fake.responder = model({"alarms": sc.files({"../escape.py": "x = 1\n"})})
     result = generate(tmp_path, fake, "--all", "--transcripts", str(tmp_path / "t2"))
     assert result.exit_code == 1
     assert "refusing to write '../escape.py'" in result.output
-    assert tree(tmp_path / "generated") == before
+    assert file_tree(tmp_path / "generated") == before
     assert not (tmp_path / "escape.py").exists()
 
 
