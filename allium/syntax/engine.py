@@ -37,6 +37,7 @@ from lark.parse_tree_builder import ChildFilterLALR_NoPlaceholders, ExpandSingle
 from lark.parsers.lalr_analysis import Shift
 
 from allium.syntax.build import TokenMeta
+from allium.syntax.firsts import dispatch
 from allium.syntax.postlex import AlliumPostLexer, Comment
 
 # AST depth beyond which a spec is refused: the checker, planner and JSON
@@ -86,6 +87,7 @@ class Engine:
         self._lark = lark
         self._lexers: dict[frozenset[str], Any] | None = None  # lark's, when first needed
         self._match = re.compile(tables["pattern"], tables["flags"]).match
+        self._matchers = _Matchers(tables["dispatch"], tables["flags"], self._match)
         self._ignore: frozenset[str] = tables["ignore"]
         self._newline: frozenset[str] = tables["newline"]
         self._blanks = re.compile(tables["blanks"]).match
@@ -233,13 +235,14 @@ class Engine:
 
     def _tokens(self, text: str, states: list[int]) -> Iterator[Token]:
         """lark's contextual lexer, for the parser state on top of `states`."""
-        first, ignore, newline = self._match, self._ignore, self._newline
+        matchers, ignore, newline = self._matchers, self._ignore, self._newline
         keywords, accepts = self._keywords, self._accepts
         new = str.__new__
         blanks = self._blanks
         pos, size, line, line_start = 0, len(text), 1, 0
         while pos < size:
-            if text[pos] == " ":
+            char = text[pos]
+            if char == " ":
                 # Most tokens follow a space.  A blank run not followed by a
                 # comment or line break can only be the %ignore terminal, so
                 # skip it without trying every terminal first.
@@ -251,7 +254,7 @@ class Engine:
                 if after < size and text[after] not in "-\r\n":
                     pos = after
                     continue
-            match = first(text, pos)
+            match = matchers[char](text, pos)
             if match is None:
                 raise SyntaxFailure(offset=pos)
             kind = match.lastgroup
@@ -314,6 +317,22 @@ class Engine:
         return kind, value
 
 
+class _Matchers(dict):
+    """First character -> the `match` of the root regex narrowed to it, compiled on first use."""
+
+    def __init__(self, patterns: dict[str, str], flags: int, whole: Callable[..., Any]) -> None:
+        super().__init__()
+        self._patterns, self._flags, self._whole = patterns, flags, whole
+
+    def __missing__(self, char: str) -> Callable[..., Any]:
+        pattern = self._patterns.get(char)
+        # Other characters (non-ASCII, or none can start a token) get the
+        # whole regex, which says what it says about them.
+        match = self._whole if pattern is None else re.compile(pattern, self._flags).match
+        self[char] = match
+        return match
+
+
 def _lexers_by_terminals(parser: Lark) -> dict[frozenset[str], Any]:
     """lark's per-state lexers, keyed by the terminals they read.
 
@@ -361,7 +380,17 @@ def tables_from(parser: Lark) -> dict[str, Any]:
         # Keywords lark folds into a regex terminal (NAME "entity" -> ENTITY).
         "keywords": {name: _keyword_map(cb) for name, cb in root.callback.items()},
         "accepts": {state: frozenset(t.name for t in lexer.terminals) for state, lexer in contextual.lexers.items()},
+        "dispatch": _dispatch(root.scanner),
     })
+
+
+def _dispatch(scanner: Any) -> dict[str, str]:
+    """The root regex narrowed per first character (see firsts.py)."""
+    alternatives = [(t.name, t.pattern.to_regexp()) for t in scanner.terminals]
+    whole = "|".join(f"(?P<{name}>{regex})" for name, regex in alternatives)
+    if whole != scanner._mres[0].pattern:  # pragma: no cover - lark builds its regex otherwise
+        raise TypeError("the root scanner's regex is not the alternation of its terminals")
+    return dispatch(alternatives, scanner.g_regex_flags)
 
 
 def _plain(value: Any) -> Any:

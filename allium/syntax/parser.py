@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 import os
+import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -25,8 +26,8 @@ from allium.syntax.engine import Engine, tables_from
 from allium.syntax.postlex import AlliumPostLexer
 
 GRAMMAR_PATH = Path(__file__).with_name("allium.lark")
-ENGINE_FORMAT = 1  # bump when tables_from() changes shape
-_TABLE_KEYS = frozenset({"rows", "start", "end", "pattern", "flags", "ignore", "newline", "blanks", "keywords", "accepts"})
+ENGINE_FORMAT = 2  # bump when tables_from() changes shape
+_TABLE_KEYS = frozenset({"rows", "start", "end", "pattern", "flags", "ignore", "newline", "blanks", "keywords", "accepts", "dispatch"})
 
 
 def cache_dir() -> Path | None:
@@ -66,7 +67,7 @@ def build_engine() -> Engine:
 
 def _engine_tables() -> dict[str, Any]:
     grammar = GRAMMAR_PATH.read_bytes()
-    key = hashlib.sha256(grammar + f"|lark {lark.__version__}|engine {ENGINE_FORMAT}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(grammar + f"|lark {lark.__version__}|engine {ENGINE_FORMAT}|python {sys.version_info[:2]}".encode()).hexdigest()[:20]
     folder = cache_dir()
     path = folder / f"engine-{key}.marshal" if folder else None
     if path is not None:

@@ -1,0 +1,109 @@
+"""Which lexer alternatives can match at a given first character.
+
+lark's scanner is one regex, `(?P<A>...)|(?P<B>...)|...`, and Python's `re`
+tries the alternatives in order, so every `:` is first offered to the three
+newline terminals, both qualified-name forms, numbers, names, strings...
+About 40% of the front end's instructions went there.  A regex that cannot
+start with the next character cannot match there, so for each ASCII
+character we keep only the alternatives that can, in their original order:
+the first one to match is then the one the whole regex would have chosen.
+
+The first characters come from Python's own regex parser, and every doubt
+widens them: a construct this module does not know, a character class
+spelled by category, a case-insensitive flag, or a pattern that can match
+the empty string all count as "can start with anything".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from re import _constants as c  # type: ignore[attr-defined]
+from re import _parser  # type: ignore[attr-defined]
+
+ASCII = [chr(i) for i in range(128)]
+
+_REPEATS = {c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT}
+_ZERO_WIDTH = {c.AT, c.ASSERT, c.ASSERT_NOT}
+
+
+def first_chars(regex: str, flags: int = 0) -> frozenset[str] | None:
+    """The ASCII characters a match of `regex` can start with; None if it could start with any."""
+    if flags & re.IGNORECASE:
+        return None
+    chars, nullable = _sequence(_parser.parse(regex, flags))
+    return None if chars is None or nullable else frozenset(chars)
+
+
+def dispatch(alternatives: Iterable[tuple[str, str]], flags: int) -> dict[str, str]:
+    """For each ASCII character, the scanner regex narrowed to what can match there.
+
+    `alternatives` are (name, regex) in scanner order; characters that no
+    alternative can start with are left out (the caller's full regex will
+    report them).
+    """
+    named = [(f"(?P<{name}>{regex})", first_chars(regex, flags)) for name, regex in alternatives]
+    out: dict[str, str] = {}
+    joined: dict[tuple[str, ...], str] = {}  # one string per distinct narrowing
+    for char in ASCII:
+        kept = tuple(source for source, firsts in named if firsts is None or char in firsts)
+        if kept:
+            out[char] = joined.setdefault(kept, "|".join(kept))
+    return out
+
+
+def _sequence(items: Iterable[tuple]) -> tuple[set[str] | None, bool]:
+    """First characters of a sequence of regex items, and whether it can match empty."""
+    chars: set[str] = set()
+    for op, av in items:
+        first, nullable = _item(op, av)
+        if first is None:
+            return None, True
+        chars |= first
+        if not nullable:
+            return chars, False
+    return chars, True
+
+
+def _item(op, av) -> tuple[set[str] | None, bool]:
+    if op is c.LITERAL:
+        return {chr(av)}, False
+    if op is c.IN:
+        return _class(av), False
+    if op is c.SUBPATTERN:
+        _group, add_flags, _del_flags, pattern = av
+        if add_flags & re.IGNORECASE:
+            return None, True
+        return _sequence(pattern)
+    if op is c.ATOMIC_GROUP:
+        return _sequence(av)
+    if op in _REPEATS:
+        low, _high, pattern = av
+        chars, nullable = _sequence(pattern)
+        return chars, nullable or low == 0
+    if op is c.BRANCH:
+        chars: set[str] = set()
+        any_nullable = False
+        for pattern in av[1]:
+            first, nullable = _sequence(pattern)
+            if first is None:
+                return None, True
+            chars |= first
+            any_nullable = any_nullable or nullable
+        return chars, any_nullable
+    if op in _ZERO_WIDTH:
+        return set(), True  # a lookaround or anchor only narrows what follows
+    return None, True  # NOT_LITERAL, ANY, back references...: anything
+
+
+def _class(items: Iterable[tuple]) -> set[str] | None:
+    chars: set[str] = set()
+    for op, av in items:
+        if op is c.LITERAL:
+            chars.add(chr(av))
+        elif op is c.RANGE:
+            low, high = av
+            chars.update(chr(i) for i in range(low, min(high, 127) + 1))
+        else:  # NEGATE, CATEGORY (\w, \s...): not worth being exact
+            return None
+    return chars
