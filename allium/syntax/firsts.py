@@ -29,9 +29,10 @@ _ZERO_WIDTH = {c.AT, c.ASSERT, c.ASSERT_NOT}
 
 def first_chars(regex: str, flags: int = 0) -> frozenset[str] | None:
     """The ASCII characters a match of `regex` can start with; None if it could start with any."""
-    if flags & re.IGNORECASE:
+    parsed = _parser.parse(regex, flags)
+    if parsed.state.flags & re.IGNORECASE:  # given, or set inline by `(?i)`
         return None
-    chars, nullable = _sequence(_parser.parse(regex, flags))
+    chars, nullable = _sequence(parsed)
     return None if chars is None or nullable else frozenset(chars)
 
 
