@@ -28,7 +28,6 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import Any
 
 from lark import Lark, Token
@@ -36,8 +35,8 @@ from lark.lexer import ContextualLexer, PatternStr, UnlessCallback
 from lark.parse_tree_builder import ChildFilterLALR_NoPlaceholders, ExpandSingleChild
 from lark.parsers.lalr_analysis import Shift
 
-from allium.syntax.build import TokenMeta
 from allium.syntax.firsts import dispatch
+from allium.syntax.reductions import WRAP, TooDeep, compile_reducers, load_reducers  # noqa: F401 - TooDeep: part of this module's interface
 from allium.syntax.postlex import AlliumPostLexer, Comment
 
 # AST depth beyond which a spec is refused: the checker, planner and JSON
@@ -58,30 +57,12 @@ class SyntaxFailure(Exception):
         self.postlexer: AlliumPostLexer | None = None  # its open blocks and recent tokens, at the failure
 
 
-class TooDeep(Exception):
-    """The spec nests deeper than MAX_DEPTH."""
-
-    def __init__(self, offset: int) -> None:
-        super().__init__(offset)
-        self.offset = offset
-
-
-_new_meta = partial(tuple.__new__, TokenMeta)
-
-
-# A reduction: (size, goto symbol, None for a unit rule that passes its only
-# child through, _WRAP for an inlined `_rule` of one kept child, else (kept
-# children or None for all, expand single child, inlined `_rule`, builder
-# method name)).
-_WRAP = True  # a singleton, so `is` still works on tables read back from disk
-_Reduce = tuple[int, str, Any]
-
-
 class Engine:
     def __init__(self, tables: dict[str, Any], lark: Callable[[], Lark]) -> None:
         """`tables` as made by :func:`tables_from`; `lark` gives the Lark parser when
         a state's own scanner is needed (rarely: see _contextual_token)."""
         self._rows: dict[int, dict[str, Any]] = tables["rows"]
+        self._reducers = load_reducers(tables["reducers"], MAX_DEPTH)
         self._start, self._end = tables["start"], tables["end"]
         self._units: dict[tuple[int, int, str], int] = {}
         self._lark = lark
@@ -99,13 +80,8 @@ class Engine:
     def parse(self, text: str, builder: Any) -> tuple[Any, list[Comment]]:
         """The AST of `text` (the `start` rule's value) and the comments seen."""
         postlexer = AlliumPostLexer()
-        states = [self._start]
-        values: list[Any] = []
-        # Per value: its first and last token (None when it has none) and its depth.
-        infos: list[tuple[Token | None, Token | None, int]] = []
-        reduce = self._reducer(states, values, infos, builder)
         try:
-            return self._parse(text, postlexer, states, values, infos, reduce), postlexer.comments
+            return self._parse(text, postlexer, _Handlers(builder)), postlexer.comments
         except SyntaxFailure as failure:
             failure.postlexer = postlexer
             raise
@@ -114,15 +90,18 @@ class Engine:
         """Every symbol parser `state` can take next (terminals and rules)."""
         return list(self._rows[state].keys())
 
-    def _parse(self, text: str, postlexer: AlliumPostLexer, states: list[int], values: list, infos: list, reduce) -> Any:
-        rows = self._rows
+    def _parse(self, text: str, postlexer: AlliumPostLexer, handlers: _Handlers) -> Any:
+        rows, reducers = self._rows, self._reducers
         units = self._units
+        states = [self._start]
+        values: list[Any] = []
+        # Per value: its first and last token (None when it has none) and its depth.
+        infos: list[tuple[Token | None, Token | None, int]] = []
         token = None
         for token in postlexer.process(self._tokens(text, states)):
             kind = token.type
             while True:
-                row = rows[states[-1]]
-                entry = row.get(kind)
+                entry = rows[states[-1]].get(kind)
                 if entry is None:
                     raise SyntaxFailure(token, states[-1])
                 if type(entry) is int:  # shift
@@ -130,14 +109,14 @@ class Engine:
                     values.append(token)
                     infos.append((token, token, 0))
                     break
-                if entry[2] is None:  # unit rules: only the state on top changes
+                how = entry[2]
+                if how is None:  # unit rules: only the state on top changes
                     key = (states[-2], states[-1], kind)
                     top = units.get(key)
                     states[-1] = top if top is not None else self._unit_chain(*key)
                     continue
-                reduce(entry)
-                below = states[-1]
-                states.append(rows[below][entry[1]])
+                reducers[how](values, states, infos, handlers)
+                states.append(rows[states[-1]][entry[1]])
         end = self._end
         while True:
             entry = rows[states[-1]].get("$END")
@@ -149,71 +128,10 @@ class Engine:
             if entry[2] is None:
                 del states[-1]
             else:
-                reduce(entry)
-            below = states[-1]
-            states.append(rows[below][entry[1]])
+                reducers[entry[2]](values, states, infos, handlers)
+            states.append(rows[states[-1]][entry[1]])
             if states[-1] == end:
                 return values[-1]
-
-    def _reducer(self, states: list[int], values: list[Any], infos: list, builder: Any):
-        handlers: dict[str, Any] = {}
-
-        def reduce(entry: _Reduce) -> None:
-            if entry[2] is _WRAP:  # `_rule: one_thing`: a list for the parent to splice
-                del states[-1]
-                values[-1] = [values[-1]]
-                return
-            size, _, (include, expand1, inline, name) = entry
-            start = end = None
-            depth = 0
-            if size:
-                children = values[-size:]
-                del values[-size:], states[-size:]
-                for s, e, d in infos[-size:]:
-                    if s is not None:
-                        if start is None:
-                            start = s
-                        end = e
-                    if d > depth:
-                        depth = d
-                del infos[-size:]
-            else:
-                children = []
-            if include is None:
-                kept = children
-            else:
-                kept = None
-                for i, expand in include:
-                    child = children[i]
-                    if expand:  # an inlined `_rule`: its children, in place
-                        if kept is None:
-                            kept = child  # its list is ours to extend (as lark does)
-                        else:
-                            kept += child
-                    elif kept is None:
-                        kept = [child]
-                    else:
-                        kept.append(child)
-                if kept is None:
-                    kept = []
-            if expand1 and len(kept) == 1:
-                value = kept[0]
-                if type(value) is Token:  # lark gives a lone token its own position
-                    start = end = value
-            elif inline:
-                value = kept
-            else:
-                handler = handlers.get(name)
-                if handler is None:
-                    handler = handlers[name] = builder._reduction_method(name)
-                value = handler(_new_meta((start is None, start, end)), kept)
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise TooDeep(start.start_pos if start is not None else 0)
-            values.append(value)
-            infos.append((start, end, depth))
-
-        return reduce
 
     def _unit_chain(self, below: int, top: int, kind: str) -> int:
         """Where a run of unit reductions ends, seeing `kind`, with `below` under `top`.
@@ -317,6 +235,18 @@ class Engine:
         return kind, value
 
 
+class _Handlers(dict):
+    """Rule name -> the builder's method for it, looked up on first use in a parse."""
+
+    def __init__(self, builder: Any) -> None:
+        super().__init__()
+        self._builder = builder
+
+    def __missing__(self, name: str) -> Callable[..., Any]:
+        method = self[name] = self._builder._reduction_method(name)
+        return method
+
+
 class _Matchers(dict):
     """First character -> the `match` of the root regex narrowed to it, compiled on first use."""
 
@@ -353,7 +283,13 @@ def tables_from(parser: Lark) -> dict[str, Any]:
     frontend = parser.parser
     inner = frontend.parser.parser  # ParsingFrontend -> LALR_Parser -> _Parser
     table = inner.parse_table
-    reductions = {rule: _reduction(rule, callback) for rule, callback in inner.callbacks.items()}
+    # A reduce action is (size, goto symbol, None for a unit rule or the
+    # index of its reducer); rules that reduce alike share one reducer.
+    hows: dict[tuple[int, Any], int] = {}
+    reductions = {}
+    for rule, callback in inner.callbacks.items():
+        size, origin, how = _reduction(rule, callback)
+        reductions[rule] = (size, origin, None if how is None else hows.setdefault(_plain((size, how)), len(hows)))
     rows = {
         state: {kind: (arg if action is Shift else reductions[arg]) for kind, (action, arg) in actions.items()}
         for state, actions in table.states.items()
@@ -381,7 +317,7 @@ def tables_from(parser: Lark) -> dict[str, Any]:
         "keywords": {name: _keyword_map(cb) for name, cb in root.callback.items()},
         "accepts": {state: frozenset(t.name for t in lexer.terminals) for state, lexer in contextual.lexers.items()},
         "dispatch": _dispatch(root.scanner),
-    })
+    }) | {"reducers": compile_reducers(list(hows))}
 
 
 def _dispatch(scanner: Any) -> dict[str, str]:
@@ -406,7 +342,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _reduction(rule: Any, callback: Any) -> _Reduce:
+def _reduction(rule: Any, callback: Any) -> tuple[int, str, Any]:
     """How to reduce by `rule`, read off the callback chain lark built for it."""
     size = len(rule.expansion)
     chain = callback
@@ -424,7 +360,7 @@ def _reduction(rule: Any, callback: Any) -> _Reduce:
         return size, rule.origin.name, None
     inline = rule.origin.name.startswith("_")
     if inline and include is None and size == 1 and not expand1:
-        return size, rule.origin.name, _WRAP
+        return size, rule.origin.name, WRAP
     return size, rule.origin.name, (include, expand1, inline, name)
 
 
