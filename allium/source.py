@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,35 +22,55 @@ class Position(NamedTuple):
     byte_offset: int  # 0-based UTF-8 byte offset
 
 
-# Spans and positions are named tuples rather than frozen dataclasses: the
-# parser makes one per AST node, and a tuple is built in a third of the time
-# and, holding only atoms, drops out of the cyclic GC's scans.
-class Span(NamedTuple):
-    """A half-open range of characters in one file."""
+_new_position = partial(tuple.__new__, Position)  # Position(...) without NamedTuple's Python __new__
 
-    file: str
-    start: Position
-    end: Position
+
+class Span(tuple):
+    """A half-open range of characters in one file: `file`, `start`, `end`.
+
+    Stored flat, as (file, start line, column, offset, byte offset, end
+    line, column, offset, byte offset): the parser makes one span per AST
+    node, and one tuple of atoms is made in a fraction of the time of a span
+    holding two positions, and drops out of the cyclic GC's scans.  `start`
+    and `end` build their Position when asked.  Equality, hashing and order
+    are the tuple's, so they follow (file, start, end).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, file: str, start: Position, end: Position) -> Span:
+        return tuple.__new__(cls, (file, *start, *end))
+
+    def __getnewargs__(self) -> tuple[str, Position, Position]:  # pickle and copy
+        return self.file, self.start, self.end
+
+    file = property(itemgetter(0), doc="the file's path, as given to SourceFile")
+    line = property(itemgetter(1), doc="the start's line")
+    column = property(itemgetter(2), doc="the start's column")
 
     @property
-    def line(self) -> int:
-        return self.start.line
+    def start(self) -> Position:
+        return _new_position(self[1:5])
 
     @property
-    def column(self) -> int:
-        return self.start.column
+    def end(self) -> Position:
+        return _new_position(self[5:9])
+
+    def __repr__(self) -> str:
+        return f"Span(file={self.file!r}, start={self.start!r}, end={self.end!r})"
 
     def to_json(self) -> dict[str, object]:
+        _, line, col, offset, byte_offset, end_line, end_col, end_offset, end_byte_offset = self
         return {
             "file": self.file,
-            "line": self.start.line,
-            "col": self.start.column,
-            "end_line": self.end.line,
-            "end_col": self.end.column,
-            "offset": self.start.offset,
-            "end_offset": self.end.offset,
-            "byte_offset": self.start.byte_offset,
-            "end_byte_offset": self.end.byte_offset,
+            "line": line,
+            "col": col,
+            "end_line": end_line,
+            "end_col": end_col,
+            "offset": offset,
+            "end_offset": end_offset,
+            "byte_offset": byte_offset,
+            "end_byte_offset": end_byte_offset,
         }
 
 

@@ -18,7 +18,7 @@ from lark.tree import Meta
 from lark.visitors import _vargs_meta
 
 from allium import ast
-from allium.source import Position, SourceFile, Span
+from allium.source import Position, SourceFile, Span, _new_position
 
 PRIMITIVE_TYPES = frozenset(
     {"String", "Integer", "Decimal", "Boolean", "Timestamp", "Duration", "Any", "ByteArray"}
@@ -42,9 +42,8 @@ def _rule_functions(cls: type) -> dict[str, Any]:
     return functions
 
 
-# Span(...) and Position(...) without the named tuples' Python-level __new__.
+# A Span from its nine flat fields (see allium.source.Span), without its __new__.
 _new_span = partial(tuple.__new__, Span)
-_new_position = partial(tuple.__new__, Position)
 
 
 class TokenMeta(NamedTuple):
@@ -165,22 +164,31 @@ class AstBuilder(Transformer):
             end = start
         first = positions.get(start) or self._position(start)
         last = positions.get(end) or self._position(end)
-        return _new_span((self._path, first, last))
+        return _new_span((self._path, *first, *last))
 
     def _span(self, meta: Meta | TokenMeta, children: list[Any] | None = None) -> Span:
         if meta.__class__ is TokenMeta and not meta.empty:
             first, last = meta.first, meta.last
+            offset, end_offset = first.start_pos, last.end_pos
+            if self._ascii:  # character offsets are byte offsets
+                if end_offset <= offset:
+                    line, column = first.line, first.column
+                    return _new_span((self._path, line, column, offset, offset, line, column, offset, offset))
+                return _new_span(
+                    (self._path, first.line, first.column, offset, offset,
+                     last.end_line, last.end_column, end_offset, end_offset)
+                )  # fmt: skip
             positions = self._positions
-            start = positions.get(first.start_pos)
+            start = positions.get(offset)
             if start is None:
-                start = self._token_position(first.start_pos, first.line, first.column)
-            if last.end_pos <= first.start_pos:
+                start = self._token_position(offset, first.line, first.column)
+            if end_offset <= offset:
                 end = start
             else:
-                end = positions.get(last.end_pos)
+                end = positions.get(end_offset)
                 if end is None:
-                    end = self._token_position(last.end_pos, last.end_line, last.end_column)
-            return _new_span((self._path, start, end))
+                    end = self._token_position(end_offset, last.end_line, last.end_column)
+            return _new_span((self._path, *start, *end))
         if not meta.empty:
             return self._make_span(meta.start_pos, meta.end_pos)
         for child in children or ():
