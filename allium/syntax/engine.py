@@ -4,12 +4,14 @@ lark compiles allium.lark into LALR tables and lexer regexes; tables_from()
 copies what the engine needs into plain data, which parser.py caches, and
 this module runs them.  lark's own runtime builds a parse tree that build.py
 then walks a second time, and at ~140,000 tokens per MB that double handling
-was most of the parse time.  Here each LALR reduction calls the AstBuilder method
-for its rule at once, so no parse tree exists, and source positions travel on
-a stack beside the values.
+was most of the parse time.  Here each LALR reduction runs a function written
+for its rule (reductions.py), which calls the AstBuilder method for the rule
+at once, so no parse tree exists, and source positions travel on a stack
+beside the values.
 
 Lexing is still contextual (a terminal is only produced where the parser can
-take it), done in two steps: one regex over every terminal, and only when its
+take it), done in two steps: one regex over every terminal (narrowed to those
+that can start with the next character, see firsts.py), and only when its
 answer is not acceptable in the current parser state, that state's own
 scanner.  Both order their alternatives alike, so where the first answer is
 acceptable the state's scanner would have given the same one; most states'
