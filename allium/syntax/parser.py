@@ -42,7 +42,12 @@ def cache_dir() -> Path | None:
     folder = Path(base) / "allium"
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = folder.stat()
     except OSError:
+        return None
+    # Both caches hold what becomes code when loaded (a pickle, compiled
+    # reducers), so a folder someone else owns or can write to is not used.
+    if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o022):
         return None
     return folder if os.access(folder, os.W_OK) else None
 

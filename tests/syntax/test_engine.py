@@ -9,6 +9,7 @@ inputs fail.
 from __future__ import annotations
 
 import marshal
+import os
 from functools import lru_cache
 
 import pytest
@@ -221,6 +222,17 @@ def test_without_a_cache_folder_the_engine_is_built_in_memory(tmp_path, monkeypa
     text = SAMPLES[0]
     decls, comments = engine.parse(text, AstBuilder(SourceFile("s.allium", text)))
     assert (decls, list(comments)) == stock(text)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_a_cache_folder_others_can_write_to_is_not_used(tmp_path, monkeypatch):
+    # Its files become code when loaded (lark's pickle, the compiled reducers).
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert parser_module.cache_dir() == tmp_path / "allium"
+    (tmp_path / "allium").chmod(0o777)
+    assert parser_module.cache_dir() is None
+    (tmp_path / "allium").chmod(0o755)
+    assert parser_module.cache_dir() == tmp_path / "allium"
 
 
 def test_contextual_lexing_works_with_a_lark_compiled_separately():
