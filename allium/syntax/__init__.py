@@ -23,9 +23,10 @@ from allium.diagnostics import Diagnostic, error, warning
 from allium.source import SourceFile
 from allium.syntax import messages
 from allium.syntax.build import AstBuilder
-from allium.syntax.engine import MAX_DEPTH, SyntaxFailure, TooDeep
+from allium.syntax.engine import MAX_DEPTH, SyntaxFailure
 from allium.syntax.parser import build_engine, build_parser
 from allium.syntax.postlex import AlliumPostLexer, Comment
+from allium.syntax.reductions import TooDeep
 
 SUPPORTED_VERSIONS = (1, 2, 3)
 _MARKER = re.compile(r"^\s*--\s*allium:\s*(\S+)\s*$")

@@ -38,7 +38,7 @@ from lark.parse_tree_builder import ChildFilterLALR_NoPlaceholders, ExpandSingle
 from lark.parsers.lalr_analysis import Shift
 
 from allium.syntax.firsts import dispatch
-from allium.syntax.reductions import WRAP, TooDeep, compile_reducers, load_reducers  # noqa: F401 - TooDeep: part of this module's interface
+from allium.syntax.reductions import WRAP, compile_reducers, load_reducers
 from allium.syntax.postlex import AlliumPostLexer, Comment
 
 # AST depth beyond which a spec is refused: the checker, planner and JSON

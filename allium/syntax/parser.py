@@ -28,7 +28,8 @@ from allium.syntax.postlex import AlliumPostLexer
 GRAMMAR_PATH = Path(__file__).with_name("allium.lark")
 ENGINE_FORMAT = 3  # bump when tables_from() changes shape
 _TABLE_KEYS = frozenset(
-    {"rows", "start", "end", "pattern", "flags", "ignore", "newline", "blanks", "keywords", "accepts", "dispatch", "reducers"}
+    {"rows", "start", "end", "pattern", "flags", "ignore", "newline", "blanks", "keywords", "accepts"}
+    | {"dispatch", "reducers"}
 )
 
 
@@ -74,7 +75,8 @@ def build_engine() -> Engine:
 
 def _engine_tables() -> dict[str, Any]:
     grammar = GRAMMAR_PATH.read_bytes()
-    key = hashlib.sha256(grammar + f"|lark {lark.__version__}|engine {ENGINE_FORMAT}|python {sys.version_info[:2]}".encode()).hexdigest()[:20]
+    versions = f"|lark {lark.__version__}|engine {ENGINE_FORMAT}|python {sys.version_info[:2]}"
+    key = hashlib.sha256(grammar + versions.encode()).hexdigest()[:20]
     folder = cache_dir()
     path = folder / f"engine-{key}.marshal" if folder else None
     if path is not None:

@@ -8,8 +8,9 @@ builder's method for the rule returns.  Interpreted from a table entry that
 is a loop over the children and another over the kept ones, a few dozen
 statements each time, and the corpus makes ~0.85 reductions per token.
 Written out per rule (the size and the kept positions are known), it is a
-handful, so :func:`compile_rows` generates one function per distinct
-reduction; parser.py compiles them once and caches the code.
+handful, so :func:`compile_reducers` writes one function per distinct
+reduction; tables_from() compiles them with the engine's tables, and
+parser.py caches the code.
 
 Every generated function takes the engine's stacks (values, states, infos:
 (first token, last token, depth) per value) and the per-parse handlers (rule
