@@ -63,7 +63,8 @@ class Engine:
     def __init__(self, tables: dict[str, Any], lark: Callable[[], Lark]) -> None:
         """`tables` as made by :func:`tables_from`; `lark` gives the Lark parser when
         a state's own scanner is needed (rarely: see _contextual_token)."""
-        self._rows: dict[int, dict[str, Any]] = tables["rows"]
+        # States are numbered 0..n-1: lists index faster than dicts look up.
+        self._rows: list[dict[str, Any]] = _by_state(tables["rows"])
         self._reducers = load_reducers(tables["reducers"], MAX_DEPTH)
         self._start, self._end = tables["start"], tables["end"]
         self._units: dict[tuple[int, int, str], int] = {}
@@ -75,7 +76,7 @@ class Engine:
         self._newline: frozenset[str] = tables["newline"]
         self._blanks = re.compile(tables["blanks"]).match
         self._keywords: dict[str, dict[str, str]] = tables["keywords"]
-        self._accepts: dict[int, frozenset[str]] = tables["accepts"]
+        self._accepts: list[frozenset[str]] = _by_state(tables["accepts"])
 
     # ------------------------------------------------------------ parsing
 
@@ -235,6 +236,12 @@ class Engine:
         if kind in self._ignore:  # pragma: no cover - the root scanner would have read it
             raise EngineError(pos)
         return kind, value
+
+
+def _by_state(table: dict[int, Any]) -> list[Any]:
+    if sorted(table) != list(range(len(table))):  # pragma: no cover - lark numbers its states densely
+        raise TypeError("parser states are not numbered 0..n-1")
+    return [table[state] for state in range(len(table))]
 
 
 class _Handlers(dict):
