@@ -104,9 +104,10 @@ class Engine:
         for token in postlexer.process(self._tokens(text, states)):
             kind = token.type
             while True:
-                entry = rows[states[-1]].get(kind)
-                if entry is None:
-                    raise SyntaxFailure(token, states[-1])
+                try:  # a subscript, not .get(): no method call, and the try costs nothing until it fails
+                    entry = rows[states[-1]][kind]
+                except KeyError:
+                    raise SyntaxFailure(token, states[-1]) from None
                 if type(entry) is int:  # shift
                     states.append(entry)
                     values.append(token)
@@ -115,8 +116,10 @@ class Engine:
                 how = entry[2]
                 if how is None:  # unit rules: only the state on top changes
                     key = (states[-2], states[-1], kind)
-                    top = units.get(key)
-                    states[-1] = top if top is not None else self._unit_chain(*key)
+                    try:
+                        states[-1] = units[key]
+                    except KeyError:
+                        states[-1] = self._unit_chain(*key)
                     continue
                 reducers[how](values, states, infos, handlers)
                 states.append(rows[states[-1]][entry[1]])
