@@ -78,7 +78,7 @@ class AstBuilder(Transformer):
         self._text = source.text
         self._ascii = source.is_ascii
         self._line_starts = source.line_starts
-        self._byte_starts: list[int] | None = None
+        self._line_bytes: tuple[list[int], list[bool]] | None = None  # see _byte_offset
         self._positions: dict[int, Position] = {}
         self._path = source.path
         self._handlers: dict[str, Any] = {}
@@ -145,17 +145,24 @@ class AstBuilder(Transformer):
 
     def _token_position(self, offset: int, line: int, column: int) -> Position:
         """The memoised Position of `offset`, whose line and column are known."""
-        if self._ascii:
-            byte_offset = offset
-        else:
-            if self._byte_starts is None:
-                self._byte_starts = _byte_starts(self._text, self._line_starts)
-            line_start = self._line_starts[line - 1]
-            byte_offset = self._byte_starts[line - 1] + len(
-                self._text[line_start:offset].encode("utf-8", "surrogatepass")
-            )
+        byte_offset = offset if self._ascii else self._byte_offset(offset, line)
         position = self._positions[offset] = _new_position((line, column, offset, byte_offset))
         return position
+
+    def _byte_offset(self, offset: int, line: int) -> int:
+        """The UTF-8 byte offset of `offset` (on `line`) in a file that is not all ASCII.
+
+        Most lines of such a file still are, and there bytes and characters
+        advance together: only a line with other characters is encoded.
+        """
+        if self._line_bytes is None:
+            self._line_bytes = _line_bytes(self._text, self._line_starts)
+        byte_starts, ascii_lines = self._line_bytes
+        index = line - 1
+        line_start = self._line_starts[index]
+        if ascii_lines[index]:
+            return byte_starts[index] + offset - line_start
+        return byte_starts[index] + len(self._text[line_start:offset].encode("utf-8", "surrogatepass"))
 
     def _make_span(self, start: int, end: int) -> Span:
         """Equivalent to source.span(start, end)."""
@@ -178,17 +185,15 @@ class AstBuilder(Transformer):
                     (self._path, first.line, first.column, offset, offset,
                      last.end_line, last.end_column, end_offset, end_offset)
                 )  # fmt: skip
-            positions = self._positions
-            start = positions.get(offset)
-            if start is None:
-                start = self._token_position(offset, first.line, first.column)
+            line, column = first.line, first.column
+            byte_offset = self._byte_offset(offset, line)
             if end_offset <= offset:
-                end = start
-            else:
-                end = positions.get(end_offset)
-                if end is None:
-                    end = self._token_position(end_offset, last.end_line, last.end_column)
-            return _new_span((self._path, *start, *end))
+                return _new_span((self._path, line, column, offset, byte_offset, line, column, offset, byte_offset))
+            end_line = last.end_line
+            return _new_span(
+                (self._path, line, column, offset, byte_offset,
+                 end_line, last.end_column, end_offset, self._byte_offset(end_offset, end_line))
+            )  # fmt: skip
         if not meta.empty:
             return self._make_span(meta.start_pos, meta.end_pos)
         for child in children or ():
@@ -708,11 +713,14 @@ class AstBuilder(Transformer):
 setattr(AstBuilder, "lambda", AstBuilder.lambda_)
 
 
-def _byte_starts(text: str, line_starts: list[int]) -> list[int]:
-    out = [0]
-    for a, b in zip(line_starts, line_starts[1:]):
-        out.append(out[-1] + len(text[a:b].encode("utf-8", "surrogatepass")))
-    return out
+def _line_bytes(text: str, line_starts: list[int]) -> tuple[list[int], list[bool]]:
+    """Each line's UTF-8 byte offset, and whether the line is all ASCII."""
+    byte_starts, ascii_lines = [0], []
+    for start, end in zip(line_starts, [*line_starts[1:], len(text)], strict=True):
+        line = text[start:end]
+        ascii_lines.append(line.isascii())
+        byte_starts.append(byte_starts[-1] + (len(line) if ascii_lines[-1] else len(line.encode("utf-8", "surrogatepass"))))
+    return byte_starts, ascii_lines
 
 
 class _FieldWhen:
