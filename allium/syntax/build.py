@@ -719,7 +719,8 @@ def _line_bytes(text: str, line_starts: list[int]) -> tuple[list[int], list[bool
     for start, end in zip(line_starts, [*line_starts[1:], len(text)], strict=True):
         line = text[start:end]
         ascii_lines.append(line.isascii())
-        byte_starts.append(byte_starts[-1] + (len(line) if ascii_lines[-1] else len(line.encode("utf-8", "surrogatepass"))))
+        size = len(line) if ascii_lines[-1] else len(line.encode("utf-8", "surrogatepass"))
+        byte_starts.append(byte_starts[-1] + size)
     return byte_starts, ascii_lines
 
 

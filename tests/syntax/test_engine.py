@@ -89,7 +89,10 @@ def corpus_texts() -> list[str]:
 
 
 # The last one: byte offsets on, after and below lines with multi-byte characters.
-NON_ASCII = '-- allium: 3\n-- résumé ☃\nentity A {\n    label: "naïve ☃" ?? x  -- é\n    kind: `ü-mode` | plain\n    x: String\n}\n'
+NON_ASCII = (
+    '-- allium: 3\n-- résumé ☃\nentity A {\n    label: "naïve ☃" ?? x  -- é\n'
+    "    kind: `ü-mode` | plain\n    x: String\n}\n"
+)
 SAMPLES = [*BUILTIN, "-- allium: 3\n" + RESOLVED, "-- allium: 3\nentity A {\n  x: (a + b) * -c ?? d\n}\n", NON_ASCII]
 
 
