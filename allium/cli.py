@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 
 import click
@@ -375,6 +376,8 @@ def run() -> None:
     # collector rescans them over and over.  A short-lived command can afford
     # to collect less often (mypy's main makes the same trade).
     gc.set_threshold(100_000, 50, 100)
+    # Library warnings (e.g. a cache folder not used) read as one line, like our errors.
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
     try:
         main(standalone_mode=True)
     except AlliumError as exc:

@@ -15,6 +15,7 @@ import marshal
 import os
 import sys
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ _TABLE_KEYS = frozenset(
 )
 
 
+_REFUSED: set[Path] = set()  # cache folders already warned about
+
+
 def cache_dir() -> Path | None:
     """The user's own cache folder for allium, or None when there is none to write.
 
@@ -49,6 +53,10 @@ def cache_dir() -> Path | None:
     # Both caches hold what becomes code when loaded (a pickle, compiled
     # reducers), so a folder someone else owns or can write to is not used.
     if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o022):
+        if folder not in _REFUSED:  # said once, not silent: without a cache each run compiles (~0.5 s)
+            _REFUSED.add(folder)
+            why = "owned by another user" if info.st_uid != os.getuid() else "writable by other users"
+            warnings.warn(f"not using the cache folder {folder}: it is {why}", RuntimeWarning, stacklevel=2)
         return None
     return folder if os.access(folder, os.W_OK) else None
 

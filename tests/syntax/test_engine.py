@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import marshal
 import os
+import subprocess
+import sys
 from functools import lru_cache
 
 import pytest
@@ -235,7 +237,8 @@ def test_a_cache_folder_others_can_write_to_is_not_used(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert parser_module.cache_dir() == tmp_path / "allium"
     (tmp_path / "allium").chmod(0o777)
-    assert parser_module.cache_dir() is None
+    with pytest.warns(RuntimeWarning, match="not using the cache folder .*: it is writable by other users"):
+        assert parser_module.cache_dir() is None
     (tmp_path / "allium").chmod(0o755)
     assert parser_module.cache_dir() == tmp_path / "allium"
 
@@ -254,3 +257,20 @@ def test_contextual_lexing_works_with_a_lark_compiled_separately():
     assert asked == [("QNAME", "total/count")]
     assert (decls, list(comments)) == stock(text)
     assert decls[0].fields[0].value.op == "/"
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_the_cli_says_once_why_it_does_not_use_the_cache_folder(tmp_path):
+    shared = tmp_path / "cache" / "allium"
+    shared.mkdir(parents=True)
+    shared.chmod(0o777)
+    spec = tmp_path / "a.allium"
+    spec.write_text("-- allium: 3\nentity A {\n    x: String\n}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "allium", "parse", str(spec)],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [f"warning: not using the cache folder {shared}: it is writable by other users"]
+    assert list(shared.iterdir()) == []  # nothing written there either
