@@ -89,28 +89,24 @@ def analyse(
     """Everything after collection: pure, so tests can feed hand-built inputs."""
     findings = findings if findings is not None else []
     sources = sources if sources is not None else {}
-    # Ids are unique within a module, not across modules (two modules may each
-    # have `config-default.max_entries`): a tag discharges the id wherever it occurs.
     all_results = [_result(o) for o in obligations]
-    results: dict[str, list[ObligationResult]] = {}
-    for res in all_results:
-        results.setdefault(res.id, []).append(res)
-    for oid, tests in collection.by_obligation().items():
-        for res in results.get(oid, ()):
-            res.tests = [t.nodeid for t in tests]
+    results = _by_tag(all_results)
+    for tag, tests in collection.by_obligation().items():
+        for res in results.get(tag, ()):
+            _add(res.tests, (t.nodeid for t in tests))
 
     vocab = vocabulary(modules.values())
     tagged = [(t.nodeid, tuple(o for o in t.obligations if o in results)) for t in collection.tagged]
     vacuous = find_vacuous([(n, ids) for n, ids in tagged if ids], collection.root,
-                           lambda oid: subject_terms(oid, vocab))
+                           lambda tag: subject_terms(results[tag][0].id, vocab))  # the id, unqualified
     for v in vacuous:
         for res in results[v.obligation]:
-            res.vacuous.append(v.nodeid)
+            _add(res.vacuous, (v.nodeid,))
     failures = [t for t in collection.tests if t.failed]
     for test in failures:
-        for oid in test.obligations:
-            for res in results.get(oid, ()):
-                res.failed.append(test.nodeid)
+        for tag in test.obligations:
+            for res in results.get(tag, ()):
+                _add(res.failed, (test.nodeid,))
 
     components = summarise(all_results)
     report = VerifyReport(
@@ -132,6 +128,27 @@ def analyse(
         ))
     _add_test_sources(report, collection.root)
     return report
+
+
+def _by_tag(all_results: Sequence[ObligationResult]) -> dict[str, list[ObligationResult]]:
+    """The obligations each tag discharges.
+
+    Ids are unique within a module, not across modules (two modules may each
+    have `config-default.max_entries`), so a bare id discharges the id wherever
+    it occurs, and `component:id` (the spec file's stem, as in the report)
+    only that component's.
+    """
+    results: dict[str, list[ObligationResult]] = {}
+    for res in all_results:
+        results.setdefault(res.id, []).append(res)
+        if res.component:
+            results.setdefault(f"{res.component}:{res.id}", []).append(res)
+    return results
+
+
+def _add(nodeids: list[str], new: Iterable[str]) -> None:
+    """Extend `nodeids` in order, once each: a test may reach one obligation by both tag forms."""
+    nodeids.extend(n for n in new if n not in nodeids)
 
 
 def _result(ob: Any) -> ObligationResult:

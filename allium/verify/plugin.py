@@ -71,7 +71,10 @@ def rule_of(obligation_id: str) -> str | None:
     return parts[1] if len(parts) > 1 else None
 
 
-def _selected(ids: tuple[str, ...], patterns: list[str], rules: list[str]) -> bool:
+def _selected(tags: tuple[str, ...], patterns: list[str], rules: list[str]) -> bool:
+    # A tag may be qualified with its component (`warden:rule-success.X`):
+    # patterns match it with or without the qualifier.
+    ids = [*tags, *(tag.partition(":")[2] for tag in tags if ":" in tag)]
     if patterns and any(fnmatch.fnmatchcase(i, p) for i in ids for p in patterns):
         return True
     return bool(rules) and any(rule_of(i) in rules for i in ids)

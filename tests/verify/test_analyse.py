@@ -9,7 +9,7 @@ from allium.diagnostics import Severity
 from allium.source import Position, Span
 from allium.verify.collect import CollectedTest, Collection
 from allium.verify.coverage import analyse
-from allium.verify.report import (COVERAGE_BELOW_MINIMUM, ORPHAN_TAG, TEST_FAILED, UNCOVERED,
+from allium.verify.report import (COVERAGE_BELOW_MINIMUM, ORPHAN_TAG, TEST_FAILED, UNCOVERED, VACUOUS_TEST,
                                   render_report_text, report_json)
 
 
@@ -40,6 +40,45 @@ def test_an_id_in_two_modules_is_discharged_in_both(tmp_path: Path) -> None:
     assert covered == [("registrar", "config-default.max_entries"), ("warden", "config-default.max_entries"),
                        ("warden", "rule-success.Admit")]
     assert [(c.name, c.covered, c.total) for c in report.components] == [("registrar", 1, 1), ("warden", 2, 4)]
+
+
+def test_a_component_qualified_tag_discharges_only_that_component(tmp_path: Path) -> None:
+    tagged = CollectedTest("tests/test_w.py::test_cap", ("warden:config-default.max_entries",), "failed")
+    report = analyse(OBLIGATIONS, _collection(tmp_path, tagged, ran=True), {}, min_coverage=0)
+    by_key = {(o.component, o.id): o for o in report.obligations}
+    assert by_key["warden", "config-default.max_entries"].status == "failed"
+    assert by_key["registrar", "config-default.max_entries"].status == "uncovered"
+    assert report.by_code(ORPHAN_TAG) == []
+
+
+def test_both_tag_forms_on_one_test_count_it_once(tmp_path: Path) -> None:
+    tagged = CollectedTest("tests/test_w.py::test_cap",
+                           ("config-default.max_entries", "warden:config-default.max_entries"), "failed")
+    report = analyse(OBLIGATIONS, _collection(tmp_path, tagged, ran=True), {}, min_coverage=0)
+    [warden] = [o for o in report.obligations if o.component == "warden" and o.id == "config-default.max_entries"]
+    assert (warden.tests, warden.failed) == (["tests/test_w.py::test_cap"], ["tests/test_w.py::test_cap"])
+
+
+def test_a_qualified_tag_is_judged_for_vacuity_like_a_bare_one(tmp_path: Path) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_w.py").write_text(
+        'import pytest\n\n\n@pytest.mark.allium("warden:rule-success.Admit")\ndef test_admit():\n    pass\n'
+    )
+    tagged = CollectedTest("tests/test_w.py::test_admit", ("warden:rule-success.Admit",))
+    report = analyse(OBLIGATIONS, _collection(tmp_path, tagged), {}, min_coverage=0)
+    [admit] = [o for o in report.obligations if o.id == "rule-success.Admit"]
+    assert admit.status == "vacuous"
+    [finding] = report.by_code(VACUOUS_TEST)
+    assert finding.message == "test test_admit is vacuous for 'warden:rule-success.Admit': it asserts nothing"
+    assert finding.span.start.line == 5  # the test's def
+
+
+def test_a_tag_qualified_with_the_wrong_component_is_an_orphan(tmp_path: Path) -> None:
+    tagged = CollectedTest("tests/test_w.py::test_admit", ("registrar:rule-success.Admit",))
+    report = analyse(OBLIGATIONS, _collection(tmp_path, tagged), {}, min_coverage=0)
+    [orphan] = report.by_code(ORPHAN_TAG)
+    assert "'registrar:rule-success.Admit', which is not an obligation of the spec" in orphan.message
+    assert all(o.status == "uncovered" for o in report.obligations)
 
 
 def test_uncovered_obligations_are_grouped_by_rule(tmp_path: Path) -> None:

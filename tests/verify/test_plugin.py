@@ -43,6 +43,17 @@ def test_select_by_obligation_glob(package: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2, deselected=2)
 
 
+def test_a_component_qualified_tag_is_selected_like_a_bare_one(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_generated=(
+        "import pytest\n\n"
+        "@pytest.mark.allium('warden:config-default.max_entries')\ndef test_cap():\n    assert True\n\n"
+        "@pytest.mark.allium('registrar:rule-success.Load')\ndef test_load():\n    assert True\n"
+    ))  # fmt: skip
+    pytester.runpytest_subprocess("--allium-obligation", "config-default.*").assert_outcomes(passed=1, deselected=1)
+    pytester.runpytest_subprocess("--allium-obligation", "warden:*").assert_outcomes(passed=1, deselected=1)
+    pytester.runpytest_subprocess("--allium-rule", "Load").assert_outcomes(passed=1, deselected=1)
+
+
 def test_select_by_rule_name(package: pytest.Pytester) -> None:
     result = package.runpytest_subprocess("--allium-rule", "EntryExpires")
     result.assert_outcomes(passed=1, failed=1, deselected=2)
