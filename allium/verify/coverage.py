@@ -17,6 +17,7 @@ from allium import ast
 from allium.diagnostics import Diagnostic, error, info, warning
 from allium.source import SourceFile, Span
 from allium.verify.collect import Collection, CollectedTest, CollectError, start_pytest
+from allium.verify.markers import qualified_tag
 from allium.verify.package import PackageLayout, find_package
 from allium.verify.report import (COLLECT_FAILED, COVERAGE_BELOW_MINIMUM, ORPHAN_TAG, TEST_FAILED,
                                   UNCOVERED, VACUOUS_TEST, ComponentSummary, ObligationResult,
@@ -135,14 +136,14 @@ def _by_tag(all_results: Sequence[ObligationResult]) -> dict[str, list[Obligatio
 
     Ids are unique within a module, not across modules (two modules may each
     have `config-default.max_entries`), so a bare id discharges the id wherever
-    it occurs, and `component:id` (the spec file's stem, as in the report)
-    only that component's.
+    it occurs, and a qualified tag (markers.qualified_tag) only that
+    component's.
     """
     results: dict[str, list[ObligationResult]] = {}
     for res in all_results:
         results.setdefault(res.id, []).append(res)
         if res.component:
-            results.setdefault(f"{res.component}:{res.id}", []).append(res)
+            results.setdefault(qualified_tag(res.component, res.id), []).append(res)
     return results
 
 

@@ -31,3 +31,16 @@ def implements(*rules: str) -> Callable[[F], F]:
 
 def implemented_rules(target: object) -> tuple[str, ...]:
     return tuple(getattr(target, ATTRIBUTE, ()))
+
+
+# Test tags (`@pytest.mark.allium(...)`) name obligation ids.  Ids are unique
+# within a spec file only, so a tag may name one component's: `component:id`
+# (the spec file's stem).  Obligation ids never contain ':'.
+def qualified_tag(component: str, obligation_id: str) -> str:
+    """The tag for `obligation_id` of `component` only."""
+    return f"{component}:{obligation_id}"
+
+
+def tag_id(tag: str) -> str:
+    """The obligation id a tag names, without its component if it has one."""
+    return tag.partition(":")[2] or tag

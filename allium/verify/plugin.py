@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from allium.verify.markers import tag_id
+
 MARKER = "allium"
 REPORT_VERSION = 1
 
@@ -72,9 +74,9 @@ def rule_of(obligation_id: str) -> str | None:
 
 
 def _selected(tags: tuple[str, ...], patterns: list[str], rules: list[str]) -> bool:
-    # A tag may be qualified with its component (`warden:rule-success.X`):
-    # patterns match it with or without the qualifier.
-    ids = [*tags, *(tag.partition(":")[2] for tag in tags if ":" in tag)]
+    # A tag may name one component's obligation (markers.qualified_tag):
+    # patterns match it with or without the component.
+    ids = {*tags, *map(tag_id, tags)}
     if patterns and any(fnmatch.fnmatchcase(i, p) for i in ids for p in patterns):
         return True
     return bool(rules) and any(rule_of(i) in rules for i in ids)
