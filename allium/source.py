@@ -109,11 +109,34 @@ class SourceFile:
         offset = max(0, min(offset, len(self.text)))
         index = bisect.bisect_right(self._line_starts, offset) - 1
         line_start = self._line_starts[index]
-        if self.is_ascii:
-            byte_offset = offset
-        else:
-            byte_offset = len(self.text[:offset].encode("utf-8"))
+        byte_offset = offset if self.is_ascii else self.byte_offset(offset, index + 1)
         return Position(index + 1, offset - line_start + 1, offset, byte_offset)
+
+    def byte_offset(self, offset: int, line: int) -> int:
+        """The UTF-8 byte offset of character `offset`, which is on (1-based) `line`.
+
+        Most lines of a file that is not all ASCII still are, and there bytes
+        and characters advance together: only a line with other characters
+        is encoded, and only up to `offset`.
+        """
+        byte_starts, ascii_lines = self._line_bytes
+        index = line - 1
+        line_start = self._line_starts[index]
+        if ascii_lines[index]:
+            return byte_starts[index] + offset - line_start
+        return byte_starts[index] + len(self.text[line_start:offset].encode("utf-8", "surrogatepass"))
+
+    @cached_property
+    def _line_bytes(self) -> tuple[list[int], list[bool]]:
+        """Each line's UTF-8 byte offset, and whether the line is all ASCII."""
+        text, starts = self.text, self._line_starts
+        byte_starts, ascii_lines = [0], []
+        for start, end in zip(starts, [*starts[1:], len(text)], strict=True):
+            line = text[start:end]
+            ascii_lines.append(line.isascii())
+            size = len(line) if ascii_lines[-1] else len(line.encode("utf-8", "surrogatepass"))
+            byte_starts.append(byte_starts[-1] + size)
+        return byte_starts, ascii_lines
 
     def span(self, start: int, end: int) -> Span:
         return Span(self.path, self.position(start), self.position(max(start, end)))

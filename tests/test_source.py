@@ -48,3 +48,12 @@ def test_source_span_counts_lines_columns_and_utf8_bytes() -> None:
     assert span.start == Position(2, 1, 3, 3)
     assert span.end == Position(2, 3, 5, 6)  # ç is two bytes
     assert source.span(5, 2).end == Position(2, 3, 5, 6)  # an end before the start clamps to it
+
+
+def test_byte_offsets_match_encoding_the_text_up_to_each_character() -> None:
+    # tests/syntax/test_engine.py compares the parser's spans with
+    # SourceFile.span, which shares byte_offset; this is the independent check.
+    text = "ab\nçd -- é\n\n☃x\nplain line\n\ttab é☃ end"
+    source = SourceFile("x.allium", text)
+    for offset in range(len(text) + 1):
+        assert source.position(offset).byte_offset == len(text[:offset].encode("utf-8")), offset

@@ -78,7 +78,7 @@ class AstBuilder(Transformer):
         self._text = source.text
         self._ascii = source.is_ascii
         self._line_starts = source.line_starts
-        self._line_bytes: tuple[list[int], list[bool]] | None = None  # see _byte_offset
+        self._byte_offset = source.byte_offset  # for files that are not all ASCII
         self._positions: dict[int, Position] = {}
         self._path = source.path
         self._handlers: dict[str, Any] = {}
@@ -148,21 +148,6 @@ class AstBuilder(Transformer):
         byte_offset = offset if self._ascii else self._byte_offset(offset, line)
         position = self._positions[offset] = _new_position((line, column, offset, byte_offset))
         return position
-
-    def _byte_offset(self, offset: int, line: int) -> int:
-        """The UTF-8 byte offset of `offset` (on `line`) in a file that is not all ASCII.
-
-        Most lines of such a file still are, and there bytes and characters
-        advance together: only a line with other characters is encoded.
-        """
-        if self._line_bytes is None:
-            self._line_bytes = _line_bytes(self._text, self._line_starts)
-        byte_starts, ascii_lines = self._line_bytes
-        index = line - 1
-        line_start = self._line_starts[index]
-        if ascii_lines[index]:
-            return byte_starts[index] + offset - line_start
-        return byte_starts[index] + len(self._text[line_start:offset].encode("utf-8", "surrogatepass"))
 
     def _make_span(self, start: int, end: int) -> Span:
         """Equivalent to source.span(start, end)."""
@@ -711,17 +696,6 @@ class AstBuilder(Transformer):
 
 # lark calls the `lambda` rule's method by that name, a Python keyword.
 setattr(AstBuilder, "lambda", AstBuilder.lambda_)
-
-
-def _line_bytes(text: str, line_starts: list[int]) -> tuple[list[int], list[bool]]:
-    """Each line's UTF-8 byte offset, and whether the line is all ASCII."""
-    byte_starts, ascii_lines = [0], []
-    for start, end in zip(line_starts, [*line_starts[1:], len(text)], strict=True):
-        line = text[start:end]
-        ascii_lines.append(line.isascii())
-        size = len(line) if ascii_lines[-1] else len(line.encode("utf-8", "surrogatepass"))
-        byte_starts.append(byte_starts[-1] + size)
-    return byte_starts, ascii_lines
 
 
 class _FieldWhen:
