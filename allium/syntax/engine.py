@@ -37,7 +37,7 @@ from lark.lexer import ContextualLexer, PatternStr, UnlessCallback
 from lark.parse_tree_builder import ChildFilterLALR_NoPlaceholders, ExpandSingleChild
 from lark.parsers.lalr_analysis import Shift
 
-from allium.syntax.firsts import dispatch
+from allium.syntax.firsts import dispatch, single_chars
 from allium.syntax.reductions import WRAP, compile_reducers, load_reducers
 from allium.syntax.postlex import AlliumPostLexer, Comment
 
@@ -72,6 +72,7 @@ class Engine:
         self._lexers: dict[frozenset[str], Any] | None = None  # lark's, when first needed
         self._match = re.compile(tables["pattern"], tables["flags"]).match
         self._matchers = _Matchers(tables["dispatch"], tables["flags"], self._match)
+        self._singles: dict[str, str] = tables["singles"]
         self._ignore: frozenset[str] = tables["ignore"]
         self._newline: frozenset[str] = tables["newline"]
         self._blanks = re.compile(tables["blanks"]).match
@@ -159,7 +160,7 @@ class Engine:
 
     def _tokens(self, text: str, states: list[int]) -> Iterator[Token]:
         """lark's contextual lexer, for the parser state on top of `states`."""
-        matchers, ignore, newline = self._matchers, self._ignore, self._newline
+        matchers, ignore, newline, singles = self._matchers, self._ignore, self._newline, self._singles
         keywords, accepts = self._keywords, self._accepts
         new = str.__new__
         blanks = self._blanks
@@ -178,6 +179,17 @@ class Engine:
                 if after < size and text[after] not in "-\r\n":
                     pos = after
                     continue
+            kind = singles.get(char)
+            if kind is not None and kind in accepts[states[-1]]:
+                # `:`, `(`, `,` ...: a token by itself, no regex needed.  Such
+                # a terminal is never ignored, folded or a line break.
+                token = new(Token, char)
+                token.type, token.value, token.start_pos = kind, char, pos
+                token.line, token.column = line, pos - line_start + 1
+                pos += 1
+                token.end_line, token.end_column, token.end_pos = line, pos - line_start + 1, pos
+                yield token
+                continue
             match = matchers[char](text, pos)
             if match is None:
                 raise SyntaxFailure(offset=pos)
@@ -329,6 +341,7 @@ def tables_from(parser: Lark) -> dict[str, Any]:
         "keywords": {name: _keyword_map(cb) for name, cb in root.callback.items()},
         "accepts": {state: frozenset(t.name for t in lexer.terminals) for state, lexer in contextual.lexers.items()},
         "dispatch": _dispatch(root.scanner),
+        "singles": _singles(root),
     }) | {"reducers": compile_reducers(list(hows))}
 
 
@@ -339,6 +352,14 @@ def _dispatch(scanner: Any) -> dict[str, str]:
     if whole != scanner._mres[0].pattern:  # pragma: no cover - lark builds its regex otherwise
         raise TypeError("the root scanner's regex is not the alternation of its terminals")
     return dispatch(alternatives, scanner.g_regex_flags)
+
+
+def _singles(root: Any) -> dict[str, str]:
+    """Characters that are a token by themselves (see firsts.single_chars)."""
+    alternatives = [(t.name, t.pattern.to_regexp()) for t in root.scanner.terminals]
+    special = set(root.ignore_types) | set(root.newline_types) | set(root.callback)
+    return {char: name for char, name in single_chars(alternatives, root.scanner.g_regex_flags).items()
+            if name not in special}
 
 
 def _plain(value: Any) -> Any:

@@ -12,6 +12,17 @@ The first characters come from Python's own regex parser, and every doubt
 widens them: a construct this module does not know, a character class
 spelled by category, a case-insensitive flag, or a pattern that can match
 the empty string all count as "can start with anything".
+
+Two more savings, both exact:
+
+* Alternatives that begin with the same atomic group, `(?>HEAD)TAIL`, are
+  tried as one, `(?>HEAD)(?:TAIL1(?P<A>)|TAIL2(?P<B>)|...)`: an atomic group
+  matches one way or not at all, so each original alternative would have
+  matched HEAD to the same place, and now HEAD is scanned once.  The empty
+  named group closes last, so `lastgroup` still names the alternative.
+  Allium's three newline terminals differ only in what follows the run.
+* A character that only one single-character literal terminal can start
+  (`:`, `(`, `,` ...) needs no regex at all: see :func:`single_chars`.
 """
 
 from __future__ import annotations
@@ -43,14 +54,87 @@ def dispatch(alternatives: Iterable[tuple[str, str]], flags: int) -> dict[str, s
     alternative can start with are left out (the caller's full regex will
     report them).
     """
-    named = [(f"(?P<{name}>{regex})", first_chars(regex, flags)) for name, regex in alternatives]
+    named = [(name, regex, first_chars(regex, flags)) for name, regex in alternatives]
     out: dict[str, str] = {}
-    joined: dict[tuple[str, ...], str] = {}  # one string per distinct narrowing
+    joined: dict[tuple[tuple[str, str], ...], str] = {}  # one string per distinct narrowing
     for char in ASCII:
-        kept = tuple(source for source, firsts in named if firsts is None or char in firsts)
+        kept = tuple((name, regex) for name, regex, firsts in named if firsts is None or char in firsts)
         if kept:
-            out[char] = joined.setdefault(kept, "|".join(kept))
+            out[char] = joined.get(kept) or joined.setdefault(kept, _alternation(kept))
     return out
+
+
+def single_chars(alternatives: Iterable[tuple[str, str]], flags: int) -> dict[str, str]:
+    """Characters that are a whole token by themselves: char -> terminal name.
+
+    That is where the narrowed alternatives for a character are exactly one
+    regex matching that one character and nothing else: the token there is
+    then that character, whatever follows it.
+    """
+    table = dispatch(alternatives, flags)
+    out: dict[str, str] = {}
+    for name, regex in alternatives:
+        char = _literal_char(regex, flags)
+        if char is not None and table.get(char) == f"(?P<{name}>{regex})":
+            out[char] = name
+    return out
+
+
+def _literal_char(regex: str, flags: int) -> str | None:
+    parsed = _parser.parse(regex, flags)
+    if parsed.state.flags & re.IGNORECASE or len(parsed.data) != 1:
+        return None
+    op, av = parsed.data[0]
+    return chr(av) if op is c.LITERAL else None
+
+
+def _alternation(alternatives: tuple[tuple[str, str], ...]) -> str:
+    """`(?P<A>a)|(?P<B>b)|...`, with neighbours that share an atomic head tried as one."""
+    parts: list[str] = []
+    run: list[tuple[str, str]] = []  # (name, tail) under the head `head`
+    head: str | None = None
+    for name, regex in alternatives:
+        split = _atomic_head(regex)
+        if split is not None and split[0] == head:
+            run.append((name, split[1]))
+            continue
+        parts.extend(_factored(head, run))
+        head, run = (split[0], [(name, split[1])]) if split else (None, [(name, regex)])
+    parts.extend(_factored(head, run))
+    return "|".join(parts)
+
+
+def _factored(head: str | None, run: list[tuple[str, str]]) -> list[str]:
+    if head is None or len(run) < 2:
+        return [f"(?P<{name}>{head or ''}{tail})" for name, tail in run]
+    tails = "|".join(f"{tail}(?P<{name}>)" for name, tail in run)
+    return [f"{head}(?:{tails})"]
+
+
+def _atomic_head(regex: str) -> tuple[str, str] | None:
+    """`regex` as (`(?>...)`, the rest) when it starts with an atomic group."""
+    if not regex.startswith("(?>"):
+        return None
+    depth, index, in_class = 0, 0, False
+    while index < len(regex):
+        char = regex[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            if regex.startswith("]", index + 1) or regex.startswith("^]", index + 1):
+                index += 1 + regex.startswith("^", index + 1)  # a leading `]` is literal
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return regex[: index + 1], regex[index + 1 :]
+        index += 1
+    return None  # pragma: no cover - not a valid regex
 
 
 def _sequence(items: Iterable[tuple]) -> tuple[set[str] | None, bool]:

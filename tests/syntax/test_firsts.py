@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from allium.syntax.firsts import dispatch, first_chars
+from allium.syntax.firsts import _atomic_head, dispatch, first_chars, single_chars
 from allium.syntax.parser import build_engine
 
 UPPER = frozenset(string.ascii_uppercase)
@@ -68,6 +68,56 @@ def test_dispatch_leaves_out_characters_nothing_starts_with() -> None:
     assert set(table) == {"a", "b"}
 
 
+HEADS = [
+    # (regex, its atomic head and the rest; None = it has none)
+    ("(?>ab)c", ("(?>ab)", "c")),
+    ("(?>a)", ("(?>a)", "")),
+    ("(?>(a|b)+)(?=c)", ("(?>(a|b)+)", "(?=c)")),
+    ("(?>\\))x", ("(?>\\))", "x")),  # an escaped parenthesis
+    ("(?>[)(])x", ("(?>[)(])", "x")),  # parentheses in a class
+    ("(?>[])]+)y", ("(?>[])]+)", "y")),  # a leading `]` is literal in a class
+    ("(?>[^]a])z", ("(?>[^]a])", "z")),
+    ("(?:a)b", None),
+    ("a(?>b)", None),
+]
+
+
+@pytest.mark.parametrize(("regex", "expected"), HEADS, ids=[r for r, _ in HEADS])
+def test_atomic_head(regex: str, expected: tuple[str, str] | None) -> None:
+    assert _atomic_head(regex) == expected
+
+
+def test_dispatch_scans_a_shared_atomic_head_once() -> None:
+    table = dispatch([("A", "(?>x+)y"), ("B", "(?>x+)(?=z)"), ("C", "(?>x+)"), ("D", "x"), ("E", "(?>x+)q")], 0)
+    # Neighbours only: D between them keeps E apart, as the order must stay.
+    assert table["x"] == "(?>x+)(?:y(?P<A>)|(?=z)(?P<B>)|(?P<C>))|(?P<D>x)|(?P<E>(?>x+)q)"
+
+
+# Alternatives sharing heads, with groups and lookaheads in the tails.
+SHARED = [("A", "(?>(x|y)+)(?=(z))"), ("B", "(?>(x|y)+)y"), ("C", "(?>(x|y)+)"), ("D", "[xyz]"), ("E", "(?>z+)")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="xyz", max_size=12))
+def test_factored_alternatives_match_as_the_plain_alternation(text: str) -> None:
+    plain = re.compile("|".join(f"(?P<{name}>{regex})" for name, regex in SHARED))
+    table = dispatch(SHARED, 0)
+    for pos in range(len(text)):
+        whole = plain.match(text, pos)
+        narrowed = re.compile(table[text[pos]]).match(text, pos)
+        assert (whole.lastgroup, whole.group()) == (narrowed.lastgroup, narrowed.group()), (text, pos)
+
+
+def test_single_chars_are_characters_only_one_literal_can_start() -> None:
+    alternatives = [("ARROW", "->"), ("MINUS", "-"), ("COLON", ":"), ("LPAR", "\\("), ("NAME", "[a-z]+")]
+    alternatives += [("PLUSES", "\\++"), ("PLUS", "\\+")]
+    # `-` may start `->`; `+` may start `++` (and PLUS comes second).
+    assert single_chars(alternatives, 0) == {":": "COLON", "(": "LPAR"}
+    # Case-insensitive: `a` is also `A`.  Anything that may start anywhere shadows all.
+    assert single_chars([("A", "(?i)a"), ("B", "b")], 0) == {}
+    assert single_chars([("COLON", ":")], re.IGNORECASE) == {}
+
+
 # Allium's own characters, its likely typos, and some that are neither.
 TEXT = st.text(alphabet=string.printable + "é→\u00a0", max_size=60)
 
@@ -82,6 +132,9 @@ def test_narrowed_matchers_agree_with_the_whole_regex(text: str) -> None:
         assert (whole is None) == (narrowed is None), (text, pos)
         if whole is not None:
             assert (narrowed.lastgroup, narrowed.group()) == (whole.lastgroup, whole.group()), (text, pos)
+        single = engine._singles.get(text[pos])
+        if single is not None:  # the engine takes these without a regex
+            assert (whole.lastgroup, whole.group()) == (single, text[pos]), (text, pos)
 
 
 def test_narrowed_matchers_agree_on_allium_text() -> None:
