@@ -70,8 +70,12 @@ class Engine:
         self._units: dict[tuple[int, int, str], int] = {}
         self._lark = lark
         self._lexers: dict[frozenset[str], Any] | None = None  # lark's, when first needed
-        self._match = re.compile(tables["pattern"], tables["flags"]).match
-        self._matchers = _Matchers(tables["dispatch"], tables["flags"], self._match)
+        self._flags: int = tables["flags"]
+        self._match = re.compile(tables["pattern"], self._flags).match
+        # First character -> the `match` of the root regex narrowed to it; an
+        # exact dict, as Python specialises subscripts of those, filled on first use.
+        self._matchers: dict[str, Callable[..., Any]] = {}
+        self._patterns: dict[str, str] = tables["dispatch"]
         self._singles: dict[str, str] = tables["singles"]
         self._ignore: frozenset[str] = tables["ignore"]
         self._newline: frozenset[str] = tables["newline"]
@@ -190,7 +194,10 @@ class Engine:
                 token.end_line, token.end_column, token.end_pos = line, pos - line_start + 1, pos
                 yield token
                 continue
-            match = matchers[char](text, pos)
+            try:
+                match = matchers[char](text, pos)
+            except KeyError:
+                match = self._matcher(char)(text, pos)
             if match is None:
                 raise SyntaxFailure(offset=pos)
             kind = match.lastgroup
@@ -219,6 +226,14 @@ class Engine:
             if token is not None:
                 token.end_line, token.end_column, token.end_pos = line, pos - line_start + 1, pos
                 yield token
+
+    def _matcher(self, char: str) -> Callable[..., Any]:
+        pattern = self._patterns.get(char)
+        # Other characters (non-ASCII, or none can start a token) get the
+        # whole regex, which says what it says about them.
+        match = self._match if pattern is None else re.compile(pattern, self._flags).match
+        self._matchers[char] = match
+        return match
 
     def _state_lexer(self, state: int) -> Any:
         if self._lexers is None:
@@ -269,22 +284,6 @@ class _Handlers(dict):
     def __missing__(self, name: str) -> Callable[..., Any]:
         method = self[name] = self._builder._reduction_method(name)
         return method
-
-
-class _Matchers(dict):
-    """First character -> the `match` of the root regex narrowed to it, compiled on first use."""
-
-    def __init__(self, patterns: dict[str, str], flags: int, whole: Callable[..., Any]) -> None:
-        super().__init__()
-        self._patterns, self._flags, self._whole = patterns, flags, whole
-
-    def __missing__(self, char: str) -> Callable[..., Any]:
-        pattern = self._patterns.get(char)
-        # Other characters (non-ASCII, or none can start a token) get the
-        # whole regex, which says what it says about them.
-        match = self._whole if pattern is None else re.compile(pattern, self._flags).match
-        self[char] = match
-        return match
 
 
 def _lexers_by_terminals(parser: Lark) -> dict[frozenset[str], Any]:

@@ -128,7 +128,7 @@ def test_narrowed_matchers_agree_with_the_whole_regex(text: str) -> None:
     engine = build_engine()
     for pos in range(len(text)):
         whole = engine._match(text, pos)
-        narrowed = engine._matchers[text[pos]](text, pos)
+        narrowed = engine._matcher(text[pos])(text, pos)
         assert (whole is None) == (narrowed is None), (text, pos)
         if whole is not None:
             assert (narrowed.lastgroup, narrowed.group()) == (whole.lastgroup, whole.group()), (text, pos)
@@ -148,5 +148,5 @@ def test_narrowed_matchers_agree_on_allium_text() -> None:
     engine = build_engine()
     for pos in range(len(text)):
         whole = engine._match(text, pos)
-        narrowed = engine._matchers[text[pos]](text, pos)
+        narrowed = engine._matcher(text[pos])(text, pos)
         assert (whole and (whole.lastgroup, whole.group())) == (narrowed and (narrowed.lastgroup, narrowed.group()))
