@@ -3,11 +3,16 @@
 Everything downstream (AST spans, diagnostics, carets) speaks in character
 offsets into a :class:`SourceFile`; this module is the one place that turns
 those into 1-based lines and columns and into UTF-8 byte offsets.
+
+A file's text is what an editor shows: a UTF-8 byte-order mark is not part
+of it, and line ends stay as written (`\r\n` too), so character offsets
+count from after the mark and byte offsets index the file itself.
 """
 
 from __future__ import annotations
 
 import bisect
+import codecs
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from operator import itemgetter
@@ -78,6 +83,11 @@ class Span(tuple):
 class SourceFile:
     path: str
     text: str
+    # Bytes before `text` in its file: 3 for a byte-order mark.
+    byte_base: int = 0
+    # Where the file stopped being UTF-8: (character offset, the byte there).
+    # The text has a '?' in its place; the parser reports it.
+    undecodable: tuple[int, int] | None = None
     _line_starts: list[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -93,8 +103,30 @@ class SourceFile:
     @classmethod
     def read(cls, path: str | Path) -> SourceFile:
         raw = Path(path).read_bytes()
-        text = raw.decode("utf-8-sig", errors="replace")
-        return cls(str(path), text.replace("\r\n", "\n"))
+        return cls.from_text(str(path), raw.decode("utf-8", errors="surrogateescape"))
+
+    @classmethod
+    def from_text(cls, path: str, text: str) -> SourceFile:
+        """`text` as decoded with surrogateescape (or any str): a leading byte-order
+        mark is set aside and each undecodable byte becomes '?', the first noted.
+
+        One character of one byte per bad byte, so that offsets after it
+        still index the file.
+        """
+        base = 0
+        if text.startswith("\ufeff"):
+            text, base = text[1:], len(codecs.BOM_UTF8)
+        undecodable = None
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                # surrogateescape keeps a bad byte b as the lone surrogate
+                # U+DC00+b; any other lone surrogate has no bytes either.
+                char = ord(text[exc.start])
+                undecodable = (exc.start, char - 0xDC00 if 0xDC80 <= char <= 0xDCFF else None)
+                text = "".join("?" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+        return cls(path, text, base, undecodable)
 
     @property
     def line_starts(self) -> list[int]:
@@ -102,14 +134,15 @@ class SourceFile:
         return self._line_starts
 
     @cached_property
-    def is_ascii(self) -> bool:
-        return self.text.isascii()
+    def chars_are_bytes(self) -> bool:
+        """Is every character offset also the byte offset (ASCII, nothing before it)?"""
+        return not self.byte_base and self.text.isascii()
 
     def position(self, offset: int) -> Position:
         offset = max(0, min(offset, len(self.text)))
         index = bisect.bisect_right(self._line_starts, offset) - 1
         line_start = self._line_starts[index]
-        byte_offset = offset if self.is_ascii else self.byte_offset(offset, index + 1)
+        byte_offset = offset if self.chars_are_bytes else self.byte_offset(offset, index + 1)
         return Position(index + 1, offset - line_start + 1, offset, byte_offset)
 
     def byte_offset(self, offset: int, line: int) -> int:
@@ -130,7 +163,7 @@ class SourceFile:
     def _line_bytes(self) -> tuple[list[int], list[bool]]:
         """Each line's UTF-8 byte offset, and whether the line is all ASCII."""
         text, starts = self.text, self._line_starts
-        byte_starts, ascii_lines = [0], []
+        byte_starts, ascii_lines = [self.byte_base], []
         for start, end in zip(starts, [*starts[1:], len(text)], strict=True):
             line = text[start:end]
             ascii_lines.append(line.isascii())
@@ -146,7 +179,7 @@ class SourceFile:
             return ""
         start = self._line_starts[line - 1]
         end = self.text.find("\n", start)
-        return self.text[start:] if end == -1 else self.text[start:end]
+        return self.text[start:] if end == -1 else self.text[start:end].removesuffix("\r")
 
     @property
     def line_count(self) -> int:

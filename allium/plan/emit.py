@@ -27,4 +27,5 @@ class Emitter:
     def source(self, start: Span, end: Span) -> str | None:
         if self.text is None:
             return None
-        return self.text[start.start.offset : end.end.offset].strip()
+        # As written, but with one kind of line end whatever the file uses.
+        return self.text[start.start.offset : end.end.offset].strip().replace("\r\n", "\n")

@@ -46,7 +46,8 @@ class ParseResult:
 
 
 def parse_source(source: SourceFile) -> ParseResult:
-    diagnostics = list(_version_diagnostics(source))
+    diagnostics = list(_encoding_diagnostics(source))
+    diagnostics.extend(_version_diagnostics(source))
     version = _version(source)
     try:
         decls, comments = build_engine().parse(source.text, AstBuilder(source))
@@ -96,18 +97,25 @@ def _reference_parse(source: SourceFile) -> tuple[list[ast.Decl], list[Comment]]
 
 
 def parse_text(text: str, path: str = "<input>") -> ParseResult:
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            # Lone surrogates cannot be UTF-8 (so have no byte offset); files
-            # read from disk never carry them.  One '?' each keeps offsets.
-            text = text.encode("utf-8", "replace").decode("utf-8")
-    return parse_source(SourceFile(path, text))
+    """Parse `text` as the contents of file `path` (a leading byte-order mark is set aside)."""
+    return parse_source(SourceFile.from_text(path, text))
 
 
 def parse_file(path: str) -> ParseResult:
     return parse_source(SourceFile.read(path))
+
+
+def _encoding_diagnostics(source: SourceFile):
+    if source.undecodable is None:
+        return
+    offset, byte = source.undecodable
+    what = f"byte 0x{byte:02x}" if byte is not None else "a lone surrogate"
+    yield error(
+        "allium.source.encoding",
+        f"{what} is not UTF-8: spec files are read as UTF-8 (allium reads each such byte as '?')",
+        source.span(offset, offset + 1),
+        "save the file as UTF-8",
+    )
 
 
 # ---------------------------------------------------------------- version marker

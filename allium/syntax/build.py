@@ -76,7 +76,7 @@ class AstBuilder(Transformer):
         super().__init__(visit_tokens=False)
         self.source = source
         self._text = source.text
-        self._ascii = source.is_ascii
+        self._ascii = source.chars_are_bytes  # so byte offsets are character offsets
         self._line_starts = source.line_starts
         self._byte_offset = source.byte_offset  # for files that are not all ASCII
         self._positions: dict[int, Position] = {}

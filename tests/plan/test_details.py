@@ -121,3 +121,14 @@ def test_surface_exposure_items() -> None:
 def test_entity_fields_lists_stored_fields_in_order() -> None:
     ob = by_id(specs.CONFIG)["entity-fields.Account"]
     assert ob.detail == {"fields": ["balance", "owner", "entries", "large_entries", "is_overdrawn", "entry_count"]}
+
+
+def test_a_spec_saved_with_crlf_line_ends_plans_as_with_lf() -> None:
+    spec = (
+        "-- allium: 3\nentity Account {\n    balance: Decimal\n}\n"
+        "invariant Bounded {\n    for a in Accounts:\n        a.balance >= 0\n            and a.balance <= 100\n}\n"
+    )
+    lf, crlf = plan(spec), plan(spec.replace("\n", "\r\n"))
+    assert [(o.id, o.description, o.expression) for o in crlf] == [(o.id, o.description, o.expression) for o in lf]
+    expression = by_id(spec)["invariant.Bounded"].expression
+    assert "\n" in expression and "\r" not in expression
