@@ -270,6 +270,7 @@ class UseDecl(Decl):
     """`use "path" as alias`; `name` is the alias (empty when absent)."""
 
     path: str
+    path_span: Span | None = None  # the quoted path, where diagnostics about it point
 
 
 @node
@@ -340,6 +341,7 @@ class EntityDecl(Decl):
     invariants: tuple[InvariantDecl, ...]
     annotations: tuple[Annotation, ...]
     doc_comment: str | None = None
+    name_span: Span | None = None  # the name, where diagnostics about the declaration point
 
     @property
     def doc(self) -> str | None:
@@ -353,6 +355,7 @@ class EntityDecl(Decl):
 class EnumDecl(Decl):
     values: tuple[str, ...]
     doc_comment: str | None = None
+    name_span: Span | None = None
 
 
 @node
@@ -516,12 +519,14 @@ class SurfaceMember(Node):
 class Facing(SurfaceMember):
     binding: str | None
     type: Expr
+    binding_span: Span | None = None
 
 
 @node
 class Context(SurfaceMember):
     binding: str
     type: Expr  # may be `T where predicate`
+    binding_span: Span | None = None
 
 
 @node

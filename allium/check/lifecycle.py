@@ -14,6 +14,7 @@ from allium.check import scope
 from allium.check.context import CheckContext
 from allium.check.effects import Effects, StatusField, effects_of, field_values
 from allium.diagnostics import Diagnostic, error, warning
+from allium.source import Span
 
 # JUXT's name-based guess for terminal states when there is no graph.
 LIKELY_TERMINAL = frozenset(
@@ -140,14 +141,22 @@ def check_status_reachability(module: ast.Module, context: CheckContext) -> Iter
                 yield warning(
                     "allium.status.unreachableValue",
                     f"{where} is never assigned by any rule ensures clause.",
-                    sf.field.span,
+                    _value_span(sf.field, value),
                 )
             if value not in terminals and value not in exits:
                 yield warning(
                     "allium.status.noExit",
                     f"{where} has no observed transition to a different status.",
-                    sf.field.span,
+                    _value_span(sf.field, value),
                 )
+
+
+def _value_span(field: ast.Field, value: str) -> Span:
+    """Where `value` is written in the field (`status: a | b`), else its type (a named enum)."""
+    for node in field.value.walk():
+        if isinstance(node, ast.Name) and node.name == value:
+            return node.span
+    return field.value.span
 
 
 def check_graph_structure(module: ast.Module, context: CheckContext) -> Iterator[Diagnostic]:

@@ -17,7 +17,7 @@ def check_use_paths(module: ast.Module, context: CheckContext) -> Iterator[Diagn
             yield warning(
                 "allium.use.unresolvedPath",
                 f"`use \"{use.path}\"{alias}` does not resolve to a file in the checked set.",
-                use.span,
+                use.path_span or use.span,
             )
 
 
@@ -46,5 +46,5 @@ def check_external_sources(module: ast.Module, context: CheckContext) -> Iterato
         yield make(
             "allium.externalEntity.missingSourceHint",
             f"External entity '{entity.name}' has no obvious governing specification import in this module.",
-            entity.span,
+            entity.name_span or entity.span,
         )

@@ -35,7 +35,7 @@ def check_surface_bindings(module: ast.Module, context: CheckContext) -> Iterato
             yield warning(
                 "allium.surface.unusedBinding",
                 f"Surface '{surface.name}' binds {kind} '{binding}' but never uses it.",
-                member.span,
+                member.binding_span or member.span,
             )
 
 

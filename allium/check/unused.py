@@ -96,20 +96,20 @@ def check_unused_entities(module: ast.Module, context: CheckContext) -> Iterator
             yield warning(
                 "allium.definition.unused",
                 f"Value '{entity.name}' is declared but not referenced elsewhere.",
-                entity.span,
+                entity.name_span or entity.span,
             )
         elif entity.kind != "variant":
             yield warning(
                 "allium.entity.unused",
                 f"Entity '{entity.name}' is declared but not referenced elsewhere in this specification.",
-                entity.span,
+                entity.name_span or entity.span,
             )
     for enum in module.of_type(ast.EnumDecl):
         if not usage.mentioned_outside(enum.name, enum):
             yield warning(
                 "allium.definition.unused",
                 f"Enum '{enum.name}' is declared but not referenced elsewhere.",
-                enum.span,
+                enum.name_span or enum.span,
             )
 
 

@@ -207,7 +207,7 @@ class AstBuilder(Transformer):
     def use_decl(self, meta: Meta, c: list[Any]) -> ast.UseDecl:
         path = _unquote(c[0])
         alias = str(c[1]) if len(c) > 1 else ""
-        return ast.UseDecl(self._span(meta), alias, path)
+        return ast.UseDecl(self._span(meta), alias, path, self._tok_span(c[0]))
 
     def module_decl(self, meta: Meta, c: list[Any]) -> ast.ModuleDecl:
         return ast.ModuleDecl(self._span(meta), c[0])
@@ -237,6 +237,7 @@ class AstBuilder(Transformer):
             tuple(m for m in body if isinstance(m, ast.TransitionGraph)),
             tuple(m for m in body if isinstance(m, ast.InvariantDecl)),
             tuple(annotations),
+            name_span=self._tok_span(name),
         )
 
     def entity_decl(self, meta: Meta, c: list[Any]) -> ast.EntityDecl:
@@ -294,10 +295,10 @@ class AstBuilder(Transformer):
     invariant_decl = entity_invariant
 
     def enum_decl(self, meta: Meta, c: list[Token]) -> ast.EnumDecl:
-        return ast.EnumDecl(self._span(meta), str(c[0]), tuple(str(t) for t in c[1:]))
+        return ast.EnumDecl(self._span(meta), str(c[0]), tuple(str(t) for t in c[1:]), name_span=self._tok_span(c[0]))
 
     def empty_enum(self, meta: Meta, c: list[Token]) -> ast.EnumDecl:
-        return ast.EnumDecl(self._span(meta), str(c[0]), ())
+        return ast.EnumDecl(self._span(meta), str(c[0]), (), name_span=self._tok_span(c[0]))
 
     # ------------------------------------------------------------ config, defaults
 
@@ -449,11 +450,11 @@ class AstBuilder(Transformer):
 
     def facing_clause(self, meta: Meta, c: list[Any]) -> ast.Facing:
         if len(c) == 2:
-            return ast.Facing(self._span(meta), str(c[0]), c[1])
+            return ast.Facing(self._span(meta), str(c[0]), c[1], self._tok_span(c[0]))
         return ast.Facing(self._span(meta), None, c[0])
 
     def context_clause(self, meta: Meta, c: list[Any]) -> ast.Context:
-        return ast.Context(self._span(meta), str(c[0]), c[1])
+        return ast.Context(self._span(meta), str(c[0]), c[1], self._tok_span(c[0]))
 
     def surface_requires(self, meta: Meta, c: list[Any]) -> ast.SurfaceRequires:
         return ast.SurfaceRequires(self._span(meta), c[0])

@@ -40,7 +40,7 @@ def strip_spans(node):
 
     def walk(x):
         if isinstance(x, dict):
-            return {k: walk(v) for k, v in x.items() if k not in ("span", "version_span")}
+            return {k: walk(v) for k, v in x.items() if not k.endswith("span")}
         if isinstance(x, list):
             return [walk(i) for i in x]
         return x
