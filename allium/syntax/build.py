@@ -295,7 +295,8 @@ class AstBuilder(Transformer):
     invariant_decl = entity_invariant
 
     def enum_decl(self, meta: Meta, c: list[Token]) -> ast.EnumDecl:
-        return ast.EnumDecl(self._span(meta), str(c[0]), tuple(str(t) for t in c[1:]), name_span=self._tok_span(c[0]))
+        values = tuple(str(t) for t in c[1:])
+        return ast.EnumDecl(self._span(meta), str(c[0]), values, name_span=self._tok_span(c[0]))
 
     def empty_enum(self, meta: Meta, c: list[Token]) -> ast.EnumDecl:
         return ast.EnumDecl(self._span(meta), str(c[0]), (), name_span=self._tok_span(c[0]))

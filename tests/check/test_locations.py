@@ -19,7 +19,11 @@ LOCATIONS: list[tuple[str, str, list[tuple[int, int]]]] = [
         "external entity Mailbox {\n    address: String\n}\n",
         [(2, 17)],
     ),
-    ("allium.definition.unused", "value Money {\n    cents: Integer\n}\nenum Colour { red | green }\n", [(2, 7), (5, 6)]),
+    (
+        "allium.definition.unused",
+        "value Money {\n    cents: Integer\n}\nenum Colour { red | green }\n",
+        [(2, 7), (5, 6)],
+    ),
     ("allium.use.unresolvedPath", 'use "./nowhere.allium" as elsewhere\n', [(2, 5)]),
     (
         "allium.status.unreachableValue",
@@ -30,7 +34,8 @@ LOCATIONS: list[tuple[str, str, list[tuple[int, int]]]] = [
     (
         "allium.status.noExit",
         "enum JobStatus { queued | running | done }\nentity Job {\n    status: JobStatus\n"
-        "    transitions status {\n        queued -> running\n        running -> done\n        terminal: done\n    }\n}\n"
+        "    transitions status {\n        queued -> running\n        running -> done\n"
+        "        terminal: done\n    }\n}\n"
         "rule Start {\n    when: Go(job)\n    requires: job.status = queued\n    ensures: job.status = running\n}\n",
         [(4, 13)],  # a named enum: its values are written elsewhere, so at the field's type
     ),
