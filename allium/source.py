@@ -87,7 +87,7 @@ class SourceFile:
     byte_base: int = 0
     # Where the file stopped being UTF-8: (character offset, the byte there).
     # The text has a '?' in its place; the parser reports it.
-    undecodable: tuple[int, int] | None = None
+    undecodable: tuple[int, int | None] | None = None
     _line_starts: list[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -125,7 +125,7 @@ class SourceFile:
                 # U+DC00+b; any other lone surrogate has no bytes either.
                 char = ord(text[exc.start])
                 undecodable = (exc.start, char - 0xDC00 if 0xDC80 <= char <= 0xDCFF else None)
-                text = "".join("?" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+                text = text.encode("utf-8", "replace").decode("utf-8")  # one '?' per surrogate
         return cls(path, text, base, undecodable)
 
     @property

@@ -339,26 +339,22 @@ def tables_from(parser: Lark) -> dict[str, Any]:
         # Keywords lark folds into a regex terminal (NAME "entity" -> ENTITY).
         "keywords": {name: _keyword_map(cb) for name, cb in root.callback.items()},
         "accepts": {state: frozenset(t.name for t in lexer.terminals) for state, lexer in contextual.lexers.items()},
-        "dispatch": _dispatch(root.scanner),
-        "singles": _singles(root),
-    }) | {"reducers": compile_reducers(list(hows))}
+    }) | _lexer_tables(root) | {"reducers": compile_reducers(list(hows))}
 
 
-def _dispatch(scanner: Any) -> dict[str, str]:
-    """The root regex narrowed per first character (see firsts.py)."""
+def _lexer_tables(root: Any) -> dict[str, Any]:
+    """The root regex narrowed per first character, and the characters that
+    are a token by themselves (see firsts.py)."""
+    scanner = root.scanner
     alternatives = [(t.name, t.pattern.to_regexp()) for t in scanner.terminals]
     whole = "|".join(f"(?P<{name}>{regex})" for name, regex in alternatives)
     if whole != scanner._mres[0].pattern:  # pragma: no cover - lark builds its regex otherwise
         raise TypeError("the root scanner's regex is not the alternation of its terminals")
-    return dispatch(alternatives, scanner.g_regex_flags)
-
-
-def _singles(root: Any) -> dict[str, str]:
-    """Characters that are a token by themselves (see firsts.single_chars)."""
-    alternatives = [(t.name, t.pattern.to_regexp()) for t in root.scanner.terminals]
+    table = dispatch(alternatives, scanner.g_regex_flags)
+    # The engine's shortcut makes plain tokens: nothing ignored, folded or counted as a line break.
     special = set(root.ignore_types) | set(root.newline_types) | set(root.callback)
-    return {char: name for char, name in single_chars(alternatives, root.scanner.g_regex_flags).items()
-            if name not in special}
+    singles = single_chars(alternatives, scanner.g_regex_flags, table)
+    return _plain({"dispatch": table, "singles": {c: n for c, n in singles.items() if n not in special}})
 
 
 def _plain(value: Any) -> Any:

@@ -64,14 +64,13 @@ def dispatch(alternatives: Iterable[tuple[str, str]], flags: int) -> dict[str, s
     return out
 
 
-def single_chars(alternatives: Iterable[tuple[str, str]], flags: int) -> dict[str, str]:
+def single_chars(alternatives: Iterable[tuple[str, str]], flags: int, table: dict[str, str]) -> dict[str, str]:
     """Characters that are a whole token by themselves: char -> terminal name.
 
-    That is where the narrowed alternatives for a character are exactly one
-    regex matching that one character and nothing else: the token there is
-    then that character, whatever follows it.
+    That is where the narrowed alternatives for a character (`table`, from
+    :func:`dispatch`) are exactly one regex matching that one character and
+    nothing else: the token there is then that character, whatever follows.
     """
-    table = dispatch(alternatives, flags)
     out: dict[str, str] = {}
     for name, regex in alternatives:
         char = _literal_char(regex, flags)

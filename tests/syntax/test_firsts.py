@@ -112,10 +112,14 @@ def test_single_chars_are_characters_only_one_literal_can_start() -> None:
     alternatives = [("ARROW", "->"), ("MINUS", "-"), ("COLON", ":"), ("LPAR", "\\("), ("NAME", "[a-z]+")]
     alternatives += [("PLUSES", "\\++"), ("PLUS", "\\+")]
     # `-` may start `->`; `+` may start `++` (and PLUS comes second).
-    assert single_chars(alternatives, 0) == {":": "COLON", "(": "LPAR"}
+    assert singles(alternatives, 0) == {":": "COLON", "(": "LPAR"}
     # Case-insensitive: `a` is also `A`.  Anything that may start anywhere shadows all.
-    assert single_chars([("A", "(?i)a"), ("B", "b")], 0) == {}
-    assert single_chars([("COLON", ":")], re.IGNORECASE) == {}
+    assert singles([("A", "(?i)a"), ("B", "b")], 0) == {}
+    assert singles([("COLON", ":")], re.IGNORECASE) == {}
+
+
+def singles(alternatives: list[tuple[str, str]], flags: int) -> dict[str, str]:
+    return single_chars(alternatives, flags, dispatch(alternatives, flags))
 
 
 # Allium's own characters, its likely typos, and some that are neither.
