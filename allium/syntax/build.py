@@ -76,7 +76,7 @@ class AstBuilder(Transformer):
         super().__init__(visit_tokens=False)
         self.source = source
         self._text = source.text
-        self._ascii = source.chars_are_bytes  # so byte offsets are character offsets
+        self._chars_are_bytes = source.chars_are_bytes
         self._line_starts = source.line_starts
         self._byte_offset = source.byte_offset  # for files that are not all ASCII
         self._positions: dict[int, Position] = {}
@@ -145,7 +145,7 @@ class AstBuilder(Transformer):
 
     def _token_position(self, offset: int, line: int, column: int) -> Position:
         """The memoised Position of `offset`, whose line and column are known."""
-        byte_offset = offset if self._ascii else self._byte_offset(offset, line)
+        byte_offset = offset if self._chars_are_bytes else self._byte_offset(offset, line)
         position = self._positions[offset] = _new_position((line, column, offset, byte_offset))
         return position
 
@@ -162,7 +162,7 @@ class AstBuilder(Transformer):
         if meta.__class__ is TokenMeta and not meta.empty:
             first, last = meta.first, meta.last
             offset, end_offset = first.start_pos, last.end_pos
-            if self._ascii:  # character offsets are byte offsets
+            if self._chars_are_bytes:
                 if end_offset <= offset:
                     line, column = first.line, first.column
                     return _new_span((self._path, line, column, offset, offset, line, column, offset, offset))
