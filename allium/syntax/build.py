@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from functools import cache, partial
-from typing import Any, NamedTuple
+from typing import Any
 
 from lark import Token, Transformer, Tree, v_args
 from lark.exceptions import GrammarError, VisitError
@@ -46,24 +46,10 @@ def _rule_functions(cls: type) -> dict[str, Any]:
 _new_span = partial(tuple.__new__, Span)
 
 
-class TokenMeta(NamedTuple):
-    """What the engine passes for lark's Meta: the node's first and last token.
-
-    Tokens carry their lines and columns, so spans are made without
-    searching the line table.
-    """
-
-    empty: bool
-    first: Token | None
-    last: Token | None
-
-    @property
-    def start_pos(self) -> int | None:
-        return self.first.start_pos if self.first is not None else None
-
-    @property
-    def end_pos(self) -> int | None:
-        return self.last.end_pos if self.last is not None else None
+# What the engine passes for lark's Meta: the node's (first token, last
+# token, depth), the first None for a node without tokens.  Tokens carry
+# their lines and columns, so spans are made without searching the line table.
+TokenInfo = tuple
 
 
 class _Branch(tuple):
@@ -119,6 +105,19 @@ class AstBuilder(Transformer):
         handler = self._handler(data)  # pragma: no cover - every rule has a meta method
         return lambda meta, children: handler(children, meta)
 
+    def _token_reduction_method(self, data: str) -> Any:
+        """The method for rule `data`, whose one child is a token, as a callable (token).
+
+        The engine calls these for `name`, `number`... (a third of its
+        reductions) without the meta and list a rule method takes; a rule
+        with no `_token_<rule>` method gets its rule method, wrapped.
+        """
+        method = getattr(self, f"_token_{data}", None)
+        if method is not None:
+            return method
+        rule = self._reduction_method(data)
+        return lambda token: rule((token, token, 1), [token])
+
     def _handler(self, data: str) -> Any:
         try:
             method = getattr(self, data)
@@ -158,9 +157,11 @@ class AstBuilder(Transformer):
         last = positions.get(end) or self._position(end)
         return _new_span((self._path, *first, *last))
 
-    def _span(self, meta: Meta | TokenMeta, children: list[Any] | None = None) -> Span:
-        if meta.__class__ is TokenMeta and not meta.empty:
-            first, last = meta.first, meta.last
+    def _span(self, meta: Meta | TokenInfo, children: list[Any] | None = None) -> Span:
+        if meta.__class__ is tuple:
+            first, last, _depth = meta
+            if first is None:
+                return self._children_span(children)
             offset, end_offset = first.start_pos, last.end_pos
             if self._chars_are_bytes:
                 if end_offset <= offset:
@@ -181,12 +182,20 @@ class AstBuilder(Transformer):
             )  # fmt: skip
         if not meta.empty:
             return self._make_span(meta.start_pos, meta.end_pos)
+        return self._children_span(children)
+
+    def _children_span(self, children: list[Any] | None) -> Span:
+        """A node without tokens: where its first child is, else the start of the file."""
         for child in children or ():
             if isinstance(child, ast.Node):
                 return child.span
             if isinstance(child, Token) and child.start_pos is not None:
                 return self._make_span(child.start_pos, child.end_pos or child.start_pos)
         return self._make_span(0, 0)
+
+    def _token_span(self, token: Token) -> Span:
+        """The span of one token from the engine or lark's runtime (`_tok_span` also takes hand-made ones)."""
+        return self._span((token, token, 1))
 
     def _tok_span(self, token: Token) -> Span:
         return self._make_span(token.start_pos or 0, token.end_pos or token.start_pos or 0)
@@ -637,16 +646,25 @@ class AstBuilder(Transformer):
         return ast.Arg(self._span(meta), name, c[1])
 
     def name(self, meta: Meta, c: list[Token]) -> ast.Name:
-        return ast.Name(self._span(meta, c), str(c[0]))
+        return self._token_name(c[0])
+
+    def _token_name(self, token: Token) -> ast.Name:
+        return ast.Name(self._token_span(token), token.value)
 
     def config_name(self, meta: Meta, c: list[Any]) -> ast.Name:
         return ast.Name(self._span(meta, c), "config")
 
     def number(self, meta: Meta, c: list[Token]) -> ast.Literal:
-        return ast.Literal(self._span(meta, c), "number", str(c[0]).replace("_", ""))
+        return self._token_number(c[0])
+
+    def _token_number(self, token: Token) -> ast.Literal:
+        return ast.Literal(self._token_span(token), "number", token.value.replace("_", ""))
 
     def string(self, meta: Meta, c: list[Token]) -> ast.Literal:
-        return ast.Literal(self._span(meta, c), "string", _unquote(c[0]))
+        return self._token_string(c[0])
+
+    def _token_string(self, token: Token) -> ast.Literal:
+        return ast.Literal(self._token_span(token), "string", _unquote(token))
 
     def backtick(self, meta: Meta, c: list[Token]) -> ast.Literal:
         return ast.Literal(self._span(meta, c), "backtick", str(c[0])[1:-1])

@@ -38,7 +38,7 @@ from lark.parse_tree_builder import ChildFilterLALR_NoPlaceholders, ExpandSingle
 from lark.parsers.lalr_analysis import Shift
 
 from allium.syntax.firsts import dispatch, single_chars
-from allium.syntax.reductions import WRAP, compile_reducers, load_reducers
+from allium.syntax.reductions import TOKEN_RULE, TOKEN_SUFFIX, WRAP, compile_reducers, load_reducers
 from allium.syntax.postlex import AlliumPostLexer, Comment
 
 # AST depth beyond which a spec is refused: the checker, planner and JSON
@@ -282,7 +282,11 @@ class _Handlers(dict):
         self._builder = builder
 
     def __missing__(self, name: str) -> Callable[..., Any]:
-        method = self[name] = self._builder._reduction_method(name)
+        if name.endswith(TOKEN_SUFFIX):
+            method = self._builder._token_reduction_method(name.removesuffix(TOKEN_SUFFIX))
+        else:
+            method = self._builder._reduction_method(name)
+        self[name] = method
         return method
 
 
@@ -389,6 +393,8 @@ def _reduction(rule: Any, callback: Any) -> tuple[int, str, Any]:
     inline = rule.origin.name.startswith("_")
     if inline and include is None and size == 1 and not expand1:
         return size, rule.origin.name, WRAP
+    if include is None and size == 1 and not expand1 and not inline and rule.expansion[0].is_term:
+        return size, rule.origin.name, (TOKEN_RULE, name)
     return size, rule.origin.name, (include, expand1, inline, name)
 
 

@@ -27,7 +27,7 @@ from allium.syntax.engine import Engine, tables_from
 from allium.syntax.postlex import AlliumPostLexer
 
 GRAMMAR_PATH = Path(__file__).with_name("allium.lark")
-ENGINE_FORMAT = 4  # bump when tables_from() changes shape
+ENGINE_FORMAT = 5  # bump when tables_from() changes shape
 _TABLE_KEYS = frozenset(
     {"rows", "start", "end", "pattern", "flags", "ignore", "newline", "blanks", "keywords", "accepts"}
     | {"dispatch", "singles", "reducers"}

@@ -15,25 +15,28 @@ parser.py caches the code.
 Every generated function takes the engine's stacks (values, states, infos:
 (first token, last token, depth) per value) and the per-parse handlers (rule
 name -> builder method) and returns nothing; the engine then pushes the goto
-state.  tests/syntax/test_engine.py holds the result to lark's own runtime.
+state.  A builder method gets the new node's info tuple where lark's runtime
+passes its Meta: a tuple is made in a small part of the time of a NamedTuple
+(~1,400 instructions each, 2.5% of a parse).  tests/syntax/test_engine.py
+holds the result to lark's own runtime.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from types import CodeType
 from typing import Any
 
 from lark import Token
 
-from allium.syntax.build import TokenMeta
-
 # How a rule reduces: WRAP for an inlined `_rule` of one kept child, else
 # (kept children or None for all, expand single child, inlined `_rule`,
 # builder method name).  Unit rules (a `?rule` of one child, passed through)
-# have none: the engine handles them without a call.
+# have none: the engine handles them without a call.  A rule whose one
+# child is a token, kept (`name`, `number`...), is (TOKEN_RULE, method name).
 WRAP = True  # a singleton, so `is` still works on tables read back from disk
+TOKEN_RULE = "token"
+TOKEN_SUFFIX = "/token"  # the handlers' key for such a rule's method: `name/token`
 Reducer = Callable[[list, list, list, Any], None]
 
 
@@ -59,7 +62,6 @@ def compile_reducers(reductions: list[tuple[int, Any]]) -> CodeType:
 def load_reducers(code: CodeType, max_depth: int) -> list[Reducer]:
     namespace: dict[str, Any] = {
         "Token": Token,
-        "_new_meta": partial(tuple.__new__, TokenMeta),
         "TooDeep": TooDeep,
         "MAX_DEPTH": max_depth,
     }
@@ -71,21 +73,29 @@ def _source(function: str, size: int, how: Any) -> str:
     head = f"def {function}(values, states, infos, handlers):"
     if how is WRAP:  # `_rule: one_thing`: a list for the parent to splice
         return f"{head}\n    del states[-1]\n    values[-1] = [values[-1]]"
+    if how[0] == TOKEN_RULE:
+        # A third of all reductions: the builder gets the token alone.  A
+        # shifted token's info is (token, token, 0), so the node's is (token, token, 1).
+        return "\n    ".join([
+            head, "token = values[-1]", "del states[-1]",
+            f"values[-1] = handlers[{how[1] + TOKEN_SUFFIX!r}](token)", "infos[-1] = (token, token, 1)",
+        ])
     include, expand1, inline, name = how
     body = _pop(size)
     body += _kept(size, include)
-    build = ["value = kept"] if inline else _build(name)
+    build = ["value = kept", "info = (start, end, depth)"] if inline else _build(name)
     if expand1:  # `?rule`: a single kept child stands for the rule
         body += ["if len(kept) == 1:", "    value = kept[0]"]
         # lark gives a lone token its own position
-        body += ["    if type(value) is Token:", "        start = end = value", "else:"]
+        body += ["    if type(value) is Token:", "        start = end = value"]
+        body += ["    info = (start, end, depth)", "else:"]
         body += ["    " + line for line in build]
     else:
         body += build
     if size == 1:
-        body += ["values[-1] = value", "infos[-1] = (start, end, depth)"]
+        body += ["values[-1] = value", "infos[-1] = info"]
     else:
-        body += ["values.append(value)", "infos.append((start, end, depth))"]
+        body += ["values.append(value)", "infos.append(info)"]
     return head + "".join("\n    " + line for line in body)
 
 
@@ -123,9 +133,10 @@ def _kept(size: int, include: tuple[tuple[int, bool], ...] | None) -> list[str]:
 
 
 def _build(name: str) -> list[str]:
+    # The node's info tuple is also what the builder's method gets for lark's Meta.
     return [
-        f"value = handlers[{name!r}](_new_meta((start is None, start, end)), kept)",
-        "depth += 1",
-        "if depth > MAX_DEPTH:",
+        "if depth >= MAX_DEPTH:",
         "    raise TooDeep(start.start_pos if start is not None else 0)",
+        "info = (start, end, depth + 1)",
+        f"value = handlers[{name!r}](info, kept)",
     ]
