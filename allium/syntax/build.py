@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from functools import cache, partial
+from functools import cache
 from typing import Any
 
 from lark import Token, Transformer, Tree, v_args
@@ -42,8 +42,10 @@ def _rule_functions(cls: type) -> dict[str, Any]:
     return functions
 
 
-# A Span from its nine flat fields (see allium.source.Span), without its __new__.
-_new_span = partial(tuple.__new__, Span)
+# `_tuple_new(Span, nine_fields)`: a Span from its flat fields (see
+# allium.source.Span) without its __new__; called directly, as a partial()
+# around it costs ~200 instructions per AST node.
+_tuple_new = tuple.__new__
 
 
 # What the engine passes for lark's Meta: the node's (first token, last
@@ -155,7 +157,7 @@ class AstBuilder(Transformer):
             end = start
         first = positions.get(start) or self._position(start)
         last = positions.get(end) or self._position(end)
-        return _new_span((self._path, *first, *last))
+        return _tuple_new(Span, (self._path, *first, *last))
 
     def _span(self, meta: Meta | TokenInfo, children: list[Any] | None = None) -> Span:
         if meta.__class__ is tuple:
@@ -166,19 +168,23 @@ class AstBuilder(Transformer):
             if self._chars_are_bytes:
                 if end_offset <= offset:
                     line, column = first.line, first.column
-                    return _new_span((self._path, line, column, offset, offset, line, column, offset, offset))
-                return _new_span(
+                    return _tuple_new(Span, (self._path, line, column, offset, offset, line, column, offset, offset))
+                return _tuple_new(
+                    Span,
                     (self._path, first.line, first.column, offset, offset,
-                     last.end_line, last.end_column, end_offset, end_offset)
+                     last.end_line, last.end_column, end_offset, end_offset),
                 )  # fmt: skip
             line, column = first.line, first.column
             byte_offset = self._byte_offset(offset, line)
             if end_offset <= offset:
-                return _new_span((self._path, line, column, offset, byte_offset, line, column, offset, byte_offset))
+                return _tuple_new(
+                    Span, (self._path, line, column, offset, byte_offset, line, column, offset, byte_offset)
+                )
             end_line = last.end_line
-            return _new_span(
+            return _tuple_new(
+                Span,
                 (self._path, line, column, offset, byte_offset,
-                 end_line, last.end_column, end_offset, self._byte_offset(end_offset, end_line))
+                 end_line, last.end_column, end_offset, self._byte_offset(end_offset, end_line)),
             )  # fmt: skip
         if not meta.empty:
             return self._make_span(meta.start_pos, meta.end_pos)
