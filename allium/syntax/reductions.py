@@ -92,7 +92,7 @@ def _source(function: str, size: int, how: Any) -> str:
         body += ["    " + line for line in build]
     else:
         body += build
-    if size == 1:
+    if size:
         body += ["values[-1] = value", "infos[-1] = info"]
     else:
         body += ["values.append(value)", "infos.append(info)"]
@@ -103,12 +103,13 @@ def _pop(size: int) -> list[str]:
     """Take `size` children off the stacks; find their first and last token and depth."""
     if size == 0:
         return ["start = end = None", "depth = 0"]
-    children = ", ".join(f"c{i}" for i in range(size))
-    infos = ", ".join(f"i{i}" for i in range(size))
     if size == 1:  # the value and its info are replaced in place
         return ["c0 = values[-1]", "del states[-1]", "start, end, depth = infos[-1]"]
-    lines = [f"{children}, = values[-{size}:]", f"{infos}, = infos[-{size}:]"]
-    lines += [f"del values[-{size}:], states[-{size}:], infos[-{size}:]"]
+    # Pops, leaving the first child's place for the value: in callgrind a
+    # slice (a slice object and a new list) costs more at every rule size.
+    lines = [f"c{i} = values.pop()" for i in range(size - 1, 0, -1)] + ["c0 = values[-1]"]
+    lines += [f"i{i} = infos.pop()" for i in range(size - 1, 0, -1)] + ["i0 = infos[-1]"]
+    lines += [f"del states[-{size}:]"]
     # The first child with a token gives the start, the last one the end.
     lines += ["start = i0[0]"] + [f"if start is None: start = i{i}[0]" for i in range(1, size)]
     lines += [f"end = i{size - 1}[1]"] + [f"if end is None: end = i{i}[1]" for i in range(size - 2, -1, -1)]
