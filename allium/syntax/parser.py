@@ -23,11 +23,16 @@ from typing import Any
 import lark
 from lark import Lark
 
+from allium.syntax import engine, firsts, reductions
 from allium.syntax.engine import Engine, tables_from
 from allium.syntax.postlex import AlliumPostLexer
 
 GRAMMAR_PATH = Path(__file__).with_name("allium.lark")
-ENGINE_FORMAT = 5  # bump when tables_from() changes shape
+# The modules whose code makes the engine's tables (the reducers' source
+# among them).  Their text is part of the cache key, so tables made by one
+# version of them are never run by another; a hand-bumped format number
+# was missed once.
+TABLE_SOURCES = tuple(Path(module.__file__) for module in (engine, firsts, reductions))
 _TABLE_KEYS = frozenset(
     {"rows", "start", "end", "pattern", "flags", "ignore", "newline", "blanks", "keywords", "accepts"}
     | {"dispatch", "singles", "reducers"}
@@ -82,9 +87,11 @@ def build_engine() -> Engine:
 
 
 def _engine_tables() -> dict[str, Any]:
-    grammar = GRAMMAR_PATH.read_bytes()
-    versions = f"|lark {lark.__version__}|engine {ENGINE_FORMAT}|python {sys.version_info[:2]}"
-    key = hashlib.sha256(grammar + versions.encode()).hexdigest()[:20]
+    digest = hashlib.sha256(GRAMMAR_PATH.read_bytes())
+    for source in TABLE_SOURCES:
+        digest.update(source.read_bytes())
+    digest.update(f"|lark {lark.__version__}|python {sys.version_info[:2]}".encode())
+    key = digest.hexdigest()[:20]
     folder = cache_dir()
     path = folder / f"engine-{key}.marshal" if folder else None
     if path is not None:

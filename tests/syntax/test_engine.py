@@ -220,6 +220,19 @@ def test_an_unreadable_engine_cache_is_rebuilt(tmp_path, monkeypatch):
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".engine-")] == []
 
 
+def test_the_engine_cache_is_keyed_on_the_code_that_makes_it(tmp_path, monkeypatch):
+    # Tables (compiled reducers among them) made by other code than the
+    # running engine's must not be loaded.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    source = tmp_path / "reductions.py"
+    source.write_text("one version")
+    monkeypatch.setattr(parser_module, "TABLE_SOURCES", (*parser_module.TABLE_SOURCES, source))
+    parser_module._engine_tables()
+    source.write_text("another version")
+    parser_module._engine_tables()
+    assert len(list((tmp_path / "cache" / "allium").glob("engine-*.marshal"))) == 2
+
+
 def test_without_a_cache_folder_the_engine_is_built_in_memory(tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
