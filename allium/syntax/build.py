@@ -199,12 +199,9 @@ class AstBuilder(Transformer):
                 return self._make_span(child.start_pos, child.end_pos or child.start_pos)
         return self._make_span(0, 0)
 
-    def _token_span(self, token: Token) -> Span:
-        """The span of one token from the engine or lark's runtime (`_tok_span` also takes hand-made ones)."""
-        return self._span((token, token, 1))
-
     def _tok_span(self, token: Token) -> Span:
-        return self._make_span(token.start_pos or 0, token.end_pos or token.start_pos or 0)
+        """The span of one token, from the positions it carries (the engine's and lark's tokens alike)."""
+        return self._span((token, token, 1))
 
     @staticmethod
     def _tokens(children: list[Any], kind: str | None = None) -> list[Token]:
@@ -655,7 +652,7 @@ class AstBuilder(Transformer):
         return self._token_name(c[0])
 
     def _token_name(self, token: Token) -> ast.Name:
-        return ast.Name(self._token_span(token), token.value)
+        return ast.Name(self._tok_span(token), token.value)
 
     def config_name(self, meta: Meta, c: list[Any]) -> ast.Name:
         return ast.Name(self._span(meta, c), "config")
@@ -664,13 +661,13 @@ class AstBuilder(Transformer):
         return self._token_number(c[0])
 
     def _token_number(self, token: Token) -> ast.Literal:
-        return ast.Literal(self._token_span(token), "number", token.value.replace("_", ""))
+        return ast.Literal(self._tok_span(token), "number", token.value.replace("_", ""))
 
     def string(self, meta: Meta, c: list[Token]) -> ast.Literal:
         return self._token_string(c[0])
 
     def _token_string(self, token: Token) -> ast.Literal:
-        return ast.Literal(self._token_span(token), "string", _unquote(token))
+        return ast.Literal(self._tok_span(token), "string", _unquote(token))
 
     def backtick(self, meta: Meta, c: list[Token]) -> ast.Literal:
         return ast.Literal(self._span(meta, c), "backtick", str(c[0])[1:-1])
