@@ -232,7 +232,9 @@ def prompt(unit: str, specs: tuple[str, ...], package: str | None, output: str, 
     """Print the request allium would send for UNIT."""
     from allium.prompt.builder import build_request
 
-    request = build_request(unit, _load_plan(specs, _package(package, output)))
+    from pathlib import Path
+
+    request = build_request(unit, _load_plan(specs, _package(package, output)), code_root=Path(output))
     if as_json:
         click.echo(json.dumps(request.to_payload(), indent=2))
         return

@@ -44,6 +44,10 @@ _NO_REFERENCES = (Span, ast.Literal, ast.Annotation, ast.ResolvedQuestion, ast.O
 INTERFACE_DECLS = (ast.EntityDecl, ast.EnumDecl, ast.ContractDecl, ast.ConfigDecl,
                    ast.GivenDecl, ast.DefaultDecl, ast.ActorDecl)
 DEFAULT_PACKAGE = "app"
+# The unit generated from `main.allium` is the package's command line: the
+# toolchain writes `<package>/__main__.py` to call its `main()`, so
+# `python -m <package>` runs it.
+ENTRY_UNIT = "main"
 
 
 class PlanError(AlliumError):

@@ -32,8 +32,9 @@ import jinja2
 import allium
 from allium import ast
 from allium.errors import AlliumError
-from allium.generate.units import Plan, Unit, interface_decls
+from allium.generate.units import ENTRY_UNIT, Plan, Unit, interface_decls
 from allium.prompt.canonical import canonical_decl, canonical_module
+from allium.prompt.pyapi import python_interface
 from allium.providers.base import Request
 
 PYTHON_VERSION = "3.11"
@@ -100,18 +101,24 @@ def render_prefix(plan: Plan, env: jinja2.Environment | None = None) -> str:
     return render(env or environment(), SYSTEM_TEMPLATE, prefix_context(plan))
 
 
-def render_unit(plan: Plan, unit: Unit, env: jinja2.Environment | None = None) -> str:
-    return render(env or environment(), UNIT_TEMPLATE, unit_context(plan, unit))
+def render_unit(plan: Plan, unit: Unit, env: jinja2.Environment | None = None,
+                code_root: Path | None = None) -> str:
+    return render(env or environment(), UNIT_TEMPLATE, unit_context(plan, unit, code_root))
 
 
 def build_request(unit: Unit | str, plan: Plan, model: str | None = None,
                   max_tokens: int | None = None, *,
-                  env: jinja2.Environment | None = None) -> Request:
-    """The request for one unit: the shared prefix (cached) and the unit part."""
+                  env: jinja2.Environment | None = None,
+                  code_root: Path | None = None) -> Request:
+    """The request for one unit: the shared prefix (cached) and the unit part.
+
+    ``code_root`` is the output folder (normally ``generated/``): the Python
+    API of each dependency unit already generated there goes into the request,
+    so code that wires units together calls them by their real names."""
     env = env or environment()
     unit = plan.unit(unit) if isinstance(unit, str) else unit
     return Request.simple(unit=unit.name, prefix=render_prefix(plan, env),
-                          prompt=render_unit(plan, unit, env), model=model,
+                          prompt=render_unit(plan, unit, env, code_root), model=model,
                           max_tokens=max_tokens)
 
 
@@ -124,19 +131,20 @@ def prefix_context(plan: Plan) -> dict[str, Any]:
         "package": plan.package,
         "marker": MARKER,
         "units": [_unit_summary(u) for u in plan.units],
+        "entry": next((u.import_name for u in plan.units if u.name == ENTRY_UNIT), ""),
         # Sorted by path, not plan order, so reordering units never moves bytes.
         "specs": sorted(({"path": u.spec_files[0], "text": canonical_module(plan.module(u))}
                          for u in plan.units), key=lambda s: s["path"]),
     }
 
 
-def unit_context(plan: Plan, unit: Unit) -> dict[str, Any]:
+def unit_context(plan: Plan, unit: Unit, code_root: Path | None = None) -> dict[str, Any]:
     module = plan.module(unit)
     return {
         "marker": MARKER,
         "unit": {**_unit_summary(unit), "owns": [_label(d) for d in _owned(module)]},
         "obligations": [_obligation(o) for o in plan.obligations.get(unit.name, ())],
-        "dependencies": [_dependency(plan, unit, dep) for dep in unit.depends_on_units],
+        "dependencies": [_dependency(plan, unit, dep, code_root) for dep in unit.depends_on_units],
         "directions": guidance_notes(module),
         "settled": [_settled(q) for q in module.of_type(ast.ResolvedQuestion)],
         "open_questions": [q.name for q in module.of_type(ast.OpenQuestion)],
@@ -150,6 +158,7 @@ def _unit_summary(unit: Unit) -> dict[str, Any]:
         "import_name": unit.import_name,
         "module_path": unit.module_path,
         "test_path": unit.test_path,
+        "is_entry": unit.name == ENTRY_UNIT,
         "spec_files": list(unit.spec_files),
         "depends_on": [f"{unit.package}.{d}" for d in unit.depends_on_units],
     }
@@ -164,13 +173,23 @@ def _obligation(ob: Any) -> dict[str, str]:
     return {"id": ob.id, "category": str(ob.category), "description": str(ob.description)}
 
 
-def _dependency(plan: Plan, unit: Unit, dep: str) -> dict[str, str]:
+def _dependency(plan: Plan, unit: Unit, dep: str, code_root: Path | None) -> dict[str, str]:
     decls = interface_decls(plan, unit, dep)
     return {
         "name": dep,
         "import_name": f"{unit.package}.{dep}",
         "declarations": "\n".join(canonical_decl(d) for d in decls).rstrip("\n"),
+        "python_api": _python_api(code_root, plan.unit(dep)) if code_root else "",
     }
+
+
+def _python_api(code_root: Path, dep: Unit) -> str:
+    """The stub of ``dep``'s generated module, or "" before it is generated."""
+    try:
+        source = (code_root / dep.module_path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return python_interface(source)
 
 
 def _settled(q: ast.ResolvedQuestion) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def test_showcase_specs_round_trip(spec: Path) -> None:
 
 
 def test_showcase_specs_are_present() -> None:
-    assert len(SPECS) == 9
+    assert len(SPECS) == 13
 
 
 def test_layout_does_not_matter() -> None:
