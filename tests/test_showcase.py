@@ -14,7 +14,8 @@ from allium.diagnostics import Severity, render_text
 from allium.plan import plan_for
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-COMPONENTS = {"core", "usher", "warden", "registrar", "arbiter", "clerk", "ledger", "cluster", "api"}
+COMPONENTS = {"core", "usher", "warden", "registrar", "arbiter", "clerk", "ledger", "cluster", "api",
+              "store", "eventlog", "node", "main"}
 
 
 def test_showcase_checks_without_errors_or_warnings() -> None:
