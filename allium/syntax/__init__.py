@@ -49,8 +49,9 @@ def parse_source(source: SourceFile) -> ParseResult:
     diagnostics = list(_encoding_diagnostics(source))
     diagnostics.extend(_version_diagnostics(source))
     version = _version(source)
+    builder = AstBuilder(source)
     try:
-        decls, comments = build_engine().parse(source.text, AstBuilder(source))
+        decls, comments = build_engine().parse(source.text, builder)
     except TooDeep as exc:
         diagnostics.append(
             error(
@@ -64,11 +65,13 @@ def parse_source(source: SourceFile) -> ParseResult:
         diagnostics.append(_failure_diagnostic(source, failure))
         return ParseResult(source, None, tuple(diagnostics))
     except Exception:  # noqa: BLE001 - lark's runtime below says what is wrong
-        failure = _reference_parse(source)
+        builder = AstBuilder(source)
+        failure = _reference_parse(source, builder)
         if isinstance(failure, Diagnostic):
             diagnostics.append(failure)
             return ParseResult(source, None, tuple(diagnostics))
         decls, comments = failure  # pragma: no cover - the engine refused what lark accepts
+    diagnostics.extend(builder.diagnostics)
     decls = _attach_hints(decls, comments, source)
     module = ast.Module(
         source.span(0, len(source.text)),
@@ -82,13 +85,15 @@ def parse_source(source: SourceFile) -> ParseResult:
     return ParseResult(source, module, tuple(diagnostics))
 
 
-def _reference_parse(source: SourceFile) -> tuple[list[ast.Decl], list[Comment]] | Diagnostic:
+def _reference_parse(
+    source: SourceFile, builder: AstBuilder | None = None
+) -> tuple[list[ast.Decl], list[Comment]] | Diagnostic:
     """Parse with lark's own runtime: slower, but its exceptions explain syntax errors."""
     parser = build_parser()
     postlexer: AlliumPostLexer = parser.options.postlex
     try:
         tree = parser.parse(source.text)
-        decls = AstBuilder(source).transform(tree)
+        decls = (builder or AstBuilder(source)).transform(tree)
     except UnexpectedInput as exc:
         return _syntax_diagnostic(source, exc, postlexer)
     except (LarkError, RecursionError) as exc:  # pragma: no cover - defensive

@@ -18,6 +18,7 @@ from lark.tree import Meta
 from lark.visitors import _vargs_meta
 
 from allium import ast
+from allium.diagnostics import Diagnostic, warning
 from allium.source import Position, SourceFile, Span, _new_position
 
 PRIMITIVE_TYPES = frozenset(
@@ -70,6 +71,9 @@ class AstBuilder(Transformer):
         self._positions: dict[int, Position] = {}
         self._path = source.path
         self._handlers: dict[str, Any] = {}
+        # Forms accepted though not canonical Allium, each with its canonical
+        # form; parse_source() reports them.
+        self.diagnostics: list[Diagnostic] = []
 
     # ------------------------------------------------------------ transforming
 
@@ -211,6 +215,10 @@ class AstBuilder(Transformer):
     def _nodes(children: list[Any], kind: type = ast.Node) -> list[Any]:
         return [c for c in children if isinstance(c, kind)]
 
+    def _loose(self, code: str, message: str, span: Span) -> None:
+        """Accept a form authors write that is not canonical, with a warning naming the canonical form."""
+        self.diagnostics.append(warning(code, message, span))
+
     # ------------------------------------------------------------ module
 
     def start(self, meta: Meta, children: list[Any]) -> list[ast.Decl]:
@@ -299,12 +307,20 @@ class AstBuilder(Transformer):
         return ast.Edge(self._span(meta), str(c[0]), str(c[1]))
 
     def terminal_clause(self, meta: Meta, c: list[Token]) -> _Terminals:
-        return _Terminals(str(t) for t in c)
+        return _Terminals(str(t) for t in c[1:])  # c[0] is the keyword
 
     def entity_invariant(self, meta: Meta, c: list[Any]) -> ast.InvariantDecl:
         return ast.InvariantDecl(self._span(meta), str(c[0]), tuple(c[1]))
 
     invariant_decl = entity_invariant
+
+    def unseparated_enum_value(self, meta: Meta, c: list[Token]) -> Token:
+        self._loose(
+            "allium.syntax.enumSeparator",
+            f"enum value '{c[0]}' is not separated from the one before; write `a | b` (or one value per line)",
+            self._span(meta),
+        )
+        return c[0]
 
     def enum_decl(self, meta: Meta, c: list[Token]) -> ast.EnumDecl:
         values = tuple(str(t) for t in c[1:])
@@ -349,6 +365,8 @@ class AstBuilder(Transformer):
                 out.append(ast.AnnotationClause(item.span, item))
             elif isinstance(item, ast.Clause):
                 out.append(item)
+            elif isinstance(item, _Clauses):
+                out.extend(item)
         return out
 
     def when_clause(self, meta: Meta, c: list[Any]) -> ast.WhenClause:
@@ -360,11 +378,32 @@ class AstBuilder(Transformer):
             return str(c[0]), c[1]
         return None, c[0]
 
-    def requires_clause(self, meta: Meta, c: list[Any]) -> ast.RequiresClause:
-        return ast.RequiresClause(self._span(meta), tuple(c))
+    def requires_clause(self, meta: Meta, c: list[Any]) -> ast.RequiresClause | _Clauses:
+        conditions = tuple(x for x in c if not isinstance(x, ast.LetClause))
+        requires = ast.RequiresClause(self._span(meta), conditions)
+        if len(conditions) == len(c):
+            return requires
+        # `let` lines in a requires block become rule-level lets ahead of it:
+        # lets are pure, and one block stays one requires (one rule-failure).
+        return _Clauses((*(x for x in c if isinstance(x, ast.LetClause)), requires))
 
     def ensures_clause(self, meta: Meta, c: list[Any]) -> ast.EnsuresClause:
         return ast.EnsuresClause(self._span(meta), tuple(c))
+
+    def _empty_clause(self, meta: Meta, keyword: str) -> _Clauses:
+        self._loose(
+            "allium.syntax.emptyClause",
+            f"'{keyword}:' has no body (only comments); list its items on indented lines, "
+            "or drop the clause and keep the note as a comment",
+            self._span(meta),
+        )
+        return _Clauses(())
+
+    def empty_requires(self, meta: Meta, c: list[Any]) -> _Clauses:
+        return self._empty_clause(meta, "requires")
+
+    def empty_ensures(self, meta: Meta, c: list[Any]) -> _Clauses:
+        return self._empty_clause(meta, "ensures")
 
     def let_clause(self, meta: Meta, c: list[Any]) -> ast.LetClause:
         return ast.LetClause(self._span(meta), str(c[0]), c[1])
@@ -399,6 +438,25 @@ class AstBuilder(Transformer):
             return ast.ForStmt(expr.span, expr.names, expr.source, (ast.ExprStmt(expr.body.span, expr.body),))
         return ast.ExprStmt(self._span(meta, c), expr)
 
+    def guarded_stmt(self, meta: Meta, c: list[Any]) -> ast.IfStmt:
+        """`x.status = b when x.n > 0`: the same as a one-branch `if`."""
+        body = self.expr_stmt((None, None, 0), c[:1])
+        span = self._span(meta)
+        return ast.IfStmt(span, (ast.IfBranch(span, c[1], (body,)),))
+
+    def block_assign_stmt(self, meta: Meta, c: list[Any]) -> ast.ExprStmt:
+        span = self._span(meta)
+        return ast.ExprStmt(span, ast.BinOp(span, "=" if c[1] == "==" else str(c[1]), c[0], c[2]))
+
+    def implies_block(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        consequence = c[1]
+        for line in c[2:]:  # several consequences hold together
+            consequence = ast.BinOp(_join(consequence.span, line.span), "and", consequence, line)
+        return ast.BinOp(self._span(meta), "implies", c[0], consequence)
+
+    def implies_stmt(self, meta: Meta, c: list[Any]) -> ast.ExprStmt:
+        return ast.ExprStmt(c[0].span, c[0])
+
     def let_stmt(self, meta: Meta, c: list[Any]) -> ast.LetStmt:
         return ast.LetStmt(self._span(meta), str(c[0]), c[1])
 
@@ -413,7 +471,7 @@ class AstBuilder(Transformer):
         return ast.IfBranch(self._span(meta), c[0], c[1])
 
     def else_branch(self, meta: Meta, c: list[Any]) -> ast.IfBranch:
-        return ast.IfBranch(self._span(meta), None, c[0])
+        return ast.IfBranch(self._span(meta), None, _suite(c[0]))
 
     def for_stmt(self, meta: Meta, c: list[Any]) -> ast.ForStmt:
         names, source = c[0]
@@ -461,6 +519,15 @@ class AstBuilder(Transformer):
                 out.append(item)
         return out
 
+    def unnamed_facing(self, meta: Meta, c: list[Any]) -> ast.Facing:
+        name = _binding_name(c[0])
+        self._loose(
+            "allium.syntax.facingWithoutBinding",
+            f"'facing:' has no binding name; write 'facing {name}: ...'",
+            self._span(meta),
+        )
+        return ast.Facing(self._span(meta), None, c[0])
+
     def facing_clause(self, meta: Meta, c: list[Any]) -> ast.Facing:
         if len(c) == 2:
             return ast.Facing(self._span(meta), str(c[0]), c[1], self._tok_span(c[0]))
@@ -477,6 +544,9 @@ class AstBuilder(Transformer):
 
     def surface_block(self, meta: Meta, c: list[Any]) -> ast.SurfaceBlock:
         return ast.SurfaceBlock(self._span(meta), c[0], tuple(c[1:]))
+
+    def empty_surface_block(self, meta: Meta, c: list[Any]) -> _Clauses:
+        return self._empty_clause(meta, c[0])
 
     def surface_item(self, meta: Meta, c: list[Any]) -> ast.SurfaceItem:
         return ast.SurfaceItem(self._span(meta), c[0], c[1] if len(c) > 1 else None)
@@ -648,6 +718,17 @@ class AstBuilder(Transformer):
         name = _unquote(key) if key.type == "STRING" else str(key)
         return ast.Arg(self._span(meta), name, c[1])
 
+    def config_arg(self, meta: Meta, c: list[Any]) -> ast.Arg:
+        return ast.Arg(self._span(meta), "config", c[0])
+
+    def uncommaed_arg(self, meta: Meta, c: list[Any]) -> ast.Arg:
+        self._loose(
+            "allium.syntax.missingComma",
+            f"missing ',' before argument '{c[0]}'; separate arguments with commas, one per line is fine",
+            self._tok_span(c[0]),
+        )
+        return ast.Arg(self._span(meta), str(c[0]), c[1])
+
     def name(self, meta: Meta, c: list[Token]) -> ast.Name:
         return self._token_name(c[0])
 
@@ -730,6 +811,28 @@ class _FieldWhen:
 
 class _Terminals(tuple):
     pass
+
+
+class _Clauses(tuple):
+    """Several rule clauses (or none) from one grammar rule; _clauses() splices them in."""
+
+
+def _suite(body: Any) -> tuple[ast.Stmt, ...]:
+    """A branch body: an indented suite (a tuple) or one statement on the `else:` line."""
+    return body if isinstance(body, tuple) else (body,)
+
+
+def _join(first: Span, last: Span) -> Span:
+    """The span from the start of `first` to the end of `last`."""
+    return _tuple_new(Span, (*first[:5], *last[5:]))
+
+
+def _binding_name(type_expr: ast.Expr) -> str:
+    """A binding name for a facing type, for the message: `User` -> `user`."""
+    if isinstance(type_expr, ast.Name):
+        base = type_expr.name.split("/")[-1]
+        return base[:1].lower() + base[1:]
+    return "name"
 
 
 def _unquote(token: Any) -> str:

@@ -135,9 +135,16 @@ class AlliumPostLexer(PostLex):
                     block.indents = [indent]
                     line_first, line_indent = None, indent
                     continue
+                stack = block.indents
+                if prev.value == "implies" and kind != "_NL_CONT" and indent > stack[-1] and prev.type != "NAME":
+                    # `cond implies` over indented consequence lines: a block, like `:`
+                    yield emit(synth("_NL", token))
+                    stack.append(indent)
+                    yield emit(synth("_INDENT", token))
+                    line_first, line_indent = None, indent
+                    continue
                 if kind == "_NL_CONT" or _continues(prev):
                     continue
-                stack = block.indents
                 if kind == "_NL_ELSE" and indent >= stack[-1]:
                     continue  # `else` continuing an inline `if` on the line above
                 if indent > stack[-1]:

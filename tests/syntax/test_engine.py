@@ -34,6 +34,7 @@ from allium.syntax.postlex import AlliumPostLexer
 from .conftest import CORPUS, src
 from .test_constructs import RESOLVED
 from .test_fuzz import BUILTIN, MUTATIONS, mutate, seeds
+from .test_real_world import SOURCES as REAL_WORLD
 
 
 @lru_cache(maxsize=1)
@@ -95,12 +96,21 @@ NON_ASCII = (
     '-- allium: 3\n-- résumé ☃\nentity A {\n    label: "naïve ☃" ?? x  -- é\n'
     "    kind: `ü-mode` | plain\n    x: String\n}\n"
 )
-SAMPLES = [*BUILTIN, "-- allium: 3\n" + RESOLVED, "-- allium: 3\nentity A {\n  x: (a + b) * -c ?? d\n}\n", NON_ASCII]
+SAMPLES = [*BUILTIN, "-- allium: 3\n" + RESOLVED, "-- allium: 3\nentity A {\n  x: (a + b) * -c ?? d\n}\n", NON_ASCII,
+           *REAL_WORLD]
 
 
 @pytest.mark.parametrize("text", SAMPLES)
 def test_engine_equals_lark_on_our_samples(text):
     assert fast(text) == stock(text) != "error"
+
+
+@pytest.mark.parametrize("text", REAL_WORLD)
+def test_engine_and_lark_warn_alike_on_accepted_looseness(text):
+    builders = AstBuilder(SourceFile("s.allium", text)), _StockBuilder(SourceFile("s.allium", text))
+    parser_module.build_engine().parse(text, builders[0])
+    Transformer.transform(builders[1], stock_parser().parse(text))
+    assert builders[0].diagnostics == builders[1].diagnostics
 
 
 def test_engine_equals_lark_on_the_whole_corpus():
