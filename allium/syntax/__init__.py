@@ -72,6 +72,8 @@ def parse_source(source: SourceFile) -> ParseResult:
             return ParseResult(source, None, tuple(diagnostics))
         decls, comments = failure  # pragma: no cover - the engine refused what lark accepts
     diagnostics.extend(builder.diagnostics)
+    if version in (2, 3):  # v1 spells annotations as clauses; unmarked files are not judged
+        diagnostics.extend(builder.v1_forms)
     decls = _attach_hints(decls, comments, source)
     module = ast.Module(
         source.span(0, len(source.text)),

@@ -18,7 +18,7 @@ from lark.tree import Meta
 from lark.visitors import _vargs_meta
 
 from allium import ast
-from allium.diagnostics import Diagnostic, warning
+from allium.diagnostics import Diagnostic, error, warning
 from allium.source import Position, SourceFile, Span, _new_position
 
 PRIMITIVE_TYPES = frozenset(
@@ -74,6 +74,8 @@ class AstBuilder(Transformer):
         # Forms accepted though not canonical Allium, each with its canonical
         # form; parse_source() reports them.
         self.diagnostics: list[Diagnostic] = []
+        # v1 spellings (`guidance:`), reported by parse_source() outside v1 files.
+        self.v1_forms: list[Diagnostic] = []
 
     # ------------------------------------------------------------ transforming
 
@@ -579,17 +581,51 @@ class AstBuilder(Transformer):
             prose = _unquote(strings[0])
         return ast.Annotation(self._span(meta), kind, name, prose)
 
+    def _v3_annotation(self, meta: Meta, kind: str, c: list[Any], named: bool) -> ast.Annotation:
+        """An `@` annotation; its body must be comment lines indented below it (v3 rule 67)."""
+        annotation = self._annotation(meta, kind, c, named)
+        prose = next((t for t in c if isinstance(t, Token) and t.type == "PROSE"), None)
+        head = annotation.span.start.line
+        if prose is None or prose.end_line == head:
+            label = f"@{kind}" + (f" {annotation.name}" if annotation.name else "")
+            where = "its comment is on the annotation's line" if prose is not None else "it has none"
+            self.diagnostics.append(
+                error(
+                    "allium.annotation.missingBody",
+                    f"'{label}' must be followed by at least one indented comment line ({where})",
+                    annotation.span,
+                    "write the text on the lines below, indented: `-- ...`",
+                )
+            )
+        return annotation
+
     def guidance_annotation(self, meta: Meta, c: list[Any]) -> ast.Annotation:
-        return self._annotation(meta, "guidance", c, named=False)
+        return self._v3_annotation(meta, "guidance", c, named=False)
 
     def invariant_annotation(self, meta: Meta, c: list[Any]) -> ast.Annotation:
-        return self._annotation(meta, "invariant", c, named=True)
+        return self._v3_annotation(meta, "invariant", c, named=True)
 
     def guarantee_annotation(self, meta: Meta, c: list[Any]) -> ast.Annotation:
-        return self._annotation(meta, "guarantee", c, named=True)
+        return self._v3_annotation(meta, "guarantee", c, named=True)
 
-    v1_guidance = guidance_annotation
-    v1_guarantee = guarantee_annotation
+    def _v1_clause(self, meta: Meta, kind: str, c: list[Any], named: bool) -> ast.Annotation:
+        annotation = self._annotation(meta, kind, c, named)
+        name = f" {annotation.name}" if annotation.name else ""
+        self.v1_forms.append(
+            warning(
+                "allium.annotation.v1Clause",
+                f"the v1 '{kind}:' clause was replaced by '@{kind}{name}' in Allium v2; "
+                f"write '@{kind}{name}' with the text on indented comment lines below",
+                annotation.span,
+            )
+        )
+        return annotation
+
+    def v1_guidance(self, meta: Meta, c: list[Any]) -> ast.Annotation:
+        return self._v1_clause(meta, "guidance", c, named=False)
+
+    def v1_guarantee(self, meta: Meta, c: list[Any]) -> ast.Annotation:
+        return self._v1_clause(meta, "guarantee", c, named=True)
 
     # ------------------------------------------------------------ deferred, questions
 

@@ -1265,6 +1265,46 @@ CASES: list[tuple[str, str, list[int], str]] = [
         }
         """),
     ),
+    (
+        "allium.annotation.missingBody",
+        """
+        contract Codec {
+            encode: (v: String) -> String
+            @invariant Stable
+            @guidance -- keep it short
+        }
+        """,
+        [4, 5],
+        """
+        contract Codec {
+            encode: (v: String) -> String
+            @invariant Stable
+                -- encode(v) is the same for the same v
+            @guidance
+                -- keep it short
+        }
+        """,
+    ),
+    (
+        "allium.annotation.v1Clause",
+        with_user("""
+        rule Welcome {
+            when: user: User.created
+            ensures: user.email = user.email
+            guidance:
+                -- send the mail asynchronously
+        }
+        """),
+        [18],
+        with_user("""
+        rule Welcome {
+            when: user: User.created
+            ensures: user.email = user.email
+            @guidance
+                -- send the mail asynchronously
+        }
+        """),
+    ),
 ]
 
 
