@@ -45,6 +45,35 @@ def check_undefined_bindings(module: ast.Module, context: CheckContext) -> Itera
             )
 
 
+def check_bare_entity_bindings(module: ast.Module, context: CheckContext) -> Iterator[Diagnostic]:
+    """`when: state: SomeEntity` binds `state` to nothing a rule can read.
+
+    The trigger itself is reported as invalid; like JUXT, the first top-level
+    requires/ensures clause that uses the name is reported as well.
+    """
+    for rule in module.rules:
+        when = rule.when
+        if when is None or when.binding is None or not isinstance(when.trigger, ast.Name):
+            continue
+        if not exprs.is_upper(when.trigger.name):
+            continue
+        name = when.binding
+        for clause in rule.clauses:
+            if isinstance(clause, (ast.RequiresClause, ast.EnsuresClause)) and _mentions(clause, name):
+                yield error(
+                    "allium.rule.undefinedBinding",
+                    f"Rule '{rule.name}' references '{name}' but no matching binding exists in context, "
+                    f"trigger params, default instances, or local lets ('when: {name}: "
+                    f"{when.trigger.name}' binds it to no trigger).",
+                    clause.span,
+                )
+                break
+
+
+def _mentions(node: ast.Node, name: str) -> bool:
+    return any(isinstance(n, ast.Name) and n.name == name for n in node.walk())
+
+
 def _let_nodes(stmts: tuple[ast.Stmt, ...]) -> Iterator[tuple[str, ast.Node]]:
     for stmt in stmts:
         if isinstance(stmt, ast.LetStmt):

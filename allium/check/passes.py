@@ -45,6 +45,7 @@ PASSES: tuple[Pass, ...] = (
     triggers.check_unreachable_triggers,
     triggers.check_provided_triggers,
     bindings.check_undefined_bindings,
+    bindings.check_bare_entity_bindings,
     bindings.check_duplicate_lets,
     config.check_config_references,
     config.check_config_keys,

@@ -70,8 +70,31 @@ def check_rule_shape(module: ast.Module, context: CheckContext) -> Iterator[Diag
                 "`now` or a derived condition.",
                 when.span,
             )
+        else:
+            yield from _typed_trigger_params(rule.name, when.trigger)
         if not rule.ensures:
             yield error("allium.rule.missingEnsures", f"Rule '{rule.name}' has no `ensures:` clause.", rule.span)
+
+
+def _typed_trigger_params(rule: str, trigger: ast.Expr | None) -> Iterator[Diagnostic]:
+    """`when: AccountSeen(account: Account)`: a receiving trigger takes bare names.
+
+    `name: value` belongs to emissions (`ensures: AccountSeen(account: a)`);
+    the first such parameter is reported, as JUXT does.  A declared type
+    (`account: Account`) is allowed: v3 rule 6 and JUXT's valid fixtures use it.
+    """
+    for call in exprs.trigger_calls(trigger):
+        for arg in call.args:
+            declared = exprs.type_name(arg.value)
+            if arg.name is not None and not (declared and exprs.is_upper(declared.split("/")[-1])):
+                yield error(
+                    "allium.rule.invalidTrigger",
+                    f"Rule '{rule}' trigger parameter '{arg.name}' is written 'name: value'; a trigger "
+                    "a rule receives takes bare parameter names (with '?' if optional, '_' to discard), "
+                    f"'name: value' is for emitting one. Write '{arg.name}'.",
+                    arg.span,
+                )
+                return
 
 
 def check_temporal_guards(module: ast.Module, context: CheckContext) -> Iterator[Diagnostic]:

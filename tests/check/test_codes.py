@@ -1266,6 +1266,52 @@ CASES: list[tuple[str, str, list[int], str]] = [
         """),
     ),
     (
+        "allium.rule.invalidTrigger",
+        with_user("""
+        rule Rename {
+            when: Rename(user: current)
+            ensures: user.email = "x"
+        }
+        """),
+        [16],
+        with_user("""
+        rule Rename {
+            when: Rename(user: User)
+            ensures: user.email = "x"
+        }
+        """),
+    ),
+    (
+        "allium.rule.undefinedBinding",
+        """
+        entity Model {
+            count: Integer
+        }
+        given {
+            model: Model
+        }
+        rule Bump {
+            when: state: Model
+            requires: model.count > 0
+            ensures: state.count = model.count + 1
+        }
+        """,
+        [11],
+        """
+        entity Model {
+            count: Integer
+        }
+        given {
+            model: Model
+        }
+        rule Bump {
+            when: Bump()
+            requires: model.count > 0
+            ensures: model.count = model.count + 1
+        }
+        """,
+    ),
+    (
         "allium.annotation.missingBody",
         """
         contract Codec {
