@@ -116,9 +116,16 @@ def emitted_triggers(clause: ast.EnsuresClause, entity_names: set[str]) -> list[
 # ---------------------------------------------------------------- states
 
 
+# Names that are literals, never states: `x.f = null` clears a field, it does
+# not move a status (JUXT's parser makes these literals, not identifiers).
+_LITERAL_NAMES = frozenset({"null", "true", "false"})
+
+
 def eq_state(expr: ast.Expr) -> StateInfo | None:
     """`obj.field = state` -> (obj, field, state); `field = state` -> ("", field, state)."""
     if not (isinstance(expr, ast.BinOp) and expr.op == "=" and isinstance(expr.right, ast.Name)):
+        return None
+    if expr.right.name in _LITERAL_NAMES:
         return None
     left = expr.left
     if isinstance(left, ast.Member):
