@@ -114,8 +114,15 @@ def check_unused_entities(module: ast.Module, context: CheckContext) -> Iterator
 
 
 def check_unused_fields(module: ast.Module, context: CheckContext) -> Iterator[Diagnostic]:
+    """Fields of entities, external entities and variants, as JUXT checks.
+
+    A value type's fields are not reported: a value is compared and passed
+    whole (value equality), so a field nothing names still counts.
+    """
     usage = usage_of(context)
     for entity in module.of_type(ast.EntityDecl):
+        if entity.kind == "value":
+            continue
         for f in entity.fields:
             if f.name not in usage.field_names:
                 yield info(

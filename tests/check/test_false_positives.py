@@ -259,3 +259,22 @@ def test_valid_spec_is_clean(text: str) -> None:
 
 def test_projection_use_keeps_field_used() -> None:
     assert found(check_text(VALID["fields used only in where filters and derived values"]), "allium.field.unused") == []
+
+
+def test_unused_fields_are_reported_for_entities_not_value_types() -> None:
+    # One policy, JUXT's: entity, external and variant fields; a value is used whole.
+    diagnostics = check_text("""
+        value Money {
+            amount: Decimal
+            currency: String
+        }
+        entity Invoice {
+            total: Money
+            memo: String
+        }
+        rule Bill {
+            when: Bill(total)
+            ensures: Invoice.created(total: total)
+        }
+    """)
+    assert found(diagnostics, "allium.field.unused") == [("allium.field.unused", 8)]
