@@ -210,6 +210,16 @@ RULE_CASES = [
         ["rule-success.R"],
     ),
     (
+        "N_let_of_a_block_implies",
+        """
+        let ok = x.flag implies
+            x.n > 0
+        ensures: x.m = 1
+        """,
+        ["let ok = (implies x.flag (> x.n 0))", "ensures: (= x.m 1)"],
+        ["rule-success.R"],
+    ),
+    (
         "N_block_bodied_implies_one_line",
         """
         requires:
