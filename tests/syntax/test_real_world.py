@@ -8,6 +8,8 @@ form.  The engine/lark parity test (test_engine.py) runs every source here.
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
 from allium import ast
@@ -234,10 +236,9 @@ RULE_CASES = [
 
 
 def rule_source(body: str) -> str:
-    indented = "\n".join("    " + line if line.strip() else line for line in body.strip("\n").splitlines())
-    import textwrap
-
-    return ENTITY_X + "rule R {\n    when: Go(x, xs)\n" + textwrap.indent(textwrap.dedent(indented), "    ") + "\n}\n"
+    """The body inside `rule R` (after a `when:`), below the entity X."""
+    inner = textwrap.indent(textwrap.dedent(body).strip("\n"), "    ")
+    return ENTITY_X + "rule R {\n    when: Go(x, xs)\n" + inner + "\n}\n"
 
 
 @pytest.mark.parametrize("body,tree,ids", [c[1:] for c in RULE_CASES], ids=[c[0] for c in RULE_CASES])
