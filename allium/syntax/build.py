@@ -707,11 +707,25 @@ class AstBuilder(Transformer):
     def coalesce(self, meta: Meta, c: list[Any]) -> ast.BinOp:
         return self._bin(meta, "??", c)
 
+    def arith(self, meta: Meta, c: list[Any]) -> ast.BinOp:
+        return ast.BinOp(self._span(meta), str(c[1]), c[0], c[2])
+
     def compare(self, meta: Meta, c: list[Any]) -> ast.BinOp:
         op = str(c[1])
-        return ast.BinOp(self._span(meta), "=" if op == "==" else op, c[0], c[2])
-
-    arith = compare
+        node = ast.BinOp(self._span(meta), "=" if op == "==" else op, c[0], c[2])
+        right = c[2]
+        if node.op != "=" and isinstance(right, ast.BinOp) and right.op in _COMPARISONS:
+            if "(" not in self._text[c[1].end_pos : right.span[3]]:
+                # `x.flag = x.n > 0` assigns a comparison; `0 < n < 10` is not a range.
+                self.diagnostics.append(
+                    error(
+                        "allium.syntax.chainedComparison",
+                        f"comparisons do not chain: '{op}' applies to the comparison on its right; "
+                        "write `a < b and b < c`, or parenthesise what you mean",
+                        node.span,
+                    )
+                )
+        return node
 
     def word_op(self, meta: Meta, c: list[Token]) -> str:
         return str(c[0])
@@ -843,6 +857,9 @@ class _FieldWhen:
 
     def __init__(self, expr: ast.Expr) -> None:
         self.expr = expr
+
+
+_COMPARISONS = frozenset({"=", "!=", "<", "<=", ">", ">="})
 
 
 class _Terminals(tuple):

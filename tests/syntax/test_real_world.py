@@ -430,10 +430,27 @@ def test_looseness_builds_the_canonical_tree():
     assert enum.values == ("a", "b")
 
 
+def test_only_an_assignment_takes_a_comparison_on_its_right():
+    # Accepting `x.flag = x.n > 0` must not make `0 < n < 10` a silent `0 < (n < 10)`.
+    text = rule_source("""
+        requires: 0 < x.n < 10
+        requires: x.flag != (x.n > 0)
+        ensures: x.flag = x.n >= 1
+        """)
+    result = parse_text(src(text), "t.allium")
+    assert result.module is not None
+    assert [(d.code, d.severity.value, d.span.start.line) for d in result.diagnostics] == [
+        ("allium.syntax.chainedComparison", "error", 11)
+    ]
+    assert "`a < b and b < c`" in result.diagnostics[0].message
+
+
 def test_a_missing_comma_after_a_positional_argument_still_fails_at_the_next_clause():
     result = parse_text(src("rule R {\n    when: X(a, b\n    ensures: Y()\n}\n"), "t.allium")
     assert result.module is None
     assert "found 'ensures'" in errors(result)[0].message
 
 
-SOURCES = [rule_source(c[1]) for c in RULE_CASES] + [src(c[1]) for c in LOOSE_CASES]
+SOURCES = [rule_source(c[1]) for c in RULE_CASES] + [src(c[1]) for c in LOOSE_CASES] + [
+    rule_source("requires: 0 < x.n < 10\nensures: x.flag = (x.n > 0) = true\n")
+]
