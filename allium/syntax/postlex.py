@@ -6,7 +6,8 @@ prose) are delimited by indentation.  The lexer hands us raw newline runs
 (with the comment lines they swallowed); this class turns them into
 
 * ``_NL`` at the end of each logical line inside a declaration block,
-* ``_INDENT``/``_DEDENT`` around the body of a clause that ends in ``:``,
+* ``_INDENT``/``_DEDENT`` around the body of a clause that ends in ``:`` (or of
+  a line-final ``implies`` whose consequences are indented below it),
 * nothing at all inside parentheses, brackets and literal braces, or when the
   line continues (it ends in an operator, or the next line starts with one),
 * ``PROSE`` carrying the comment lines indented under ``@guidance``,
