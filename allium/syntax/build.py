@@ -395,8 +395,8 @@ class AstBuilder(Transformer):
     def _empty_clause(self, meta: Meta, keyword: str) -> _Clauses:
         self._loose(
             "allium.syntax.emptyClause",
-            f"'{keyword}:' has no body (only comments); list its items on indented lines, "
-            "or drop the clause and keep the note as a comment",
+            f"'{keyword}:' has no body; list its items on indented lines, "
+            "or drop the clause and keep any note under it as a comment",
             self._span(meta),
         )
         return _Clauses(())
