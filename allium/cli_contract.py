@@ -170,7 +170,7 @@ def config_defaults(path: str, group: click.Group) -> dict[str, dict[str, object
     for table, values in data.items():
         command = group.commands.get(table)
         if command is None or not isinstance(values, dict):
-            what = "unknown command" if command is None else "not a table of options"
+            what = "not a table of options" if not isinstance(values, dict) else "not a command"
             raise click.UsageError(f"{path}: [{table}] is {what}; tables: {', '.join(sorted(group.commands))}")
         names = _option_names(command)
         out[table] = {}
