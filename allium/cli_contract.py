@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +27,7 @@ import click
 from allium import __version__
 from allium.diagnostics import Diagnostic, render_sarif, render_text
 from allium.envelope import EXIT_FINDINGS, EXIT_USAGE, dumps, error_document
-from allium.errors import AlliumError, UsageError
+from allium.errors import AlliumError, InternalError, UsageError
 from allium.source import SourceFile
 
 FORMAT_CHOICES = ("text", "json", "sarif")
@@ -79,6 +81,10 @@ class AlliumGroup(click.Group):
             code = _report_click(exc)
         except UsageError as exc:
             code = report_error("usage", str(exc), EXIT_USAGE)
+        except InternalError as exc:
+            if os.environ.get("ALLIUM_TRACEBACK"):
+                traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
+            code = report_error("internal", str(exc), EXIT_FINDINGS)
         except AlliumError as exc:
             code = report_error("failure", str(exc), EXIT_FINDINGS)
         if standalone_mode:

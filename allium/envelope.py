@@ -8,8 +8,8 @@ severity), and `exit_code`, the status the command exits with, so a script
 can read one document whatever happened.  When a command cannot run at all
 (a usage error, a failure before any result) the document is an error
 document: `format`, `version`, `error` {kind, message}, `diagnostics`,
-`summary` and `exit_code`; its `kind` is "usage" (exit 2) or "failure"
-(exit 1).  tests/test_cli_contract.py holds every command to these shapes.
+`summary` and `exit_code`; its `kind` is "usage" (exit 2), "failure"
+(exit 1) or "internal" (exit 1: a bug in allium, the message says where).  tests/test_cli_contract.py holds every command to these shapes.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def document(command: str, diagnostics: Sequence[Diagnostic], exit_code: int, **
 
 def error_document(command: str | None, kind: str, message: str, exit_code: int,
                    diagnostics: Sequence[Diagnostic] = ()) -> dict[str, Any]:
-    """What a command prints when it could not run: `kind` is "usage" or "failure"."""
+    """What a command prints when it could not run: `kind` is "usage", "failure" or "internal"."""
     return {"format": f"allium.{command or 'error'}", "version": VERSION,
             "error": {"kind": kind, "message": message}, **_diagnostics(diagnostics), "exit_code": exit_code}
 

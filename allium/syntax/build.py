@@ -15,11 +15,11 @@ from typing import Any
 from lark import Token, Transformer, Tree, v_args
 from lark.exceptions import GrammarError, VisitError
 from lark.tree import Meta
-from lark.visitors import _vargs_meta
 
 from allium import ast
 from allium.diagnostics import Diagnostic, error, warning
 from allium.source import Position, SourceFile, Span, _new_position
+from allium.syntax.internals import is_meta_rule_method, rule_function
 
 PRIMITIVE_TYPES = frozenset(
     {"String", "Integer", "Decimal", "Boolean", "Timestamp", "Duration", "Any", "ByteArray"}
@@ -36,8 +36,8 @@ def _rule_functions(cls: type) -> dict[str, Any]:
     functions: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
         for name, value in vars(klass).items():
-            if getattr(value, "visit_wrapper", None) is _vargs_meta:
-                functions[name] = value.base_func
+            if is_meta_rule_method(value):
+                functions[name] = rule_function(value)
             elif name in functions:
                 del functions[name]  # overridden by something that is not a rule method
     return functions
@@ -132,8 +132,8 @@ class AstBuilder(Transformer):
         except AttributeError:
             return lambda children, meta: self.__default__(data, children, meta)
         wrapper = getattr(method, "visit_wrapper", None)
-        if wrapper is _vargs_meta:
-            bound = method.base_func
+        if is_meta_rule_method(method):
+            bound = rule_function(method)
             return lambda children, meta: bound(meta, children)
         if wrapper is not None:
             return lambda children, meta: wrapper(method, data, children, meta)

@@ -102,7 +102,7 @@ ERROR = {
         "format": {"type": "string", "pattern": r"^allium\.[a-z]+$"},
         "version": {"const": 1},
         "error": {"type": "object", "required": ["kind", "message"],
-                  "properties": {"kind": {"enum": ["usage", "failure"]}, "message": {"type": "string", "minLength": 1}},
+                  "properties": {"kind": {"enum": ["usage", "failure", "internal"]}, "message": {"type": "string", "minLength": 1}},
                   "additionalProperties": False},
         "diagnostics": {"type": "array", "items": DIAGNOSTIC},
         "summary": SUMMARY,
