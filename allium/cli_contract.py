@@ -67,7 +67,7 @@ def begin(command: str, fmt: str) -> str:
 class AlliumGroup(click.Group):
     """click's group, with every error mapped to the contract's exit code and format."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         RUN.argv, RUN.command, RUN.fmt = argv, _command_in(argv), None

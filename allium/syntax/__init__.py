@@ -301,10 +301,11 @@ def _unexpected_token(
     if _expects_indented_value(expected, recent):
         # `name:` with nothing after it: the value is missing, not a block.
         colon = recent[-2]
+        after = colon.end_pos or 0  # _expects_indented_value checked it is there
         return error(
             "allium.syntax.unexpectedToken",
             f"expected an expression after '{colon.value}', found end of line",
-            source.span(colon.end_pos, colon.end_pos),
+            source.span(after, after),
         )
     where = messages.misplaced_keyword(token, recent) or token
     start = where.start_pos if where.start_pos is not None else len(source.text)
@@ -321,6 +322,7 @@ def _unexpected_token(
         and recent[-1].end_line is not None
         and token.line is not None
         and token.line > recent[-1].end_line
+        and recent[-1].end_pos is not None
     ):
         # `entity Foo` then a member on the next line: the `{` is missing
         # at the end of the declaration's line, so point there.

@@ -192,6 +192,7 @@ class AstBuilder(Transformer):
                 (self._path, line, column, offset, byte_offset,
                  end_line, last.end_column, end_offset, self._byte_offset(end_offset, end_line)),
             )  # fmt: skip
+        assert isinstance(meta, Meta)  # lark's runtime; the engine passes tuples (above)
         if not meta.empty:
             return self._make_span(meta.start_pos, meta.end_pos)
         return self._children_span(children)
@@ -637,7 +638,7 @@ class AstBuilder(Transformer):
         return ast.OpenQuestion(self._span(meta), _unquote(c[0]))
 
     def resolved_question(self, meta: Meta, c: list[Any]) -> ast.ResolvedQuestion:
-        answers = dict(x for x in c[1:] if isinstance(x, tuple))
+        answers: dict[str, Any] = dict(x for x in c[1:] if isinstance(x, tuple))
         extra = tuple((k, v) for k, v in answers.items() if k not in ("answer", "rationale"))
         return ast.ResolvedQuestion(
             self._span(meta), _unquote(c[0]), answers.get("answer", ""), answers.get("rationale", ""), extra

@@ -84,7 +84,7 @@ class Engine:
         self._singles: dict[str, str] = tables["singles"]
         self._ignore: frozenset[str] = tables["ignore"]
         self._newline: frozenset[str] = tables["newline"]
-        self._blanks = re.compile(tables["blanks"]).match
+        self._blanks: Callable[..., Any] = re.compile(tables["blanks"]).match
         self._keywords: dict[str, dict[str, str]] = tables["keywords"]
         self._accepts: list[frozenset[str]] = _by_state(tables["accepts"])
 
@@ -173,6 +173,7 @@ class Engine:
         keywords, accepts = self._keywords, self._accepts
         new = str.__new__
         blanks = self._blanks
+        token: Token | None
         pos, size, line, line_start = 0, len(text), 1, 0
         while pos < size:
             char = text[pos]
@@ -300,12 +301,12 @@ def tables_from(parser: Lark) -> dict[str, Any]:
     # A reduce action is (size, goto symbol, None for a unit rule or the
     # index of its reducer); rules that reduce alike share one reducer.
     hows: dict[tuple[int, Any], int] = {}
-    reductions = {}
+    reductions: dict[Any, tuple[int, str, int | None]] = {}
     for rule, reduction in internals.reductions(parser).items():
         how = _how(reduction)
         index = None if how is None else hows.setdefault(_plain((reduction.size, how)), len(hows))
         reductions[rule] = (reduction.size, reduction.origin, index)
-    rows = {}
+    rows: dict[int, dict[str, Any]] = {}
     for state, actions in table.states.items():
         rows[state] = row = {}
         for kind, (shift, arg) in actions.items():

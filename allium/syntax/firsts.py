@@ -166,15 +166,15 @@ def _item(op: Any, av: Any) -> tuple[set[str] | None, bool]:
         chars, nullable = _sequence(pattern)
         return chars, nullable or low == 0
     if op is c.BRANCH:
-        chars: set[str] = set()
+        union: set[str] = set()
         any_nullable = False
         for pattern in av[1]:
             first, nullable = _sequence(pattern)
             if first is None:
                 return None, True
-            chars |= first
+            union |= first
             any_nullable = any_nullable or nullable
-        return chars, any_nullable
+        return union, any_nullable
     if op in c.ZERO_WIDTH:
         return set(), True  # a lookaround or anchor only narrows what follows
     return None, True  # NOT_LITERAL, ANY, back references...: anything

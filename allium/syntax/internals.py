@@ -75,7 +75,7 @@ def parse_table(parser: Any) -> Table:
     reduce = getattr(lalr_analysis, "Reduce", None)
     _need(shift is not None and reduce is not None, "lark.parsers.lalr_analysis has no Shift/Reduce actions")
     inner = _path(parser, "parser.parser.parser", "lark's LALR parser (Lark.parser.parser.parser)")
-    table = getattr(inner, "parse_table", None)
+    table: Any = getattr(inner, "parse_table", None)
     _need(all(hasattr(table, a) for a in ("states", "start_states", "end_states")),
           "lark's LALR parser has no parse_table with states, start_states and end_states")
     states: dict[int, dict[str, tuple[bool, Any]]] = {}
@@ -170,7 +170,7 @@ def contextual_lexer(parser: Any) -> Any:
 def _regexes(lexer: Any) -> list[Any]:
     """A basic lexer's compiled regexes (lark builds them on first use)."""
     scanner = getattr(lexer, "scanner", None)
-    mres = getattr(scanner, "_mres", None)
+    mres: Any = getattr(scanner, "_mres", None)
     _need(isinstance(mres, list) and all(isinstance(m, re.Pattern) for m in mres),
           "a lark scanner has no compiled regexes (_mres)")
     return mres
@@ -238,7 +238,7 @@ def state_scan(lexer: Any, text: str, pos: int) -> tuple[str, str] | None:
     else:
         return None
     kind, value = str(match.lastgroup), match.group()
-    callbacks = getattr(lexer, "callback", None)
+    callbacks: Any = getattr(lexer, "callback", None)
     _need(isinstance(callbacks, dict), "a state's lexer has no callback table")
     callback = callbacks.get(kind)
     if callback is not None:
@@ -271,9 +271,9 @@ def is_meta_rule_method(value: Any) -> bool:
 
 def rule_function(value: Any) -> Callable[..., Any]:
     """The plain function under lark's @v_args wrapper."""
-    function = getattr(value, "base_func", None)
+    function: Any = getattr(value, "base_func", None)
     _need(callable(function), "lark's @v_args wrapper has no base_func")
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 # ---------------------------------------------------------------- Python's regex parser
@@ -296,7 +296,7 @@ class RegexParser(NamedTuple):
 @cache
 def regex_parser() -> RegexParser:
     try:
-        from re import _constants as c  # type: ignore[attr-defined]
+        from re import _constants as c
         from re import _parser
     except ImportError as exc:
         raise InternalsChanged(f"Python's regex parser is not where it was: {exc} (Python {_python()})") from None

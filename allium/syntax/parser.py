@@ -32,7 +32,7 @@ GRAMMAR_PATH = Path(__file__).with_name("allium.lark")
 # among them).  Their text is part of the cache key, so tables made by one
 # version of them are never run by another; a hand-bumped format number
 # was missed once.
-TABLE_SOURCES = tuple(Path(module.__file__) for module in (engine, firsts, internals, reductions))
+TABLE_SOURCES = tuple(Path(str(module.__file__)) for module in (engine, firsts, internals, reductions))
 _TABLE_KEYS = frozenset(
     {"rows", "start", "end", "pattern", "flags", "ignore", "newline", "blanks", "keywords", "accepts"}
     | {"dispatch", "singles", "reducers"}
