@@ -82,14 +82,22 @@ class AlliumGroup(click.Group):
         except UsageError as exc:
             code = report_error("usage", str(exc), EXIT_USAGE)
         except InternalError as exc:
-            if os.environ.get("ALLIUM_TRACEBACK"):
-                traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
-            code = report_error("internal", str(exc), EXIT_FINDINGS)
+            code = _report_internal(exc)
         except AlliumError as exc:
             code = report_error("failure", str(exc), EXIT_FINDINGS)
+        except Exception as exc:  # noqa: BLE001 - a bug: still one line (or one JSON document), not a traceback
+            internal = InternalError.from_exception(f"running allium {RUN.command or ''}".strip(), exc)
+            internal.__cause__ = exc
+            code = _report_internal(internal)
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def _report_internal(exc: InternalError) -> int:
+    if os.environ.get("ALLIUM_TRACEBACK"):
+        traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
+    return report_error("internal", str(exc), EXIT_FINDINGS)
 
 
 def _report_click(exc: click.ClickException) -> int:

@@ -182,3 +182,41 @@ def test_a_plugin_provider_is_found_through_its_entry_point(specs, monkeypatch) 
 
 def _plugin_factory(settings):  # pragma: no cover - only looked up
     raise AssertionError("not called")
+
+
+@pytest.mark.parametrize("argv", [
+    ["prompt", "counters", "{missing}"],
+    ["generate", "{missing}", "--dry-run"],
+    ["generate", "{good}", "--out", "{out}", "--only", "no_such_unit", "--dry-run"],
+    ["generate", "{good}", "--package", "not-an-identifier", "--dry-run"],
+    ["parse", "{good}"],  # a folder where a file is wanted
+    ["plan"],  # no paths
+])
+def test_other_usage_errors_exit_2_with_a_json_error(specs, argv: list[str]) -> None:
+    result = invoke([*argv, "--format", "json"], specs)
+    assert result.exit_code == 2, result.output
+    jsonschema.validate(json.loads(result.stdout), ERROR)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["check", "--help"]])
+def test_help_and_version_exit_0(argv: list[str]) -> None:
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 0
+    assert result.output
+
+
+def test_an_unexpected_exception_is_one_internal_error_not_a_traceback(specs, monkeypatch) -> None:
+    import allium.check
+
+    def broken(paths):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(allium.check, "check_paths", broken)
+    text = invoke(["check", "{good}"], specs)
+    assert text.exit_code == 1
+    assert "Traceback" not in text.output
+    assert "internal error while running allium check: ZeroDivisionError: division by zero at " in text.output
+    as_json = json.loads(invoke(["check", "{good}", "--format", "json"], specs).stdout)
+    assert as_json["error"]["kind"] == "internal"
+    monkeypatch.setenv("ALLIUM_TRACEBACK", "1")
+    assert "Traceback" in invoke(["check", "{good}"], specs).output
