@@ -435,7 +435,7 @@ class AstBuilder(Transformer):
     def block_body(self, meta: Meta, c: list[Any]) -> list[ast.Stmt]:
         return c
 
-    def expr_stmt(self, meta: Meta, c: list[Any]) -> ast.Stmt:
+    def expr_stmt(self, meta: Meta | TokenInfo, c: list[Any]) -> ast.Stmt:
         expr = c[0]
         if isinstance(expr, ast.ForExpr):  # `for x in xs: stmt` on one line
             return ast.ForStmt(expr.span, expr.names, expr.source, (ast.ExprStmt(expr.body.span, expr.body),))
