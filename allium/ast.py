@@ -10,14 +10,18 @@ from __future__ import annotations
 import reprlib
 from collections.abc import Iterator
 from dataclasses import MISSING, FrozenInstanceError, dataclass, fields, is_dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, TypeVar, Union, dataclass_transform
 
 from allium.source import Span
 
 _NODE_CLASSES: list[type] = []
+_N = TypeVar("_N", bound=type)
 
 
-def node(cls: type) -> type:
+# Tells type checkers that @node makes a frozen dataclass, so they see each
+# node's constructor; at run time it only marks the function.
+@dataclass_transform(frozen_default=True)
+def node(cls: _N) -> _N:
     """A frozen, slotted dataclass, its methods shared or compiled in one batch.
 
     `@dataclass(frozen=True)` compiles six methods per class at import time,
@@ -28,11 +32,11 @@ def node(cls: type) -> type:
     behave as frozen dataclasses: `fields`, `replace`, `==`, `hash` and
     FrozenInstanceError on assignment.
     """
-    cls = dataclass(slots=True, init=False, repr=False, eq=False)(cls)
-    cls._fields = tuple(f.name for f in fields(cls))
-    cls._child_fields = tuple(name for name in cls._fields if name != "span")
-    _NODE_CLASSES.append(cls)
-    return cls
+    made: Any = dataclass(slots=True, init=False, repr=False, eq=False)(cls)
+    made._fields = tuple(f.name for f in fields(made))
+    made._child_fields = tuple(name for name in made._fields if name != "span")
+    _NODE_CLASSES.append(made)
+    return made
 
 
 @node
@@ -69,7 +73,7 @@ class Node:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
+        return self._values() == other._values()
 
     def __hash__(self) -> int:
         return hash(self._values())
@@ -89,7 +93,7 @@ class Node:
         return list(self._values())
 
     def __setstate__(self, state: list[Any]) -> None:
-        for name, value in zip(self._fields, state):
+        for name, value in zip(self._fields, state, strict=True):
             object.__setattr__(self, name, value)
 
 
@@ -697,7 +701,7 @@ def _compile_inits(classes: list[type]) -> None:
     for i, cls in enumerate(classes):
         init = namespace[f"_init{i}"]
         init.__qualname__ = f"{cls.__qualname__}.__init__"
-        cls.__init__ = init
+        setattr(cls, "__init__", init)  # noqa: B010 - mypy refuses a direct assignment to __init__
 
 
 _compile_inits(_NODE_CLASSES)

@@ -1,99 +1,85 @@
 """The command line: a thin click layer over the library.
 
-The only module that imports click.  Exit codes: 0 clean, 1 findings
-(any error or warning), 2 usage errors.
+With cli_contract.py, the only modules that import click.  Every command
+keeps one contract (see cli_contract.py): exit codes 0 clean, 1 findings,
+2 usage errors; `--format text|json|sarif`; JSON errors in JSON mode.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import click
 
 from allium import __version__
-from allium.diagnostics import (
-    Diagnostic,
-    has_failures,
-    render_json,
-    render_sarif,
-    render_text,
+from allium.cli_contract import (
+    AlliumGroup,
+    Refused,
+    begin,
+    chosen_format,
+    config_defaults,
+    format_options,
 )
-from allium.errors import AlliumError, UsageError
+from allium.diagnostics import Diagnostic, has_failures, render_sarif, render_text
+from allium.envelope import EXIT_CLEAN, EXIT_FINDINGS, diagnostics_by_file, document, dumps
+from allium.errors import UsageError
 from allium.source import SourceFile
-
-FORMATS = click.Choice(["text", "json", "sarif"])
-
 
 CONFIG_FILE = "allium.toml"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=AlliumGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="allium")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Turn Allium specifications into working, tested software.
 
     Defaults for any command's options can be set in ./allium.toml, one table
-    per command (e.g. [generate] model = "...", jobs = 8); the command line and
-    environment variables take precedence over it.
+    per command keyed by option names (e.g. [generate] provider = "replay",
+    max-tokens = 8000); the command line and environment variables take
+    precedence over it.  Exit codes: 0 clean, 1 findings, 2 usage errors.
     """
-    ctx.default_map = _config_defaults(CONFIG_FILE)
+    assert isinstance(ctx.command, click.Group)
+    ctx.default_map = config_defaults(CONFIG_FILE, ctx.command)
 
 
-def _config_defaults(path: str) -> dict[str, dict[str, object]]:
-    import tomllib
-    from pathlib import Path
-
-    file = Path(path)
-    if not file.is_file():
-        return {}
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise click.UsageError(f"{path}: {exc}") from None
-    tables = {name: values for name, values in data.items() if isinstance(values, dict)}
-    # TOML keys use dashes or underscores; click's parameter names use underscores.
-    return {cmd: {k.replace("-", "_"): v for k, v in values.items()} for cmd, values in tables.items()}
-
-
-def _emit(diagnostics: Sequence[Diagnostic], sources: dict[str, SourceFile], fmt: str) -> None:
+def _emit(command: str, fmt: str, diagnostics: Sequence[Diagnostic], sources: dict[str, SourceFile],
+          exit_code: int, text: Callable[[], str] | None = None, **body: Any) -> None:
+    """Print a command's result in `fmt`; `body` is its JSON envelope's own keys."""
     if fmt == "json":
-        click.echo(render_json(diagnostics, list(sources)))
+        click.echo(dumps(document(command, diagnostics, exit_code, **body)))
     elif fmt == "sarif":
         click.echo(render_sarif(diagnostics, __version__))
     else:
-        click.echo(render_text(diagnostics, sources))
+        click.echo(text() if text is not None else render_text(diagnostics, sources))
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the AST as JSON.")
-@click.option("--format", "fmt", type=FORMATS, default="text", help="Diagnostics format.")
-def parse(file: str, as_json: bool, fmt: str) -> None:
-    """Parse FILE; print its diagnostics, or its AST with --json."""
+@format_options(alias=True)
+def parse(file: str, fmt: str, as_json: bool) -> None:
+    """Parse FILE; print its diagnostics, or with --format json its AST and diagnostics."""
     from allium.ast import to_json
     from allium.syntax import parse_file
 
+    fmt = begin("parse", chosen_format(fmt, as_json))
     try:
         result = parse_file(file)
     except OSError as exc:
-        raise click.UsageError(f"cannot read {file}: {exc.strerror}") from None
-    if as_json and result.module is not None:
-        click.echo(json.dumps(to_json(result.module), indent=2))
-        if result.diagnostics:
-            click.echo(render_text(result.diagnostics, {file: result.source}, summary=False), err=True)
-    else:
-        _emit(result.diagnostics, {file: result.source}, fmt)
-    sys.exit(0 if result.module is not None and not has_failures(result.diagnostics) else 1)
+        raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+    code = EXIT_CLEAN if result.module is not None and not has_failures(result.diagnostics) else EXIT_FINDINGS
+    module = to_json(result.module) if result.module is not None else None
+    _emit("parse", fmt, result.diagnostics, {file: result.source}, code, file=file, module=module)
+    sys.exit(code)
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--format", "fmt", type=FORMATS, default="text", help="Output format.")
+@format_options()
 @click.option("--package", type=click.Path(), default=None,
               help="Also check this generated package's tests against the specs "
               "(default: generated/ when generated/allium.lock exists).")
@@ -102,20 +88,27 @@ def parse(file: str, as_json: bool, fmt: str) -> None:
 @click.option("--min-coverage", type=click.FloatRange(0, 100), default=100.0, show_default=True,
               help="Obligation coverage (percent) below which the check fails.")
 @click.option("--junit", type=click.Path(dir_okay=False), default=None, help="Also write JUnit XML here.")
-@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds for pytest.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=120.0, show_default=True,
+              help="Seconds for pytest.")
 def check(paths: tuple[str, ...], fmt: str, package: str | None, specs_only: bool, run_tests: bool,
           min_coverage: float, junit: str | None, timeout: float) -> None:
-    """Validate the specs in PATHS, and a generated package's tests against them."""
+    """Validate the specs in PATHS, and a generated package's tests against them.
+
+    With --format json the document has the same keys either way; `package`
+    is null when no package was checked.
+    """
     from pathlib import Path
 
+    begin("check", fmt)
     if package is None and not specs_only and _generated_from(paths, Path("generated")):
         package = "generated"
     if package is None or specs_only:
         _check_specs(paths, fmt)
-    _check_package(paths, package, fmt, run_tests, min_coverage, junit, timeout)
+    else:
+        _check_package(paths, package, fmt, run_tests, min_coverage, junit, timeout)
 
 
-def _generated_from(paths: tuple[str, ...], output) -> bool:
+def _generated_from(paths: tuple[str, ...], output: Any) -> bool:
     """Is `output` a package generated from (all of) the specs being checked?
 
     Only then is checking its tests implied: a lone spec file, or another
@@ -139,29 +132,21 @@ def _generated_from(paths: tuple[str, ...], output) -> bool:
 def _check_specs(paths: tuple[str, ...], fmt: str) -> None:
     from allium.check import check_paths
 
-    try:
-        report = check_paths(paths)
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
-    _emit(report.diagnostics, report.sources, fmt)
-    sys.exit(1 if has_failures(report.diagnostics) else 0)
+    report = check_paths(paths)
+    code = EXIT_FINDINGS if has_failures(report.diagnostics) else EXIT_CLEAN
+    _emit("check", fmt, report.diagnostics, report.sources, code,
+          files=diagnostics_by_file(report.diagnostics, report.files), package=None)
+    sys.exit(code)
 
 
 def _check_package(paths: tuple[str, ...], package: str, fmt: str, run_tests: bool, min_coverage: float,
                    junit: str | None, timeout: float) -> None:
     from allium.verify.coverage import verify_package
-    from allium.verify.report import render_report_json, render_report_text, write_junit
+    from allium.verify.report import package_json, render_report_text, write_junit
 
-    try:
-        report = verify_package(paths, package, run=run_tests, timeout=timeout, min_coverage=min_coverage)
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
-    if fmt == "json":
-        click.echo(render_report_json(report))
-    elif fmt == "sarif":
-        click.echo(render_sarif(report.diagnostics, __version__))
-    else:
-        click.echo(render_report_text(report))
+    report = verify_package(paths, package, run=run_tests, timeout=timeout, min_coverage=min_coverage)
+    _emit("check", fmt, report.diagnostics, report.sources, report.exit_code, lambda: render_report_text(report),
+          files=diagnostics_by_file(report.spec_diagnostics, report.spec_files), package=package_json(report))
     if junit:
         write_junit(report, junit)
     sys.exit(report.exit_code)
@@ -169,33 +154,39 @@ def _check_package(paths: tuple[str, ...], package: str, fmt: str, run_tests: bo
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@format_options()
 def plan(paths: tuple[str, ...], fmt: str) -> None:
     """Derive the test obligations of the specs in PATHS."""
     from allium import plan as planning
     from allium.check import discover, parse_all
 
-    try:
-        results = parse_all(discover(paths))
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
+    begin("plan", fmt)
+    results = parse_all(discover(paths))
+    diagnostics = [d for r in results for d in r.diagnostics]
     broken = [r for r in results if r.module is None]
     if broken:
-        diagnostics = [d for r in broken for d in r.diagnostics]
-        click.echo(render_text(diagnostics, {r.source.path: r.source for r in broken}), err=True)
-        sys.exit(1)
+        if fmt == "text":
+            errors = [d for r in broken for d in r.diagnostics]
+            click.echo(render_text(errors, {r.source.path: r.source for r in broken}), err=True)
+        else:
+            _emit("plan", fmt, diagnostics, {}, EXIT_FINDINGS, **planning.to_document([]))
+        sys.exit(EXIT_FINDINGS)
     modules = [r.module for r in results if r.module is not None]
+    versions = {m.version for m in modules}
     obligations = planning.plan_for(modules)
-    if fmt == "json":
-        versions = {m.version for m in modules}
-        click.echo(planning.render_json(obligations, version=versions.pop() if len(versions) == 1 else None))
-    else:
-        click.echo(planning.render_text(obligations))
+    body = planning.to_document(obligations, version=versions.pop() if len(versions) == 1 else None)
+    _emit("plan", fmt, diagnostics, {}, EXIT_CLEAN, lambda: planning.render_text(obligations), **body)
 
 
 # ---------------------------------------------------------------- generation
 
 PACKAGE_HELP = "Python package name (default: the one in OUT/allium.lock, else 'app')."
+
+
+def _package_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.isidentifier():
+        raise click.BadParameter(f"{value!r} is not a Python identifier")
+    return value
 
 
 def _package(explicit: str | None, output: str) -> str:
@@ -210,89 +201,148 @@ def _package(explicit: str | None, output: str) -> str:
     return lock.package if lock is not None and lock.package else "app"
 
 
-def _load_plan(specs: tuple[str, ...], package: str):
+def _load_plan(specs: tuple[str, ...], package: str) -> tuple[Any, list[Diagnostic]]:
+    """The generation plan, and what checking the specs found (warnings do not stop it)."""
     from allium.check import check_paths
     from allium.generate.units import load_plan
 
     report = check_paths(specs or ("specs",))
     errors = [d for d in report.diagnostics if d.severity.value == "error"]
     if errors:
-        click.echo(render_text(errors, report.sources), err=True)
-        raise click.ClickException("the specs have errors; fix them before generating")
-    return load_plan(report.files, package=package, parsed=report.modules)
+        raise Refused("the specs have errors; fix them before generating", errors, report.sources)
+    return load_plan(report.files, package=package, parsed=report.modules), report.diagnostics
+
+
+def _units(the_plan: Any, names: Sequence[str]) -> list[Any]:
+    """The named units; a name the plan does not have is a usage error."""
+    known = {u.name: u for u in the_plan.units}
+    for name in names:
+        if name not in known:
+            raise UsageError(f"no unit named {name!r}; the plan has: {', '.join(known)}")
+    return [known[name] for name in names]
 
 
 @main.command()
 @click.argument("unit")
 @click.argument("specs", nargs=-1, type=click.Path())
-@click.option("--package", default=None, help=PACKAGE_HELP)
+@click.option("--package", default=None, help=PACKAGE_HELP, callback=_package_name)
 @click.option("--out", "output", default="generated", show_default=True, type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the exact API payload.")
-def prompt(unit: str, specs: tuple[str, ...], package: str | None, output: str, as_json: bool) -> None:
-    """Print the request allium would send for UNIT."""
-    from allium.prompt.builder import build_request
-
+@format_options(alias=True)
+def prompt(unit: str, specs: tuple[str, ...], package: str | None, output: str, fmt: str, as_json: bool) -> None:
+    """Print the request allium would send for UNIT (as JSON: the exact API payload)."""
     from pathlib import Path
 
-    request = build_request(unit, _load_plan(specs, _package(package, output)), code_root=Path(output))
-    if as_json:
-        click.echo(json.dumps(request.to_payload(), indent=2))
-        return
+    from allium.prompt.builder import build_request
+
+    fmt = begin("prompt", chosen_format(fmt, as_json))
+    the_plan, diagnostics = _load_plan(specs, _package(package, output))
+    _units(the_plan, [unit])
+    request = build_request(unit, the_plan, code_root=Path(output))
+    _emit("prompt", fmt, diagnostics, {}, EXIT_CLEAN, lambda: _request_text(request),
+          unit=unit, payload=request.to_payload())
+
+
+def _request_text(request: Any) -> str:
+    import json
+
+    lines = []
     for i, block in enumerate(request.system):
-        click.echo(f"===== system block {i + 1}{' (cached prefix)' if i < request.cached_prefix_blocks else ''}")
-        click.echo(block)
+        lines.append(f"===== system block {i + 1}{' (cached prefix)' if i < request.cached_prefix_blocks else ''}")
+        lines.append(block)
     for message in request.messages:
-        click.echo(f"===== {message['role']}")
-        click.echo(message["content"] if isinstance(message["content"], str) else json.dumps(message["content"]))
+        lines.append(f"===== {message['role']}")
+        lines.append(message["content"] if isinstance(message["content"], str) else json.dumps(message["content"]))
+    return "\n".join(lines)
+
+
+class _ProviderName(click.ParamType):
+    """A name in the provider registry, looked up only when given (entry points cost a scan)."""
+
+    name = "provider"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from allium.providers import registry
+
+        if value not in registry.BUILTIN and value not in registry.names():
+            self.fail(f"unknown provider {value!r}; choose from {', '.join(registry.names())}", param, ctx)
+        return str(value)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        from allium.providers import registry
+
+        return "[" + "|".join(registry.names()) + "]"
 
 
 @main.command()
 @click.argument("specs", nargs=-1, type=click.Path())
 @click.option("--out", "output", default="generated", show_default=True, type=click.Path(file_okay=False))
-@click.option("--package", default=None, help=PACKAGE_HELP)
-@click.option("--provider", "provider_name", type=click.Choice(["anthropic", "replay", "exchange"]),
-              default="anthropic", show_default=True)
+@click.option("--package", default=None, help=PACKAGE_HELP, callback=_package_name)
+@click.option("--provider", "provider_name", type=_ProviderName(), default="anthropic", show_default=True,
+              help="Who answers: anthropic, replay, exchange, or an installed plugin's provider.")
 @click.option("--model", envvar="ALLIUM_MODEL", default=None, help="Model id (env ALLIUM_MODEL).")
-@click.option("--max-tokens", type=int, envvar="ALLIUM_MAX_TOKENS", default=None)
+@click.option("--max-tokens", type=click.IntRange(1), envvar="ALLIUM_MAX_TOKENS", default=None)
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), envvar="ALLIUM_JOBS", default=4, show_default=True)
 @click.option("--transcripts", default=".allium/transcripts", show_default=True, type=click.Path(file_okay=False))
 @click.option("--exchange-dir", default=".allium/exchange", show_default=True, type=click.Path(file_okay=False))
 @click.option("--only", multiple=True, help="Regenerate only this unit (repeatable).")
 @click.option("--all", "everything", is_flag=True, help="Regenerate every unit, not only stale ones.")
-@click.option("--max-cost", type=float, default=None, help="Stop before spending more than this (USD).")
+@click.option("--max-cost", type=click.FloatRange(0), default=None, help="Stop before spending more than this (USD).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and a token and cost estimate; spend nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary for scripts.")
+@format_options(alias=True)
 def generate(specs: tuple[str, ...], output: str, package: str | None, provider_name: str, model: str | None,
              max_tokens: int | None, jobs: int, transcripts: str, exchange_dir: str, only: tuple[str, ...],
-             everything: bool, max_cost: float | None, dry_run: bool, as_json: bool) -> None:
+             everything: bool, max_cost: float | None, dry_run: bool, fmt: str, as_json: bool) -> None:
     """Generate the package and its tests from SPECS (default: specs/)."""
     from pathlib import Path
 
+    from allium.errors import AlliumError
     from allium.generate import engine
-    from allium.generate.units import describe_plan
+    from allium.providers import registry
     from allium.providers.transcripts import TranscriptStore
 
-    the_plan = _load_plan(specs, _package(package, output))
+    fmt = begin("generate", chosen_format(fmt, as_json))
+    the_plan, diagnostics = _load_plan(specs, _package(package, output))
     out = Path(output)
-    units = engine.select_units(the_plan, out, only, everything)
+    units = _units(the_plan, only) if only else engine.select_units(the_plan, out, (), everything)
     store = TranscriptStore(transcripts)
     if dry_run:
-        planner = engine.Generator(the_plan, _NoProvider(), store, out, model=model, max_tokens=max_tokens)
-        requests = list(planner.requests(units).values())
-        tokens, cost = engine.estimate_cost(requests)
-        click.echo(describe_plan(the_plan))
-        click.echo(f"\nwould request {len(requests)} unit(s): {', '.join(u.name for u in units) or '-'}")
-        click.echo(f"estimated input tokens: {tokens:,}; estimated cost: "
-                   + ("unknown for this model" if cost is None else f"${cost:.2f}"))
+        _dry_run(the_plan, units, store, out, model, max_tokens, fmt, diagnostics)
         return
+    make = registry.factory(provider_name)
     try:
-        provider = _provider(provider_name, store, exchange_dir, None if as_json else _ProgressLine())
-        generator = engine.Generator(the_plan, provider, store, out, model=model, max_tokens=max_tokens,
-                                     jobs=jobs, max_cost=max_cost, on_event=_progress(as_json))
+        settings = registry.Settings(store, exchange_dir, None if fmt != "text" else _ProgressLine())
+        generator = engine.Generator(the_plan, make(settings), store, out, model=model, max_tokens=max_tokens,
+                                     jobs=jobs, max_cost=max_cost, on_event=_progress(fmt != "text"))
         report = generator.run(units, pin_to_lockfile=provider_name == "replay")
     except AlliumError as exc:
         raise click.ClickException(f"{exc}\n{output}/ was left unchanged") from None
-    _summarise(report, as_json)
+    rows = _rows(report)
+    _emit("generate", fmt, diagnostics, {}, EXIT_CLEAN, lambda: _summary_text(report, rows), dry_run=False,
+          units=rows, skipped=report.skipped, estimate=None, cost_usd=round(report.cost_usd, 4),
+          seconds=round(report.seconds, 2), output=str(report.output))
+
+
+def _dry_run(the_plan: Any, units: list[Any], store: Any, out: Any, model: str | None, max_tokens: int | None,
+             fmt: str, diagnostics: list[Diagnostic]) -> None:
+    from allium.generate import engine
+    from allium.generate.units import describe_plan
+
+    planner = engine.Generator(the_plan, _NoProvider(), store, out, model=model, max_tokens=max_tokens)
+    requests = list(planner.requests(units).values())
+    tokens, cost = engine.estimate_cost(requests)
+
+    def text() -> str:
+        return "\n".join([
+            describe_plan(the_plan),
+            f"\nwould request {len(requests)} unit(s): {', '.join(u.name for u in units) or '-'}",
+            f"estimated input tokens: {tokens:,}; estimated cost: "
+            + ("unknown for this model" if cost is None else f"${cost:.2f}"),
+        ])
+
+    estimate = {"requested": [u.name for u in units], "input_tokens": tokens,
+                "cost_usd": None if cost is None else round(cost, 4)}
+    _emit("generate", fmt, diagnostics, {}, EXIT_CLEAN, text, dry_run=True, units=[], skipped=[],
+          estimate=estimate, cost_usd=0.0, seconds=0.0, output=str(out))
 
 
 class _NoProvider:
@@ -324,21 +374,7 @@ class _ProgressLine:
         click.echo(f"  [{unit}] {text}", err=True)
 
 
-def _provider(name: str, store, exchange_dir: str, on_progress=None):
-    if name == "replay":
-        from allium.providers.replay import ReplayProvider
-
-        return ReplayProvider(store)
-    if name == "exchange":
-        from allium.providers.exchange import ExchangeProvider
-
-        return ExchangeProvider(exchange_dir)
-    from allium.providers.anthropic import AnthropicProvider
-
-    return AnthropicProvider(on_progress=on_progress)
-
-
-def _progress(quiet: bool):
+def _progress(quiet: bool) -> Callable[[str, str], None]:
     def show(unit: str, message: str) -> None:
         if not quiet:
             click.echo(f"  [{unit}] {message}", err=True)
@@ -346,7 +382,7 @@ def _progress(quiet: bool):
     return show
 
 
-def _summarise(report, as_json: bool) -> None:
+def _rows(report: Any) -> list[dict[str, Any]]:
     rows = []
     for o in report.outcomes:
         usage = o.response.usage
@@ -357,18 +393,20 @@ def _summarise(report, as_json: bool) -> None:
             "cache_write_tokens": usage.cache_creation_input_tokens, "output_tokens": usage.output_tokens,
             "cost_usd": round(o.cost_usd, 4), "seconds": round(o.seconds, 2), "from_transcript": o.reused,
         })
-    if as_json:
-        click.echo(json.dumps({"units": rows, "skipped": report.skipped, "cost_usd": round(report.cost_usd, 4),
-                               "seconds": round(report.seconds, 2), "output": str(report.output)}, indent=2))
-        return
+    return rows
+
+
+def _summary_text(report: Any, rows: list[dict[str, Any]]) -> str:
     header = f"{'unit':14} {'files':>5} {'lines':>6} {'input':>8} {'cached':>8} {'output':>7} {'cost':>8} {'time':>6}"
-    click.echo(header)
+    lines = [header]
     for r in rows:
         source = " (transcript)" if r["from_transcript"] else ""
-        click.echo(f"{r['unit']:14} {r['files']:5d} {r['lines']:6d} {r['input_tokens']:8d} {r['cached_tokens']:8d} "
-                   f"{r['output_tokens']:7d} ${r['cost_usd']:7.4f} {r['seconds']:5.1f}s{source}")
-    click.echo(f"{len(rows)} unit(s) written to {report.output}/, {len(report.skipped)} up to date; "
-               f"${report.cost_usd:.4f} in {report.seconds:.1f}s")
+        lines.append(f"{r['unit']:14} {r['files']:5d} {r['lines']:6d} {r['input_tokens']:8d} "
+                     f"{r['cached_tokens']:8d} {r['output_tokens']:7d} ${r['cost_usd']:7.4f} "
+                     f"{r['seconds']:5.1f}s{source}")
+    lines.append(f"{len(rows)} unit(s) written to {report.output}/, {len(report.skipped)} up to date; "
+                 f"${report.cost_usd:.4f} in {report.seconds:.1f}s")
+    return "\n".join(lines)
 
 
 def run() -> None:
@@ -380,8 +418,4 @@ def run() -> None:
     gc.set_threshold(100_000, 50, 100)
     # Library warnings (e.g. a cache folder not used) read as one line, like our errors.
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
-    try:
-        main(standalone_mode=True)
-    except AlliumError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    main(standalone_mode=True)  # AlliumGroup.main maps every error to its exit code

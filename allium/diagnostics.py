@@ -106,10 +106,9 @@ def render_text(
     """Human output: grouped by file, one caret per finding, one summary line."""
     lines: list[str] = []
     for diag in sorted(diagnostics, key=Diagnostic.sort_key):
-        where = diag.file or "<input>"
-        if diag.span is not None:
-            where = f"{diag.span.file}:{diag.span.start.line}:{diag.span.start.column}"
-        lines.append(f"{where}: {diag.severity.value}[{diag.code}]: {diag.message}")
+        # A finding about no file in particular (a package's coverage) has no place to name.
+        where = f"{diag.span.file}:{diag.span.start.line}:{diag.span.start.column}: " if diag.span else ""
+        lines.append(f"{where}{diag.severity.value}[{diag.code}]: {diag.message}")
         source = sources.get(diag.file)
         if source is not None and diag.span is not None:
             lines.extend(render_caret(source, diag.span))
@@ -130,27 +129,14 @@ def summary_line(diagnostics: Sequence[Diagnostic], files: int) -> str:
     )
 
 
-# ---------------------------------------------------------------- json / sarif
-
-
-def render_json(diagnostics: Sequence[Diagnostic], files: Sequence[str]) -> str:
-    by_file: dict[str, list[dict[str, object]]] = {f: [] for f in files}
-    for diag in sorted(diagnostics, key=Diagnostic.sort_key):
-        by_file.setdefault(diag.file, []).append(diag.to_json())
-    document = {
-        "files": [{"file": f, "diagnostics": d} for f, d in by_file.items()],
-        "diagnostics": [d.to_json() for d in sorted(diagnostics, key=Diagnostic.sort_key)],
-        "summary": {
-            s.value: sum(1 for d in diagnostics if d.severity is s) for s in Severity
-        },
-    }
-    return json.dumps(document, indent=2)
+# ---------------------------------------------------------------- sarif
 
 
 _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 
 
-def render_sarif(diagnostics: Sequence[Diagnostic], tool_version: str) -> str:
+def render_sarif(diagnostics: Sequence[Diagnostic], tool_version: str, *, failure: str | None = None) -> str:
+    """SARIF 2.1.0; `failure` is why the run could not finish (an unsuccessful invocation)."""
     rules = sorted({d.code for d in diagnostics})
     results = []
     for diag in sorted(diagnostics, key=Diagnostic.sort_key):
@@ -189,7 +175,17 @@ def render_sarif(diagnostics: Sequence[Diagnostic], tool_version: str) -> str:
                     }
                 },
                 "results": results,
+                "invocations": [_invocation(failure)],
             }
         ],
     }
     return json.dumps(log, indent=2)
+
+
+def _invocation(failure: str | None) -> dict[str, object]:
+    if failure is None:
+        return {"executionSuccessful": True}
+    return {
+        "executionSuccessful": False,
+        "toolExecutionNotifications": [{"level": "error", "message": {"text": failure}}],
+    }

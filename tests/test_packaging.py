@@ -32,3 +32,8 @@ def test_templates_ship_as_package_data() -> None:
 def test_grammar_ships_as_package_data() -> None:
     assert "*.lark" in _setuptools()["package-data"]["allium.syntax"]
     assert (ROOT / "allium" / "syntax" / "allium.lark").is_file()
+
+
+def test_type_hints_ship_with_the_package() -> None:
+    assert "py.typed" in _setuptools()["package-data"]["allium"]
+    assert (ROOT / "allium" / "py.typed").is_file()

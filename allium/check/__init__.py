@@ -75,8 +75,8 @@ def apply_suppressions(diagnostics: Iterable[Diagnostic], modules: dict[str, ast
     kept = []
     for diag in diagnostics:
         if diag.span is not None:
-            codes = silenced.get((diag.span.file, diag.span.start.line), set())
-            if diag.code in codes or "all" in codes or _short(diag.code) in codes:
+            silencing = silenced.get((diag.span.file, diag.span.start.line), set())
+            if diag.code in silencing or "all" in silencing or _short(diag.code) in silencing:
                 continue
         kept.append(diag)
     return kept

@@ -19,9 +19,10 @@ def check_config_references(module: ast.Module, context: CheckContext) -> Iterat
             if head == "config":
                 target = syms
             elif head.endswith("/config"):
-                target = table.imported(syms, head.split("/", 1)[0])
-                if target is None:
+                imported = table.imported(syms, head.split("/", 1)[0])
+                if imported is None:
                     continue  # alias problems belong to the reference pass
+                target = imported
             else:
                 continue
             if node.name not in target.config:

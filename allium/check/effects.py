@@ -273,22 +273,23 @@ class RuleWalker:
             fname = part.left.name
             value = part.right
             literal = isinstance(value, ast.Name) and value.name not in self.bound and not exprs.is_upper(value.name)
+            name = value.name if isinstance(value, ast.Name) else None
             sources = guards.get((path, fname))
             entity = self.type_of(part.left.target)
             if entity is None:
-                entity = self._guess(obj[0], fname, value.name if literal else None, sources)
+                entity = self._guess(obj[0], fname, name if literal else None, sources)
             if entity is None:
                 continue
             key = (id(entity), fname)
             if key not in self.effects.status_fields:
                 continue
-            if not literal:
+            if not literal or name is None:
                 if not (isinstance(value, ast.Name) and value.name == "null"):
                     self.effects.dynamic.add(key)
                 continue
             self.effects.assignments.append(
                 Assignment(
-                    self.rule, entity, fname, value.name, sources,
+                    self.rule, entity, fname, name, sources,
                     path, stmts, part.span, self.syms,
                 )
             )

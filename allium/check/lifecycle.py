@@ -67,8 +67,8 @@ def check_undefined_status_values(module: ast.Module, context: CheckContext) -> 
         if c.syms.module is not module:
             continue
         for fname, value in c.args.items():
-            sf = effects.status_fields.get((id(c.entity), fname))
-            if sf and isinstance(value, ast.Name) and value.name[:1].islower() and value.name not in sf.values:
+            field = effects.status_fields.get((id(c.entity), fname))
+            if field and isinstance(value, ast.Name) and value.name[:1].islower() and value.name not in field.values:
                 if _is_literal_in_rule(value.name, c.rule):
                     yield error(
                         "allium.created.invalidStatus",

@@ -129,7 +129,7 @@ def check_variant_field_access(module: ast.Module, context: CheckContext) -> Ite
                     "allium.sum.unguardedVariantFieldAccess",
                     f"Rule '{rule.name}' reads '{node.target.name}.{node.name}', a field of variant "
                     f"{' / '.join(v.name for v in owners)}, outside a type guard "
-                    f"(e.g. `requires: {node.target.name}.{discriminator(base).name} = {owners[0].name}`).",
+                    f"(e.g. `requires: {node.target.name}.{getattr(discriminator(base), 'name', 'kind')} = {owners[0].name}`).",
                     node.span,
                 )
 

@@ -67,8 +67,8 @@ def _declared_type_exprs(module: ast.Module) -> Iterator[ast.Expr | None]:
                 yield binding.type
         elif isinstance(decl, ast.ContractDecl):
             for sig in decl.signatures:
-                for param in sig.params:
-                    yield param.type
+                for sig_param in sig.params:
+                    yield sig_param.type
                 yield sig.returns
 
 

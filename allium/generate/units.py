@@ -339,7 +339,7 @@ def interface_decls(plan: Plan, unit: Unit, dependency: str) -> list[ast.Decl]:
     """
     module = plan.module(dependency)
     wanted = {n for d, n in unit.depends_on_decls if d == dependency}
-    public = [d for d in module.decls if isinstance(d, INTERFACE_DECLS)]
+    public: list[ast.Decl] = [d for d in module.decls if isinstance(d, INTERFACE_DECLS)]
     if not wanted:
         return public
     # Close over the dependency's own types that the named ones mention

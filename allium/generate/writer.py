@@ -55,7 +55,8 @@ class OutputCheckError(AlliumError):
 class OutputArea(Protocol):
     """The part of the output a unit may write (see ``allium.generate.units.Unit``)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def allows(self, path: str) -> bool: ...
 

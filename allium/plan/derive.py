@@ -79,14 +79,15 @@ Handler = Callable[[Emitter, Any, ModuleContext], None]
 def _handler(decl: ast.Decl) -> Handler | None:
     if isinstance(decl, ast.EntityDecl):
         return {"value": _value, "variant": _variant}.get(decl.kind, _entity)
-    return {
+    handlers: dict[type, Handler] = {
         ast.EnumDecl: _enum,
         ast.ConfigDecl: _config,
         ast.RuleDecl: rule_obligations,
         ast.SurfaceDecl: _surface,
         ast.ContractDecl: _contract,
         ast.InvariantDecl: _invariant,
-    }.get(type(decl))
+    }
+    return handlers.get(type(decl))
 
 
 # ---------------------------------------------------------------- entities

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from allium.envelope import document, dumps
 from allium.plan.model import Obligation
 
-FORMAT_VERSION = 1
 
 
 def to_document(obligations: Sequence[Obligation], *, version: int | None = None) -> dict[str, Any]:
-    """The `plan` JSON document. `version` is the spec's language version (as
-    JUXT's `plan` reports it); `format` versions this document's shape."""
+    """The `plan` JSON document's own keys (allium/envelope.py adds the rest).
+
+    `version` is the specs' language version (JUXT's `plan` reports it as
+    `version`; here that key versions the document's shape)."""
     return {
-        "format": FORMAT_VERSION,
-        "version": version,
+        "language_version": version,
         "obligations": [o.to_json() for o in obligations],
     }
 
 
 def render_json(obligations: Sequence[Obligation], *, version: int | None = None) -> str:
-    return json.dumps(to_document(obligations, version=version), indent=2, ensure_ascii=False) + "\n"
+    """The document `allium plan --format json` prints for specs that parse cleanly."""
+    return dumps(document("plan", (), 0, **to_document(obligations, version=version))) + "\n"
 
 
 def render_text(obligations: Sequence[Obligation]) -> str:

@@ -24,7 +24,8 @@ Canonical choices, each made so that re-parsing rebuilds the same node:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from allium import ast
 
@@ -481,7 +482,7 @@ def _if_expr(e: ast.IfExpr) -> str:
     return " ".join(parts)
 
 
-_DECLS = {
+_DECLS: dict[type, Callable[[Any], list[str]]] = {
     ast.UseDecl: _use,
     ast.ModuleDecl: _module_decl,
     ast.GivenDecl: _given,

@@ -133,7 +133,8 @@ def classify(exc: BaseException) -> _Verdict | None:
 def _classify_status(exc: sdk.APIStatusError) -> _Verdict:
     status = exc.status_code
     body = exc.body if isinstance(exc.body, Mapping) else {}
-    error = body.get("error") if isinstance(body.get("error"), Mapping) else {}
+    raw = body.get("error")
+    error = raw if isinstance(raw, Mapping) else {}
     kind = str(error.get("type") or "")
     message = str(error.get("message") or exc.message)
     reason = f"HTTP {status} {kind}: {message}".replace(" : ", ": ")
@@ -195,7 +196,7 @@ class AnthropicProvider:
         usage, model, continuations = Usage(), request.model, 0
         for turn_no in range(1, self.max_turns + 1):
             body = {**payload, "messages": _cache_last_turn(messages) if turn_no > 1 else messages}
-            turn = self._with_retries(request.unit, lambda: self._call(body, request.unit, usage))
+            turn = self._with_retries(request.unit, lambda: self._call(body, request.unit, usage))  # noqa: B023 - called at once
             usage, model = usage + turn.usage, turn.model or model
             if turn.stop_reason == "refusal":
                 raise RefusalError(f"unit {request.unit!r}: the model refused to answer"

@@ -16,15 +16,18 @@ from lark.exceptions import (
     UnexpectedEOF,
     UnexpectedInput,
     UnexpectedToken,
+    VisitError,
 )
 
 from allium import ast
 from allium.diagnostics import Diagnostic, error, warning
+from allium.errors import InternalError
 from allium.source import SourceFile
 from allium.syntax import messages
 from allium.syntax.build import AstBuilder
-from allium.syntax.engine import MAX_DEPTH, SyntaxFailure
-from allium.syntax.parser import build_engine, build_parser
+from allium.syntax.engine import MAX_DEPTH, Engine, EngineError, SyntaxFailure
+from allium.syntax.internals import InternalsChanged, parser_state_symbols
+from allium.syntax.parser import build_engine, build_parser, falling_back
 from allium.syntax.postlex import AlliumPostLexer, Comment
 from allium.syntax.reductions import TooDeep
 
@@ -49,9 +52,12 @@ def parse_source(source: SourceFile) -> ParseResult:
     diagnostics = list(_encoding_diagnostics(source))
     diagnostics.extend(_version_diagnostics(source))
     version = _version(source)
+    engine = build_engine()
+    if engine is None:  # lark's internals changed; parser.py said so once
+        return _reference_result(source, version, diagnostics)
     builder = AstBuilder(source)
     try:
-        decls, comments = build_engine().parse(source.text, builder)
+        decls, comments = engine.parse(source.text, builder)
     except TooDeep as exc:
         diagnostics.append(
             error(
@@ -62,15 +68,33 @@ def parse_source(source: SourceFile) -> ParseResult:
         )
         return ParseResult(source, None, tuple(diagnostics))
     except SyntaxFailure as failure:
-        diagnostics.append(_failure_diagnostic(source, failure))
+        diagnostics.append(_failure_diagnostic(engine, source, failure))
         return ParseResult(source, None, tuple(diagnostics))
-    except Exception:  # noqa: BLE001 - lark's runtime below says what is wrong
-        builder = AstBuilder(source)
-        failure = _reference_parse(source, builder)
-        if isinstance(failure, Diagnostic):
-            diagnostics.append(failure)
-            return ParseResult(source, None, tuple(diagnostics))
-        decls, comments = failure  # pragma: no cover - the engine refused what lark accepts
+    except EngineError:  # pragma: no cover - input the engine does not handle: lark's runtime explains it
+        return _reference_result(source, version, diagnostics)
+    except InternalsChanged as exc:  # read at run time (a state's own scanner): lark's runtime needs none
+        falling_back(exc)
+        return _reference_result(source, version, diagnostics)
+    except Exception as exc:  # noqa: BLE001 - a bug in allium, not in the spec
+        raise InternalError.from_exception(f"building the AST of {source.path}", exc) from exc
+    return _finish(source, builder, (decls, comments), version, diagnostics)
+
+
+def _reference_result(source: SourceFile, version: int | None, diagnostics: list[Diagnostic]) -> ParseResult:
+    builder = AstBuilder(source)  # a fresh one: the engine's may hold half a parse's findings
+    return _finish(source, builder, _reference_parse(source, builder), version, diagnostics)
+
+
+def _finish(
+    source: SourceFile,
+    builder: AstBuilder,
+    parsed: tuple[list[ast.Decl], list[Comment]] | Diagnostic,
+    version: int | None,
+    diagnostics: list[Diagnostic],
+) -> ParseResult:
+    if isinstance(parsed, Diagnostic):
+        return ParseResult(source, None, (*diagnostics, parsed))
+    decls, comments = parsed
     diagnostics.extend(builder.diagnostics)
     if version in (2, 3):  # v1 spells annotations as clauses; unmarked files are not judged
         diagnostics.extend(builder.v1_forms)
@@ -92,14 +116,22 @@ def _reference_parse(
 ) -> tuple[list[ast.Decl], list[Comment]] | Diagnostic:
     """Parse with lark's own runtime: slower, but its exceptions explain syntax errors."""
     parser = build_parser()
-    postlexer: AlliumPostLexer = parser.options.postlex
+    postlexer = parser.options.postlex
+    assert isinstance(postlexer, AlliumPostLexer)
     try:
         tree = parser.parse(source.text)
-        decls = (builder or AstBuilder(source)).transform(tree)
     except UnexpectedInput as exc:
         return _syntax_diagnostic(source, exc, postlexer)
     except (LarkError, RecursionError) as exc:  # pragma: no cover - defensive
         return error("allium.syntax.error", f"could not parse: {exc}", source.span(0, 0))
+    try:
+        decls = (builder or AstBuilder(source)).transform(tree)
+    except InternalsChanged as exc:  # the builder's own use of lark (@v_args): nothing to fall back to
+        raise InternalError(f"internal error while building the AST of {source.path}: {exc}") from exc
+    except VisitError as exc:  # the builder failed: a bug in allium, not a syntax error in the spec
+        if isinstance(exc.orig_exc, RecursionError):  # pragma: no cover - the engine refuses these first
+            return error("allium.syntax.tooDeep", "expressions and blocks nest too deeply", source.span(0, 0))
+        raise InternalError.from_exception(f"building the AST of {source.path}", exc.orig_exc) from exc
     return decls, list(postlexer.comments)
 
 
@@ -231,11 +263,11 @@ def _syntax_diagnostic(source: SourceFile, exc: UnexpectedInput, postlexer: Alli
     return error("allium.syntax.error", str(exc), source.span(0, 0))  # pragma: no cover
 
 
-def _failure_diagnostic(source: SourceFile, failure: SyntaxFailure) -> Diagnostic:
+def _failure_diagnostic(engine: Engine, source: SourceFile, failure: SyntaxFailure) -> Diagnostic:
     """The diagnostic for where the engine stopped: the same lark's runtime gives."""
     if failure.token is None or failure.state is None or failure.postlexer is None:
         return _unreadable(source, failure.offset or 0)
-    symbols = build_engine().expected(failure.state)
+    symbols = engine.expected(failure.state)
     return _unexpected_token(
         source, failure.token, _terminals(symbols), {s for s in symbols if s.isupper()}, failure.postlexer
     )
@@ -269,10 +301,11 @@ def _unexpected_token(
     if _expects_indented_value(expected, recent):
         # `name:` with nothing after it: the value is missing, not a block.
         colon = recent[-2]
+        after = colon.end_pos or 0  # _expects_indented_value checked it is there
         return error(
             "allium.syntax.unexpectedToken",
             f"expected an expression after '{colon.value}', found end of line",
-            source.span(colon.end_pos, colon.end_pos),
+            source.span(after, after),
         )
     where = messages.misplaced_keyword(token, recent) or token
     start = where.start_pos if where.start_pos is not None else len(source.text)
@@ -289,6 +322,7 @@ def _unexpected_token(
         and recent[-1].end_line is not None
         and token.line is not None
         and token.line > recent[-1].end_line
+        and recent[-1].end_pos is not None
     ):
         # `entity Foo` then a member on the next line: the `{` is missing
         # at the end of the declaration's line, so point there.
@@ -303,12 +337,8 @@ def _parser_expected(exc: UnexpectedToken) -> set[str]:
     When the contextual lexer fails, lark reports the lexer's terminal set,
     which includes terminals we accept everywhere for the postlexer's sake.
     """
-    state = exc.state
-    try:
-        keys = state.parse_conf.parse_table.states[state.position].keys()
-    except AttributeError:
-        return set(exc.expected)
-    return _terminals(keys)
+    keys = parser_state_symbols(exc.state)
+    return set(exc.expected) if keys is None else _terminals(keys)
 
 
 def _terminals(symbols) -> set[str]:

@@ -15,11 +15,11 @@ from typing import Any
 from lark import Token, Transformer, Tree, v_args
 from lark.exceptions import GrammarError, VisitError
 from lark.tree import Meta
-from lark.visitors import _vargs_meta
 
 from allium import ast
 from allium.diagnostics import Diagnostic, error, warning
 from allium.source import Position, SourceFile, Span, _new_position
+from allium.syntax.internals import is_meta_rule_method, rule_function
 
 PRIMITIVE_TYPES = frozenset(
     {"String", "Integer", "Decimal", "Boolean", "Timestamp", "Duration", "Any", "ByteArray"}
@@ -36,8 +36,8 @@ def _rule_functions(cls: type) -> dict[str, Any]:
     functions: dict[str, Any] = {}
     for klass in reversed(cls.__mro__):
         for name, value in vars(klass).items():
-            if getattr(value, "visit_wrapper", None) is _vargs_meta:
-                functions[name] = value.base_func
+            if is_meta_rule_method(value):
+                functions[name] = rule_function(value)
             elif name in functions:
                 del functions[name]  # overridden by something that is not a rule method
     return functions
@@ -132,8 +132,8 @@ class AstBuilder(Transformer):
         except AttributeError:
             return lambda children, meta: self.__default__(data, children, meta)
         wrapper = getattr(method, "visit_wrapper", None)
-        if wrapper is _vargs_meta:
-            bound = method.base_func
+        if is_meta_rule_method(method):
+            bound = rule_function(method)
             return lambda children, meta: bound(meta, children)
         if wrapper is not None:
             return lambda children, meta: wrapper(method, data, children, meta)
@@ -192,6 +192,7 @@ class AstBuilder(Transformer):
                 (self._path, line, column, offset, byte_offset,
                  end_line, last.end_column, end_offset, self._byte_offset(end_offset, end_line)),
             )  # fmt: skip
+        assert isinstance(meta, Meta)  # lark's runtime; the engine passes tuples (above)
         if not meta.empty:
             return self._make_span(meta.start_pos, meta.end_pos)
         return self._children_span(children)
@@ -434,7 +435,7 @@ class AstBuilder(Transformer):
     def block_body(self, meta: Meta, c: list[Any]) -> list[ast.Stmt]:
         return c
 
-    def expr_stmt(self, meta: Meta, c: list[Any]) -> ast.Stmt:
+    def expr_stmt(self, meta: Meta | TokenInfo, c: list[Any]) -> ast.Stmt:
         expr = c[0]
         if isinstance(expr, ast.ForExpr):  # `for x in xs: stmt` on one line
             return ast.ForStmt(expr.span, expr.names, expr.source, (ast.ExprStmt(expr.body.span, expr.body),))
@@ -637,7 +638,7 @@ class AstBuilder(Transformer):
         return ast.OpenQuestion(self._span(meta), _unquote(c[0]))
 
     def resolved_question(self, meta: Meta, c: list[Any]) -> ast.ResolvedQuestion:
-        answers = dict(x for x in c[1:] if isinstance(x, tuple))
+        answers: dict[str, Any] = dict(x for x in c[1:] if isinstance(x, tuple))
         extra = tuple((k, v) for k, v in answers.items() if k not in ("answer", "rationale"))
         return ast.ResolvedQuestion(
             self._span(meta), _unquote(c[0]), answers.get("answer", ""), answers.get("rationale", ""), extra

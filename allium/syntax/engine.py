@@ -19,10 +19,11 @@ scanners are then never compiled.
 
 Where the input stops being Allium the engine raises :class:`SyntaxFailure`,
 carrying what lark's runtime would have put in its exception (the token, the
-parser state), so the syntax diagnostics read the same either way.  Anything
-else unexpected raises :class:`EngineError`, and the caller re-parses with
-lark's runtime.  tests/syntax/test_engine.py holds the two runtimes to
-identical ASTs, comments and diagnostics.
+parser state), so the syntax diagnostics read the same either way.  Input
+the engine cannot handle raises :class:`EngineError`, and the caller
+re-parses with lark's runtime.  What the engine reads of lark's internals it
+reads through internals.py, which checks it.  tests/syntax/test_engine.py
+holds the two runtimes to identical ASTs, comments and diagnostics.
 """
 
 from __future__ import annotations
@@ -33,13 +34,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from lark import Lark, Token
-from lark.lexer import ContextualLexer, PatternStr, UnlessCallback
-from lark.parse_tree_builder import ChildFilterLALR_NoPlaceholders, ExpandSingleChild
-from lark.parsers.lalr_analysis import Shift
 
+from allium.syntax import internals
 from allium.syntax.firsts import dispatch, single_chars
-from allium.syntax.reductions import TOKEN_RULE, TOKEN_SUFFIX, WRAP, compile_reducers, load_reducers
 from allium.syntax.postlex import AlliumPostLexer, Comment
+from allium.syntax.reductions import (
+    TOKEN_RULE,
+    TOKEN_SUFFIX,
+    WRAP,
+    compile_reducers,
+    load_reducers,
+)
 
 # AST depth beyond which a spec is refused: the checker, planner and JSON
 # writer walk the AST recursively and must stay inside Python's stack.
@@ -79,7 +84,7 @@ class Engine:
         self._singles: dict[str, str] = tables["singles"]
         self._ignore: frozenset[str] = tables["ignore"]
         self._newline: frozenset[str] = tables["newline"]
-        self._blanks = re.compile(tables["blanks"]).match
+        self._blanks: Callable[..., Any] = re.compile(tables["blanks"]).match
         self._keywords: dict[str, dict[str, str]] = tables["keywords"]
         self._accepts: list[frozenset[str]] = _by_state(tables["accepts"])
 
@@ -168,6 +173,7 @@ class Engine:
         keywords, accepts = self._keywords, self._accepts
         new = str.__new__
         blanks = self._blanks
+        token: Token | None
         pos, size, line, line_start = 0, len(text), 1, 0
         while pos < size:
             char = text[pos]
@@ -237,7 +243,7 @@ class Engine:
 
     def _state_lexer(self, state: int) -> Any:
         if self._lexers is None:
-            self._lexers = _lexers_by_terminals(self._lark())
+            self._lexers = internals.state_lexers(self._lark())
         return self._lexers[self._accepts[state]]
 
     def _contextual_token(
@@ -248,21 +254,14 @@ class Engine:
         `kind` and `value` are what the scanner over all terminals read there,
         which is what lark reports when this state's scanner reads nothing.
         """
-        lexer = self._state_lexer(state)
-        for mre in lexer.scanner._mres:
-            match = mre.match(text, pos)
-            if match:
-                break
-        else:
+        scanned = internals.state_scan(self._state_lexer(state), text, pos)
+        if scanned is None:
             column = pos - line_start + 1
             end_line = line + value.count("\n")
             end_column = len(value) - value.rindex("\n") if end_line > line else column + len(value)
             token = Token(kind, value, pos, line, column, end_line, end_column, pos + len(value))
             raise SyntaxFailure(token, state)
-        kind, value = match.lastgroup, match.group()
-        callback = lexer.callback.get(kind)
-        if callback is not None:
-            kind = callback(Token(kind, value)).type
+        kind, value = scanned
         if kind in self._ignore:  # pragma: no cover - the root scanner would have read it
             raise EngineError(pos)
         return kind, value
@@ -290,74 +289,52 @@ class _Handlers(dict):
         return method
 
 
-def _lexers_by_terminals(parser: Lark) -> dict[frozenset[str], Any]:
-    """lark's per-state lexers, keyed by the terminals they read.
-
-    Keyed by terminal set, not state number: LALR state numbers differ
-    between two compilations of the same grammar (hash randomisation), and
-    the engine's tables may come from another process than this Lark.
-    """
-    contextual = parser.parser.lexer.lexer  # PostLexConnector -> ContextualLexer
-    return {frozenset(t.name for t in lexer.terminals): lexer for lexer in contextual.lexers.values()}
-
-
 def tables_from(parser: Lark) -> dict[str, Any]:
     """Everything the engine needs from lark's compiled grammar, as plain data.
 
     Plain data (dicts, tuples, strings) so that parser.py can keep it in a
     marshal file and start the engine without loading lark's own cache.
+    Raises internals.InternalsChanged when lark's internals are not as read.
     """
-    frontend = parser.parser
-    inner = frontend.parser.parser  # ParsingFrontend -> LALR_Parser -> _Parser
-    table = inner.parse_table
+    internals.check_runtime()
+    table = internals.parse_table(parser)
     # A reduce action is (size, goto symbol, None for a unit rule or the
     # index of its reducer); rules that reduce alike share one reducer.
     hows: dict[tuple[int, Any], int] = {}
-    reductions = {}
-    for rule, callback in inner.callbacks.items():
-        size, origin, how = _reduction(rule, callback)
-        reductions[rule] = (size, origin, None if how is None else hows.setdefault(_plain((size, how)), len(hows)))
-    rows = {
-        state: {kind: (arg if action is Shift else reductions[arg]) for kind, (action, arg) in actions.items()}
-        for state, actions in table.states.items()
-    }
-    contextual = frontend.lexer.lexer  # PostLexConnector -> ContextualLexer
-    if not isinstance(contextual, ContextualLexer):  # pragma: no cover - grammar options changed
-        raise TypeError("the engine needs lark's contextual lexer")
-    root = contextual.root_lexer
-    mres = root.scanner._mres
-    if len(mres) != 1:  # pragma: no cover - lark splits past Python's 100-group limit
-        raise TypeError("the root scanner is split into several regexes")
-    ignore = frozenset(root.ignore_types)
-    # The grammar's `%ignore /[ \t\f]+/`, to skip blanks in one step.
-    [blank] = [t for t in root.terminals if t.name in ignore and re.fullmatch(t.pattern.to_regexp(), " \t")]
+    reductions: dict[Any, tuple[int, str, int | None]] = {}
+    for rule, reduction in internals.reductions(parser).items():
+        how = _how(reduction)
+        index = None if how is None else hows.setdefault(_plain((reduction.size, how)), len(hows))
+        reductions[rule] = (reduction.size, reduction.origin, index)
+    rows: dict[int, dict[str, Any]] = {}
+    for state, actions in table.states.items():
+        rows[state] = row = {}
+        for kind, (shift, arg) in actions.items():
+            if not shift and arg not in reductions:
+                raise internals.InternalsChanged(f"the LALR table reduces by a rule not in Lark.rules: {arg}")
+            row[kind] = arg if shift else reductions[arg]
+    scanner = internals.root_scanner(parser)
     return _plain({
         "rows": rows,
-        "start": table.start_states["start"],
-        "end": table.end_states["start"],
-        "pattern": mres[0].pattern,
-        "flags": mres[0].flags,
-        "ignore": ignore,
-        "newline": frozenset(root.newline_types),
-        "blanks": blank.pattern.to_regexp(),
-        # Keywords lark folds into a regex terminal (NAME "entity" -> ENTITY).
-        "keywords": {name: _keyword_map(cb) for name, cb in root.callback.items()},
-        "accepts": {state: frozenset(t.name for t in lexer.terminals) for state, lexer in contextual.lexers.items()},
-    }) | _lexer_tables(root) | {"reducers": compile_reducers(list(hows))}
+        "start": table.start,
+        "end": table.end,
+        "pattern": scanner.pattern,
+        "flags": scanner.flags,
+        "ignore": scanner.ignore,
+        "newline": scanner.newline,
+        "blanks": scanner.blank,  # the grammar's `%ignore /[ \t\f]+/`, to skip blanks in one step
+        "keywords": scanner.keywords,
+        "accepts": scanner.accepts,
+    }) | _lexer_tables(scanner) | {"reducers": compile_reducers(list(hows))}
 
 
-def _lexer_tables(root: Any) -> dict[str, Any]:
+def _lexer_tables(scanner: internals.Scanner) -> dict[str, Any]:
     """The root regex narrowed per first character, and the characters that
     are a token by themselves (see firsts.py)."""
-    scanner = root.scanner
-    alternatives = [(t.name, t.pattern.to_regexp()) for t in scanner.terminals]
-    whole = "|".join(f"(?P<{name}>{regex})" for name, regex in alternatives)
-    if whole != scanner._mres[0].pattern:  # pragma: no cover - lark builds its regex otherwise
-        raise TypeError("the root scanner's regex is not the alternation of its terminals")
-    table = dispatch(alternatives, scanner.g_regex_flags)
+    table = dispatch(scanner.alternatives, scanner.flags)
     # The engine's shortcut makes plain tokens: nothing ignored, folded or counted as a line break.
-    special = set(root.ignore_types) | set(root.newline_types) | set(root.callback)
-    singles = single_chars(alternatives, scanner.g_regex_flags, table)
+    special = scanner.ignore | scanner.newline | set(scanner.keywords)
+    singles = single_chars(scanner.alternatives, scanner.flags, table)
     return _plain({"dispatch": table, "singles": {c: n for c, n in singles.items() if n not in special}})
 
 
@@ -374,36 +351,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _reduction(rule: Any, callback: Any) -> tuple[int, str, Any]:
-    """How to reduce by `rule`, read off the callback chain lark built for it."""
-    size = len(rule.expansion)
-    chain = callback
-    if hasattr(chain, "node_builder") and not isinstance(chain, (ChildFilterLALR_NoPlaceholders, ExpandSingleChild)):
-        chain = chain.node_builder  # position propagation: the engine does that itself
-    include = None
-    if isinstance(chain, ChildFilterLALR_NoPlaceholders):
-        include = tuple(chain.to_include)
-        chain = chain.node_builder
-    expand1 = isinstance(chain, ExpandSingleChild)
-    if expand1:
-        chain = chain.node_builder
-    name = chain.args[0]  # partial(tree_class, rule name)
+def _how(reduction: internals.Reduction) -> Any:
+    """How the engine reduces by a rule (see reductions.py): None for a unit rule."""
+    size, include, expand1 = reduction.size, reduction.include, reduction.expand1
     if expand1 and include is None and size == 1:
-        return size, rule.origin.name, None
-    inline = rule.origin.name.startswith("_")
+        return None
+    inline = reduction.origin.startswith("_")
     if inline and include is None and size == 1 and not expand1:
-        return size, rule.origin.name, WRAP
-    if include is None and size == 1 and not expand1 and not inline and rule.expansion[0].is_term:
-        return size, rule.origin.name, (TOKEN_RULE, name)
-    return size, rule.origin.name, (include, expand1, inline, name)
-
-
-def _keyword_map(callback: Any) -> dict[str, str]:
-    if not isinstance(callback, UnlessCallback):  # pragma: no cover - lark's only callback here
-        raise TypeError(f"unexpected lexer callback {callback!r}")
-    keywords: dict[str, str] = {}
-    for terminal in callback.scanner.terminals:  # the first wins, as in lark's scanner
-        if not isinstance(terminal.pattern, PatternStr) or terminal.pattern.flags:  # pragma: no cover
-            raise TypeError(f"keyword {terminal.name} is not a plain string")
-        keywords.setdefault(terminal.pattern.value, terminal.name)
-    return keywords
+        return WRAP
+    if include is None and size == 1 and not expand1 and not inline and reduction.is_token_rule:
+        return (TOKEN_RULE, reduction.name)
+    return (include, expand1, inline, reduction.name)

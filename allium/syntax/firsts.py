@@ -8,7 +8,8 @@ start with the next character cannot match there, so for each ASCII
 character we keep only the alternatives that can, in their original order:
 the first one to match is then the one the whole regex would have chosen.
 
-The first characters come from Python's own regex parser, and every doubt
+The first characters come from Python's own regex parser (reached through
+internals.py, which checks it is still there), and every doubt
 widens them: a construct this module does not know, a character class
 spelled by category, a case-insensitive flag, or a pattern that can match
 the empty string all count as "can start with anything".
@@ -29,18 +30,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from re import _constants as c  # type: ignore[attr-defined]
-from re import _parser  # type: ignore[attr-defined]
+from typing import Any
+
+from allium.syntax.internals import regex_parser
 
 ASCII = [chr(i) for i in range(128)]
-
-_REPEATS = {c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT}
-_ZERO_WIDTH = {c.AT, c.ASSERT, c.ASSERT_NOT}
 
 
 def first_chars(regex: str, flags: int = 0) -> frozenset[str] | None:
     """The ASCII characters a match of `regex` can start with; None if it could start with any."""
-    parsed = _parser.parse(regex, flags)
+    parsed = regex_parser().parse(regex, flags)
     if parsed.state.flags & re.IGNORECASE:  # given, or set inline by `(?i)`
         return None
     chars, nullable = _sequence(parsed)
@@ -80,11 +79,11 @@ def single_chars(alternatives: Iterable[tuple[str, str]], flags: int, table: dic
 
 
 def _literal_char(regex: str, flags: int) -> str | None:
-    parsed = _parser.parse(regex, flags)
+    parsed = regex_parser().parse(regex, flags)
     if parsed.state.flags & re.IGNORECASE or len(parsed.data) != 1:
         return None
     op, av = parsed.data[0]
-    return chr(av) if op is c.LITERAL else None
+    return chr(av) if op is regex_parser().LITERAL else None
 
 
 def _alternation(alternatives: tuple[tuple[str, str], ...]) -> str:
@@ -136,7 +135,7 @@ def _atomic_head(regex: str) -> tuple[str, str] | None:
     return None  # pragma: no cover - not a valid regex
 
 
-def _sequence(items: Iterable[tuple]) -> tuple[set[str] | None, bool]:
+def _sequence(items: Iterable[tuple[Any, Any]]) -> tuple[set[str] | None, bool]:
     """First characters of a sequence of regex items, and whether it can match empty."""
     chars: set[str] = set()
     for op, av in items:
@@ -149,7 +148,8 @@ def _sequence(items: Iterable[tuple]) -> tuple[set[str] | None, bool]:
     return chars, True
 
 
-def _item(op, av) -> tuple[set[str] | None, bool]:
+def _item(op: Any, av: Any) -> tuple[set[str] | None, bool]:
+    c = regex_parser()
     if op is c.LITERAL:
         return {chr(av)}, False
     if op is c.IN:
@@ -161,26 +161,27 @@ def _item(op, av) -> tuple[set[str] | None, bool]:
         return _sequence(pattern)
     if op is c.ATOMIC_GROUP:
         return _sequence(av)
-    if op in _REPEATS:
+    if op in c.REPEATS:
         low, _high, pattern = av
         chars, nullable = _sequence(pattern)
         return chars, nullable or low == 0
     if op is c.BRANCH:
-        chars: set[str] = set()
+        union: set[str] = set()
         any_nullable = False
         for pattern in av[1]:
             first, nullable = _sequence(pattern)
             if first is None:
                 return None, True
-            chars |= first
+            union |= first
             any_nullable = any_nullable or nullable
-        return chars, any_nullable
-    if op in _ZERO_WIDTH:
+        return union, any_nullable
+    if op in c.ZERO_WIDTH:
         return set(), True  # a lookaround or anchor only narrows what follows
     return None, True  # NOT_LITERAL, ANY, back references...: anything
 
 
-def _class(items: Iterable[tuple]) -> set[str] | None:
+def _class(items: Iterable[tuple[Any, Any]]) -> set[str] | None:
+    c = regex_parser()
     chars: set[str] = set()
     for op, av in items:
         if op is c.LITERAL:

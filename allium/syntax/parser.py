@@ -23,7 +23,7 @@ from typing import Any
 import lark
 from lark import Lark
 
-from allium.syntax import engine, firsts, reductions
+from allium.syntax import engine, firsts, internals, reductions
 from allium.syntax.engine import Engine, tables_from
 from allium.syntax.postlex import AlliumPostLexer
 
@@ -32,7 +32,7 @@ GRAMMAR_PATH = Path(__file__).with_name("allium.lark")
 # among them).  Their text is part of the cache key, so tables made by one
 # version of them are never run by another; a hand-bumped format number
 # was missed once.
-TABLE_SOURCES = tuple(Path(module.__file__) for module in (engine, firsts, reductions))
+TABLE_SOURCES = tuple(Path(str(module.__file__)) for module in (engine, firsts, internals, reductions))
 _TABLE_KEYS = frozenset(
     {"rows", "start", "end", "pattern", "flags", "ignore", "newline", "blanks", "keywords", "accepts"}
     | {"dispatch", "singles", "reducers"}
@@ -76,14 +76,40 @@ def build_parser() -> Lark:
         postlex=AlliumPostLexer(),
         propagate_positions=True,
         maybe_placeholders=False,
-        # lark keys its cache on the grammar and options; we only pick the folder.
-        cache=str(folder / "grammar.lark-cache") if folder else False,
+        # lark checks the grammar and options in its cache file but keeps one
+        # file: named by the grammar, two checkouts with different grammars
+        # no longer rebuild (~0.3 s) and overwrite each other's every run.
+        cache=str(folder / f"grammar-{_grammar_digest()}.lark-cache") if folder else False,
     )
 
 
+def _grammar_digest() -> str:
+    return hashlib.sha256(GRAMMAR_PATH.read_bytes()).hexdigest()[:20]
+
+
 @lru_cache(maxsize=1)
-def build_engine() -> Engine:
-    return Engine(_engine_tables(), build_parser)
+def build_engine() -> Engine | None:
+    """The engine, or None when lark's internals are not what it reads.
+
+    Then every parse goes through lark's own runtime (about half the speed,
+    the same results), and the user is told once, with what changed.
+    """
+    try:
+        internals.check_runtime()
+        return Engine(_engine_tables(), build_parser)
+    except internals.InternalsChanged as exc:
+        falling_back(exc)
+        return None
+
+
+_SAID: set[str] = set()
+
+
+def falling_back(exc: internals.InternalsChanged) -> None:
+    """Say, once per reason, that parsing goes through lark's own runtime, and why."""
+    if str(exc) not in _SAID:
+        _SAID.add(str(exc))
+        warnings.warn(f"parsing with lark's own runtime, about 2x slower: {exc}", RuntimeWarning, stacklevel=3)
 
 
 def _engine_tables() -> dict[str, Any]:

@@ -235,7 +235,7 @@ class AlliumPostLexer(PostLex):
         return comments, indent
 
 
-def _zero_width(kind: str, pos: int, line: int, column: int) -> Token:
+def _zero_width(kind: str, pos: int | None, line: int | None, column: int | None) -> Token:
     """An empty lark Token at one place, without Token()'s argument handling (~30k per MB)."""
     token = str.__new__(Token, "")
     token.type, token.value = kind, ""

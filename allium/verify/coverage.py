@@ -62,6 +62,7 @@ def verify_package(
     finally:
         if pending is not None:
             pending.cancel()  # no-op once waited for; otherwise leave no stray pytest behind
+    assert obligations is not None  # derived above, before anything that raises CollectError
     report = analyse(obligations, collection, checked.modules, min_coverage=min_coverage,
                      sources=dict(checked.sources), findings=findings)
     report.findings.extend(drift)

@@ -62,7 +62,8 @@ def obligations_of(item: pytest.Item) -> tuple[str, ...]:
                 ids.append(arg.strip())
             else:
                 warnings.warn(
-                    pytest.PytestWarning(f"{item.nodeid}: allium marker arguments must be obligation id strings, got {arg!r}")
+                    pytest.PytestWarning(f"{item.nodeid}: allium marker arguments must be obligation id strings, got {arg!r}"),
+                    stacklevel=2,
                 )
     return tuple(dict.fromkeys(ids))
 
@@ -87,7 +88,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     rules = config.getoption("--allium-rule")
     if not patterns and not rules:
         return
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         (keep if _selected(obligations_of(item), patterns, rules) else drop).append(item)
     if drop:
@@ -118,7 +120,7 @@ class _Report:
             return
         entry["duration"] = round(entry["duration"] + report.duration, 6)
         if report.when == "call" or (report.when == "setup" and not report.passed):
-            outcome = report.outcome
+            outcome: str = report.outcome
             if report.when == "setup" and report.failed:
                 outcome = "error"
             if hasattr(report, "wasxfail"):

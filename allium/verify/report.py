@@ -197,6 +197,16 @@ def report_json(report: VerifyReport) -> dict[str, object]:
     diagnostics = sorted(report.diagnostics, key=Diagnostic.sort_key)
     return {
         "version": REPORT_VERSION,
+        **package_json(report),
+        "diagnostics": [d.to_json() for d in diagnostics],
+        "summary": {s.value: sum(1 for d in diagnostics if d.severity is s) for s in Severity},
+        "exit_code": report.exit_code,
+    }
+
+
+def package_json(report: VerifyReport) -> dict[str, object]:
+    """What the check found in the package: `allium check`'s `package` object."""
+    return {
         "package": str(report.package_root),
         "spec_files": report.spec_files,
         "ran": report.ran,
@@ -209,9 +219,6 @@ def report_json(report: VerifyReport) -> dict[str, object]:
         },
         "obligations": [o.to_json() for o in report.obligations],
         "failures": report.failures,
-        "diagnostics": [d.to_json() for d in diagnostics],
-        "summary": {s.value: sum(1 for d in diagnostics if d.severity is s) for s in Severity},
-        "exit_code": report.exit_code,
     }
 
 

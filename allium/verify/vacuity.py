@@ -65,7 +65,7 @@ def find_vacuous(
         if path not in files:
             files[path] = _load(path, root)
         parsed = files[path]
-        func = parsed and locate(parsed.tree, nodeid)
+        func = locate(parsed.tree, nodeid) if parsed is not None else None
         if parsed is None or func is None:
             continue  # not statically resolvable (generated, inherited...): no verdict
         found.extend(_judge(nodeid, obligations, func, parsed, path, terms_for))
@@ -105,7 +105,7 @@ def locate(tree: pyast.Module, nodeid: str) -> pyast.FunctionDef | pyast.AsyncFu
 def tag_location(root: Path, nodeid: str, obligation: str) -> tuple[int, int]:
     """(line, column) of the tag string in the test's decorators, else of the test; (1, 1) if unknown."""
     tree = _parse(root / nodeid.split("::", 1)[0])
-    func = tree and locate(tree, nodeid)
+    func = locate(tree, nodeid) if tree is not None else None
     if func is None:
         return 1, 1
     for deco in func.decorator_list:

@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from click.testing import CliRunner
 
 from allium.cli import main
+from tests.cli.schemas import SCHEMAS
 from tests.fakeapi import FakeAnthropic
 from tests.fakeapi import scenarios as sc
 from tests.trees import file_tree
@@ -300,7 +302,9 @@ def test_only_regenerates_the_named_unit_and_json_summarises(tmp_path: Path, fak
     fake.responder = model({"counters": sc.files({**COUNTERS, "app/counters.py": COUNTERS["app/counters.py"] + "# v2\n"})})
     result = generate(tmp_path, fake, "--only", "counters", "--json", "--transcripts", str(tmp_path / "t2"))
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output[result.output.index("{"):])
+    summary = json.loads(result.stdout)  # the one JSON document; progress goes to stderr
+    jsonschema.validate(summary, SCHEMAS["generate"])
+    assert summary["dry_run"] is False and summary["exit_code"] == 0
     assert [u["unit"] for u in summary["units"]] == ["counters"]
     assert summary["skipped"] == ["alarms"]
     assert requested_units(fake) == ["counters"]

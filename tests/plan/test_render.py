@@ -11,8 +11,8 @@ from tests.plan.conftest import parse, plan
 
 def test_json_document_shape() -> None:
     doc = json.loads(render_json(plan(specs.LIFECYCLE), version=3))
-    assert doc["version"] == 3
-    assert doc["format"] == 1
+    assert doc["language_version"] == 3
+    assert (doc["format"], doc["version"]) == ("allium.plan", 1)
     first = doc["obligations"][0]
     assert set(first) >= {"id", "category", "description", "source_construct", "source_span", "component"}
     assert set(first["source_span"]) == {"file", "line", "col", "end_line", "end_col", "start", "end"}

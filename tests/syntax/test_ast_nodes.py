@@ -57,7 +57,7 @@ def test_node_matches_a_frozen_dataclass(cls):
     with pytest.raises(AttributeError):
         node.not_a_field = 1  # slotted: no instance dict
     assert pickle.loads(pickle.dumps(node)) == node
-    kwargs = {f.name: v for f, v in zip(dataclasses.fields(cls), b)}
+    kwargs = {f.name: v for f, v in zip(dataclasses.fields(cls), b, strict=True)}
     assert cls(**kwargs) == other
     assert dataclasses.replace(node, **kwargs) == other
 

@@ -297,3 +297,19 @@ def test_the_cli_says_once_why_it_does_not_use_the_cache_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.splitlines() == [f"warning: not using the cache folder {shared}: it is writable by other users"]
     assert list(shared.iterdir()) == []  # nothing written there either
+
+
+def test_lark_caches_of_different_grammars_do_not_share_a_file(tmp_path, monkeypatch):
+    # Two checkouts with different grammars (one branch edits it) must not
+    # overwrite each other's compiled grammar on every run.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    names = set()
+    for grammar in (parser_module.GRAMMAR_PATH.read_text(), parser_module.GRAMMAR_PATH.read_text() + "\n// edited\n"):
+        path = tmp_path / "allium.lark"
+        path.write_text(grammar)
+        monkeypatch.setattr(parser_module, "GRAMMAR_PATH", path)
+        parser_module.build_parser.cache_clear()
+        parser_module.build_parser()
+        names |= {p.name for p in (tmp_path / "allium").glob("*.lark-cache")}
+    parser_module.build_parser.cache_clear()
+    assert len(names) == 2

@@ -297,7 +297,7 @@ def test_cli_parse_good_file_json_ast(tmp_path):
     path.write_text("-- allium: 3\nentity Foo {\n    bar: String\n}\n")
     result = CliRunner().invoke(main, ["parse", str(path), "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.output)["module"]
     assert data["node"] == "Module"
     assert data["decls"][0]["name"] == "Foo"
 
