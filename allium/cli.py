@@ -409,6 +409,80 @@ def _summary_text(report: Any, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- fixing bugs through the spec
+
+
+@main.group()
+def fix() -> None:
+    """Fix a bug through the spec: see what an edit touches, record and re-verify the proof.
+
+    The loop: edit specs/, `allium fix status` (stale units, obligations added or
+    changed), `allium generate`, `allium fix record NAME --test ID...` (the
+    named tests must fail on the previous generated code and pass on the new),
+    commit. `allium fix verify` re-proves every recorded fix from fixes/.
+    """
+
+
+def _fix_root():
+    from pathlib import Path
+
+    from allium.fix.gitrev import repo_root
+
+    try:
+        return repo_root(Path.cwd())
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@fix.command("status")
+@click.option("--against", "rev", default="HEAD", show_default=True, help="Git revision before the edit.")
+@click.option("--specs", default="specs", show_default=True, help="Spec folder, relative to the repository.")
+def fix_status(rev: str, specs: str) -> None:
+    """Units a spec edit makes stale, and the obligations it adds, changes or removes."""
+    from allium.fix.record import status
+
+    try:
+        click.echo(status(_fix_root(), rev, specs).render())
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@fix.command("record")
+@click.argument("name")
+@click.option("--test", "tests", multiple=True, required=True, help="Test id proving the fix (repeatable).")
+@click.option("--summary", default="", help="One line: the bug and how the spec now rules it out.")
+@click.option("--against", "rev", default="HEAD", show_default=True, help="Git revision before the fix.")
+@click.option("--specs", default="specs", show_default=True)
+def fix_record(name: str, tests: tuple[str, ...], summary: str, rev: str, specs: str) -> None:
+    """Record fix NAME: red on the previous generated code, green on the new, or nothing is kept."""
+    from allium.fix.record import record, render_proof
+
+    try:
+        evidence, red, green = record(_fix_root(), name, tests, summary, rev, specs)
+    except UsageError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(render_proof(red, green))
+    click.echo(f"recorded fixes/{name}/: units {', '.join(evidence.units) or '-'}, {len(tests)} test(s)")
+
+
+@fix.command("verify")
+@click.argument("names", nargs=-1)
+def fix_verify(names: tuple[str, ...]) -> None:
+    """Re-prove recorded fixes (all by default) from fixes/ alone."""
+    from allium.fix.record import render_proof, verify
+
+    try:
+        verdicts = verify(_fix_root(), names)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    for v in verdicts:
+        click.echo(f"{'ok  ' if v.ok else 'FAIL'} {v.evidence.name}: {v.evidence.summary}")
+        click.echo(render_proof(v.red, v.green, v.current))
+    bad = sum(not v.ok for v in verdicts)
+    click.echo(f"{len(verdicts) - bad} of {len(verdicts)} fix(es) re-proved")
+    sys.exit(1 if bad else 0)
+
+
 def run() -> None:
     """The console entry point: our own errors become messages, never tracebacks."""
     # A run builds large trees of objects that live until it exits and hold
