@@ -104,7 +104,12 @@ def pytest_command(tests_dir: Path, root: Path, report: Path, *, run: bool, lean
     if not _has_own_config(tests_dir, root):
         # Otherwise pytest walks up past the package and picks up whatever project
         # it sits in (addopts, testpaths...), which is not the package's config.
-        cmd += ["-c", os.devnull]
+        # An empty ini file of our own: pytest 9 refuses `-c /dev/null`
+        # ("unsupported format").
+        config = report.with_name("allium-empty-pytest.ini")
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text("[pytest]\n", encoding="utf-8")
+        cmd += ["-c", str(config)]
     if not run:
         cmd.append("--collect-only")
     if lean:
