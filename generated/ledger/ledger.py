@@ -17,6 +17,10 @@ Shape of the module:
 * creation entry points (``create_epoch_claim``, ``submit_proposal``,
   ``create_position``, ``create_dead_letter``...) that model
   ``X.created`` and run the rules it triggers inside one transaction;
+* ``sound_effect(store, proposal)``: would the decided effect, applied to
+  the stored accounts now, keep every money invariant of core? The commit
+  checks it itself, so a read set with the right versions but a wrong
+  balance (a cache bug) is refused as conflicted, never committed;
 * ``outcome_seal(proposal)``: the digest a committed Outcome carries (core's
   ``outcome_digest`` over the decided fields the Outcome gets from the
   proposal), never the Clerk's vote digest;
@@ -28,7 +32,9 @@ Every rule runs inside a ``LedgerStore.transaction()``: all effects of a
 rule and of the rules its entity creations trigger (core's Apply rules,
 AdvanceCheckpoint) become visible together or are undone together. Listeners
 hear about changes only after the outermost transaction has committed
-("the client hears nothing before it commits").
+("the client hears nothing before it commits"). Within a group commit each
+proposal settles under its own savepoint: one that fails to settle is rolled
+back to it and refused as conflicted, and its batch-mates commit regardless.
 """
 
 from __future__ import annotations
@@ -45,10 +51,12 @@ from allium.verify import implements
 from ledger.core import (
     AccessDenied,
     Account,
+    AccountStatus,
     Books,
     Channel,
     CoreState,
     InvariantViolation,
+    OperationKind,
     Operator,
     OperatorRole,
     Outcome,
@@ -101,6 +109,7 @@ __all__ = [
     "create_dead_letter",
     "first_unrecorded_offset",
     "outcome_seal",
+    "sound_effect",
     "INVARIANTS",
     "check_invariants",
     "LedgerResponder",
@@ -504,6 +513,17 @@ class _Transaction:
         self._undo.clear()
         self.events.clear()
 
+    def savepoint(self) -> tuple[int, int]:
+        """A point this transaction can roll back to without losing earlier writes."""
+        return len(self._undo), len(self.events)
+
+    def rollback_to(self, savepoint: tuple[int, int]) -> None:
+        """Undo every write (and drop every event) made since `savepoint`."""
+        writes, events = savepoint
+        while len(self._undo) > writes:
+            self._undo.pop()()
+        del self.events[events:]
+
 
 # The store -------------------------------------------------------------------
 
@@ -691,6 +711,58 @@ def _snapshot_matches(store: LedgerStore, proposal: Proposal) -> bool:
     )
 
 
+def _active(account: Account | None) -> bool:
+    return account is not None and AccountStatus(account.status) is AccountStatus.active
+
+
+def _within(account: Account, delta: int, max_balance: int) -> bool:
+    """0 <= balance + delta <= max_balance: NonNegativeBalance and BalanceWithinLimit after the effect."""
+    return 0 <= account.balance_minor + delta <= max_balance
+
+
+def _sound_acceptance(kind: OperationKind, amount: int, same_account: bool, primary: Account | None,
+                      counter: Account | None, delta: int, counter_delta: int, max_balance: int) -> bool:
+    """The per-kind conditions of sound_effect for an accepted decision."""
+    if kind is OperationKind.open:
+        return primary is None and delta == 0 and counter_delta == 0
+    if not _active(primary):
+        return False
+    assert primary is not None
+    if kind is OperationKind.deposit:
+        return amount > 0 and delta == amount and counter_delta == 0 and _within(primary, delta, max_balance)
+    if kind is OperationKind.withdraw:
+        return amount > 0 and delta == -amount and counter_delta == 0 and _within(primary, delta, max_balance)
+    if kind is OperationKind.transfer:
+        return (not same_account and _active(counter) and amount > 0
+                and delta == -amount and counter_delta == amount  # net zero: TransfersNetToZero
+                and _within(primary, delta, max_balance)
+                and _within(counter, counter_delta, max_balance))  # type: ignore[arg-type]
+    if kind is OperationKind.close:
+        return primary.balance_minor == 0 and delta == 0 and counter_delta == 0
+    return False
+
+
+def sound_effect(store: LedgerStore, proposal: Proposal) -> bool:
+    """`sound_effect(proposal, primary, counter)`: the effect keeps every money invariant of core.
+
+    Judged against the stored rows inside the commit transaction, never the
+    read set: a rejection moves nothing; an accepted open names an absent
+    account; a deposit or withdrawal moves +amount / -amount on one active
+    account; a transfer moves -amount and +amount between two distinct
+    active accounts; a close empties nothing and needs a zero balance; every
+    resulting balance stays within 0..core config.max_balance_minor.
+    """
+    request = proposal.request
+    delta, counter_delta = proposal.account_delta_minor, proposal.counterparty_delta_minor
+    if Verdict(proposal.verdict) is Verdict.rejected:
+        return delta == 0 and counter_delta == 0
+    return _sound_acceptance(
+        OperationKind(request.kind), request.amount_minor, request.counterparty_id == request.account_id,
+        store.account(request.account_id), store.account(request.counterparty_id), delta, counter_delta,
+        store.core.config.max_balance_minor,
+    )
+
+
 # Rules: epochs -----------------------------------------------------------------
 
 
@@ -828,14 +900,20 @@ def _stale_failure(store: LedgerStore, proposal: Proposal) -> Rejected | None:
         return _fail("DetectStaleSnapshot", 3, "an outcome already exists for this key")
     if proposal.is_quarantine:
         return _fail("DetectStaleSnapshot", 4, "quarantine rejections depend on no account state")
-    if _snapshot_matches(store, proposal):
-        return _fail("DetectStaleSnapshot", 5, "account versions match the evaluated snapshot")
+    if _snapshot_matches(store, proposal) and sound_effect(store, proposal):
+        return _fail("DetectStaleSnapshot", 5, "versions match the snapshot and the effect is sound")
     return None
 
 
 @implements("DetectStaleSnapshot")
 def detect_stale_snapshot(store: LedgerStore, proposal: Proposal) -> Proposal:
-    """Rule DetectStaleSnapshot: an account version moved since evaluation; refuse as conflicted."""
+    """Rule DetectStaleSnapshot: refuse as conflicted a proposal evaluated on a wrong snapshot.
+
+    Either an account version moved since evaluation, or the decided effect
+    would break a money invariant on the stored accounts (the read set had
+    the right versions but a wrong balance or status: a cache bug). The
+    Registrar re-reads from storage and the Clerk re-runs the round.
+    """
     with store.transaction() as txn:
         _raise_if(_stale_failure(store, proposal))
         proposal.transition_to(ProposalStatus.conflicted)
@@ -890,8 +968,8 @@ def _commit_failure(store: LedgerStore, proposal: Proposal) -> Rejected | None:
         return _fail("CommitProposal", 2, f"proposal epoch {proposal.epoch} != journal {store.journal.epoch}")
     if _prior_outcome(store, proposal) is not None:
         return _fail("CommitProposal", 3, "an outcome already exists for this key")
-    if not (proposal.is_quarantine or _snapshot_matches(store, proposal)):
-        return _fail("CommitProposal", 4, "account versions differ from the evaluated snapshot")
+    if not (proposal.is_quarantine or (_snapshot_matches(store, proposal) and sound_effect(store, proposal))):
+        return _fail("CommitProposal", 4, "stale account versions, or an effect that breaks a money invariant")
     return None
 
 
@@ -984,12 +1062,29 @@ def _settle(store: LedgerStore, proposal: Proposal) -> Proposal:
     return proposal
 
 
+def _settle_isolated(store: LedgerStore, txn: _Transaction, proposal: Proposal) -> None:
+    """Settle one proposal under its own savepoint (settled decision on group commit).
+
+    If settling fails (an Apply rule refuses the outcome, a malformed request,
+    a storage error on its rows), everything it wrote is rolled back to the
+    savepoint and it alone is refused as conflicted; the batch goes on.
+    """
+    txn.append(store.proposals, proposal)
+    savepoint = txn.savepoint()
+    try:
+        _settle(store, proposal)
+    except Exception:  # noqa: BLE001 - one proposal's failure must not sink its batch-mates
+        txn.rollback_to(savepoint)
+        proposal.transition_to(ProposalStatus.conflicted)
+        txn.set(proposal, "status", ProposalStatus.conflicted)
+        txn.events.append(ProposalSettled(proposal=proposal, outcome=None))
+
+
 def submit_proposal(store: LedgerStore, proposal: Proposal) -> Proposal:
-    """`Proposal.created`: store the proposal and settle it in one commit transaction."""
+    """`Proposal.created`: store the proposal and settle it in one commit transaction (a batch of one)."""
     _settle_failure(store, proposal)
     with store.transaction() as txn:
-        txn.append(store.proposals, proposal)
-        _settle(store, proposal)
+        _settle_isolated(store, txn, proposal)
     return proposal
 
 
@@ -997,8 +1092,9 @@ def commit_batch(store: LedgerStore, proposals: Sequence[Proposal]) -> list[Prop
     """Group commit: up to config.commit_batch_max proposals per storage transaction.
 
     Within a batch proposals settle in arrival order, each against the
-    state the previous one left, exactly as if committed one by one; a
-    failure of the storage transaction undoes the whole batch.
+    state the previous one left, exactly as if committed one by one. Each
+    settles under its own savepoint, so a proposal that fails is refused as
+    conflicted on its own and never leaves a batch-mate pending.
     """
     for proposal in proposals:
         _settle_failure(store, proposal)
@@ -1006,8 +1102,7 @@ def commit_batch(store: LedgerStore, proposals: Sequence[Proposal]) -> list[Prop
     for start in range(0, len(proposals), size):
         with store.transaction() as txn:
             for proposal in proposals[start:start + size]:
-                txn.append(store.proposals, proposal)
-                _settle(store, proposal)
+                _settle_isolated(store, txn, proposal)
     return list(proposals)
 
 
@@ -1039,9 +1134,21 @@ class GroupCommitter:
         return []
 
     def flush(self) -> list[Proposal]:
-        """Commit everything queued as one batch."""
-        batch, self.pending, self._first_at = self.pending, [], None
-        return commit_batch(self.store, batch) if batch else []
+        """Commit everything queued as one batch.
+
+        If the storage transaction itself fails, every proposal it took goes
+        back on the queue, ahead of any newer ones: a flush never drops work.
+        """
+        batch, first_at = self.pending, self._first_at
+        self.pending, self._first_at = [], None
+        if not batch:
+            return []
+        try:
+            return commit_batch(self.store, batch)
+        except BaseException:
+            self.pending = batch + self.pending
+            self._first_at = first_at
+            raise
 
 
 # Rules: positions and checkpoints ----------------------------------------------

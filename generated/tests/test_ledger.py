@@ -69,6 +69,7 @@ from ledger.ledger import (
     grant_epoch,
     outcome_seal,
     record_dead_letter_position,
+    sound_effect,
     refuse_epoch,
     submit_proposal,
 )
@@ -746,35 +747,89 @@ def test_commit_records_position_exactly_for_log_requests(store: LedgerStore) ->
     assert_invariants(store)
 
 
-def test_commit_transaction_is_all_or_nothing(store: LedgerStore) -> None:
-    """A failure inside the commit (here: core refuses to apply) undoes every write."""
+def malformed_log_proposal(store: LedgerStore, request_id: str, account_id: str = "a") -> Proposal:
+    """A sound deposit whose log request lacks its offset: settling it fails half-way, after the
+    Outcome insert and the Apply rule, when its Position is recorded."""
+    request = make_request(request_id, account_id=account_id, channel=Channel.log, partition=0, offset=None)
+    return make_proposal(store, request)
+
+
+@pytest.mark.allium("rule-failure.CommitProposal.4")
+def test_a_failing_commit_is_undone_to_its_savepoint_and_refused(store: LedgerStore) -> None:
+    """A failure inside the commit undoes every write of that proposal and settles it as conflicted."""
     open_account(store, "a")
     create_checkpoint(store, Checkpoint(partition=0, next_offset=0, advanced_at=T0))
-    # Accepted deposit to a missing account: no Apply rule accepts it.
-    bad = make_proposal(store, log_request("d-missing", 0, account_id="zzz"))
-    before = (store.journal.next_sequence, dict(store.positions), store.books.applied_outcomes)
-    with pytest.raises(Rejected):
-        submit_proposal(store, bad)
-    assert bad.status is ProposalStatus.pending and bad.sequence is None and bad.committed_at is None
-    assert (store.journal.next_sequence, dict(store.positions), store.books.applied_outcomes) == before
-    assert bad not in store.proposals and store.checkpoint(0).next_offset == 0  # type: ignore[union-attr]
-    assert bad.request.outcome is None
+    bad = malformed_log_proposal(store, "d-bad")
+    assert sound_effect(store, bad)  # the failure is not a money check: it happens mid-commit
+    before = (store.journal.next_sequence, dict(store.positions), store.books.applied_outcomes,
+              store.account("a").balance_minor, store.account("a").version)  # type: ignore[union-attr]
+    submit_proposal(store, bad)
+    assert bad.status is ProposalStatus.conflicted and bad.sequence is None and bad.committed_at is None
+    assert (store.journal.next_sequence, dict(store.positions), store.books.applied_outcomes,
+            store.account("a").balance_minor, store.account("a").version) == before  # type: ignore[union-attr]
+    assert bad in store.proposals and store.checkpoint(0).next_offset == 0  # type: ignore[union-attr]
+    assert bad.request.outcome is None and store.outcome_for("client-1", "d-bad") is None
     assert_invariants(store)
 
 
-def test_commit_batch_applies_in_arrival_order_and_rolls_back_as_one(store: LedgerStore) -> None:
+def test_commit_batch_applies_in_arrival_order_and_isolates_a_poison_proposal(store: LedgerStore) -> None:
     open_account(store, "a")
     d1 = make_proposal(store, make_request("d1", account_id="a"))
     d2 = make_proposal(store, make_request("d2", account_id="a"))  # evaluated on the same version as d1
     settled = commit_batch(store, [d1, d2])
     assert [p.status for p in settled] == [ProposalStatus.committed, ProposalStatus.conflicted]
     good = make_proposal(store, make_request("d3", account_id="a"))
-    bad = make_proposal(store, make_request("d4", account_id="missing"))
-    with pytest.raises(Rejected):
-        commit_batch(store, [good, bad])
-    assert good.status is ProposalStatus.pending and store.outcome_for("client-1", "d3") is None
-    assert store.account("a").balance_minor == 100  # type: ignore[union-attr]
+    poison = malformed_log_proposal(store, "d4")
+    poison.expected_primary_version += 1  # evaluated after d3, as in a real batch
+    late = make_proposal(store, make_request("o-b", kind=OperationKind.open, account_id="b"), delta=0)
+    settled = commit_batch(store, [good, poison, late])
+    assert [p.status for p in settled] == [ProposalStatus.committed, ProposalStatus.conflicted,
+                                           ProposalStatus.committed]
+    assert store.outcome_for("client-1", "d3") is not None and store.outcome_for("client-1", "d4") is None
+    assert store.account("a").balance_minor == 200 and store.account("b") is not None  # type: ignore[union-attr]
+    assert not any(p.status is ProposalStatus.pending for p in store.proposals)
     assert_invariants(store)
+
+
+def test_group_committer_settles_the_batch_mates_of_a_poison_proposal(store: LedgerStore) -> None:
+    open_account(store, "a")
+    committer = GroupCommitter(store)
+    first = make_proposal(store, make_request("g1", account_id="a"))
+    poison = malformed_log_proposal(store, "g2")
+    poison.expected_primary_version += 1
+    last = make_proposal(store, make_request("o-c", kind=OperationKind.open, account_id="c"), delta=0)
+    for i, proposal in enumerate((first, poison, last)):
+        assert committer.offer(proposal, now_micros=i) == []
+    assert committer.flush() == [first, poison, last]
+    assert (first.status, poison.status, last.status) == (
+        ProposalStatus.committed, ProposalStatus.conflicted, ProposalStatus.committed)
+    assert committer.pending == []
+
+
+class FailingStore(LedgerStore):
+    """A store whose next storage transaction fails outright (the database is unreachable)."""
+
+    fail_next = False
+
+    def transaction(self):  # type: ignore[override]
+        if self.fail_next and self._txn is None:
+            self.fail_next = False
+            raise ConnectionError("storage unavailable")
+        return super().transaction()
+
+
+def test_a_failed_flush_hands_back_every_proposal_it_took() -> None:
+    store = FailingStore(clock=StepClock())
+    create_epoch_claim(store, EpochClaim(node_id="n1", expected_epoch=0))
+    committer = GroupCommitter(store)
+    first = make_proposal(store, make_request("o-a", kind=OperationKind.open, account_id="a"), delta=0)
+    committer.offer(first, now_micros=0)
+    store.fail_next = True
+    with pytest.raises(ConnectionError):
+        committer.flush()
+    assert committer.pending == [first] and first.status is ProposalStatus.pending
+    assert committer.poll(now_micros=store.config.commit_linger_micros) == [first]
+    assert first.status is ProposalStatus.committed and committer.pending == []
 
 
 def test_group_committer_flushes_when_full_or_lingered() -> None:
@@ -1161,9 +1216,91 @@ def test_listeners_hear_nothing_from_a_rolled_back_transaction(store: LedgerStor
     events: list[object] = []
     store.subscribe(events.append)
     create_checkpoint(store, Checkpoint(partition=0, next_offset=0, advanced_at=T0))
-    with pytest.raises(Rejected):
-        submit_proposal(store, make_proposal(store, log_request("bad", 0, account_id="nope")))
-    assert events == []
+    bad = make_proposal(store, make_request("bad", account_id="nope", channel=Channel.log, partition=0, offset=None),
+                        delta=0, verdict=Verdict.rejected, reason=RejectReason.account_missing)
+    submit_proposal(store, bad)  # fails mid-commit (no offset): rolled back to its savepoint
+    assert events == [ProposalSettled(proposal=bad, outcome=None)]  # never the undone OutcomeCommitted
+    events.clear()
     create_position(store, Position(partition=0, offset=0, disposition=Disposition.duplicate, recorded_at=T0))
     assert [type(e) for e in events] == [PositionRecorded, CheckpointAdvanced]
     assert isinstance(store.core, CoreState)
+
+
+# The commit enforces the money invariants itself (sound_effect) -------------------------------
+
+
+def fund(store: LedgerStore, account_id: str, amount: int) -> None:
+    proposal = submit_proposal(store, make_proposal(store, make_request(f"fund-{account_id}-{amount}",
+                                                                        account_id=account_id, amount_minor=amount)))
+    assert proposal.status is ProposalStatus.committed
+
+
+@pytest.mark.allium("rule-success.DetectStaleSnapshot", "transition-edge.Proposal.pending.conflicted")
+def test_right_versions_with_a_wrong_balance_are_refused_as_conflicted(store: LedgerStore) -> None:
+    """The cache served the right version with balance 1,000 instead of 100: replicas agreed on an overdraft."""
+    open_account(store, "a")
+    fund(store, "a", 100)
+    withdraw = make_request("w1", kind=OperationKind.withdraw, account_id="a", amount_minor=500)
+    proposal = make_proposal(store, withdraw, delta=-500)
+    assert proposal.expected_primary_version == store.account("a").version  # type: ignore[union-attr]
+    assert not sound_effect(store, proposal)
+    submit_proposal(store, proposal)
+    assert proposal.status is ProposalStatus.conflicted
+    assert store.account("a").balance_minor == 100 and store.outcome_for("client-1", "w1") is None  # type: ignore[union-attr]
+    assert_invariants(store)
+
+
+@pytest.mark.allium("rule-failure.CommitProposal.4")
+def test_commit_refuses_an_unsound_effect_even_at_matching_versions(store: LedgerStore) -> None:
+    open_account(store, "a")
+    open_account(store, "b")
+    fund(store, "a", 100)
+    transfer = make_request("t1", kind=OperationKind.transfer, account_id="a", counterparty_id="b", amount_minor=50)
+    minted = make_proposal(store, transfer, delta=-50, counter_delta=5_000)  # not net zero
+    with pytest.raises(Rejected) as info:
+        commit_proposal(store, minted)
+    assert (info.value.rule, info.value.clause) == ("CommitProposal", 4)
+    assert minted.status is ProposalStatus.pending and store.account("b").balance_minor == 0  # type: ignore[union-attr]
+    assert detect_stale_snapshot(store, minted).status is ProposalStatus.conflicted
+
+
+@pytest.mark.parametrize(("kind", "amount", "delta", "counter_delta", "verdict", "sound"), [
+    (OperationKind.deposit, 50, 50, 0, Verdict.accepted, True),
+    (OperationKind.deposit, 50, 60, 0, Verdict.accepted, False),            # moves more than asked
+    (OperationKind.withdraw, 100, -100, 0, Verdict.accepted, True),         # down to exactly zero
+    (OperationKind.withdraw, 101, -101, 0, Verdict.accepted, False),        # overdraft
+    (OperationKind.withdraw, 10, -10, 10, Verdict.accepted, False),         # touches a counterparty
+    (OperationKind.transfer, 40, -40, 40, Verdict.accepted, True),
+    (OperationKind.transfer, 140, -140, 140, Verdict.accepted, False),      # overdraft
+    (OperationKind.transfer, 40, -40, 41, Verdict.accepted, False),         # not net zero
+    (OperationKind.close, 0, 0, 0, Verdict.accepted, False),                # balance is not zero
+    (OperationKind.open, 0, 0, 0, Verdict.accepted, False),                 # account exists
+    (OperationKind.withdraw, 500, 0, 0, Verdict.rejected, True),            # rejections move nothing
+    (OperationKind.withdraw, 500, -500, 0, Verdict.rejected, False),
+])
+def test_sound_effect_checks_every_money_invariant(store: LedgerStore, kind: OperationKind, amount: int,
+                                                   delta: int, counter_delta: int, verdict: Verdict,
+                                                   sound: bool) -> None:
+    open_account(store, "a")
+    open_account(store, "b")
+    fund(store, "a", 100)
+    request = make_request("x", kind=kind, account_id="a", amount_minor=amount,
+                           counterparty_id="b" if kind is OperationKind.transfer else None)
+    reason = None if verdict is Verdict.accepted else RejectReason.insufficient_funds
+    proposal = make_proposal(store, request, verdict=verdict, reason=reason, delta=delta, counter_delta=counter_delta)
+    assert sound_effect(store, proposal) is sound
+
+
+def test_sound_effect_refuses_closed_and_missing_accounts_and_the_balance_limit(store: LedgerStore) -> None:
+    open_account(store, "a")
+    missing = make_proposal(store, make_request("m", account_id="zzz", amount_minor=5), delta=5)
+    assert not sound_effect(store, missing)
+    store.account("a").balance_minor = store.core.config.max_balance_minor - 1  # type: ignore[union-attr]
+    over = make_proposal(store, make_request("o", account_id="a", amount_minor=5), delta=5)
+    assert not sound_effect(store, over)
+    store.account("a").balance_minor = 0  # type: ignore[union-attr]
+    close = make_proposal(store, make_request("c", kind=OperationKind.close, account_id="a", amount_minor=0), delta=0)
+    assert sound_effect(store, close)
+    assert submit_proposal(store, close).status is ProposalStatus.committed
+    after_close = make_proposal(store, make_request("d", account_id="a", amount_minor=5), delta=5)
+    assert not sound_effect(store, after_close)
