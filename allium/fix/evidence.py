@@ -77,7 +77,20 @@ def save(root: Path, evidence: Evidence, spec_diff: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "spec.diff").write_text(spec_diff, encoding="utf-8")
     (folder / "fix.json").write_text(evidence.to_json(), encoding="utf-8")
+    prune_blobs(root)
     return folder
+
+
+def prune_blobs(root: Path) -> list[str]:
+    """Delete blobs no recorded fix names (left by a fix recorded again); returns their hashes."""
+    folder = root / FIXES_DIR / BLOBS
+    if not folder.is_dir():
+        return []
+    used = {h for e in load_all(root) for tree in (e.before, e.after, e.test_files) for h in tree.values()}
+    unused = sorted(p.name for p in folder.iterdir() if p.name not in used)
+    for name in unused:
+        (folder / name).unlink()
+    return unused
 
 
 def load_evidence(root: Path, name: str) -> Evidence:
