@@ -7,6 +7,16 @@ replica that dissents (FenceDissenter), retries rounds on which no quorum
 forms (RetryDivergedRound) and finally quarantines the request
 (QuarantineRequest). Missing replicas stall a round instead (StallRound).
 
+Three settled decisions shape the safety of this module:
+
+* the Clerk refuses to start on a config that breaks QuorumOutnumbersFaults
+  (``Clerk.__init__`` raises ``InvariantViolation``);
+* a round diverges only when every replica that is eligible *now* has voted:
+  votes of replicas fenced since they voted are not counted (DivergeRound);
+* a fenced replica returns to service only on conformance digests the Clerk
+  compares itself against recorded ones (CheckConformance, PassConformance);
+  its own report of a clean replay readmits nothing.
+
 Coupling to other units is deliberately thin: statuses of dependency
 entities are compared by their spec value (``"ready"``, ``"decided"``...),
 so the module works whether a dependency stores an enum or a string.
@@ -53,6 +63,8 @@ __all__ = [
     "QuorumUnavailable",
     "ReplicaFenced",
     "Incident",
+    "ConformanceVector",
+    "ConformanceCheck",
     "Clerk",
     "ConformanceHarness",
     "ReplicaMaintenance",
@@ -60,6 +72,7 @@ __all__ = [
     "decision_digest",
     "decision_digest_of",
     "quarantine_digest",
+    "round_vector_id",
     "is_replica_host",
     "is_replica_responder",
     "check_commits_have_quorum",
@@ -189,6 +202,10 @@ class Replica:
     replica_id: str
     node: Node
     dissents: int = 0
+    # Recoveries entered so far, and recorded evaluations reproduced (as
+    # compared by the Clerk) in the current one.
+    recoveries: int = 1
+    conformance_passed: int = 0
     status: ReplicaStatus = ReplicaStatus.recovering
     fenced_at: datetime | None = None
     recovery_started_at: datetime | None = None
@@ -268,6 +285,31 @@ class Vote:
     account_delta_minor: int
     counterparty_delta_minor: int
     cast_at: datetime
+
+
+@dataclass(eq=False, kw_only=True)
+class ConformanceVector:
+    """entity ConformanceVector: a recorded evaluation and the digest its quorum agreed on.
+
+    Every committed round records one; a deployment is seeded with the
+    build's recorded corpus through ``Clerk.add_conformance_vector``.
+    """
+
+    vector_id: str
+    expected_digest: str
+
+
+@dataclass(eq=False, kw_only=True)
+class ConformanceCheck:
+    """entity ConformanceCheck: one recorded evaluation a recovering replica re-ran,
+    compared by the Clerk (``matches``), never by the replica."""
+
+    replica: Replica
+    vector: ConformanceVector
+    recovery: int
+    digest: str
+    matches: bool
+    checked_at: datetime
 
 
 # ---------------------------------------------------------------------------
@@ -405,6 +447,12 @@ def _vote_digest(vote: Vote) -> str:
     )
 
 
+def round_vector_id(round: Round) -> str:
+    """round_vector_id(round): the recorded evaluation's name, request key and attempt."""
+    client_id, request_id = _key(round.request)
+    return f"{client_id}/{request_id}#{round.attempt}"
+
+
 def quarantine_digest(request: Any) -> str:
     """quarantine_digest(request): digest of the quarantine rejection of a request.
 
@@ -474,12 +522,13 @@ def check_one_round_per_attempt(rounds: Iterable[Round]) -> None:
 
 
 def check_quorum_outnumbers_faults(config: Config) -> None:
-    """invariant QuorumOutnumbersFaults: quorum > f and n >= quorum + f."""
-    if not (
-        config.commit_quorum > config.fault_budget
-        and config.replica_count >= config.commit_quorum + config.fault_budget
-    ):
-        raise InvariantViolation(f"QuorumOutnumbersFaults: {config}")
+    """invariant QuorumOutnumbersFaults: f >= 0, quorum >= f + 1, n >= 2f + 1, n >= quorum + f."""
+    f, n, q = config.fault_budget, config.replica_count, config.commit_quorum
+    if not (f >= 0 and q >= f + 1 and n >= 2 * f + 1 and n >= q + f):
+        raise InvariantViolation(
+            f"QuorumOutnumbersFaults: fault_budget={f}, replica_count={n}, commit_quorum={q} "
+            f"(need commit_quorum >= {f + 1} and replica_count >= {max(2 * f + 1, q + f)})"
+        )
 
 
 def check_replica_per_node(replicas: Iterable[Replica]) -> None:
@@ -521,6 +570,9 @@ class Clerk:
         self.journal = journal
         self.clock = clock
         self.config = config if config is not None else Config()
+        # Settled decision "When is the quorum arithmetic checked?": at start-up;
+        # an unsafe config is refused before the first round, never run.
+        check_quorum_outnumbers_faults(self.config)
         self.on_evaluation = on_evaluation
         self.on_proposal = on_proposal
         self.replicas: list[Replica] = []
@@ -529,10 +581,15 @@ class Clerk:
         self.evaluations: list[Evaluation] = []
         self.proposals: list[Proposal] = []
         self.incidents: list[Incident] = []
+        self.vectors: dict[str, ConformanceVector] = {}
+        self.conformance_checks: list[ConformanceCheck] = []
+        # ConformanceCheck{replica, vector, recovery} in O(1): a recovery
+        # checks conformance_vectors (10,000) of them.
+        self._check_index: dict[tuple[int, int, int], ConformanceCheck] = {}
         self.events: list[object] = []
         # FencingIsAudited: (replica, evidence) for every fence and every return.
-        self.fence_audit: list[tuple[Replica, Vote]] = []
-        self.return_audit: list[tuple[Replica, int, int]] = []
+        self.fence_audit: list[tuple[Replica, Vote | ConformanceCheck]] = []
+        self.return_audit: list[tuple[Replica, ConformanceCheck]] = []
         self._listeners: list[Callable[[object], None]] = []
 
     # -- lookups ----------------------------------------------------------
@@ -558,6 +615,19 @@ class Clerk:
     def eligible_replicas(self) -> list[Replica]:
         """Replicas where is_eligible."""
         return [r for r in self.replicas if r.is_eligible]
+
+    def find_check(self, replica: Replica, vector: ConformanceVector, recovery: int) -> ConformanceCheck | None:
+        """ConformanceCheck{replica, vector, recovery}."""
+        return self._check_index.get((id(replica), id(vector), recovery))
+
+    def add_conformance_vector(self, vector_id: str, expected_digest: str) -> ConformanceVector:
+        """ConformanceVector.created from outside the rules: seeding a deployment with
+        the build's recorded corpus. An existing vector is kept, never overwritten."""
+        vector = self.vectors.get(vector_id)
+        if vector is None:
+            vector = ConformanceVector(vector_id=vector_id, expected_digest=expected_digest)
+            self.vectors[vector_id] = vector
+        return vector
 
     # -- events -------------------------------------------------------------
 
@@ -762,8 +832,12 @@ class Clerk:
         if len(round.support(vote.digest)) >= self.config.commit_quorum:
             raise Rejected("DivergeRound", 2, "the vote's digest has a quorum")
         eligible = self.eligible_replicas()
-        if len(round.votes) < len(eligible):
-            raise Rejected("DivergeRound", 3, f"{len(round.votes)} votes < {len(eligible)} eligible")
+        # Only votes of replicas eligible now count: a replica fenced since it
+        # voted (here or in another round) says nothing about the honest
+        # replicas that have not answered yet.
+        counted = [v for v in round.votes if v.replica.is_eligible]
+        if len(counted) < len(eligible):
+            raise Rejected("DivergeRound", 3, f"{len(counted)} eligible votes < {len(eligible)} eligible replicas")
         round.transition_to(RoundStatus.diverged)
         event = RoundDiverged(round=round)
         self._emit(event)
@@ -793,6 +867,9 @@ class Clerk:
             raise Rejected("CommitRound", 2, f"round is {round.status.value}")
         round.transition_to(RoundStatus.committed)
         round.committed_at = self.clock()
+        # The committed round becomes a recorded evaluation for conformance.
+        assert round.agreed_digest is not None
+        self.add_conformance_vector(round_vector_id(round), round.agreed_digest)
         return round
 
     @implements("SupersedeRefused")
@@ -928,6 +1005,8 @@ class Clerk:
             replica_id=node.node_id,
             node=node,
             dissents=0,
+            recoveries=1,
+            conformance_passed=0,
             status=ReplicaStatus.recovering,
             recovery_started_at=self.clock(),
         )
@@ -962,6 +1041,8 @@ class Clerk:
         replica.transition_to(ReplicaStatus.recovering)
         replica.fenced_at = None
         replica.recovery_started_at = self.clock()
+        replica.recoveries += 1
+        replica.conformance_passed = 0  # a new recovery starts from nothing
 
     @implements("BeginRecoveryOnRejoin")
     def begin_recovery_on_rejoin(self, node: Node) -> Replica:
@@ -986,45 +1067,110 @@ class Clerk:
         self._begin_recovery(replica)
         return replica
 
-    @implements("PassConformance")
-    def pass_conformance(self, replica: Replica, vectors: int, mismatches: int) -> Replica:
-        """rule PassConformance: enough vectors reproduced exactly; back to active.
-
-        Then ResumeStalledRounds fires, since the replica became active.
-        """
+    @implements("CheckConformance")
+    def check_conformance(self, replica: Replica, vector: ConformanceVector, digest: str) -> ConformanceCheck:
+        """rule CheckConformance: the Clerk compares a recovering replica's digest for a
+        recorded evaluation with the one the quorum agreed on; each vector counts once
+        per recovery. Then CountConformance, PassConformance or FailConformanceCheck."""
         if replica.status != ReplicaStatus.recovering:
-            raise Rejected("PassConformance", 1, f"replica is {replica.status.value}")
-        if mismatches != 0:
-            raise Rejected("PassConformance", 2, f"{mismatches} mismatches")
-        if vectors < self.config.conformance_vectors:
-            raise Rejected("PassConformance", 3, f"{vectors} < {self.config.conformance_vectors} vectors")
+            raise Rejected("CheckConformance", 1, f"replica is {replica.status.value}")
+        if self.find_check(replica, vector, replica.recoveries) is not None:
+            raise Rejected("CheckConformance", 2, f"vector {vector.vector_id} already checked in this recovery")
+        check = ConformanceCheck(
+            replica=replica,
+            vector=vector,
+            recovery=replica.recoveries,
+            digest=digest,
+            matches=digest == vector.expected_digest,
+            checked_at=self.clock(),
+        )
+        self.conformance_checks.append(check)
+        self._check_index[(id(replica), id(vector), check.recovery)] = check
+        # ConformanceCheck.created: the three rules partition a new check.
+        if not check.matches:
+            self._attempt(self.fail_conformance_check, check)
+        elif replica.conformance_passed + 1 >= self.config.conformance_vectors:
+            self._attempt(self.pass_conformance, check)
+        else:
+            self._attempt(self.count_conformance, check)
+        return check
+
+    def conformance_digest(self, replica: Replica, vector: ConformanceVector, digest: str) -> ConformanceCheck:
+        """trigger ConformanceDigest(replica, vector, digest) -> CheckConformance."""
+        return self.check_conformance(replica, vector, digest)
+
+    @implements("CountConformance")
+    def count_conformance(self, check: ConformanceCheck) -> Replica:
+        """rule CountConformance: one more recorded evaluation reproduced, not yet enough."""
+        replica = check.replica
+        if not check.matches:
+            raise Rejected("CountConformance", 1, "digest does not match the recorded one")
+        if replica.status != ReplicaStatus.recovering:
+            raise Rejected("CountConformance", 2, f"replica is {replica.status.value}")
+        if replica.conformance_passed + 1 >= self.config.conformance_vectors:
+            raise Rejected("CountConformance", 3, "this match completes the conformance run")
+        replica.conformance_passed += 1
+        return replica
+
+    @implements("PassConformance")
+    def pass_conformance(self, check: ConformanceCheck) -> Replica:
+        """rule PassConformance: the Clerk has seen conformance_vectors matching digests in
+        this recovery; back to active. Then ResumeStalledRounds fires."""
+        replica = check.replica
+        if not check.matches:
+            raise Rejected("PassConformance", 1, "digest does not match the recorded one")
+        if replica.status != ReplicaStatus.recovering:
+            raise Rejected("PassConformance", 2, f"replica is {replica.status.value}")
+        if replica.conformance_passed + 1 < self.config.conformance_vectors:
+            raise Rejected(
+                "PassConformance", 3,
+                f"{replica.conformance_passed + 1} < {self.config.conformance_vectors} vectors reproduced",
+            )
+        replica.conformance_passed += 1
         replica.transition_to(ReplicaStatus.active)
         replica.recovery_started_at = None
-        self.return_audit.append((replica, vectors, mismatches))
+        self.return_audit.append((replica, check))
         self._attempt(self.resume_stalled_rounds, replica)
+        return replica
+
+    @implements("FailConformanceCheck")
+    def fail_conformance_check(self, check: ConformanceCheck) -> Replica:
+        """rule FailConformanceCheck: one wrong digest sends the replica back to fenced."""
+        replica = check.replica
+        if check.matches:
+            raise Rejected("FailConformanceCheck", 1, "digest matches the recorded one")
+        if replica.status != ReplicaStatus.recovering:
+            raise Rejected("FailConformanceCheck", 2, f"replica is {replica.status.value}")
+        replica.transition_to(ReplicaStatus.fenced)
+        replica.recovery_started_at = None
+        replica.fenced_at = self.clock()
+        self.fence_audit.append((replica, check))
         return replica
 
     @implements("FailConformance")
     def fail_conformance(self, replica: Replica, vectors: int, mismatches: int) -> Replica:
-        """rule FailConformance: one mismatch sends the replica back to fenced."""
+        """rule FailConformance: a replica reporting a mismatch goes back to fenced.
+
+        A self-report is believed only when it reports a failure: it can only
+        keep the replica out.
+        """
         if replica.status != ReplicaStatus.recovering:
             raise Rejected("FailConformance", 1, f"replica is {replica.status.value}")
         if mismatches <= 0:
-            raise Rejected("FailConformance", 2, "no mismatches")
+            raise Rejected("FailConformance", 2, "no mismatches reported")
         replica.transition_to(ReplicaStatus.fenced)
         replica.recovery_started_at = None
         replica.fenced_at = self.clock()
         return replica
 
     def conformance_replayed(self, replica: Replica, vectors: int, mismatches: int) -> Replica:
-        """trigger ConformanceReplayed(replica, vectors, mismatches): Pass or Fail.
+        """trigger ConformanceReplayed(replica, vectors, mismatches): FailConformance only.
 
-        With no mismatches but too few vectors neither rule applies; the
-        PassConformance rejection says why.
+        A clean self-report readmits nothing (settled decision "How does a
+        fenced replica come back?"): the Rejected says so; only digests the
+        Clerk compares (ConformanceDigest) can return a replica to service.
         """
-        if mismatches > 0:
-            return self.fail_conformance(replica, vectors, mismatches)
-        return self.pass_conformance(replica, vectors, mismatches)
+        return self.fail_conformance(replica, vectors, mismatches)
 
     @implements("RetireReplica")
     def retire_replica(self, operator: Operator, replica: Replica) -> Replica:
@@ -1068,15 +1214,22 @@ class Clerk:
     # -- invariants ---------------------------------------------------------------
 
     def check_fencing_is_audited(self) -> None:
-        """@guarantee FencingIsAudited: every fence follows a recorded dissenting
-        Vote; every active replica that was ever fenced passed a replay."""
-        for replica, vote in self.fence_audit:
-            if vote not in self.votes or vote.replica is not replica:
+        """@guarantee FencingIsAudited: every fence follows a recorded dissenting Vote or
+        failed ConformanceCheck; every active replica returned on a passing check
+        compared by the Clerk in its current recovery."""
+        for replica, evidence in self.fence_audit:
+            recorded = self.votes if isinstance(evidence, Vote) else self.conformance_checks
+            if evidence not in recorded or evidence.replica is not replica:
                 raise InvariantViolation(f"FencingIsAudited: fence of {replica.replica_id}")
-        returned = {id(r) for r, _, mismatches in self.return_audit if mismatches == 0}
+            if isinstance(evidence, ConformanceCheck) and evidence.matches:
+                raise InvariantViolation(f"FencingIsAudited: {replica.replica_id} fenced on a matching check")
+        returns = {id(r): check for r, check in self.return_audit}
         for replica in self.replicas:
-            if replica.status == ReplicaStatus.active and id(replica) not in returned:
-                raise InvariantViolation(f"FencingIsAudited: {replica.replica_id} active without replay")
+            if replica.status != ReplicaStatus.active:
+                continue
+            check = returns.get(id(replica))
+            if check is None or not check.matches or check.recovery != replica.recoveries:
+                raise InvariantViolation(f"FencingIsAudited: {replica.replica_id} active without a compared replay")
 
     def check_invariants(self) -> None:
         """Run every clerk.allium invariant plus when-presence of all entities."""
@@ -1099,9 +1252,11 @@ class Clerk:
 class ConformanceHarness:
     """surface ConformanceHarness, facing host: ReplicaHost.
 
-    Exposes the host replica's status and dissents; provides
-    ConformanceReplayed while the host is recovering. The harness demands
-    arbiter/DeterministicEvaluation of the replayed binary.
+    Exposes the host replica's status, dissents and conformance_passed;
+    provides ConformanceDigest (a digest the Clerk compares) and
+    ConformanceReplayed (believed only as a failure) while the host is
+    recovering. The harness demands arbiter/DeterministicEvaluation of the
+    replayed binary.
     """
 
     def __init__(self, clerk: Clerk, host: Replica) -> None:
@@ -1111,14 +1266,24 @@ class ConformanceHarness:
         self.host = host
 
     def exposes(self) -> dict[str, Any]:
-        """host.status and host.dissents."""
-        return {"status": self.host.status, "dissents": self.host.dissents}
+        """host.status, host.dissents and host.conformance_passed."""
+        return {
+            "status": self.host.status,
+            "dissents": self.host.dissents,
+            "conformance_passed": self.host.conformance_passed,
+        }
 
     def provides(self) -> frozenset[str]:
-        """ConformanceReplayed when host.status = recovering."""
+        """ConformanceDigest and ConformanceReplayed when host.status = recovering."""
         if self.host.status == ReplicaStatus.recovering:
-            return frozenset({"ConformanceReplayed"})
+            return frozenset({"ConformanceDigest", "ConformanceReplayed"})
         return frozenset()
+
+    def conformance_digest(self, vector: ConformanceVector, digest: str) -> ConformanceCheck:
+        """Send the digest the host computed for a recorded evaluation; the Clerk compares."""
+        if "ConformanceDigest" not in self.provides():
+            raise AccessDenied("ConformanceHarness", 0, "ConformanceDigest needs status recovering")
+        return self.clerk.conformance_digest(self.host, vector, digest)
 
     def conformance_replayed(self, vectors: int, mismatches: int) -> Replica:
         """Report a conformance replay (only offered while recovering)."""

@@ -27,6 +27,8 @@ from ledger.clerk import (
     RoundInspection,
     RoundStatus,
     Vote,
+    ConformanceCheck,
+    ConformanceVector,
     check_commits_have_quorum,
     check_one_round_per_attempt,
     check_one_vote_per_replica_per_round,
@@ -37,6 +39,7 @@ from ledger.clerk import (
     is_replica_host,
     is_replica_responder,
     quarantine_digest,
+    round_vector_id,
 )
 from ledger.cluster import Node, NodeStatus
 from ledger.core import (
@@ -118,10 +121,20 @@ RESPONDER = Operator(name="rita", role=OperatorRole.responder)
 OBSERVER = Operator(name="otto", role=OperatorRole.observer)
 
 
+# A short conformance run keeps these tests fast; test_config_defaults checks
+# the real default (10,000) and test_a_full_default_conformance_run runs it.
+RUN = 3
+
+
 class World:
-    """A Clerk with `active` active replicas and `recovering` recovering ones."""
+    """A Clerk with `active` active replicas and `recovering` recovering ones.
+
+    Replicas enter service the only way the spec allows: by reproducing
+    conformance_vectors recorded evaluations, compared by the Clerk.
+    """
 
     def __init__(self, active: int = 3, recovering: int = 0, config: Config | None = None) -> None:
+        config = config if config is not None else Config(conformance_vectors=RUN)
         self.clock = FakeClock()
         self.journal = Journal(epoch=1)
         self.heard: list[object] = []
@@ -136,12 +149,20 @@ class World:
         )
         self.clerk.subscribe(self.heard.append)
         self.replicas: list[Replica] = []
-        cfg = self.clerk.config
+        self.corpus = [self.clerk.add_conformance_vector(f"seed-{k}", f"digest-{k}")
+                       for k in range(self.clerk.config.conformance_vectors)]
         for i in range(active + recovering):
             replica = self.clerk.register_replica(make_node(f"node-{i + 1}"))
             if i < active:
-                self.clerk.pass_conformance(replica, cfg.conformance_vectors, 0)
+                self.qualify(replica)
             self.replicas.append(replica)
+
+    def qualify(self, replica: Replica) -> Replica:
+        """The replica reproduces every seeded recorded evaluation; the Clerk compares."""
+        for vector in self.corpus:
+            self.clerk.conformance_digest(replica, vector, vector.expected_digest)
+        assert replica.status == ReplicaStatus.active
+        return replica
 
     def open(self, request_id: str = "req-1", **kw: Any) -> Round:
         return self.clerk.open_round(make_read(make_request(request_id), **kw))
@@ -217,12 +238,31 @@ def test_config_defaults() -> None:
 
 @pytest.mark.allium("invariant.QuorumOutnumbersFaults")
 def test_quorum_outnumbers_faults() -> None:
-    for f in range(1, 5):
+    for f in range(0, 5):
         check_quorum_outnumbers_faults(Config(fault_budget=f))
-    with pytest.raises(InvariantViolation):
-        check_quorum_outnumbers_faults(Config(fault_budget=1, commit_quorum=1))
-    with pytest.raises(InvariantViolation):
-        check_quorum_outnumbers_faults(Config(fault_budget=1, replica_count=2))
+    check_quorum_outnumbers_faults(Config(fault_budget=1, replica_count=4, commit_quorum=3))
+    unsafe = [
+        Config(fault_budget=1, commit_quorum=1),  # one lying replica commits alone
+        Config(fault_budget=1, replica_count=2),  # fewer than 2f + 1 replicas
+        Config(fault_budget=2, replica_count=5, commit_quorum=2),  # quorum below f + 1
+        Config(fault_budget=1, replica_count=3, commit_quorum=3),  # no quorum with f lost
+        Config(fault_budget=-1, replica_count=1, commit_quorum=1),
+    ]
+    for config in unsafe:
+        with pytest.raises(InvariantViolation):
+            check_quorum_outnumbers_faults(config)
+
+
+@pytest.mark.allium("invariant.QuorumOutnumbersFaults")
+def test_the_clerk_refuses_to_start_on_an_unsafe_config() -> None:
+    """Settled decision: the arithmetic is checked at start-up, with the values named."""
+    with pytest.raises(InvariantViolation, match="commit_quorum=1"):
+        Clerk(Journal(epoch=1), clock=FakeClock(), config=Config(fault_budget=1, commit_quorum=1))
+    with pytest.raises(InvariantViolation, match="replica_count=2"):
+        Clerk(Journal(epoch=1), clock=FakeClock(), config=Config(fault_budget=1, replica_count=2))
+    started = Clerk(Journal(epoch=1), clock=FakeClock(), config=Config(fault_budget=2))
+    assert started.config.commit_quorum == 3
+    check_quorum_outnumbers_faults(started.config)  # QuorumOutnumbersFaults holds for what started
 
 
 # ---------------------------------------------------------------------------
@@ -235,7 +275,9 @@ def test_replica_fields() -> None:
     world = World(active=1)
     replica = world.replicas[0]
     names = {f.name for f in dataclasses.fields(Replica)}
-    assert names == {"replica_id", "node", "dissents", "status", "fenced_at", "recovery_started_at"}
+    assert names == {"replica_id", "node", "dissents", "recoveries", "conformance_passed", "status",
+                     "fenced_at", "recovery_started_at"}
+    assert replica.recoveries == 1 and replica.conformance_passed == RUN
     assert isinstance(replica.replica_id, str) and replica.replica_id == "node-1"
     assert isinstance(replica.node, Node)
     assert isinstance(replica.dissents, int)
@@ -314,7 +356,7 @@ def test_replica_when_presence_through_lifecycle() -> None:
     clerk.recover_replica(RESPONDER, replica)
     assert replica.fenced_at is None and replica.recovery_started_at is not None
     replica.check_when_presence()
-    clerk.pass_conformance(replica, 10000, 0)
+    world.qualify(replica)
     assert replica.fenced_at is None and replica.recovery_started_at is None
     replica.check_when_presence()
     replica.fenced_at = T0  # corrupt: active with fenced_at
@@ -905,6 +947,29 @@ def test_diverge_waits_for_every_eligible_replica() -> None:
     assert not [e for e in world.heard if isinstance(e, RoundDiverged)]
 
 
+@pytest.mark.allium("rule-failure.DivergeRound.3")
+def test_a_vote_of_a_replica_fenced_elsewhere_does_not_count_towards_divergence() -> None:
+    """The faulty replica votes in r1, is fenced in r2; one honest vote in r1 must wait for
+    the other honest replica, which then agrees, instead of diverging the round."""
+    world = World(active=3)
+    faulty, honest, other = world.replicas
+    r1 = world.open("req-1")
+    r2 = world.open("req-2")
+    world.vote(r1, faulty, delta=999)
+    world.vote(r2, faulty, delta=999)
+    world.vote(r2, honest)
+    world.vote(r2, other)
+    assert r2.status == RoundStatus.agreed and faulty.status == ReplicaStatus.fenced
+    lone = world.vote(r1, honest)
+    assert len(r1.votes) == len(world.clerk.eligible_replicas())  # the old count would diverge here
+    with pytest.raises(Rejected) as err:
+        world.clerk.diverge_round(lone)
+    assert err.value.clause == 3 and r1.status == RoundStatus.collecting
+    world.vote(r1, other)
+    assert r1.status == RoundStatus.agreed and world.submitted[-1].account_delta_minor == 500
+    assert not [e for e in world.heard if isinstance(e, RoundDiverged)]
+
+
 @pytest.mark.allium(
     "rule-failure.RetryDivergedRound.1",
     "rule-success.QuarantineRequest",
@@ -956,6 +1021,7 @@ def test_quarantine_requires_last_attempt() -> None:
 
 @pytest.mark.allium(
     "rule-success.CommitRound",
+    "rule-entity-creation.CommitRound.1",
     "transition-edge.Round.agreed.committed",
     "when-set.CommitRound.Round.agreed_digest",
     "when-set.CommitRound.Round.committed_at",
@@ -971,6 +1037,10 @@ def test_commit_round() -> None:
     assert round.status == RoundStatus.committed
     assert round.committed_at == T0 + timedelta(milliseconds=4)
     assert round.agreed_digest == digest  # stays set in committed
+    # the committed round becomes a recorded evaluation for conformance runs
+    vector = world.clerk.vectors[round_vector_id(round)]
+    assert round_vector_id(round) == "client-1/req-1#1"
+    assert vector.vector_id == round_vector_id(round) and vector.expected_digest == digest
     assert len(round.support(round.agreed_digest)) >= world.clerk.config.commit_quorum
     check_commits_have_quorum(world.clerk.rounds, world.clerk.config)
     world.clerk.check_invariants()
@@ -1073,7 +1143,7 @@ def test_redispatch_slow_round() -> None:
     round = world.open()
     assert len(world.dispatched) == 2
     # the third replica becomes active after the round was dispatched
-    world.clerk.pass_conformance(world.replicas[2], 10000, 0)
+    world.qualify(world.replicas[2])
     world.clock.advance(SECOND - timedelta(milliseconds=1))
     assert world.clerk.tick() == []  # not before the deadline
     with pytest.raises(Rejected):
@@ -1173,7 +1243,6 @@ def test_stall_requires_too_few_eligible() -> None:
     "rule-chained.ResumeStalledRounds.DispatchRound",
     "rule-success.PassConformance",
     "transition-edge.Replica.recovering.active",
-    "when-clear.PassConformance.Replica.recovery_started_at",
 )
 def test_passing_conformance_resumes_stalled_rounds() -> None:
     world = World(active=1, recovering=1)
@@ -1183,8 +1252,13 @@ def test_passing_conformance_resumes_stalled_rounds() -> None:
     assert round.stalled is True
     world.clock.advance(3 * SECOND)
     replica = world.replicas[1]
-    world.clerk.pass_conformance(replica, 10000, 0)
+    for vector in world.corpus[:-1]:
+        world.clerk.conformance_digest(replica, vector, vector.expected_digest)
+    assert replica.status == ReplicaStatus.recovering and round.stalled is True  # not yet
+    last = world.corpus[-1]
+    check = world.clerk.conformance_digest(replica, last, last.expected_digest)
     assert replica.status == ReplicaStatus.active and replica.recovery_started_at is None
+    assert replica.conformance_passed == RUN and world.clerk.return_audit[-1] == (replica, check)
     assert round.stalled is False
     assert round.deadline == world.clock.now + SECOND
     dispatches = [e for e in world.heard if isinstance(e, DispatchRound) and e.round is round]
@@ -1305,35 +1379,183 @@ def test_recover_replica_requires_fenced() -> None:
     assert replica.status == ReplicaStatus.active
 
 
-@pytest.mark.allium("rule-failure.PassConformance.1")
-def test_pass_conformance_requires_recovering() -> None:
+def recovering_world() -> tuple[World, Replica]:
+    world, replica = fenced_world()
+    world.clerk.recover_replica(RESPONDER, replica)
+    assert replica.status == ReplicaStatus.recovering and replica.recoveries == 2
+    assert replica.conformance_passed == 0  # a new recovery starts from nothing
+    return world, replica
+
+
+def check_for(world: World, replica: Replica, vector: ConformanceVector, *, matches: bool) -> ConformanceCheck:
+    """A ConformanceCheck as CheckConformance would create it, without firing its rules."""
+    digest = vector.expected_digest if matches else "wrong"
+    return ConformanceCheck(replica=replica, vector=vector, recovery=replica.recoveries, digest=digest,
+                            matches=matches, checked_at=world.clock())
+
+
+@pytest.mark.allium("rule-success.CheckConformance", "rule-entity-creation.CheckConformance.1",
+                    "entity-fields.ConformanceCheck", "entity-fields.ConformanceVector")
+def test_check_conformance_compares_the_digest_itself() -> None:
+    world, replica = recovering_world()
+    world.clock.advance(SECOND)
+    vector = world.corpus[0]
+    check = world.clerk.conformance_digest(replica, vector, vector.expected_digest)
+    names = {f.name for f in dataclasses.fields(ConformanceCheck)}
+    assert names == {"replica", "vector", "recovery", "digest", "matches", "checked_at"}
+    assert {f.name for f in dataclasses.fields(ConformanceVector)} == {"vector_id", "expected_digest"}
+    assert (check.replica, check.vector, check.recovery) == (replica, vector, 2)
+    assert (check.digest, check.matches, check.checked_at) == (vector.expected_digest, True, T0 + SECOND)
+    assert check in world.clerk.conformance_checks
+    assert world.clerk.find_check(replica, vector, 2) is check
+    assert replica.conformance_passed == 1 and replica.status == ReplicaStatus.recovering
+
+
+@pytest.mark.allium("rule-failure.CheckConformance.1")
+def test_check_conformance_requires_recovering() -> None:
+    world = World(active=1)
+    replica, vector = world.replicas[0], world.clerk.add_conformance_vector("late", "d")
+    with pytest.raises(Rejected) as err:
+        world.clerk.check_conformance(replica, vector, vector.expected_digest)
+    assert err.value.clause == 1
+    assert world.clerk.find_check(replica, vector, replica.recoveries) is None
+    assert replica.conformance_passed == RUN
+
+
+@pytest.mark.allium("rule-failure.CheckConformance.2")
+def test_check_conformance_counts_each_vector_once_per_recovery() -> None:
+    world, replica = recovering_world()
+    vector = world.corpus[0]
+    world.clerk.conformance_digest(replica, vector, vector.expected_digest)
+    for _ in range(RUN):  # the same right answer, replayed, proves nothing more
+        with pytest.raises(Rejected) as err:
+            world.clerk.conformance_digest(replica, vector, vector.expected_digest)
+        assert err.value.clause == 2
+    assert replica.conformance_passed == 1 and replica.status == ReplicaStatus.recovering
+
+
+@pytest.mark.allium("rule-success.CountConformance")
+def test_count_conformance_counts_a_match_short_of_the_run() -> None:
+    world, replica = recovering_world()
+    assert world.clerk.count_conformance(check_for(world, replica, world.corpus[0], matches=True)) is replica
+    assert replica.conformance_passed == 1 and replica.status == ReplicaStatus.recovering
+
+
+@pytest.mark.allium("rule-failure.CountConformance.1")
+def test_count_conformance_requires_a_match() -> None:
+    world, replica = recovering_world()
+    with pytest.raises(Rejected) as err:
+        world.clerk.count_conformance(check_for(world, replica, world.corpus[0], matches=False))
+    assert err.value.clause == 1 and replica.conformance_passed == 0
+
+
+@pytest.mark.allium("rule-failure.CountConformance.2")
+def test_count_conformance_requires_recovering() -> None:
     world, replica = fenced_world()
     with pytest.raises(Rejected) as err:
-        world.clerk.pass_conformance(replica, 10000, 0)
+        world.clerk.count_conformance(check_for(world, replica, world.corpus[0], matches=True))
+    assert err.value.clause == 2 and replica.conformance_passed == RUN
+
+
+@pytest.mark.allium("rule-failure.CountConformance.3")
+def test_count_conformance_leaves_the_last_match_to_pass_conformance() -> None:
+    world, replica = recovering_world()
+    replica.conformance_passed = RUN - 1
+    with pytest.raises(Rejected) as err:
+        world.clerk.count_conformance(check_for(world, replica, world.corpus[0], matches=True))
+    assert err.value.clause == 3 and replica.conformance_passed == RUN - 1
+
+
+@pytest.mark.allium("rule-failure.PassConformance.1")
+def test_pass_conformance_requires_a_match() -> None:
+    world, replica = recovering_world()
+    replica.conformance_passed = RUN - 1
+    with pytest.raises(Rejected) as err:
+        world.clerk.pass_conformance(check_for(world, replica, world.corpus[0], matches=False))
     assert err.value.clause == 1
-    assert replica.status == ReplicaStatus.fenced
+    assert replica.status == ReplicaStatus.recovering
 
 
 @pytest.mark.allium("rule-failure.PassConformance.2")
-def test_pass_conformance_requires_no_mismatch() -> None:
-    world = World(active=0, recovering=1)
-    replica = world.replicas[0]
+def test_pass_conformance_requires_recovering() -> None:
+    world, replica = fenced_world()
+    replica.conformance_passed = RUN - 1
     with pytest.raises(Rejected) as err:
-        world.clerk.pass_conformance(replica, 10000, 1)
+        world.clerk.pass_conformance(check_for(world, replica, world.corpus[0], matches=True))
     assert err.value.clause == 2
-    assert replica.status == ReplicaStatus.recovering
+    assert replica.status == ReplicaStatus.fenced
 
 
 @pytest.mark.allium("rule-failure.PassConformance.3")
 def test_pass_conformance_requires_enough_vectors() -> None:
-    world = World(active=0, recovering=1)
+    world, replica = recovering_world()
+    with pytest.raises(Rejected) as err:
+        world.clerk.pass_conformance(check_for(world, replica, world.corpus[0], matches=True))
+    assert err.value.clause == 3
+    assert replica.status == ReplicaStatus.recovering and replica.recovery_started_at is not None
+
+
+def test_a_clean_self_report_readmits_nobody() -> None:
+    """Settled decision: the replica's own report of a clean replay is not evidence."""
+    world, replica = recovering_world()
+    for vectors in (world.clerk.config.conformance_vectors, 10**9):
+        with pytest.raises(Rejected):
+            world.clerk.conformance_replayed(replica, vectors, 0)
+        with pytest.raises(Rejected):
+            ConformanceHarness(world.clerk, replica).conformance_replayed(vectors, 0)
+    assert replica.status == ReplicaStatus.recovering and not replica.is_eligible
+
+
+def test_a_full_default_conformance_run() -> None:
+    """With the default config the Clerk compares 10,000 digests before readmitting."""
+    world = World(active=0, recovering=1, config=Config())
+    replica = world.replicas[0]
+    vectors = world.corpus
+    assert len(vectors) == 10_000
+    for vector in vectors[:-1]:
+        world.clerk.conformance_digest(replica, vector, vector.expected_digest)
+    assert replica.status == ReplicaStatus.recovering and replica.conformance_passed == 9_999
+    world.clerk.conformance_digest(replica, vectors[-1], vectors[-1].expected_digest)
+    assert replica.status == ReplicaStatus.active
+
+
+@pytest.mark.allium(
+    "rule-success.FailConformanceCheck",
+    "when-set.FailConformanceCheck.Replica.fenced_at",
+    "transition-edge.Replica.recovering.fenced",
+)
+def test_one_wrong_digest_sends_the_replica_back_to_fenced() -> None:
+    world, replica = recovering_world()
+    good, bad = world.corpus[0], world.corpus[1]
+    world.clerk.conformance_digest(replica, good, good.expected_digest)
+    world.clock.advance(4 * SECOND)
+    check = world.clerk.conformance_digest(replica, bad, "not-" + bad.expected_digest)
+    assert check.matches is False
+    assert replica.status == ReplicaStatus.fenced
+    assert replica.fenced_at == T0 + 4 * SECOND and replica.recovery_started_at is None
+    assert world.clerk.fence_audit[-1] == (replica, check)
+    world.clerk.check_fencing_is_audited()
+    # a new recovery starts the count again, and the vectors count afresh
+    world.clerk.recover_replica(RESPONDER, replica)
+    assert replica.recoveries == 3 and replica.conformance_passed == 0
+    world.qualify(replica)
+
+
+@pytest.mark.allium("rule-failure.FailConformanceCheck.1")
+def test_fail_conformance_check_requires_a_mismatch() -> None:
+    world, replica = recovering_world()
+    with pytest.raises(Rejected) as err:
+        world.clerk.fail_conformance_check(check_for(world, replica, world.corpus[0], matches=True))
+    assert err.value.clause == 1 and replica.status == ReplicaStatus.recovering
+
+
+@pytest.mark.allium("rule-failure.FailConformanceCheck.2")
+def test_fail_conformance_check_requires_recovering() -> None:
+    world = World(active=1)
     replica = world.replicas[0]
     with pytest.raises(Rejected) as err:
-        world.clerk.pass_conformance(replica, 9999, 0)
-    assert err.value.clause == 3
-    assert replica.status == ReplicaStatus.recovering and replica.recovery_started_at == T0
-    with pytest.raises(Rejected):  # the trigger dispatcher reports the same
-        world.clerk.conformance_replayed(replica, 9999, 0)
+        world.clerk.fail_conformance_check(check_for(world, replica, world.corpus[0], matches=False))
+    assert err.value.clause == 2 and replica.status == ReplicaStatus.active
 
 
 @pytest.mark.allium(
@@ -1422,14 +1644,18 @@ def test_conformance_harness_faces_non_retired_replicas() -> None:
 def test_conformance_harness_exposes_and_provides() -> None:
     world, replica = fenced_world()
     harness = ConformanceHarness(world.clerk, replica)
-    assert harness.exposes() == {"status": ReplicaStatus.fenced, "dissents": 1}
+    assert harness.exposes() == {"status": ReplicaStatus.fenced, "dissents": 1, "conformance_passed": RUN}
     assert harness.provides() == frozenset()
     with pytest.raises(AccessDenied):
-        harness.conformance_replayed(10000, 0)
+        harness.conformance_replayed(10000, 1)
+    with pytest.raises(AccessDenied):
+        harness.conformance_digest(world.corpus[0], world.corpus[0].expected_digest)
     world.clerk.recover_replica(RESPONDER, replica)
-    assert harness.provides() == frozenset({"ConformanceReplayed"})
-    assert harness.conformance_replayed(10000, 0) is replica
-    assert harness.exposes() == {"status": ReplicaStatus.active, "dissents": 1}
+    assert harness.provides() == frozenset({"ConformanceDigest", "ConformanceReplayed"})
+    assert harness.exposes()["conformance_passed"] == 0
+    for vector in world.corpus:
+        assert harness.conformance_digest(vector, vector.expected_digest).matches
+    assert harness.exposes() == {"status": ReplicaStatus.active, "dissents": 1, "conformance_passed": RUN}
     assert harness.provides() == frozenset()
 
 
@@ -1520,7 +1746,7 @@ def test_invariants_hold_after_every_step() -> None:
     check_all()
     world.vote(round, world.replicas[0], delta=500)
     check_all()
-    clerk.pass_conformance(world.replicas[2], 10000, 0)
+    world.qualify(world.replicas[2])
     check_all()
     world.clock.advance(SECOND)
     steps.extend(clerk.tick())
@@ -1533,7 +1759,7 @@ def test_invariants_hold_after_every_step() -> None:
     check_all()
     clerk.recover_replica(RESPONDER, world.replicas[2])
     check_all()
-    clerk.pass_conformance(world.replicas[2], 10000, 0)
+    world.qualify(world.replicas[2])
     check_all()
     divergent = world.open("req-2")
     for i, replica in enumerate(world.replicas):
