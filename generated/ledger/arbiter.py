@@ -11,10 +11,14 @@ Layout:
 
 * ``decide_open`` .. ``decide_close``: one pure function per operation kind over
   plain integers (contract DeterministicEvaluation @guidance).
-* ``evaluate``: the contract operation ``DeterministicEvaluation.evaluate``; total,
-  never throws.
+* ``evaluate``: the contract operation ``DeterministicEvaluation.evaluate``; a
+  Decision for every well-formed input, and ``EvaluationFault`` (never a
+  rejection reason) for an unexpected internal condition (Totality).
 * ``Evaluation``: one replica's evaluation of one attempt at one request; the
-  ``evaluate_*`` rule functions decide it (pending -> decided).
+  ``evaluate_*`` rule functions decide it (pending -> decided), and
+  ``record_evaluation_fault`` marks it faulted when evaluation failed
+  (pending -> faulted). ``decide_evaluation`` is the replica's host: it runs
+  the matching rule and records a fault instead of a Decision.
 * ``check_*``: the invariants, callable from tests.
 * ``EvaluationBoundary``: the in-process surface fulfilling the contract.
 """
@@ -47,6 +51,9 @@ __all__ = [
     "DeterministicEvaluation",
     "EvaluationStatus",
     "Evaluation",
+    "EvaluationFault",
+    "EvaluationFaulted",
+    "record_evaluation_fault",
     "Config",
     "EVALUATION_TRANSITIONS",
     "check_evaluation_transition",
@@ -300,11 +307,15 @@ def _decide(
         return decide_transfer(amount_minor, account_id, counterparty_id, primary, counterparty, config)
     if op is OperationKind.close:
         return decide_close(amount_minor, primary)
-    # ASSUMPTION: an unknown kind cannot come from a decoded Envelope (kind is
-    # typed OperationKind). Totality forbids throwing, so it is rejected as a
-    # malformed request (the first, request-only reason) with no effect; every
-    # honest replica answers it identically.
-    return _reject(RejectReason.invalid_amount)
+    # An unknown kind cannot come from a decoded Envelope (kind is typed
+    # OperationKind): it is an internal condition, so a fault, not a reason.
+    raise EvaluationFault(f"no decision rule for operation kind {kind!r}")
+
+
+def _fault_cause(error: BaseException) -> str:
+    """One line naming an unexpected internal condition, for the fault record."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def evaluate(
@@ -315,10 +326,13 @@ def evaluate(
 ) -> Decision:
     """DeterministicEvaluation.evaluate: the pure decision for one envelope.
 
-    Total: returns a Decision for every input. An internal error (a bug, e.g. a
-    malformed snapshot) is turned into a rejection with no effect rather than
-    raised; a wrong answer is then surfaced by the Clerk as a dissenting digest
-    (replica fault), never as a client error. No logging here (@guidance).
+    Returns a Decision for every well-formed input (malformed amounts and
+    missing accounts are ordinary rejections). An unexpected internal
+    condition (an exception inside the decision code, a snapshot that breaks
+    its own types) raises EvaluationFault: settled decision "What does a
+    replica answer when evaluation itself fails?". Every honest replica runs
+    this code, so answering a bug with a rejection reason would make them all
+    agree on an answer the input did not earn. No logging here (@guidance).
     """
     try:
         return _decide(
@@ -330,11 +344,10 @@ def evaluate(
             counterparty,
             config,
         )
-    except Exception:  # noqa: BLE001 - Totality: evaluate never throws
-        # ASSUMPTION: the spec names no reason for an internal fault; the
-        # first request-level reason is used so the answer is still a legal,
-        # effect-free Decision.
-        return _reject(RejectReason.invalid_amount)
+    except EvaluationFault:
+        raise
+    except Exception as error:  # noqa: BLE001 - every unexpected condition becomes a fault
+        raise EvaluationFault(_fault_cause(error)) from error
 
 
 @dataclass(frozen=True)
@@ -354,20 +367,44 @@ class Arbiter:
 
 
 class EvaluationStatus(str, enum.Enum):
-    """Evaluation.status: pending | decided."""
+    """Evaluation.status: pending | decided | faulted."""
 
     pending = "pending"
     decided = "decided"
+    faulted = "faulted"
 
 
-#: transitions status { pending -> decided; terminal: decided }.
+#: transitions status { pending -> decided; pending -> faulted; terminal: decided, faulted }.
 EVALUATION_TRANSITIONS: Mapping[EvaluationStatus, frozenset[EvaluationStatus]] = {
-    EvaluationStatus.pending: frozenset({EvaluationStatus.decided}),
+    EvaluationStatus.pending: frozenset({EvaluationStatus.decided, EvaluationStatus.faulted}),
     EvaluationStatus.decided: frozenset(),
+    EvaluationStatus.faulted: frozenset(),
 }
 
 #: Terminal states of Evaluation.status.
-EVALUATION_TERMINAL: frozenset[EvaluationStatus] = frozenset({EvaluationStatus.decided})
+EVALUATION_TERMINAL: frozenset[EvaluationStatus] = frozenset(
+    {EvaluationStatus.decided, EvaluationStatus.faulted}
+)
+
+
+class EvaluationFault(Exception):
+    """evaluate could not decide: an unexpected internal condition (contract Totality).
+
+    Not a ``Rejected``: it is a fault of the replica's code or inputs, never a
+    client-facing answer. ``cause`` is one line naming what went wrong.
+    """
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class EvaluationFaulted:
+    """trigger EvaluationFaulted(evaluation, cause), provided by EvaluationBoundary."""
+
+    evaluation: Evaluation
+    cause: str
 
 
 def check_evaluation_transition(current: EvaluationStatus, target: EvaluationStatus) -> None:
@@ -394,8 +431,9 @@ class Evaluation:
 
     The snapshot fields are the read set the Registrar produced, copied in so
     that nothing a replica writes is shared with another replica. The decided
-    fields (verdict, reason, deltas) are None while pending
-    (``when status = decided``). Status only moves pending -> decided.
+    fields (verdict, reason, deltas) are None unless decided
+    (``when status = decided``); ``fault`` is set exactly when faulted.
+    Status only moves pending -> decided or pending -> faulted.
     """
 
     request: Request
@@ -414,6 +452,7 @@ class Evaluation:
     reason: RejectReason | None = None
     account_delta_minor: int | None = None
     counterparty_delta_minor: int | None = None
+    fault: str | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Guard the status lifecycle on every assignment after construction:
@@ -465,6 +504,11 @@ class Evaluation:
     def is_decided(self) -> bool:
         """status = decided."""
         return self.status == EvaluationStatus.decided
+
+    @property
+    def is_faulted(self) -> bool:
+        """status = faulted."""
+        return self.status == EvaluationStatus.faulted
 
     @property
     def decision(self) -> Decision | None:
@@ -593,17 +637,45 @@ _RULES: Mapping[OperationKind, Callable[[Evaluation, Config], Decision]] = {
 }
 
 
+@implements("RecordEvaluationFault")
+def record_evaluation_fault(evaluation: Evaluation, cause: str) -> Evaluation:
+    """rule RecordEvaluationFault: when EvaluationFaulted(evaluation, cause), a pending
+    evaluation becomes faulted with its cause; it has no Decision (so no vote
+    for a decision, only the Clerk's fault vote)."""
+    if evaluation.status != EvaluationStatus.pending:
+        raise Rejected(
+            "RecordEvaluationFault", 1,
+            f"evaluation is {EvaluationStatus(evaluation.status).value}, not pending",
+        )
+    # Field before status, as in _settle: an observer of `status becomes
+    # faulted` (the Clerk's CastFaultVote) sees the cause.
+    evaluation.fault = cause
+    evaluation.status = EvaluationStatus.faulted
+    return evaluation
+
+
 def decide_evaluation(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -> Decision:
-    """React to ``Evaluation.created``: run the one Evaluate rule matching the kind.
+    """The replica's host on ``Evaluation.created``: run the Evaluate rule matching the kind.
 
     Raises Rejected (changing nothing) when the evaluation is not pending or
-    its kind is unknown.
+    its kind is unknown. If the decision code fails, the evaluation is
+    recorded as faulted (EvaluationFaulted -> RecordEvaluationFault) and the
+    EvaluationFault is raised to the caller: there is no Decision to return.
     """
     op = _kind_of(evaluation.request.kind)
     rule = _RULES.get(op) if op is not None else None
     if rule is None:
         raise Rejected("Evaluate", 2, f"no Evaluate rule for kind {evaluation.request.kind!r}")
-    return rule(evaluation, config)
+    if evaluation.status != EvaluationStatus.pending:
+        return rule(evaluation, config)  # raises the rule's own Rejected, changing nothing
+    try:
+        return rule(evaluation, config)
+    except Rejected:
+        raise
+    except Exception as error:  # noqa: BLE001 - the host turns any failure into a fault record
+        fault = error if isinstance(error, EvaluationFault) else EvaluationFault(_fault_cause(error))
+        record_evaluation_fault(evaluation, fault.cause)
+        raise fault from error
 
 
 def replay(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -> Decision:
@@ -681,8 +753,14 @@ def check_decided_fields_presence(evaluation: Evaluation) -> None:
         _violation(
             all(getattr(e, name) is None for name in DECIDED_FIELDS),
             "Evaluation.when",
-            "pending evaluation carries a decided field",
+            f"{EvaluationStatus(e.status).value} evaluation carries a decided field",
         )
+    # `fault: String when status = faulted`.
+    _violation(
+        (e.fault is not None) == (e.status == EvaluationStatus.faulted),
+        "Evaluation.when",
+        f"fault {'absent' if e.fault is None else 'present'} on a {EvaluationStatus(e.status).value} evaluation",
+    )
 
 
 def check_evaluation(evaluation: Evaluation) -> None:
@@ -740,6 +818,8 @@ class EvaluationBoundary:
     run on each replica (@guidance), callable by the replica's own code only.
     Guarantee NoHiddenInputs: a Decision depends only on the Envelope and the
     two snapshots, so ``evaluate`` here equals ``replay`` of an Evaluation.
+    Provides EvaluationFaulted: the replica's host reports a failed evaluation
+    through ``fault``.
     """
 
     config: Config = DEFAULT_CONFIG
@@ -753,3 +833,11 @@ class EvaluationBoundary:
     ) -> Decision:
         """DeterministicEvaluation.evaluate, as fulfilled by this surface."""
         return evaluate(envelope, primary, counterparty, self.config)
+
+    #: provides: EvaluationFaulted(evaluation, cause).
+    provides: tuple[str, ...] = field(default=("EvaluationFaulted",), init=False)
+
+    def fault(self, evaluation: Evaluation, cause: str) -> EvaluationFaulted:
+        """EvaluationFaulted(evaluation, cause): record the failed evaluation (RecordEvaluationFault)."""
+        record_evaluation_fault(evaluation, cause)
+        return EvaluationFaulted(evaluation=evaluation, cause=cause)

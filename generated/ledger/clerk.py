@@ -15,7 +15,10 @@ Three settled decisions shape the safety of this module:
   votes of replicas fenced since they voted are not counted (DivergeRound);
 * a fenced replica returns to service only on conformance digests the Clerk
   compares itself against recorded ones (CheckConformance, PassConformance);
-  its own report of a clean replay readmits nothing.
+  its own report of a clean replay readmits nothing;
+* a replica whose evaluation faulted casts a fault vote (``fault_digest``),
+  which is never proposed: a lone fault is a dissent, f + 1 faults diverge
+  the attempt (FaultRound) towards retry and quarantine.
 
 Coupling to other units is deliberately thin: statuses of dependency
 entities are compared by their spec value (``"ready"``, ``"decided"``...),
@@ -72,6 +75,7 @@ __all__ = [
     "decision_digest",
     "decision_digest_of",
     "quarantine_digest",
+    "fault_digest",
     "round_vector_id",
     "is_replica_host",
     "is_replica_responder",
@@ -373,6 +377,7 @@ class Incident:
 
 _DECISION_TAG = b"ledger.clerk.decision.v1\x00"
 _QUARANTINE_TAG = b"ledger.clerk.quarantine.v1\x00"
+_FAULT_TAG = b"ledger.clerk.fault.v1\x00"
 
 
 def _enc_str(text: str) -> bytes:
@@ -445,6 +450,18 @@ def _vote_digest(vote: Vote) -> str:
         vote.account_delta_minor,
         vote.counterparty_delta_minor,
     )
+
+
+def fault_digest(request: Any, attempt: int) -> str:
+    """fault_digest(request, attempt): the vote of a replica whose evaluation faulted.
+
+    Its own domain tag keeps it apart from every decision_digest, so a fault
+    vote never joins a quorum for a decision; the key and attempt make it
+    specific to one round, like a decision digest.
+    """
+    client_id, request_id = _key(request)
+    payload = b"".join((_FAULT_TAG, _enc_str(client_id), _enc_str(request_id), _enc_int(attempt)))
+    return hashlib.sha256(payload).hexdigest()
 
 
 def round_vector_id(round: Round) -> str:
@@ -773,14 +790,48 @@ class Clerk:
         self._vote_created(vote)
         return vote
 
+    @implements("CastFaultVote")
+    def cast_fault_vote(self, evaluation: Evaluation) -> Vote:
+        """rule CastFaultVote: a faulted Evaluation becomes a fault vote.
+
+        Verdict and deltas are placeholders nobody reads: a fault vote is
+        never proposed (ReachAgreement refuses the fault digest).
+        """
+        if _state(evaluation.status) != "faulted":
+            raise Rejected("CastFaultVote", 1, "evaluation is not faulted")
+        round = self.find_round(evaluation.request, evaluation.attempt)
+        if round is None:
+            raise Rejected("CastFaultVote", 2, "no round for this attempt")
+        replica = self.find_replica(evaluation.replica_id)
+        if replica is None:
+            raise Rejected("CastFaultVote", 3, f"unknown replica {evaluation.replica_id}")
+        if any(v.replica is replica for v in round.votes):
+            raise Rejected("CastFaultVote", 4, f"{replica.replica_id} already voted")
+        vote = Vote(
+            round=round,
+            replica=replica,
+            digest=fault_digest(round.request, round.attempt),
+            verdict=Verdict.rejected,
+            reason=None,
+            account_delta_minor=0,
+            counterparty_delta_minor=0,
+            cast_at=self.clock(),
+        )
+        round.votes.append(vote)
+        self.votes.append(vote)
+        self._vote_created(vote)
+        return vote
+
     def _vote_created(self, vote: Vote) -> None:
-        """Vote.created triggers FlagLateDissent, ReachAgreement and DivergeRound.
+        """Vote.created triggers FlagLateDissent, ReachAgreement, FaultRound and DivergeRound.
 
         FlagLateDissent runs first so it sees the round as it was when the
-        vote arrived; the other two are mutually exclusive by support count.
+        vote arrived; the other three are mutually exclusive (by the fault
+        digest and by support count).
         """
         self._attempt(self.flag_late_dissent, vote)
         self._attempt(self.reach_agreement, vote)
+        self._attempt(self.fault_round, vote)
         self._attempt(self.diverge_round, vote)
 
     @implements("ReachAgreement")
@@ -789,14 +840,16 @@ class Clerk:
         round = vote.round
         if round.status != RoundStatus.collecting:
             raise Rejected("ReachAgreement", 1, f"round is {round.status.value}")
+        if vote.digest == fault_digest(round.request, round.attempt):
+            raise Rejected("ReachAgreement", 2, "a fault vote is never proposed")
         if vote.replica.status != ReplicaStatus.active:
-            raise Rejected("ReachAgreement", 2, f"replica is {vote.replica.status.value}")
+            raise Rejected("ReachAgreement", 3, f"replica is {vote.replica.status.value}")
         support = round.support(vote.digest)
         if len(support) < self.config.commit_quorum:
-            raise Rejected("ReachAgreement", 3, f"support {len(support)} < quorum {self.config.commit_quorum}")
+            raise Rejected("ReachAgreement", 4, f"support {len(support)} < quorum {self.config.commit_quorum}")
         read = round.read_set
         if _state(read.status) != "ready":
-            raise Rejected("ReachAgreement", 4, "read set is not ready")
+            raise Rejected("ReachAgreement", 5, "read set is not ready")
         # @guidance: propose only a payload whose recomputed digest equals the
         # agreed digest; if the triggering vote's payload does not verify,
         # take it from another member of the quorum.
@@ -822,6 +875,27 @@ class Clerk:
         for other in dissenters:
             self._emit(DissentDetected(vote=other))
         return proposal
+
+    @implements("FaultRound")
+    def fault_round(self, vote: Vote) -> RoundDiverged:
+        """rule FaultRound: f + 1 replicas failed to evaluate this attempt.
+
+        At least one of them is correct, so it is a bug for this input: the
+        attempt diverges (RetryDivergedRound, then QuarantineRequest with an
+        incident) and never commits.
+        """
+        round = vote.round
+        if round.status != RoundStatus.collecting:
+            raise Rejected("FaultRound", 1, f"round is {round.status.value}")
+        if vote.digest != fault_digest(round.request, round.attempt):
+            raise Rejected("FaultRound", 2, "not a fault vote")
+        support = round.support(vote.digest)
+        if len(support) < self.config.commit_quorum:
+            raise Rejected("FaultRound", 3, f"{len(support)} fault votes < quorum {self.config.commit_quorum}")
+        round.transition_to(RoundStatus.diverged)
+        event = RoundDiverged(round=round)
+        self._emit(event)
+        return event
 
     @implements("DivergeRound")
     def diverge_round(self, vote: Vote) -> RoundDiverged:
@@ -1192,6 +1266,10 @@ class Clerk:
     def on_evaluation_decided(self, evaluation: Evaluation) -> Vote | None:
         """arbiter/Evaluation.status becomes decided -> CastVote."""
         return self._attempt(self.cast_vote, evaluation)
+
+    def on_evaluation_faulted(self, evaluation: Evaluation) -> Vote | None:
+        """arbiter/Evaluation.status becomes faulted -> CastFaultVote."""
+        return self._attempt(self.cast_fault_vote, evaluation)
 
     def on_proposal_status(self, proposal: Proposal) -> Round | None:
         """ledger/Proposal status change -> CommitRound or SupersedeRefused."""

@@ -16,6 +16,8 @@ from ledger.arbiter import (
     DeterministicEvaluation,
     Evaluation,
     EvaluationBoundary,
+    EvaluationFault,
+    EvaluationFaulted,
     EvaluationStatus,
     check_decided_acceptances_keep_balances_legal,
     check_decided_rejections_move_nothing,
@@ -30,6 +32,7 @@ from ledger.arbiter import (
     evaluate_open,
     evaluate_transfer,
     evaluate_withdrawal,
+    record_evaluation_fault,
     replay,
 )
 from ledger.core import (
@@ -192,25 +195,34 @@ def test_contract_signature_and_determinism() -> None:
 
 
 @pytest.mark.allium("contract-signature.DeterministicEvaluation.evaluate")
-def test_contract_totality_never_throws() -> None:
-    bad_inputs = [
+def test_contract_totality_decides_every_well_formed_input() -> None:
+    malformed_amounts = [
         envelope(OperationKind.deposit, "12"),  # type: ignore[arg-type]
         envelope(OperationKind.deposit, True),  # type: ignore[arg-type]
         envelope(OperationKind.withdraw, -1),
         envelope(OperationKind.transfer, 10**30, counterparty="x"),
         envelope(OperationKind.close, 3),
-        dataclasses.replace(envelope(OperationKind.open), kind="bogus"),  # type: ignore[arg-type]
     ]
-    for env in bad_inputs:
+    for env in malformed_amounts:
         d = evaluate(env, ABSENT, ABSENT)
         assert d.verdict == Verdict.rejected
         assert d.reason == RejectReason.invalid_amount
         assert (d.account_delta_minor, d.counterparty_delta_minor) == (0, 0)
-    # A malformed snapshot (internal fault) still yields a Decision.
+
+
+@pytest.mark.allium("contract-signature.DeterministicEvaluation.evaluate")
+def test_contract_totality_surfaces_internal_conditions_as_faults() -> None:
+    """Settled decision: a bug is a fault, never a rejection reason the input did not earn."""
     broken = AccountSnapshot(present=True, status=ACTIVE, balance_minor=None, version=1)  # type: ignore[arg-type]
-    d = evaluate(envelope(OperationKind.deposit, 5), broken, ABSENT)
-    assert isinstance(d, Decision)
-    assert d.verdict == Verdict.rejected
+    for kind in (OperationKind.deposit, OperationKind.withdraw):
+        with pytest.raises(EvaluationFault) as info:
+            evaluate(envelope(kind, 5), broken, ABSENT)
+        assert not isinstance(info.value, Rejected)
+        assert info.value.cause.startswith("TypeError") and "\n" not in info.value.cause
+    with pytest.raises(EvaluationFault, match="bogus"):
+        evaluate(dataclasses.replace(envelope(OperationKind.open), kind="bogus"), ABSENT, ABSENT)  # type: ignore[arg-type]
+    # A snapshot whose corrupt field the decision never reads is decided as usual.
+    assert evaluate(envelope(OperationKind.deposit, 5), ABSENT, broken).reason == RejectReason.account_missing
 
 
 @pytest.mark.allium("contract-signature.DeterministicEvaluation.evaluate")
@@ -275,7 +287,8 @@ def test_evaluation_fields() -> None:
     }
     for name, tp in expected.items():
         assert hints[name] == tp, name
-    assert {m.value for m in EvaluationStatus} == {"pending", "decided"}
+    assert hints["fault"] == str | None
+    assert {m.value for m in EvaluationStatus} == {"pending", "decided", "faulted"}
     e = evaluation(OperationKind.deposit, 5, primary=snap(1, version=2))
     assert e.request.kind == OperationKind.deposit
     assert (e.attempt, e.replica_id) == (1, "replica-a")
@@ -385,6 +398,20 @@ def test_undeclared_transitions_rejected() -> None:
     with pytest.raises(TransitionRejected):
         e.status = EvaluationStatus.pending
     assert e.status == EvaluationStatus.decided
+
+
+@pytest.mark.allium("transition-terminal.Evaluation.status", "transition-rejected.Evaluation.status")
+def test_faulted_is_terminal() -> None:
+    e = evaluation(OperationKind.deposit, 5, primary=snap(0))
+    record_evaluation_fault(e, "TypeError: boom")
+    for target in EvaluationStatus:
+        with pytest.raises(TransitionRejected):
+            check_evaluation_transition(EvaluationStatus.faulted, target)
+    with pytest.raises(TransitionRejected):
+        e.status = EvaluationStatus.decided
+    with pytest.raises(Rejected):
+        evaluate_deposit(e)  # a faulted evaluation is never decided after the fact
+    assert e.status == EvaluationStatus.faulted and e.decision is None
 
 
 @pytest.mark.allium("transition-terminal.Evaluation.status")
@@ -846,3 +873,72 @@ def test_surface_exposes_snapshot_and_decision() -> None:
     e = evaluation(OperationKind.close, primary=primary)
     evaluate_close(e)
     assert boundary.evaluate(e.envelope, e.primary, e.counterparty) == e.decision
+
+
+# Evaluation faults (RecordEvaluationFault) ---------------------------------------------------
+
+
+BROKEN = AccountSnapshot(present=True, status=ACTIVE, balance_minor=None, version=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.allium(
+    "rule-success.RecordEvaluationFault",
+    "transition-edge.Evaluation.pending.faulted",
+    "when-set.RecordEvaluationFault.Evaluation.fault",
+    "when-presence.Evaluation.fault",
+)
+def test_a_failing_evaluation_is_recorded_as_faulted_not_decided() -> None:
+    e = evaluation(OperationKind.withdraw, 5, primary=BROKEN)
+    assert e.fault is None and e.status == EvaluationStatus.pending
+    check_evaluation(e)
+    with pytest.raises(EvaluationFault) as info:
+        decide_evaluation(e)
+    assert e.status == EvaluationStatus.faulted and e.is_faulted and not e.is_decided
+    assert e.fault == info.value.cause and e.fault.startswith("TypeError")
+    assert e.verdict is None and e.reason is None and e.decision is None
+    check_evaluation(e)  # fault present exactly when faulted; no decided field
+    e.fault = None
+    with pytest.raises(InvariantViolation):
+        check_evaluation(e)
+
+
+@pytest.mark.allium("rule-failure.RecordEvaluationFault.1")
+def test_record_evaluation_fault_requires_pending() -> None:
+    e = evaluation(OperationKind.deposit, 5, primary=snap(0))
+    decision = evaluate_deposit(e)
+    with pytest.raises(Rejected) as info:
+        record_evaluation_fault(e, "late")
+    assert (info.value.rule, info.value.clause) == ("RecordEvaluationFault", 1)
+    assert e.status == EvaluationStatus.decided and e.fault is None and e.decision == decision
+
+
+def test_decide_evaluation_rejects_a_non_pending_evaluation_without_recording_a_fault() -> None:
+    e = evaluation(OperationKind.deposit, 5, primary=snap(0))
+    evaluate_deposit(e)
+    with pytest.raises(Rejected):
+        decide_evaluation(e)
+    assert e.status == EvaluationStatus.decided and e.fault is None
+
+
+def test_every_honest_replica_faults_alike_and_none_decides() -> None:
+    """The bug is deterministic: all replicas fault with the same cause; no Decision exists to agree on."""
+    replicas = [evaluation(OperationKind.transfer, 5, primary=BROKEN, counter=snap(0), counterparty="b",
+                           replica=f"replica-{i}") for i in range(3)]
+    causes = set()
+    for e in replicas:
+        with pytest.raises(EvaluationFault):
+            decide_evaluation(e)
+        causes.add(e.fault)
+    assert len(causes) == 1 and all(e.decision is None for e in replicas)
+
+
+@pytest.mark.allium("surface-provides.EvaluationBoundary", "surface-actor.EvaluationBoundary")
+def test_surface_provides_evaluation_faulted() -> None:
+    boundary = EvaluationBoundary()
+    assert boundary.facing is None and boundary.provides == ("EvaluationFaulted",)
+    e = evaluation(OperationKind.withdraw, 5, primary=BROKEN)
+    with pytest.raises(EvaluationFault) as info:
+        boundary.evaluate(e.envelope, e.primary, e.counterparty)
+    event = boundary.fault(e, info.value.cause)
+    assert event == EvaluationFaulted(evaluation=e, cause=info.value.cause)
+    assert e.status == EvaluationStatus.faulted and e.fault == info.value.cause

@@ -39,6 +39,7 @@ from ledger.clerk import (
     is_replica_host,
     is_replica_responder,
     quarantine_digest,
+    fault_digest,
     round_vector_id,
 )
 from ledger.cluster import Node, NodeStatus
@@ -703,7 +704,7 @@ def test_reach_agreement_requires_collecting() -> None:
     assert len(world.submitted) == 1
 
 
-@pytest.mark.allium("rule-failure.ReachAgreement.2")
+@pytest.mark.allium("rule-failure.ReachAgreement.3")
 def test_reach_agreement_requires_active_voter() -> None:
     world = World(active=3)
     round = world.open()
@@ -717,21 +718,21 @@ def test_reach_agreement_requires_active_voter() -> None:
     assert round.status == RoundStatus.collecting and world.submitted == []
     with pytest.raises(Rejected) as err:
         world.clerk.reach_agreement(late)
-    assert err.value.clause == 2
+    assert err.value.clause == 3
 
 
-@pytest.mark.allium("rule-failure.ReachAgreement.3")
+@pytest.mark.allium("rule-failure.ReachAgreement.4")
 def test_reach_agreement_requires_quorum_support() -> None:
     world = World(active=3)
     round = world.open()
     first = world.vote(round, world.replicas[0])
     with pytest.raises(Rejected) as err:
         world.clerk.reach_agreement(first)
-    assert err.value.clause == 3
+    assert err.value.clause == 4
     assert round.status == RoundStatus.collecting and round.agreed_digest is None
 
 
-@pytest.mark.allium("rule-failure.ReachAgreement.4")
+@pytest.mark.allium("rule-failure.ReachAgreement.5")
 def test_reach_agreement_requires_ready_read_set() -> None:
     world = World(active=3)
     round = world.open()
@@ -741,7 +742,7 @@ def test_reach_agreement_requires_ready_read_set() -> None:
     assert round.status == RoundStatus.collecting and world.submitted == []
     with pytest.raises(Rejected) as err:
         world.clerk.reach_agreement(second)
-    assert err.value.clause == 4
+    assert err.value.clause == 5
 
 
 def test_reach_agreement_never_proposes_an_unverified_payload() -> None:
@@ -1800,3 +1801,154 @@ def test_round_with_real_arbiter_replicas_agrees() -> None:
     clerk.on_proposal_status(commit(proposal, world.clock.now))
     assert round.status == RoundStatus.committed
     clerk.check_invariants()
+
+
+# ---------------------------------------------------------------------------
+# Evaluation faults: CastFaultVote, FaultRound
+# ---------------------------------------------------------------------------
+
+
+def fault(evaluation: Any, cause: str = "TypeError: boom") -> Any:
+    """Play the replica's host: the Arbiter signalled EvaluationFault (RecordEvaluationFault)."""
+    status = evaluation.status
+    evaluation.fault = cause
+    evaluation.status = type(status)("faulted") if isinstance(status, enum.Enum) else "faulted"
+    return evaluation
+
+
+def fault_vote(world: World, round: Round, replica: Replica) -> Vote:
+    return world.clerk.cast_fault_vote(fault(world.evaluation_of(round, replica)))
+
+
+@pytest.mark.allium("rule-success.CastFaultVote", "rule-entity-creation.CastFaultVote.1")
+def test_a_faulted_evaluation_casts_a_fault_vote() -> None:
+    world = World(active=3)
+    round = world.open()
+    world.clock.advance(SECOND)
+    vote = world.clerk.on_evaluation_faulted(fault(world.evaluation_of(round, world.replicas[0])))
+    assert vote is not None and vote in round.votes and vote in world.clerk.votes
+    assert vote.round is round and vote.replica is world.replicas[0] and vote.cast_at == T0 + SECOND
+    assert vote.digest == fault_digest(round.request, round.attempt)
+    assert vote.digest != decision_digest_of("client-1", "req-1", 1, Verdict.rejected, None, 0, 0)
+    assert (vote.verdict, vote.reason, vote.account_delta_minor, vote.counterparty_delta_minor) == (
+        Verdict.rejected, None, 0, 0)
+    assert fault_digest(round.request, 2) != vote.digest  # specific to the attempt
+    assert round.status == RoundStatus.collecting and world.submitted == []
+
+
+@pytest.mark.allium("rule-failure.CastFaultVote.1")
+def test_cast_fault_vote_requires_a_faulted_evaluation() -> None:
+    world = World(active=3)
+    round = world.open()
+    with pytest.raises(Rejected) as err:
+        world.clerk.cast_fault_vote(world.evaluation_of(round, world.replicas[0]))
+    assert err.value.clause == 1 and round.votes == []
+
+
+@pytest.mark.allium("rule-failure.CastFaultVote.2")
+def test_cast_fault_vote_requires_a_round() -> None:
+    world = World(active=3)
+    round = world.open()
+    evaluation = fault(world.evaluation_of(round, world.replicas[0]))
+    evaluation.attempt = 9
+    with pytest.raises(Rejected) as err:
+        world.clerk.cast_fault_vote(evaluation)
+    assert err.value.clause == 2 and round.votes == []
+
+
+@pytest.mark.allium("rule-failure.CastFaultVote.3")
+def test_cast_fault_vote_requires_a_known_replica() -> None:
+    world = World(active=3)
+    round = world.open()
+    evaluation = fault(world.evaluation_of(round, world.replicas[0]))
+    evaluation.replica_id = "stranger"
+    with pytest.raises(Rejected) as err:
+        world.clerk.cast_fault_vote(evaluation)
+    assert err.value.clause == 3 and round.votes == []
+
+
+@pytest.mark.allium("rule-failure.CastFaultVote.4")
+def test_cast_fault_vote_once_per_replica() -> None:
+    world = World(active=3)
+    round = world.open()
+    evaluation = fault(world.evaluation_of(round, world.replicas[0]))
+    world.clerk.cast_fault_vote(evaluation)
+    with pytest.raises(Rejected) as err:
+        world.clerk.cast_fault_vote(evaluation)
+    assert err.value.clause == 4 and len(round.votes) == 1
+
+
+@pytest.mark.allium("rule-failure.ReachAgreement.2")
+def test_a_fault_vote_is_never_proposed() -> None:
+    world = World(active=3)
+    round = world.open()
+    first = fault_vote(world, round, world.replicas[0])
+    assert round.status == RoundStatus.collecting
+    with pytest.raises(Rejected) as err:
+        world.clerk.reach_agreement(first)
+    assert err.value.clause == 2  # refused before support is even counted
+    fault_vote(world, round, world.replicas[1])
+    assert round.status == RoundStatus.diverged  # a quorum of faults diverges (FaultRound)...
+    assert world.submitted == []  # ...and is never proposed
+
+
+@pytest.mark.allium(
+    "rule-success.FaultRound",
+    "rule-chained.FaultRound.RoundDiverged",
+    "transition-edge.Round.collecting.diverged",
+)
+def test_f_plus_one_faults_diverge_the_attempt_and_end_in_quarantine() -> None:
+    """A deterministic bug: every honest replica faults on every attempt. The answer is a
+    quarantine with an incident, never a rejection reason the input did not earn."""
+    world = World(active=3)
+    current = world.open()
+    for attempt in (1, 2, 3):
+        assert current.attempt == attempt
+        fault_vote(world, current, world.replicas[0])
+        fault_vote(world, current, world.replicas[1])
+        assert current.status == RoundStatus.diverged
+        assert any(isinstance(e, RoundDiverged) and e.round is current for e in world.heard)
+        if attempt < 3:
+            current = world.clerk.find_round(current.request, attempt + 1)
+            assert current is not None
+    [proposal] = world.submitted
+    assert proposal.reason == RejectReason.quarantined and proposal.verdict == Verdict.rejected
+    assert world.clerk.incidents[-1].round is current
+    assert all(r.status == ReplicaStatus.active for r in world.replicas)  # a bug is not a bad node
+    world.clerk.check_invariants()
+
+
+@pytest.mark.allium("rule-failure.FaultRound.1")
+def test_fault_round_requires_collecting() -> None:
+    world = World(active=3)
+    round, _ = agreed_round(world)
+    late = fault_vote(world, round, world.replicas[2])
+    with pytest.raises(Rejected) as err:
+        world.clerk.fault_round(late)
+    assert err.value.clause == 1 and round.status == RoundStatus.agreed
+
+
+@pytest.mark.allium("rule-failure.FaultRound.2")
+def test_fault_round_requires_a_fault_vote() -> None:
+    world = World(active=3)
+    round = world.open()
+    vote = world.vote(round, world.replicas[0])
+    with pytest.raises(Rejected) as err:
+        world.clerk.fault_round(vote)
+    assert err.value.clause == 2 and round.status == RoundStatus.collecting
+
+
+@pytest.mark.allium("rule-failure.FaultRound.3")
+def test_one_fault_is_a_dissent_not_a_diverged_round() -> None:
+    """A fault only one replica hits is a bad node: the others agree and it is fenced."""
+    world = World(active=3)
+    round = world.open()
+    lone = fault_vote(world, round, world.replicas[0])
+    with pytest.raises(Rejected) as err:
+        world.clerk.fault_round(lone)
+    assert err.value.clause == 3 and round.status == RoundStatus.collecting
+    world.vote(round, world.replicas[1])
+    world.vote(round, world.replicas[2])
+    assert round.status == RoundStatus.agreed and world.submitted[-1].account_delta_minor == 500
+    assert world.replicas[0].status == ReplicaStatus.fenced
+    world.clerk.check_fencing_is_audited()
