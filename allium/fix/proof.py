@@ -50,9 +50,16 @@ def current_tree(root: Path) -> dict[str, bytes]:
 
 def run_proof(root: Path, evidence: Evidence, side: str, tree: Mapping[str, bytes] | None = None,
               timeout: float = 600.0) -> ProofResult:
-    """Run the evidence's tests on one side (`before`, `after`, or a given tree)."""
+    """Run the evidence's tests on one side (`before`, `after`, or a given tree).
+
+    With a given tree (today's generated/), the named tests outside it are
+    today's too where they still exist: a later fix may have taught them a new
+    API (signed votes, say), and "the fix still holds" means today's tests
+    pass on today's code. The stored copies prove red and green as recorded."""
     files = dict(tree) if tree is not None else tree_for(root, evidence, side)
     extra = {p: get_blob(root, h) for p, h in evidence.test_files.items()}
+    if tree is not None:
+        extra = {p: (root / p).read_bytes() if (root / p).is_file() else data for p, data in extra.items()}
     return run_tests(files, extra, evidence.tests, side, timeout)
 
 

@@ -16,6 +16,11 @@ Three settled decisions shape the safety of this module:
 * a fenced replica returns to service only on conformance digests the Clerk
   compares itself against recorded ones (CheckConformance, PassConformance);
   its own report of a clean replay readmits nothing;
+* votes are signed by the replicas, not by the Clerk: each Vote carries the
+  digest of the read set the replica evaluated and the replica's signature
+  (an injected ``signer`` stands for the replica's own node and key), and
+  ReachAgreement relays the quorum's signed votes to the Ledger as
+  ``ledger/Endorsement``s, which the commit verifies itself;
 * a replica whose evaluation faulted casts a fault vote (``fault_digest``),
   which is never proposed: a lone fault is a dissent, f + 1 faults diverge
   the attempt (FaultRound) towards retry and quarantine.
@@ -45,7 +50,7 @@ from ledger.core import (
     TransitionRejected,
     Verdict,
 )
-from ledger.ledger import Proposal
+from ledger.ledger import Endorsement, Proposal, read_set_digest, vote_statement
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from ledger.cluster import Node
@@ -74,6 +79,8 @@ __all__ = [
     "RoundInspection",
     "decision_digest",
     "decision_digest_of",
+    "evaluated_read_digest",
+    "vote_statement_of",
     "quarantine_digest",
     "fault_digest",
     "round_vector_id",
@@ -289,6 +296,10 @@ class Vote:
     account_delta_minor: int
     counterparty_delta_minor: int
     cast_at: datetime
+    # Signed by the replica, not the Clerk (CastVote): the read set it
+    # evaluated, and its signature over that and its Decision.
+    read_set_digest: str = ""
+    signature: str = ""
 
 
 @dataclass(eq=False, kw_only=True)
@@ -439,6 +450,26 @@ def decision_digest(evaluation: Any) -> str:
     )
 
 
+def evaluated_read_digest(evaluation: Any) -> str:
+    """evaluated_read_digest(evaluation): ledger's read_set_digest over the snapshot the
+    replica evaluated (so it equals the Ledger's digest of its rows when the read set is right)."""
+    return read_set_digest(
+        evaluation.primary_present, evaluation.primary_status, evaluation.primary_balance_minor,
+        evaluation.primary_version, evaluation.counter_present, evaluation.counter_status,
+        evaluation.counter_balance_minor, evaluation.counter_version,
+    )
+
+
+def vote_statement_of(evaluation: Any, read_digest: str) -> bytes:
+    """What a replica signs for its vote: ledger's vote_statement over the request key,
+    attempt, read-set digest and its Decision."""
+    return vote_statement(
+        evaluation.request.client_id, evaluation.request.request_id, evaluation.attempt, read_digest,
+        evaluation.verdict, evaluation.reason, evaluation.account_delta_minor,
+        evaluation.counterparty_delta_minor,
+    )
+
+
 def _vote_digest(vote: Vote) -> str:
     """Recompute the digest of the payload a vote carries (never trust the claim)."""
     return decision_digest_of(
@@ -583,6 +614,8 @@ class Clerk:
         config: Config | None = None,
         on_evaluation: Callable[[Evaluation], None] | None = None,
         on_proposal: Callable[[Proposal], None] | None = None,
+        signer: Callable[[str, bytes], str] | None = None,
+        on_endorsement: Callable[[Endorsement], None] | None = None,
     ) -> None:
         self.journal = journal
         self.clock = clock
@@ -592,6 +625,13 @@ class Clerk:
         check_quorum_outnumbers_faults(self.config)
         self.on_evaluation = on_evaluation
         self.on_proposal = on_proposal
+        # replica_signature(replica, evaluation): the replica's own node signs
+        # with a key only it and the Ledger hold; the Clerk only relays. None
+        # leaves votes unsigned (the Ledger then commits none of them).
+        self.signer = signer
+        # ledger/Endorsement.created: relayed to the Ledger before the proposal.
+        self.on_endorsement = on_endorsement
+        self.endorsements: list[Endorsement] = []
         self.replicas: list[Replica] = []
         self.rounds: list[Round] = []
         self.votes: list[Vote] = []
@@ -775,10 +815,15 @@ class Clerk:
             raise Rejected("CastVote", 3, f"unknown replica {evaluation.replica_id}")
         if any(v.replica is replica for v in round.votes):
             raise Rejected("CastVote", 4, f"{replica.replica_id} already voted")
+        read_digest = evaluated_read_digest(evaluation)
+        signature = (self.signer(replica.replica_id, vote_statement_of(evaluation, read_digest))
+                     if self.signer is not None else "")
         vote = Vote(
             round=round,
             replica=replica,
             digest=decision_digest(evaluation),
+            read_set_digest=read_digest,
+            signature=signature,
             verdict=evaluation.verdict,
             reason=evaluation.reason,
             account_delta_minor=evaluation.account_delta_minor,
@@ -811,6 +856,8 @@ class Clerk:
             round=round,
             replica=replica,
             digest=fault_digest(round.request, round.attempt),
+            read_set_digest=evaluated_read_digest(evaluation),
+            signature="",  # never proposed, so never endorsed
             verdict=Verdict.rejected,
             reason=None,
             account_delta_minor=0,
@@ -871,6 +918,19 @@ class Clerk:
         )
         round.transition_to(RoundStatus.agreed)
         round.agreed_digest = vote.digest
+        # The quorum's signed votes travel with the proposal: the Ledger
+        # verifies them itself before it commits anything.
+        for endorser in support:
+            endorsement = Endorsement(
+                request=round.request,
+                attempt=round.attempt,
+                replica_id=endorser.replica.replica_id,
+                read_set_digest=endorser.read_set_digest,
+                signature=endorser.signature,
+            )
+            self.endorsements.append(endorsement)
+            if self.on_endorsement is not None:
+                self.on_endorsement(endorsement)
         self._submit(proposal)
         for other in dissenters:
             self._emit(DissentDetected(vote=other))

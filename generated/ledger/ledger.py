@@ -17,6 +17,12 @@ Shape of the module:
 * creation entry points (``create_epoch_claim``, ``submit_proposal``,
   ``create_position``, ``create_dead_letter``...) that model
   ``X.created`` and run the rules it triggers inside one transaction;
+* signed votes: ``ReplicaKey`` (provisioned keys), ``Endorsement`` (a
+  replica's signed vote, relayed by the Clerk), ``read_set_digest``,
+  ``vote_statement``, ``vote_signature`` and ``endorsed(store, proposal)``:
+  a decision commits only with f + 1 valid signatures from distinct replicas
+  over this decision and the read set the store holds now
+  (RefuseUnendorsedProposal), so a faulty coordinator can only relay;
 * ``sound_effect(store, proposal)``: would the decided effect, applied to
   the stored accounts now, keep every money invariant of core? The commit
   checks it itself, so a read set with the right versions but a wrong
@@ -40,6 +46,8 @@ back to it and refused as conflicted, and its batch-mates commit regardless.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,6 +89,8 @@ __all__ = [
     "Position",
     "Checkpoint",
     "DeadLetter",
+    "ReplicaKey",
+    "Endorsement",
     "LedgerStore",
     "LedgerEvent",
     "EpochGranted",
@@ -110,6 +120,15 @@ __all__ = [
     "first_unrecorded_offset",
     "outcome_seal",
     "sound_effect",
+    "refuse_unendorsed_proposal",
+    "create_replica_key",
+    "create_endorsement",
+    "read_set_digest",
+    "stored_read_set_digest",
+    "vote_statement",
+    "vote_signature",
+    "endorsed",
+    "check_endorsement_quorum",
     "INVARIANTS",
     "check_invariants",
     "LedgerResponder",
@@ -195,12 +214,23 @@ def _check_transition(entity: str, table: dict[Any, frozenset[Any]], old: Any, n
 
 @dataclass(frozen=True)
 class Config:
-    """config block of ledger.allium: group-commit tuning."""
+    """config block of ledger.allium: group-commit tuning and the signed-vote quorum.
+
+    ``endorsement_quorum`` defaults to the spec's expression
+    ``fault_budget + 1`` (2 with the default f = 1).
+    """
 
     # At most this many proposals per storage transaction.
     commit_batch_max: int = 256
     # How long the first proposal of a batch may wait for company (microseconds).
     commit_linger_micros: int = 2_000
+    # f: faulty replicas tolerated; a decision needs f + 1 signed votes.
+    fault_budget: int = 1
+    endorsement_quorum: int = None  # type: ignore[assignment]  # derived below
+
+    def __post_init__(self) -> None:
+        if self.endorsement_quorum is None:
+            object.__setattr__(self, "endorsement_quorum", self.fault_budget + 1)
 
 
 # Entities ------------------------------------------------------------------
@@ -356,6 +386,28 @@ def _require_when_fields(entity: EpochClaim | Proposal | DeadLetter) -> None:
     """Refuse to construct an entity whose `when`-qualified fields contradict its status."""
     if not entity.when_fields_consistent():
         raise ValueError(f"{type(entity).__name__}: when-qualified fields do not match status {entity.status.value}")
+
+
+@dataclass(frozen=True)
+class ReplicaKey:
+    """entity ReplicaKey: a replica's signing key, provisioned into this store and the
+    replica's own node only; the coordinator never holds one."""
+
+    replica_id: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Endorsement:
+    """entity Endorsement: one replica's signed vote for an agreed decision, relayed by
+    the Clerk with its proposal. ``signature`` is the replica's HMAC-SHA256 of
+    ``vote_statement`` over ``read_set_digest`` and the decided fields."""
+
+    request: Request
+    attempt: int
+    replica_id: str
+    read_set_digest: str
+    signature: str
 
 
 # Events (heard by listeners after the transaction commits) -----------------
@@ -556,8 +608,15 @@ class LedgerStore:
         self.positions: dict[tuple[int, int], Position] = {}
         self.checkpoints: dict[int, Checkpoint] = {}
         self.dead_letters: list[DeadLetter] = []
+        # Signed votes: provisioned keys, and the endorsements relayed per
+        # (client_id, request_id, attempt).
+        self.replica_keys: dict[str, ReplicaKey] = {}
+        self.endorsements: dict[tuple[str, str, int], list[Endorsement]] = {}
         self._listeners: list[Listener] = []
         self._txn: _Transaction | None = None
+        # The store refuses to start on a config whose signed-vote quorum a
+        # lying replica could reach alone (EndorsementQuorumOutnumbersFaults).
+        check_endorsement_quorum(self.config)
 
     # -- transactions and listeners ------------------------------------------
 
@@ -667,6 +726,18 @@ class LedgerStore:
         """Rule AcknowledgeDeadLetter."""
         return acknowledge_dead_letter(self, operator, letter)
 
+    def create_replica_key(self, key: ReplicaKey) -> ReplicaKey:
+        """`ReplicaKey.created` (provisioning): see module function create_replica_key."""
+        return create_replica_key(self, key)
+
+    def create_endorsement(self, endorsement: Endorsement) -> Endorsement:
+        """`Endorsement.created` (relayed by the Clerk): see module function create_endorsement."""
+        return create_endorsement(self, endorsement)
+
+    def endorsements_for(self, request: Request, attempt: int) -> list[Endorsement]:
+        """`Endorsements where request = request and attempt = attempt`."""
+        return list(self.endorsements.get((request.client_id, request.request_id, attempt), ()))
+
     def first_unrecorded_offset(self, partition: int, offset: int) -> int:
         """`first_unrecorded_offset(partition, offset)`."""
         return first_unrecorded_offset(self, partition, offset)
@@ -761,6 +832,114 @@ def sound_effect(store: LedgerStore, proposal: Proposal) -> bool:
         store.account(request.account_id), store.account(request.counterparty_id), delta, counter_delta,
         store.core.config.max_balance_minor,
     )
+
+
+# Signed votes --------------------------------------------------------------------
+
+_READ_SET_TAG = b"ledger.read-set.v1\x00"
+_VOTE_TAG = b"ledger.vote.v1\x00"
+
+
+def _enc_str(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return len(raw).to_bytes(4, "big") + raw
+
+
+def _enc_int(number: int) -> bytes:
+    return int(number).to_bytes(8, "big", signed=True)
+
+
+def _enc_opt(value: Any) -> bytes:
+    """A presence byte, then the value's spec string (enums by their value)."""
+    if value is None:
+        return b"\x00"
+    return b"\x01" + _enc_str(value.value if isinstance(value, enum.Enum) else str(value))
+
+
+def read_set_digest(
+    primary_present: bool, primary_status: Any, primary_balance_minor: int, primary_version: int,
+    counter_present: bool, counter_status: Any, counter_balance_minor: int, counter_version: int,
+) -> str:
+    """`read_set_digest`: SHA-256 over the canonical encoding of the two accounts as read.
+
+    Replicas compute it over the snapshot they evaluated; the Ledger over its
+    own rows (stored_read_set_digest). Equal digests mean equal read sets.
+    """
+    parts = [_READ_SET_TAG]
+    for present, status, balance, version in (
+        (primary_present, primary_status, primary_balance_minor, primary_version),
+        (counter_present, counter_status, counter_balance_minor, counter_version),
+    ):
+        parts += [b"\x01" if present else b"\x00", _enc_opt(status), _enc_int(balance), _enc_int(version)]
+    return hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def _row(account: Account | None) -> tuple[bool, Any, int, int]:
+    """An account row as a read set sees it; absent: not present, no status, 0, 0."""
+    if account is None:
+        return False, None, 0, 0
+    return True, AccountStatus(account.status), account.balance_minor, account.version
+
+
+def stored_read_set_digest(store: LedgerStore, request: Request) -> str:
+    """read_set_digest of the rows this transaction reads for the request's accounts."""
+    return read_set_digest(*_row(store.account(request.account_id)), *_row(store.account(request.counterparty_id)))
+
+
+def vote_statement(
+    client_id: str, request_id: str, attempt: int, read_digest: str, verdict: Any, reason: Any,
+    account_delta_minor: int, counterparty_delta_minor: int,
+) -> bytes:
+    """`vote_statement`: the canonical bytes a replica signs for its vote."""
+    return b"".join((
+        _VOTE_TAG, _enc_str(client_id), _enc_str(request_id), _enc_int(attempt), _enc_str(read_digest),
+        _enc_opt(verdict), _enc_opt(reason), _enc_int(account_delta_minor), _enc_int(counterparty_delta_minor),
+    ))
+
+
+def vote_signature(key: str, statement: bytes) -> str:
+    """Lowercase hex HMAC-SHA256 of `statement` under a replica's key (UTF-8)."""
+    return hmac.new(key.encode("utf-8"), statement, hashlib.sha256).hexdigest()
+
+
+def endorsed(store: LedgerStore, proposal: Proposal) -> bool:
+    """`endorsed(proposal, votes, keys)`: endorsement_quorum valid signed votes.
+
+    Counts distinct replicas with a non-empty provisioned key whose
+    endorsement was made over the read set this store holds now and whose
+    signature verifies (constant-time) over the proposal's own decision.
+    """
+    request = proposal.request
+    read_digest = stored_read_set_digest(store, request)
+    statement = vote_statement(
+        request.client_id, request.request_id, proposal.attempt, read_digest, proposal.verdict,
+        proposal.reason, proposal.account_delta_minor, proposal.counterparty_delta_minor,
+    )
+    signers: set[str] = set()
+    for endorsement in store.endorsements_for(request, proposal.attempt):
+        key = store.replica_keys.get(endorsement.replica_id)
+        if key is None or key.key == "" or endorsement.read_set_digest != read_digest:
+            continue
+        if hmac.compare_digest(endorsement.signature, vote_signature(key.key, statement)):
+            signers.add(endorsement.replica_id)
+    return len(signers) >= store.config.endorsement_quorum
+
+
+def create_replica_key(store: LedgerStore, key: ReplicaKey) -> ReplicaKey:
+    """`ReplicaKey.created`: provision a replica's key (one per replica; never replaced here)."""
+    with store.transaction() as txn:
+        if key.replica_id in store.replica_keys:
+            raise _fail("ReplicaKey.created", 0, f"replica {key.replica_id} already has a key")
+        txn.put(store.replica_keys, key.replica_id, key)
+    return key
+
+
+def create_endorsement(store: LedgerStore, endorsement: Endorsement) -> Endorsement:
+    """`Endorsement.created`: store a relayed signed vote; it is verified at commit, not here."""
+    slot = (endorsement.request.client_id, endorsement.request.request_id, endorsement.attempt)
+    with store.transaction() as txn:
+        txn.put(store.endorsements, slot, [*store.endorsements.get(slot, ()), endorsement])
+    return endorsement
 
 
 # Rules: epochs -----------------------------------------------------------------
@@ -891,6 +1070,36 @@ def detect_duplicate_proposal(store: LedgerStore, proposal: Proposal) -> Proposa
         return proposal
 
 
+def _unendorsed_failure(store: LedgerStore, proposal: Proposal) -> Rejected | None:
+    if proposal.status is not ProposalStatus.pending:
+        return _fail("RefuseUnendorsedProposal", 1, f"proposal is {proposal.status.value}, not pending")
+    if proposal.epoch != store.journal.epoch:
+        return _fail("RefuseUnendorsedProposal", 2, f"proposal epoch {proposal.epoch} != journal {store.journal.epoch}")
+    if _prior_outcome(store, proposal) is not None:
+        return _fail("RefuseUnendorsedProposal", 3, "an outcome already exists for this key")
+    if proposal.is_quarantine:
+        return _fail("RefuseUnendorsedProposal", 4, "quarantine rejections carry no signed votes")
+    if endorsed(store, proposal):
+        return _fail("RefuseUnendorsedProposal", 5, "endorsed by a quorum of signed votes")
+    return None
+
+
+@implements("RefuseUnendorsedProposal")
+def refuse_unendorsed_proposal(store: LedgerStore, proposal: Proposal) -> Proposal:
+    """Rule RefuseUnendorsedProposal: too few valid signed votes; refuse as conflicted.
+
+    The commit checks the votes itself (settled decision "Who checks that a
+    quorum of replicas voted for a decision?"): the coordinator's tally is
+    not evidence. Conflicted makes the Registrar re-read and the Clerk re-run.
+    """
+    with store.transaction() as txn:
+        _raise_if(_unendorsed_failure(store, proposal))
+        proposal.transition_to(ProposalStatus.conflicted)
+        txn.set(proposal, "status", ProposalStatus.conflicted)
+        txn.events.append(ProposalSettled(proposal=proposal, outcome=None))
+        return proposal
+
+
 def _stale_failure(store: LedgerStore, proposal: Proposal) -> Rejected | None:
     if proposal.status is not ProposalStatus.pending:
         return _fail("DetectStaleSnapshot", 1, f"proposal is {proposal.status.value}, not pending")
@@ -968,8 +1177,10 @@ def _commit_failure(store: LedgerStore, proposal: Proposal) -> Rejected | None:
         return _fail("CommitProposal", 2, f"proposal epoch {proposal.epoch} != journal {store.journal.epoch}")
     if _prior_outcome(store, proposal) is not None:
         return _fail("CommitProposal", 3, "an outcome already exists for this key")
-    if not (proposal.is_quarantine or (_snapshot_matches(store, proposal) and sound_effect(store, proposal))):
-        return _fail("CommitProposal", 4, "stale account versions, or an effect that breaks a money invariant")
+    if not (proposal.is_quarantine or (_snapshot_matches(store, proposal) and sound_effect(store, proposal)
+                                       and endorsed(store, proposal))):
+        return _fail("CommitProposal", 4,
+                     "stale account versions, an effect that breaks a money invariant, or too few signed votes")
     return None
 
 
@@ -1050,11 +1261,13 @@ def _settle_failure(store: LedgerStore, proposal: Proposal) -> None:
 
 
 def _settle(store: LedgerStore, proposal: Proposal) -> Proposal:
-    """Run exactly one of the four commit rules (they partition a pending proposal)."""
+    """Run exactly one of the commit rules (they partition a pending proposal)."""
     if _fence_failure(store, proposal) is None:
         fence_stale_proposal(store, proposal)
     elif _duplicate_failure(store, proposal) is None:
         detect_duplicate_proposal(store, proposal)
+    elif _unendorsed_failure(store, proposal) is None:
+        refuse_unendorsed_proposal(store, proposal)
     elif _stale_failure(store, proposal) is None:
         detect_stale_snapshot(store, proposal)
     else:
@@ -1323,6 +1536,21 @@ def dead_letters_have_positions(store: LedgerStore) -> bool:
     return all(store.position(d.partition, d.offset) is not None for d in store.dead_letters)
 
 
+def endorsement_quorum_outnumbers_faults(store: LedgerStore) -> bool:
+    """invariant EndorsementQuorumOutnumbersFaults: f >= 0 and quorum >= f + 1."""
+    config = store.config
+    return config.fault_budget >= 0 and config.endorsement_quorum >= config.fault_budget + 1
+
+
+def check_endorsement_quorum(config: Config) -> None:
+    """Refuse a config whose signed-vote quorum f lying replicas could reach (start-up check)."""
+    if not (config.fault_budget >= 0 and config.endorsement_quorum >= config.fault_budget + 1):
+        raise InvariantViolation(
+            f"EndorsementQuorumOutnumbersFaults: fault_budget={config.fault_budget}, "
+            f"endorsement_quorum={config.endorsement_quorum} (need at least {config.fault_budget + 1})"
+        )
+
+
 INVARIANTS: dict[str, Callable[[LedgerStore], bool]] = {
     "OneGrantPerEpoch": one_grant_per_epoch,
     "JournalHoldsLatestEpoch": journal_holds_latest_epoch,
@@ -1331,6 +1559,7 @@ INVARIANTS: dict[str, Callable[[LedgerStore], bool]] = {
     "CommittedSequencesBelowNext": committed_sequences_below_next,
     "OnePositionPerOffset": one_position_per_offset,
     "DeadLettersHavePositions": dead_letters_have_positions,
+    "EndorsementQuorumOutnumbersFaults": endorsement_quorum_outnumbers_faults,
 }
 
 

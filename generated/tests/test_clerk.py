@@ -39,6 +39,8 @@ from ledger.clerk import (
     is_replica_host,
     is_replica_responder,
     quarantine_digest,
+    evaluated_read_digest,
+    vote_statement_of,
     fault_digest,
     round_vector_id,
 )
@@ -57,7 +59,19 @@ from ledger.core import (
     TransitionRejected,
     Verdict,
 )
-from ledger.ledger import EpochGrant, Journal, Proposal, ProposalStatus
+from ledger.ledger import (
+    EpochClaim,
+    EpochGrant,
+    Journal,
+    LedgerStore,
+    Proposal,
+    ProposalStatus,
+    ReplicaKey,
+    create_epoch_claim,
+    create_replica_key,
+    read_set_digest,
+    vote_signature,
+)
 from ledger.registrar import ReadSet, ReadSetStatus, ReadSource
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -330,8 +344,8 @@ def test_vote_fields_and_optional_reason() -> None:
     round = world.open()
     accepted = world.vote(round, world.replicas[0])
     names = {f.name for f in dataclasses.fields(Vote)}
-    assert names == {"round", "replica", "digest", "verdict", "reason", "account_delta_minor",
-                     "counterparty_delta_minor", "cast_at"}
+    assert names == {"round", "replica", "digest", "read_set_digest", "signature", "verdict", "reason",
+                     "account_delta_minor", "counterparty_delta_minor", "cast_at"}
     assert accepted.round is round and accepted.replica is world.replicas[0]
     assert isinstance(accepted.digest, str) and len(accepted.digest) == 64
     assert accepted.verdict == Verdict.accepted and accepted.reason is None
@@ -609,6 +623,9 @@ def test_cast_vote_records_digest_and_decision() -> None:
     assert vote.verdict == Verdict.accepted and vote.reason is None
     assert vote.account_delta_minor == 500 and vote.counterparty_delta_minor == 0
     assert vote.cast_at == T0 + timedelta(milliseconds=5)
+    # signed by the replica over the read set it evaluated (none here: no signer)
+    assert vote.read_set_digest == read_set_digest(True, AccountStatus.active, 1_000, 7, False, None, 0, 0)
+    assert vote.read_set_digest == evaluated_read_digest(evaluation) and vote.signature == ""
     # the digest binds the attempt: the same Decision in another round differs
     assert decision_digest_of("client-1", "req-1", 2, Verdict.accepted, None, 500, 0) != vote.digest
 
@@ -691,6 +708,11 @@ def test_reach_agreement_proposes_the_quorum_decision() -> None:
     assert proposal.account_delta_minor == 500 and proposal.counterparty_delta_minor == 0
     assert proposal.expected_primary_version == 7 and proposal.expected_counter_version == 0
     assert proposal.status == ProposalStatus.pending
+    # the quorum's signed votes are relayed with the proposal, one Endorsement each
+    assert [e.replica_id for e in world.clerk.endorsements] == ["node-1", "node-2"]
+    assert all(e.request is round.request and e.attempt == 1 for e in world.clerk.endorsements)
+    assert [e.read_set_digest for e in world.clerk.endorsements] == [v1.read_set_digest, v2.read_set_digest]
+    assert [e.signature for e in world.clerk.endorsements] == [v1.signature, v2.signature]
     world.clerk.check_invariants()
 
 
@@ -1952,3 +1974,84 @@ def test_one_fault_is_a_dissent_not_a_diverged_round() -> None:
     assert round.status == RoundStatus.agreed and world.submitted[-1].account_delta_minor == 500
     assert world.replicas[0].status == ReplicaStatus.fenced
     world.clerk.check_fencing_is_audited()
+
+
+# ---------------------------------------------------------------------------
+# Signed votes, end to end with the Ledger
+# ---------------------------------------------------------------------------
+
+KEYS = {"node-1": "k1", "node-2": "k2", "node-3": "k3"}
+
+
+def replica_nodes(replica_id: str, statement: bytes) -> str:
+    """Each replica's own node signing with its own key (the Clerk holds none)."""
+    return vote_signature(KEYS[replica_id], statement)
+
+
+class Wired:
+    """A Clerk whose proposals and endorsements go to a real LedgerStore, with keys provisioned.
+
+    The Ledger's rows match the read set the tests hand the replicas (acc-1:
+    active, balance 1,000, version 7), so an honest quorum's votes verify.
+    """
+
+    def __init__(self, signer: Any = replica_nodes) -> None:
+        self.world = World(active=3)
+        self.store = LedgerStore(clock=self.world.clock)
+        self.world.journal.epoch = 0
+        create_epoch_claim(self.store, EpochClaim(node_id="n1", expected_epoch=0))
+        self.world.clerk.journal = self.store.journal
+        for replica_id, key in KEYS.items():
+            create_replica_key(self.store, ReplicaKey(replica_id=replica_id, key=key))
+        from ledger.core import Account
+
+        self.store.core.accounts["acc-1"] = Account(account_id="acc-1", owner="o", balance_minor=1_000, version=7,
+                                                    opened_at=T0)
+        clerk = self.world.clerk
+        clerk.signer = signer
+        clerk.on_endorsement = self.store.create_endorsement
+        clerk.on_proposal = self.store.submit_proposal
+
+
+@pytest.mark.allium("rule-success.CastVote", "rule-entity-creation.ReachAgreement.1")
+def test_an_honest_quorum_signs_and_the_ledger_commits() -> None:
+    wired = Wired()
+    world = wired.world
+    round = world.open()
+    v1 = world.vote(round, world.replicas[0])
+    assert v1.signature == vote_signature("k1", vote_statement_of(world.evaluation_of(round, world.replicas[0]),
+                                                                  v1.read_set_digest))
+    world.vote(round, world.replicas[1])
+    proposal = world.clerk.proposals[-1]
+    assert proposal.status == ProposalStatus.committed
+    assert wired.store.account("acc-1").balance_minor == 1_500
+
+
+def test_a_coordinator_without_the_keys_commits_nothing() -> None:
+    """The coordinator signs for the replicas itself (it has no keys): the Ledger refuses."""
+    wired = Wired(signer=lambda replica_id, statement: vote_signature("coordinator", statement))
+    world = wired.world
+    round = world.open()
+    world.vote(round, world.replicas[0])
+    world.vote(round, world.replicas[1])
+    assert round.status == RoundStatus.agreed
+    assert world.clerk.proposals[-1].status == ProposalStatus.conflicted
+    assert wired.store.account("acc-1").balance_minor == 1_000
+
+
+def test_a_wrong_read_set_is_refused_even_with_honest_signatures() -> None:
+    """The coordinator (or a cache bug) hands the replicas balance 100 at the right version
+    (the store holds 1,000): honest replicas reject a withdrawal of 500 as insufficient_funds.
+    The rejection moves no money, but it is a wrong answer; the signed read-set digest
+    differs from the store's rows, so it is refused as conflicted and the round re-runs."""
+    wired = Wired()
+    world = wired.world
+    read = make_read(make_request("req-w", amount=500, kind=OperationKind.withdraw))
+    read.primary_balance_minor = 100
+    round = world.clerk.open_round(read)
+    for replica in world.replicas[:2]:
+        world.vote(round, replica, verdict=Verdict.rejected, reason=RejectReason.insufficient_funds)
+    proposal = world.clerk.proposals[-1]
+    assert proposal.reason == RejectReason.insufficient_funds
+    assert proposal.status == ProposalStatus.conflicted
+    assert wired.store.outcome_for("client-1", "req-w") is None

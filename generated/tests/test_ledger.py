@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from ledger.core import (
+    AccountStatus,
     AccessDenied,
     Channel,
     CoreState,
@@ -38,6 +40,7 @@ from ledger.ledger import (
     DeadLetterQueue,
     DeadLetterStatus,
     Disposition,
+    Endorsement,
     EpochClaim,
     EpochClaimStatus,
     EpochGrant,
@@ -53,6 +56,7 @@ from ledger.ledger import (
     Proposal,
     ProposalSettled,
     ProposalStatus,
+    ReplicaKey,
     acknowledge_dead_letter,
     advance_checkpoint,
     check_invariants,
@@ -68,8 +72,17 @@ from ledger.ledger import (
     first_unrecorded_offset,
     grant_epoch,
     outcome_seal,
+    read_set_digest,
     record_dead_letter_position,
+    refuse_unendorsed_proposal,
     sound_effect,
+    stored_read_set_digest,
+    vote_signature,
+    vote_statement,
+    check_endorsement_quorum,
+    create_endorsement,
+    create_replica_key,
+    endorsed,
     refuse_epoch,
     submit_proposal,
 )
@@ -150,6 +163,36 @@ def seal_for(request: Request, verdict: Verdict, reason: RejectReason | None, de
     return outcome_digest(draft)
 
 
+# Replicas r0..r2 and their keys, provisioned into every store these tests use.
+KEYS = {"r0": "key-r0", "r1": "key-r1", "r2": "key-r2"}
+
+
+def provision(store: LedgerStore) -> None:
+    for replica_id, key in KEYS.items():
+        if replica_id not in store.replica_keys:
+            create_replica_key(store, ReplicaKey(replica_id=replica_id, key=key))
+
+
+def sign(key: str, statement: bytes) -> str:
+    """HMAC-SHA256 as the spec defines it, computed here rather than by vote_signature."""
+    return hmac.new(key.encode("utf-8"), statement, hashlib.sha256).hexdigest()
+
+
+def endorse(store: LedgerStore, proposal: Proposal, *, signers: tuple[str, ...] = ("r0", "r1"),
+            read_digest: str | None = None, keys: dict[str, str] | None = None) -> list[Endorsement]:
+    """The replicas `signers` sign their vote for `proposal` over `read_digest`
+    (default: the rows the store holds now) and the Clerk relays the endorsements."""
+    provision(store)
+    request = proposal.request
+    digest = stored_read_set_digest(store, request) if read_digest is None else read_digest
+    statement = vote_statement(request.client_id, request.request_id, proposal.attempt, digest,
+                               proposal.verdict, proposal.reason, proposal.account_delta_minor,
+                               proposal.counterparty_delta_minor)
+    return [create_endorsement(store, Endorsement(request=request, attempt=proposal.attempt, replica_id=r,
+                                                  read_set_digest=digest, signature=sign((keys or KEYS)[r], statement)))
+            for r in signers]
+
+
 def make_proposal(
     store: LedgerStore,
     request: Request,
@@ -162,13 +205,15 @@ def make_proposal(
     primary_version: int | None = None,
     counter_version: int | None = None,
     attempt: int = 1,
+    signed: bool = True,
 ) -> Proposal:
-    """A pending proposal evaluated against the store's current account versions unless told otherwise."""
+    """A pending proposal evaluated against the store's current account versions unless told
+    otherwise, endorsed by two replicas over the rows the store holds now unless `signed` is False."""
     if delta is None:
         delta = request.amount_minor if (verdict is Verdict.accepted and request.kind is OperationKind.deposit) else 0
     primary = store.account(request.account_id)
     counter = store.account(request.counterparty_id)
-    return Proposal(
+    proposal = Proposal(
         request=request, attempt=attempt, epoch=store.journal.epoch if epoch is None else epoch,
         digest=vote_digest_for(request, attempt, verdict, reason, delta, counter_delta),
         verdict=verdict, reason=reason,
@@ -176,6 +221,9 @@ def make_proposal(
         expected_primary_version=(primary.version if primary else 0) if primary_version is None else primary_version,
         expected_counter_version=(counter.version if counter else 0) if counter_version is None else counter_version,
     )
+    if signed and reason is not RejectReason.quarantined:
+        endorse(store, proposal)
+    return proposal
 
 
 def open_account(store: LedgerStore, account_id: str, request_id: str | None = None) -> Outcome:
@@ -296,11 +344,14 @@ def test_dead_letter_fields(store: LedgerStore) -> None:
     assert letter.status is DeadLetterStatus.held
 
 
-@pytest.mark.allium("config-default.commit_batch_max", "config-default.commit_linger_micros")
+@pytest.mark.allium("config-default.commit_batch_max", "config-default.commit_linger_micros",
+                    "config-default.fault_budget", "config-default.endorsement_quorum")
 def test_config_defaults() -> None:
     config = Config()
     assert config.commit_batch_max == 256
     assert config.commit_linger_micros == 2_000
+    assert config.fault_budget == 1 and config.endorsement_quorum == 2  # f + 1
+    assert Config(fault_budget=2).endorsement_quorum == 3
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.commit_batch_max = 1  # type: ignore[misc]
     assert LedgerStore(clock=StepClock()).config == config
@@ -747,6 +798,14 @@ def test_commit_records_position_exactly_for_log_requests(store: LedgerStore) ->
     assert_invariants(store)
 
 
+def row_after_deposit(store: LedgerStore, account_id: str, amount: int) -> str:
+    """The read-set digest of an account once a deposit of `amount` ahead of it commits."""
+    account = store.account(account_id)
+    assert account is not None
+    return read_set_digest(True, account.status, account.balance_minor + amount, account.version + 1,
+                           False, None, 0, 0)
+
+
 def malformed_log_proposal(store: LedgerStore, request_id: str, account_id: str = "a") -> Proposal:
     """A sound deposit whose log request lacks its offset: settling it fails half-way, after the
     Outcome insert and the Apply rule, when its Position is recorded."""
@@ -781,6 +840,7 @@ def test_commit_batch_applies_in_arrival_order_and_isolates_a_poison_proposal(st
     good = make_proposal(store, make_request("d3", account_id="a"))
     poison = malformed_log_proposal(store, "d4")
     poison.expected_primary_version += 1  # evaluated after d3, as in a real batch
+    endorse(store, poison, read_digest=row_after_deposit(store, "a", 100))
     late = make_proposal(store, make_request("o-b", kind=OperationKind.open, account_id="b"), delta=0)
     settled = commit_batch(store, [good, poison, late])
     assert [p.status for p in settled] == [ProposalStatus.committed, ProposalStatus.conflicted,
@@ -788,6 +848,8 @@ def test_commit_batch_applies_in_arrival_order_and_isolates_a_poison_proposal(st
     assert store.outcome_for("client-1", "d3") is not None and store.outcome_for("client-1", "d4") is None
     assert store.account("a").balance_minor == 200 and store.account("b") is not None  # type: ignore[union-attr]
     assert not any(p.status is ProposalStatus.pending for p in store.proposals)
+    # The poison was signed and sound: it was refused by its savepoint, not by a check.
+    assert endorsed(store, poison) and sound_effect(store, poison)
     assert_invariants(store)
 
 
@@ -797,6 +859,7 @@ def test_group_committer_settles_the_batch_mates_of_a_poison_proposal(store: Led
     first = make_proposal(store, make_request("g1", account_id="a"))
     poison = malformed_log_proposal(store, "g2")
     poison.expected_primary_version += 1
+    endorse(store, poison, read_digest=row_after_deposit(store, "a", 100))
     last = make_proposal(store, make_request("o-c", kind=OperationKind.open, account_id="c"), delta=0)
     for i, proposal in enumerate((first, poison, last)):
         assert committer.offer(proposal, now_micros=i) == []
@@ -1304,3 +1367,144 @@ def test_sound_effect_refuses_closed_and_missing_accounts_and_the_balance_limit(
     assert submit_proposal(store, close).status is ProposalStatus.committed
     after_close = make_proposal(store, make_request("d", account_id="a", amount_minor=5), delta=5)
     assert not sound_effect(store, after_close)
+
+
+# Signed votes: the commit checks them itself (RefuseUnendorsedProposal) ------------------------
+
+
+@pytest.mark.allium("entity-fields.ReplicaKey", "entity-fields.Endorsement")
+def test_replica_key_and_endorsement_fields(store: LedgerStore) -> None:
+    assert {f.name for f in dataclasses.fields(ReplicaKey)} == {"replica_id", "key"}
+    assert {f.name for f in dataclasses.fields(Endorsement)} == {
+        "request", "attempt", "replica_id", "read_set_digest", "signature"}
+    provision(store)
+    assert store.replica_keys["r0"] == ReplicaKey(replica_id="r0", key="key-r0")
+    with pytest.raises(Rejected):
+        create_replica_key(store, ReplicaKey(replica_id="r0", key="another"))  # never replaced
+    open_account(store, "a")
+    proposal = make_proposal(store, make_request("d1", account_id="a"), signed=False)
+    [first, second] = endorse(store, proposal)
+    assert store.endorsements_for(proposal.request, 1) == [first, second]
+    assert (first.request, first.attempt, first.replica_id) == (proposal.request, 1, "r0")
+    assert len(first.read_set_digest) == 64 and len(first.signature) == 64
+
+
+def test_vote_signature_is_hmac_sha256_of_the_statement() -> None:
+    statement = vote_statement("c", "r", 2, "ab" * 32, Verdict.accepted, None, 5, 0)
+    assert vote_signature("k", statement) == sign("k", statement)
+    assert statement != vote_statement("c", "r", 3, "ab" * 32, Verdict.accepted, None, 5, 0)  # binds the attempt
+    assert statement != vote_statement("c", "r", 2, "ab" * 32, Verdict.accepted, None, 6, 0)  # and the decision
+    absent = read_set_digest(False, None, 0, 0, False, None, 0, 0)
+    present = read_set_digest(True, AccountStatus.active, 0, 1, False, None, 0, 0)
+    assert absent != present and len(absent) == 64
+    assert read_set_digest(True, AccountStatus.active, 1, 1, False, None, 0, 0) != present  # the balance counts
+
+
+@pytest.mark.allium("rule-success.RefuseUnendorsedProposal", "rule-failure.CommitProposal.4")
+def test_a_decision_without_a_quorum_of_signed_votes_is_refused(store: LedgerStore) -> None:
+    """A faulty coordinator proposes a deposit only one replica (or none) signed."""
+    open_account(store, "a")
+    for signers in ((), ("r0",), ("r0", "r0")):
+        forged = make_proposal(store, make_request(f"f{len(signers)}", account_id="a", amount_minor=900),
+                               signed=False)
+        endorse(store, forged, signers=signers)
+        assert not endorsed(store, forged)
+        with pytest.raises(Rejected) as info:
+            commit_proposal(store, forged)
+        assert (info.value.rule, info.value.clause) == ("CommitProposal", 4)
+        submit_proposal(store, forged)
+        assert forged.status is ProposalStatus.conflicted
+    assert store.account("a").balance_minor == 0 and store.books.net_inflow_minor == 0  # type: ignore[union-attr]
+    assert_invariants(store)
+
+
+def test_signatures_bind_the_decision_the_read_set_and_the_key(store: LedgerStore) -> None:
+    open_account(store, "a")
+    request = make_request("d1", account_id="a", amount_minor=100)
+    tampered = make_proposal(store, request)  # signed for +100 ...
+    tampered.account_delta_minor = 1_000  # ... then changed by the coordinator
+    stale = make_proposal(store, make_request("d2", account_id="a"), signed=False)
+    endorse(store, stale, read_digest=read_set_digest(True, AccountStatus.active, 5_000, 1, False, None, 0, 0))
+    stranger = make_proposal(store, make_request("d3", account_id="a"), signed=False)
+    endorse(store, stranger, keys={r: "guessed" for r in KEYS})
+    for proposal in (tampered, stale, stranger):
+        assert not endorsed(store, proposal)
+        assert refuse_unendorsed_proposal(store, proposal).status is ProposalStatus.conflicted
+    assert store.account("a").balance_minor == 0  # type: ignore[union-attr]
+
+
+def test_only_provisioned_non_empty_keys_count(store: LedgerStore) -> None:
+    open_account(store, "a")
+    create_replica_key(store, ReplicaKey(replica_id="blank", key=""))
+    proposal = make_proposal(store, make_request("d1", account_id="a"), signed=False)
+    endorse(store, proposal, signers=("r0", "blank"), keys={**KEYS, "blank": ""})
+    create_endorsement(store, Endorsement(request=proposal.request, attempt=1, replica_id="nobody",
+                                          read_set_digest=stored_read_set_digest(store, proposal.request),
+                                          signature="00" * 32))
+    assert not endorsed(store, proposal)
+    endorse(store, proposal, signers=("r2",))
+    assert endorsed(store, proposal)
+    assert submit_proposal(store, proposal).status is ProposalStatus.committed
+
+
+@pytest.mark.allium("rule-failure.RefuseUnendorsedProposal.1")
+def test_refuse_unendorsed_requires_pending(store: LedgerStore) -> None:
+    proposal = make_proposal(store, make_request("d1", account_id="a"), signed=False)
+    proposal.status = ProposalStatus.fenced
+    with pytest.raises(Rejected) as info:
+        refuse_unendorsed_proposal(store, proposal)
+    assert (info.value.rule, info.value.clause) == ("RefuseUnendorsedProposal", 1)
+    assert proposal.status is ProposalStatus.fenced
+
+
+@pytest.mark.allium("rule-failure.RefuseUnendorsedProposal.2")
+def test_refuse_unendorsed_requires_current_epoch(store: LedgerStore) -> None:
+    proposal = make_proposal(store, make_request("d1", account_id="a"), signed=False, epoch=9)
+    with pytest.raises(Rejected) as info:
+        refuse_unendorsed_proposal(store, proposal)
+    assert (info.value.rule, info.value.clause) == ("RefuseUnendorsedProposal", 2)
+    assert submit_proposal(store, proposal).status is ProposalStatus.fenced  # fencing comes first
+
+
+@pytest.mark.allium("rule-failure.RefuseUnendorsedProposal.3")
+def test_refuse_unendorsed_leaves_duplicates_to_duplicate_detection(store: LedgerStore) -> None:
+    open_account(store, "a")
+    again = make_proposal(store, make_request("open-a", kind=OperationKind.open, account_id="a"), delta=0,
+                          signed=False)
+    with pytest.raises(Rejected) as info:
+        refuse_unendorsed_proposal(store, again)
+    assert (info.value.rule, info.value.clause) == ("RefuseUnendorsedProposal", 3)
+    assert submit_proposal(store, again).status is ProposalStatus.duplicate
+
+
+@pytest.mark.allium("rule-failure.RefuseUnendorsedProposal.4")
+def test_quarantine_rejections_need_no_signed_votes(store: LedgerStore) -> None:
+    proposal = quarantine_proposal(store, make_request("q1", account_id="a"))
+    assert store.endorsements_for(proposal.request, proposal.attempt) == []
+    with pytest.raises(Rejected) as info:
+        refuse_unendorsed_proposal(store, proposal)
+    assert (info.value.rule, info.value.clause) == ("RefuseUnendorsedProposal", 4)
+    assert submit_proposal(store, proposal).status is ProposalStatus.committed
+
+
+@pytest.mark.allium("rule-failure.RefuseUnendorsedProposal.5")
+def test_refuse_unendorsed_spares_an_endorsed_decision(store: LedgerStore) -> None:
+    open_account(store, "a")
+    proposal = make_proposal(store, make_request("d1", account_id="a"))
+    with pytest.raises(Rejected) as info:
+        refuse_unendorsed_proposal(store, proposal)
+    assert (info.value.rule, info.value.clause) == ("RefuseUnendorsedProposal", 5)
+    assert submit_proposal(store, proposal).status is ProposalStatus.committed
+
+
+@pytest.mark.allium("invariant.EndorsementQuorumOutnumbersFaults")
+def test_the_store_refuses_a_signed_vote_quorum_below_f_plus_one() -> None:
+    for config in (Config(), Config(fault_budget=0), Config(fault_budget=3)):
+        check_endorsement_quorum(config)
+        assert INVARIANTS["EndorsementQuorumOutnumbersFaults"](LedgerStore(clock=StepClock(), config=config))
+    for config in (Config(fault_budget=1, endorsement_quorum=1), Config(fault_budget=-1, endorsement_quorum=0)):
+        with pytest.raises(InvariantViolation, match="endorsement_quorum"):
+            LedgerStore(clock=StepClock(), config=config)
+    store = fresh_store()
+    object.__setattr__(store.config, "endorsement_quorum", 1)  # corrupted after start-up
+    assert not INVARIANTS["EndorsementQuorumOutnumbersFaults"](store)

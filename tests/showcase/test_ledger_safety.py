@@ -11,6 +11,8 @@ balances may be wrong (a cache bug), then holds the Ledger to the model.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import sys
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from ledger.core import (  # noqa: E402
     check_all_invariants,
     new_request,
 )
+import ledger.ledger as ledger_unit  # noqa: E402
 from ledger.ledger import (  # noqa: E402
     EpochClaim,
     GroupCommitter,
@@ -57,10 +60,44 @@ class Clock:
         return T0 + timedelta(seconds=self.ticks)
 
 
+# Signed votes (hole 2): where the Ledger verifies them, the replicas of these
+# tests sign with keys provisioned into the store. The signature is computed
+# here, from the spec's definition (HMAC-SHA256 of vote_statement under the
+# replica's key), not with the generated code's own signing helper.
+SIGNED = hasattr(ledger_unit, "Endorsement")
+KEYS = {f"r{i}": f"key-of-r{i}" for i in range(3)}
+
+
 def new_store() -> LedgerStore:
     store = LedgerStore(clock=Clock())
     create_epoch_claim(store, EpochClaim(node_id="n1", expected_epoch=0))
+    if SIGNED:
+        for replica_id, key in KEYS.items():
+            ledger_unit.create_replica_key(store, ledger_unit.ReplicaKey(replica_id=replica_id, key=key))
     return store
+
+
+def sign(key: str, statement: bytes) -> str:
+    return hmac.new(key.encode("utf-8"), statement, hashlib.sha256).hexdigest()
+
+
+def endorse(store: LedgerStore, proposal: Proposal, primary: AccountSnapshot, counter: AccountSnapshot,
+            signers: tuple[str, ...] = ("r0", "r1"), keys: dict[str, str] | None = None) -> None:
+    """The replicas that evaluated `primary`/`counter` sign their vote for `proposal`."""
+    if not SIGNED:
+        return
+    read = ledger_unit.read_set_digest(
+        primary.present, primary.status, primary.balance_minor, primary.version,
+        counter.present, counter.status, counter.balance_minor, counter.version)
+    req = proposal.request
+    statement = ledger_unit.vote_statement(
+        req.client_id, req.request_id, proposal.attempt, read, proposal.verdict, proposal.reason,
+        proposal.account_delta_minor, proposal.counterparty_delta_minor)
+    for replica_id in signers:
+        signature = sign((keys or KEYS)[replica_id], statement)
+        ledger_unit.create_endorsement(store, ledger_unit.Endorsement(
+            request=req, attempt=proposal.attempt, replica_id=replica_id, read_set_digest=read,
+            signature=signature))
 
 
 def request(rid: str, kind: OperationKind, account: str, amount: int = 0, counter: str | None = None,
@@ -87,11 +124,13 @@ def proposal_for(store: LedgerStore, req, balance_error: int = 0) -> Proposal:
     decision = evaluate(Envelope(request_id=req.request_id, client_id=req.client_id, kind=req.kind,
                                  account_id=req.account_id, counterparty_id=req.counterparty_id,
                                  owner=None, amount_minor=req.amount_minor), primary, counter)
-    return Proposal(request=req, attempt=1, epoch=store.journal.epoch, digest=f"vote:{req.request_id}",
-                    verdict=decision.verdict, reason=decision.reason,
-                    account_delta_minor=decision.account_delta_minor,
-                    counterparty_delta_minor=decision.counterparty_delta_minor,
-                    expected_primary_version=primary.version, expected_counter_version=counter.version)
+    proposal = Proposal(request=req, attempt=1, epoch=store.journal.epoch, digest=f"vote:{req.request_id}",
+                        verdict=decision.verdict, reason=decision.reason,
+                        account_delta_minor=decision.account_delta_minor,
+                        counterparty_delta_minor=decision.counterparty_delta_minor,
+                        expected_primary_version=primary.version, expected_counter_version=counter.version)
+    endorse(store, proposal, primary, counter)
+    return proposal
 
 
 # The independent model -------------------------------------------------------
@@ -207,6 +246,8 @@ def test_an_unsound_transfer_cannot_create_money() -> None:
                       reason=None, account_delta_minor=-50, counterparty_delta_minor=5_000,
                       expected_primary_version=good.expected_primary_version,
                       expected_counter_version=good.expected_counter_version)
+    # Even signed by a quorum (two faulty replicas, beyond f): the money check still holds.
+    endorse(store, forged, snapshot(store, "a"), snapshot(store, "b"))
     assert submit_proposal(store, forged).status is not ProposalStatus.committed
     assert store.account("b").balance_minor == 0
     check_all_invariants(store.core)
@@ -222,6 +263,10 @@ def _poisoned_batch(store: LedgerStore) -> list[Proposal]:
                       account_delta_minor=-10, counterparty_delta_minor=10,
                       # `first` commits before it and moves a's version on by one.
                       expected_primary_version=store.account("a").version + 1, expected_counter_version=0)
+    after_first = snapshot(store, "a")
+    after_first = AccountSnapshot(present=True, status=after_first.status,
+                                  balance_minor=after_first.balance_minor + 10, version=after_first.version + 1)
+    endorse(store, poison, after_first, AccountSnapshot.absent())
     last = proposal_for(store, request("d2", OperationKind.deposit, "b", 10))  # b is absent: rejected, fine
     return [first, poison, last]
 
@@ -271,9 +316,83 @@ def test_log_proposals_of_a_poisoned_batch_still_record_their_positions() -> Non
                       attempt=1, epoch=store.journal.epoch, digest="vote:l1", verdict=Verdict.accepted,
                       reason=None, account_delta_minor=-10, counterparty_delta_minor=10,
                       expected_primary_version=store.account("a").version + 1, expected_counter_version=0)
+    current = snapshot(store, "a")
+    endorse(store, poison, AccountSnapshot(present=True, status=current.status, balance_minor=current.balance_minor + 5,
+                                           version=current.version + 1), AccountSnapshot.absent())
     try:
         commit_batch(store, [good, poison])
     except Exception:  # noqa: BLE001
         pass
     assert good.status is ProposalStatus.committed
     assert store.position(0, 0) is not None
+
+
+# Hole 2: a faulty coordinator -------------------------------------------------
+
+
+def coordinator_forgery(store: LedgerStore, amount: int = 1_000) -> Proposal:
+    """What a faulty primary's coordinator sends on its own: a deposit no replica voted for."""
+    req = request("forged", OperationKind.deposit, "a", amount)
+    account = store.account("a")
+    return Proposal(request=req, attempt=1, epoch=store.journal.epoch, digest="vote:forged",
+                    verdict=Verdict.accepted, reason=None, account_delta_minor=amount, counterparty_delta_minor=0,
+                    expected_primary_version=account.version, expected_counter_version=0)
+
+
+def test_a_coordinator_cannot_commit_a_decision_no_replica_signed() -> None:
+    """Hole 2: the coordinator's tally is not evidence; the commit checks signed votes itself."""
+    store = new_store()
+    open_funded(store, "a", 100)
+    forged = submit_proposal(store, coordinator_forgery(store))
+    assert forged.status is not ProposalStatus.committed
+    assert store.account("a").balance_minor == 100 and store.books.net_inflow_minor == 100
+
+
+forgery = st.fixed_dictionaries({
+    "signers": st.lists(st.sampled_from(["r0", "r1", "r2", "stranger"]), max_size=4),
+    "bad_key": st.booleans(),            # signed with a key the Ledger does not hold
+    "tamper_delta": st.integers(0, 3),   # the coordinator changes the decided delta after signing
+    "stale_read": st.booleans(),         # signed over a read set that is not the stored one
+})
+
+
+@settings(max_examples=150, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(forgery)
+def test_only_f_plus_one_valid_signatures_over_the_stored_read_set_commit(plan) -> None:
+    """Hole 2, generalised: a decision commits iff at least f + 1 = 2 distinct provisioned
+    replicas signed exactly this decision over the read set the Ledger holds."""
+    store = new_store()
+    open_funded(store, "a", 100)
+    proposal = coordinator_forgery(store, 40)
+    held = snapshot(store, "a")
+    read = held if not plan["stale_read"] else AccountSnapshot(
+        present=True, status=held.status, balance_minor=held.balance_minor + 7, version=held.version)
+    keys = {**KEYS, "stranger": "k"} if not plan["bad_key"] else {r: "wrong" for r in (*KEYS, "stranger")}
+    endorse(store, proposal, read, AccountSnapshot.absent(), tuple(plan["signers"]), keys)
+    proposal.account_delta_minor += plan["tamper_delta"]
+    proposal.request.amount_minor += plan["tamper_delta"]
+    submit_proposal(store, proposal)
+    valid = (len(set(plan["signers"]) & set(KEYS)) >= 2 and not plan["bad_key"]
+             and plan["tamper_delta"] == 0 and not plan["stale_read"])
+    assert (proposal.status is ProposalStatus.committed) == valid
+    assert store.account("a").balance_minor == (140 if valid else 100)
+
+
+@settings(max_examples=150, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(operation, min_size=1, max_size=25))
+def test_no_wrong_answer_whatever_the_cache_serves(ops) -> None:
+    """Hole 2 closes what hole 1 left: with signed read-set digests, a decision evaluated on a
+    wrong read set never commits, a wrongly reasoned rejection (insufficient_funds against a
+    balance too low) included. A cache bug costs a retry, never a wrong answer."""
+    store, model = new_store(), TrueBooks()
+    for i, (kind, account, counter, amount, error) in enumerate(ops):
+        counter_id = counter if kind is OperationKind.transfer else None
+        amount = 0 if kind in (OperationKind.open, OperationKind.close) else amount
+        req = request(f"r{i}", kind, account, amount, counter_id)
+        wrong_read = error != 0 and store.account(account) is not None  # the cache serves a present account
+        proposal = submit_proposal(store, proposal_for(store, req, error))
+        if proposal.status is ProposalStatus.committed:
+            assert not wrong_read, f"committed {proposal.verdict.value} {proposal.reason} on a wrong read set"
+            if proposal.verdict is Verdict.accepted:
+                model.apply(kind, account, counter_id, proposal.account_delta_minor, proposal.counterparty_delta_minor)
+        assert_matches(store, model)
