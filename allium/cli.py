@@ -465,6 +465,26 @@ def fix_record(name: str, tests: tuple[str, ...], summary: str, rev: str, specs:
     click.echo(f"recorded fixes/{name}/: units {', '.join(evidence.units) or '-'}, {len(tests)} test(s)")
 
 
+@fix.command("questions")
+@click.argument("specs", nargs=-1, type=click.Path())
+@click.option("--all", "show_all", is_flag=True, help="Also list the settled decisions that are implemented.")
+def fix_questions(specs: tuple[str, ...], show_all: bool) -> None:
+    """Flag resolved questions that name no rule or invariant implementing them (exit 1 if any)."""
+    from pathlib import Path
+
+    from allium.fix.questions import render, settled_decisions
+    from allium.generate.units import load_spec_set
+
+    try:
+        files = [p for s in (specs or ("specs",)) for p in (sorted(Path(s).glob("*.allium")) if Path(s).is_dir()
+                                                          else [Path(s)])]
+        decisions = settled_decisions(load_spec_set(files))
+    except AlliumError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(render(decisions, str(Path.cwd()), show_all))
+    sys.exit(1 if any(not d.implemented for d in decisions) else 0)
+
+
 @fix.command("verify")
 @click.argument("names", nargs=-1)
 def fix_verify(names: tuple[str, ...]) -> None:
