@@ -487,12 +487,13 @@ def fix_questions(specs: tuple[str, ...], show_all: bool) -> None:
 
 @fix.command("verify")
 @click.argument("names", nargs=-1)
-def fix_verify(names: tuple[str, ...]) -> None:
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None, help="pytest processes at once (default: CPUs).")
+def fix_verify(names: tuple[str, ...], jobs: int | None) -> None:
     """Re-prove recorded fixes (all by default) from fixes/ alone."""
     from allium.fix.record import render_proof, verify
 
     try:
-        verdicts = verify(_fix_root(), names)
+        verdicts = verify(_fix_root(), names, jobs)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
     for v in verdicts:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -160,16 +161,22 @@ class Verdict:
                 and self.current.all(("passed",)))
 
 
-def verify(root: Path, names: Sequence[str] = ()) -> list[Verdict]:
+def verify(root: Path, names: Sequence[str] = (), jobs: int | None = None) -> list[Verdict]:
     """Re-prove every recorded fix (or the named ones) from the repository alone.
 
     Red on the stored previous tree, green on the stored fixed tree, and green
-    on today's generated/ too: a later regeneration must not undo a fix."""
+    on today's generated/ too: a later regeneration must not undo a fix. The
+    sides run as separate pytest processes, `jobs` at a time (default: one
+    per CPU)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     fixes = [ev.load_evidence(root, n) for n in names] if names else ev.load_all(root)
-    verdicts = []
-    for evidence in fixes:
-        red = run_proof(root, evidence, "before")
-        green = run_proof(root, evidence, "after")
-        today = run_proof(root, evidence, "current", tree=current_tree(root))
-        verdicts.append(Verdict(evidence, red, green, today))
-    return verdicts
+    today = current_tree(root)
+    for evidence in fixes:  # refuse edited evidence before running anything
+        for tree in (evidence.before, evidence.after, evidence.test_files):
+            for digest in tree.values():
+                ev.get_blob(root, digest)
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        runs = [(pool.submit(run_proof, root, e, "before"), pool.submit(run_proof, root, e, "after"),
+                 pool.submit(run_proof, root, e, "current", today)) for e in fixes]
+        return [Verdict(e, red.result(), green.result(), now.result()) for e, (red, green, now) in zip(fixes, runs)]
