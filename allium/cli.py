@@ -447,6 +447,45 @@ def fix_status(rev: str, specs: str) -> None:
         raise click.UsageError(str(exc)) from None
 
 
+@fix.command("run")
+@click.argument("specs", nargs=-1, type=click.Path())
+@click.option("--out", "output", default="generated", show_default=True, type=click.Path(file_okay=False))
+@click.option("--package", default=None, help=PACKAGE_HELP)
+@click.option("--provider", "provider_name", type=click.Choice(["anthropic", "exchange"]), default="anthropic",
+              show_default=True)
+@click.option("--model", envvar="ALLIUM_MODEL", default=None, help="Model id (env ALLIUM_MODEL).")
+@click.option("--transcripts", default=".allium/transcripts", show_default=True, type=click.Path(file_okay=False))
+@click.option("--exchange-dir", default=".allium/exchange", show_default=True, type=click.Path(file_okay=False))
+@click.option("--rounds", type=click.IntRange(0, 3), default=3, show_default=True,
+              help="Feedback rounds at most: failing tests are sent back to the model with the request.")
+def fix_run(specs: tuple[str, ...], output: str, package: str | None, provider_name: str, model: str | None,
+            transcripts: str, exchange_dir: str, rounds: int) -> None:
+    """Regenerate the units a spec edit made stale, run their tests, and feed failures back."""
+    from pathlib import Path
+
+    from allium.fix.loop import run_loop
+    from allium.providers.transcripts import TranscriptStore
+
+    the_plan = _load_plan(specs, _package(package, output))
+    store = TranscriptStore(transcripts)
+    try:
+        provider = _provider(provider_name, store, exchange_dir, _ProgressLine())
+        result = run_loop(the_plan, provider, store, Path(output), rounds=rounds, on_event=_progress(False),
+                          model=model)
+    except AlliumError as exc:
+        raise click.ClickException(f"{exc}\n{output}/ was left unchanged") from None
+    for unit, failures in sorted(result.failing.items()):
+        click.echo(f"{unit}: {len(failures)} failing test(s)" + (" (gave up)" if unit in result.gave_up else ""))
+        for line in failures[:5]:
+            click.echo(f"  {line}")
+    if result.waiting:
+        click.echo(result.waiting)
+        click.echo("run `allium fix run` again once the answers are written")
+        return
+    click.echo(f"{result.rounds} round(s); " + ("green" if result.green else "still failing"))
+    sys.exit(0 if result.green else 1)
+
+
 @fix.command("record")
 @click.argument("name")
 @click.option("--test", "tests", multiple=True, required=True, help="Test id proving the fix (repeatable).")
