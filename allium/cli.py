@@ -423,7 +423,7 @@ def fix() -> None:
     """
 
 
-def _fix_root():
+def _fix_root() -> Any:
     from pathlib import Path
 
     from allium.fix.gitrev import repo_root
@@ -463,13 +463,15 @@ def fix_run(specs: tuple[str, ...], output: str, package: str | None, provider_n
     """Regenerate the units a spec edit made stale, run their tests, and feed failures back."""
     from pathlib import Path
 
+    from allium.errors import AlliumError
     from allium.fix.loop import run_loop
+    from allium.providers import registry
     from allium.providers.transcripts import TranscriptStore
 
-    the_plan = _load_plan(specs, _package(package, output))
+    the_plan, _ = _load_plan(specs, _package(package, output))
     store = TranscriptStore(transcripts)
     try:
-        provider = _provider(provider_name, store, exchange_dir, _ProgressLine())
+        provider = registry.factory(provider_name)(registry.Settings(store, exchange_dir, _ProgressLine()))
         result = run_loop(the_plan, provider, store, Path(output), rounds=rounds, on_event=_progress(False),
                           model=model)
     except AlliumError as exc:
@@ -511,6 +513,7 @@ def fix_questions(specs: tuple[str, ...], show_all: bool) -> None:
     """Flag resolved questions that name no rule or invariant implementing them (exit 1 if any)."""
     from pathlib import Path
 
+    from allium.errors import AlliumError
     from allium.fix.questions import render, settled_decisions
     from allium.generate.units import load_spec_set
 

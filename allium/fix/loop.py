@@ -156,7 +156,8 @@ def run_loop(plan: Plan, provider: Provider, store: TranscriptStore, output: Pat
             if unit.name not in result.failing:
                 state.pop(unit.name, None)
         for name, failures in result.failing.items():
-            done = int(state.get(name, {}).get("round", 0))  # type: ignore[union-attr]  # feedback rounds sent
+            sent = state.get(name, {}).get("round", 0)  # feedback rounds sent so far
+            done = sent if isinstance(sent, int) else 0
             if done >= rounds:
                 result.gave_up.append(name)
                 state.pop(name, None)

@@ -179,4 +179,4 @@ def verify(root: Path, names: Sequence[str] = (), jobs: int | None = None) -> li
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         runs = [(pool.submit(run_proof, root, e, "before"), pool.submit(run_proof, root, e, "after"),
                  pool.submit(run_proof, root, e, "current", today)) for e in fixes]
-        return [Verdict(e, red.result(), green.result(), now.result()) for e, (red, green, now) in zip(fixes, runs)]
+        return [Verdict(e, red.result(), green.result(), now.result()) for e, (red, green, now) in zip(fixes, runs, strict=True)]
