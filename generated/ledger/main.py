@@ -187,6 +187,11 @@ class Deployment:
     log_kind: LogKind
     nodes: int
     status: DeploymentStatus = DeploymentStatus.starting
+    # ASSUMPTION: the spec's entity has no reason field, but DeploymentFailed's
+    # guidance says the Deployment "ends in status failed with that reason";
+    # it is kept here (None until the deployment fails) so callers and tests
+    # can read why a start failed from the Deployment itself.
+    reason: str | None = None
     _children: list[Child] = field(default_factory=list, repr=False)
 
     @property
@@ -267,12 +272,14 @@ def deployment_running(deployment: Deployment) -> None:
 def deployment_failed(deployment: Deployment, reason: str) -> str:
     """rule DeploymentFailed: a deployment that could not start fails.
 
-    Returns ``reason``, the one line the user sees; the supervisor stops
+    The Deployment ends in status failed and records ``reason``, the one
+    line the user sees, which is also returned; the supervisor stops
     everything already started before the command exits non-zero.
     """
     if deployment.status is not DeploymentStatus.starting:
         raise Rejected("DeploymentFailed", 1, f"deployment is {deployment.status.value}")
     deployment.transition(DeploymentStatus.failed)
+    deployment.reason = reason
     return reason
 
 

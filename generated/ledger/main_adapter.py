@@ -1,35 +1,25 @@
-"""The one place where unit `main` calls the node, store and event-log units.
+"""The one place where unit `main` calls the node and event-log units' code.
 
-Those units are generated in parallel from their own specs, so this module
-programs against the names their specs give (node.allium StartNode guidance,
-eventlog.allium EventLog guidance, store.allium DurableStore guidance) and
-nothing else.  If one of them is generated differently, the mismatch shows up
-here and only here.  Everything else in `main` talks to the running system
-through its REST API (node.allium surface ClientApi) or through processes.
+It uses exactly the names their generated modules export: ``ledger.node.node_main``
+(node.allium StartNode), ``ledger.eventlog.open_log`` and
+``ledger.eventlog.publish_operation`` (eventlog.allium OpenLog and
+PublishOperation).  The store is never opened here: `main` reads balances and
+outcomes through the nodes' REST API (node.allium surface ClientApi), and the
+nodes open the store themselves from the ``--store`` URL it passes them.
+Imports are lazy so that ``python -m ledger status`` and friends do not pay
+for loading the node's server stack.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
-import json
 import sys
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
 from ledger.core import Envelope
 
-# eventlog.allium config.partitions; used when the generated module does not
-# expose its Config.  ASSUMPTION: nodes are started without a partitions
-# option, so they use this same default.
-DEFAULT_PARTITIONS = 4
-
-
-class EventLogLike(Protocol):
-    """The part of eventlog.allium's EventLog contract the demo uses."""
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def append(self, partition: int, payload: str) -> int: ...
+if TYPE_CHECKING:
+    from ledger.eventlog import EventLog
 
 
 def run_node(argv: list[str]) -> int:
@@ -42,63 +32,31 @@ def run_node(argv: list[str]) -> int:
     return int(node_main(argv) or 0)
 
 
-def log_partitions() -> int:
-    """eventlog ``config.partitions`` (the generated Config if present)."""
-    module = importlib.import_module("ledger.eventlog")
-    config = getattr(module, "Config", None)
-    try:
-        return int(config().partitions) if config is not None else DEFAULT_PARTITIONS
-    except (TypeError, AttributeError, ValueError):
-        return DEFAULT_PARTITIONS
+def make_log(url: str) -> EventLog:
+    """eventlog OpenLog: an EventLog for ``url`` (not yet opened).
 
-
-def make_log(url: str) -> Any:
-    """``open_log(url, partitions)``: an EventLog (not yet opened)."""
+    ASSUMPTION: the nodes are started without a partitions option, so both
+    sides use eventlog's ``config.partitions`` default and agree on where an
+    account's operations go.
+    """
     from ledger.eventlog import open_log
 
-    return open_log(url, log_partitions())
+    return open_log(url)
 
 
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
+async def append_envelope(log: EventLog, envelope: Envelope) -> int:
+    """eventlog PublishOperation: append to the account's partition; returns the offset."""
+    from ledger.eventlog import publish_operation
 
-
-def envelope_payload(envelope: Envelope) -> str:
-    """The log payload: the JSON text of a core Envelope (eventlog guidance).
-
-    Uses the event log's own ``envelope_json`` when it has one so the node
-    decodes exactly what the log unit encodes; otherwise the Envelope's
-    fields by name, enums by value.
-    """
-    try:
-        from ledger.eventlog import envelope_json  # type: ignore[attr-defined]
-    except ImportError:
-        envelope_json = None
-    if envelope_json is not None:
-        return str(envelope_json(envelope))
-    return json.dumps({
-        "request_id": envelope.request_id,
-        "client_id": envelope.client_id,
-        "kind": envelope.kind.value,
-        "account_id": envelope.account_id,
-        "counterparty_id": envelope.counterparty_id,
-        "owner": envelope.owner,
-        "amount_minor": envelope.amount_minor,
-    }, separators=(",", ":"))
-
-
-async def append_envelope(log: Any, envelope: Envelope) -> int:
-    """PublishOperation: append to ``partition_of(account_id)``; returns the offset."""
-    partition = await _maybe_await(log.partition_of(envelope.account_id))
-    return int(await log.append(int(partition), envelope_payload(envelope)))
+    return (await publish_operation(log, envelope)).offset
 
 
 def real_units_available() -> str | None:
-    """Capability check for the end-to-end path: None, or why it cannot run."""
+    """Capability check for the end-to-end tests: None, or why they cannot run."""
     wanted = {
         "ledger.node": ("node_main",),
         "ledger.store": ("open_store",),
-        "ledger.eventlog": ("open_log",),
+        "ledger.eventlog": ("open_log", "publish_operation"),
     }
     for module_name, names in wanted.items():
         try:

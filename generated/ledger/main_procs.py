@@ -18,13 +18,25 @@ import time
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:  # main.py imports this module: only the type, never at run time
+    from ledger.main import Deployment
 
 POLL_S = 0.05
 
 
 class LaunchError(Exception):
-    """A deployment could not start, stop or change; ``str()`` is the one line to show."""
+    """A deployment could not start, stop or change; ``str()`` is the one line to show.
+
+    When a start failed, ``deployment`` is the main.allium Deployment the
+    supervisor was starting, left in status failed with this same reason
+    (rule DeploymentFailed); otherwise it is None.
+    """
+
+    def __init__(self, message: str, deployment: Deployment | None = None) -> None:
+        super().__init__(message)
+        self.deployment = deployment
 
 
 class ProcessLike(Protocol):
@@ -117,13 +129,29 @@ def signal_child(child: ProcessLike, sig: int) -> None:
         pass
 
 
+def still_exiting(child: ProcessLike) -> bool:
+    """Not yet fully gone: running, or exiting with its files (sockets) still open.
+
+    A dying process loses its command line (``/proc/<pid>/cmdline`` reads
+    empty) before the kernel closes its files, so ``child_alive`` turns false
+    while its port may still accept; only a zombie or a vanished pid is done.
+    """
+    if not pid_alive(child.pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{child.pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return not cmdline or child.marker in cmdline.replace(b"\0", b" ").decode(errors="replace")
+
+
 def wait_dead(children: Iterable[P], timeout: float) -> list[P]:
     """Wait until every child has exited; returns those still alive after ``timeout``."""
-    pending = [c for c in children if child_alive(c)]
+    pending = [c for c in children if still_exiting(c)]
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         time.sleep(POLL_S)
-        pending = [c for c in pending if child_alive(c)]
+        pending = [c for c in pending if still_exiting(c)]
     return pending
 
 

@@ -135,6 +135,10 @@ class DeploymentState:
     def node_urls(self) -> list[str]:
         return [c.url for c in self.children if c.kind == "node" and c.url]
 
+    def nodes_by_name(self) -> dict[str, str]:
+        """Node id (as GET /healthz names it) -> URL, in start order."""
+        return {c.name: c.url for c in self.children if c.kind == "node" and c.url}
+
 
 # The supervisor ------------------------------------------------------------------
 
@@ -151,6 +155,8 @@ class Supervisor:
         self.node_command = node_command or globals()["default_node_command"]
         self.stop_grace_s = stop_grace_s
         self.start_timeout_s = config.start_timeout_micros / 1_000_000
+        # The Deployment of the last `up` (running, or failed with its reason).
+        self.deployment: Deployment | None = None
 
     # state file
     @property
@@ -209,6 +215,7 @@ class Supervisor:
         if existing is not None:
             deployments.add(self.model_of(existing))
         model = up(deployments, str(self.run_dir), store_kind, log_kind, nodes)
+        self.deployment = model
         base = DEFAULT_BASE_PORT if base_port is None else base_port
         state = DeploymentState(run_dir=str(self.run_dir), store_kind=store_kind.value,
                                 log_kind=log_kind.value, nodes=nodes, base_port=base)
@@ -221,7 +228,7 @@ class Supervisor:
             self.state_path.unlink(missing_ok=True)
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            raise LaunchError(reason) from exc
+            raise LaunchError(reason, model) from exc
         deployment_running(model)
         state.status = model.status.value
         self.save(state)

