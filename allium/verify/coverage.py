@@ -23,6 +23,7 @@ from allium.verify.report import (COLLECT_FAILED, COVERAGE_BELOW_MINIMUM, ORPHAN
                                   UNCOVERED, VACUOUS_TEST, ComponentSummary, ObligationResult,
                                   VerifyReport, file_span)
 from allium.verify.terms import subject_terms, vocabulary
+from allium.verify.flow import PHRASES
 from allium.verify.vacuity import Vacuity, find_vacuous, tag_location
 
 
@@ -34,8 +35,12 @@ def verify_package(
     timeout: float = 120,
     min_coverage: float = 100.0,
     obligations: Sequence[Any] | None = None,
+    strict_vacuity: bool = True,
 ) -> VerifyReport:
-    """Check a generated package against its specs. ``obligations`` overrides ``allium.plan``."""
+    """Check a generated package against its specs. ``obligations`` overrides ``allium.plan``.
+
+    ``strict_vacuity`` adds the data-flow vacuity rules (:mod:`allium.verify.flow`).
+    """
     from allium.check import check_paths, discover
     from allium.verify.drift import find_drift
 
@@ -64,7 +69,7 @@ def verify_package(
             pending.cancel()  # no-op once waited for; otherwise leave no stray pytest behind
     assert obligations is not None  # derived above, before anything that raises CollectError
     report = analyse(obligations, collection, checked.modules, min_coverage=min_coverage,
-                     sources=dict(checked.sources), findings=findings)
+                     sources=dict(checked.sources), findings=findings, strict_vacuity=strict_vacuity)
     report.findings.extend(drift)
     report.spec_files = list(checked.files)
     report.spec_diagnostics = list(checked.diagnostics)
@@ -87,6 +92,7 @@ def analyse(
     min_coverage: float = 100.0,
     sources: dict[str, SourceFile] | None = None,
     findings: list[Diagnostic] | None = None,
+    strict_vacuity: bool = True,
 ) -> VerifyReport:
     """Everything after collection: pure, so tests can feed hand-built inputs."""
     findings = findings if findings is not None else []
@@ -100,7 +106,8 @@ def analyse(
     vocab = vocabulary(modules.values())
     tagged = [(t.nodeid, tuple(o for o in t.obligations if o in results)) for t in collection.tagged]
     vacuous = find_vacuous([(n, ids) for n, ids in tagged if ids], collection.root,
-                           lambda tag: subject_terms(results[tag][0].id, vocab))  # the id, unqualified
+                           lambda tag: subject_terms(results[tag][0].id, vocab),  # the id, unqualified
+                           flow=strict_vacuity)
     for v in vacuous:
         for res in results[v.obligation]:
             _add(res.vacuous, (v.nodeid,))
@@ -220,11 +227,11 @@ def vacuous_findings(vacuous: Sequence[Vacuity], root: Path) -> list[Diagnostic]
     out = []
     for v in vacuous:
         why = ("it asserts nothing" if v.reason == "no-assert"
-               else f"it {v.detail}")
+               else f"it {v.detail}" if v.reason == "unrelated" else f"no assertion can fail because of the code: {v.detail}")
         out.append(warning(
             VACUOUS_TEST, f"test {_name(v.nodeid)} is vacuous for '{v.obligation}': {why}",
             file_span(_display(root, v.nodeid.split("::", 1)[0]), v.line),
-            f"test: {v.nodeid}", f"vacuity rule: {v.reason} ({_VACUITY_RULES[v.reason]})",
+            f"test: {v.nodeid}", f"vacuity rule: {v.reason} ({_VACUITY_RULES.get(v.reason, PHRASES.get(v.reason))})",
         ))
     return out
 

@@ -7,7 +7,10 @@ A tagged test is vacuous when
   ``warns`` / ``fail``, ``self.assert*`` or ``assert_*`` helper call; or
 * ``unrelated``: its body (and those helpers and fixtures) never touches
   anything the obligation is about (see :mod:`allium.verify.terms`), matching
-  identifiers, attribute names, string constants and keyword names.
+  identifiers, attribute names, string constants and keyword names;
+* with ``flow=True``, one of the data-flow kinds of :mod:`allium.verify.flow`
+  (``constant``, ``self-built``, ``swallowed``...): it asserts, but no
+  assertion can fail because of the code under test.
 
 The test's own name and its decorators are ignored on purpose: they carry the
 tag, and naming a rule is exactly what proves nothing. Nothing here imports or
@@ -21,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from allium.verify.flow import Scope, judge_test
 from allium.verify.terms import key, phrase_keys
 
 _ASSERTING_ATTRS = frozenset({"raises", "warns", "deprecated_call", "fail"})
@@ -31,7 +35,7 @@ _FUNCS = (pyast.FunctionDef, pyast.AsyncFunctionDef)
 class Vacuity:
     nodeid: str
     obligation: str
-    reason: str  # "no-assert" | "unrelated"
+    reason: str  # "no-assert" | "unrelated" | a data-flow kind (flow.PHRASES)
     detail: str
     file: Path
     line: int
@@ -44,6 +48,12 @@ class _TestFile:
     tree: pyast.Module
     functions: dict[str, pyast.FunctionDef | pyast.AsyncFunctionDef]
     fixtures: dict[str, pyast.FunctionDef | pyast.AsyncFunctionDef] = field(default_factory=dict)
+    scope: Scope | None = None  # built on first data-flow use
+
+    def flow_scope(self) -> Scope:
+        if self.scope is None:
+            self.scope = Scope(self.tree, self.fixtures)
+        return self.scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +66,14 @@ def find_vacuous(
     tests: Iterable[tuple[str, tuple[str, ...]]],
     root: Path,
     terms_for: Callable[[str], frozenset[str]],
+    *,
+    flow: bool = False,
 ) -> list[Vacuity]:
-    """Vacuity findings for (nodeid, obligation ids) pairs; node ids are relative to ``root``."""
+    """Vacuity findings for (nodeid, obligation ids) pairs; node ids are relative to ``root``.
+
+    ``flow`` adds the data-flow judgement (stricter: it may flag tests the
+    lexical rules accept).
+    """
     files: dict[Path, _TestFile | None] = {}
     found: list[Vacuity] = []
     for nodeid, obligations in tests:
@@ -68,22 +84,44 @@ def find_vacuous(
         func = locate(parsed.tree, nodeid) if parsed is not None else None
         if parsed is None or func is None:
             continue  # not statically resolvable (generated, inherited...): no verdict
-        found.extend(_judge(nodeid, obligations, func, parsed, path, terms_for))
+        found.extend(_judge(nodeid, obligations, func, parsed, path, terms_for, flow))
     return found
 
 
 def _judge(nodeid: str, obligations: tuple[str, ...], func: pyast.FunctionDef | pyast.AsyncFunctionDef,
-           parsed: _TestFile, path: Path, terms_for: Callable[[str], frozenset[str]]) -> Iterator[Vacuity]:
+           parsed: _TestFile, path: Path, terms_for: Callable[[str], frozenset[str]],
+           flow: bool) -> Iterator[Vacuity]:
     facts = body_facts(func, parsed)
     if not facts.asserts:
         for oid in obligations:
             yield Vacuity(nodeid, oid, "no-assert", "asserts nothing", path, func.lineno)
         return
+    judged = judge_test(func, parsed.flow_scope()) if flow else None
     for oid in obligations:
         terms = terms_for(oid)
         if terms and not any(key(t) in facts.tokens for t in terms):
             shown = ", ".join(sorted(terms)[:8]) + (", ..." if len(terms) > 8 else "")
             yield Vacuity(nodeid, oid, "unrelated", f"never touches any of: {shown}", path, func.lineno)
+        elif judged is not None and judged.weak and judged.effective == 0:
+            weak = [w for w in judged.weak if not (w.kind == "type-only" and _about_types(oid))]
+            if len(weak) == len(judged.weak):
+                yield Vacuity(nodeid, oid, weak[0].kind, _explain(weak), path, weak[0].line)
+
+
+# Obligations whose very point is a declared shape: a type check is the assertion they need.
+_TYPE_CATEGORIES = ("entity-fields.", "entity-optional.", "entity-relationship.", "contract-signature.",
+                    "enum-comparable.", "surface-exposure.", "surface-provides.")
+
+
+def _about_types(obligation: str) -> bool:
+    return obligation.partition(":")[2].startswith(_TYPE_CATEGORIES) or obligation.startswith(_TYPE_CATEGORIES)
+
+
+def _explain(weak: list) -> str:
+    """One line: the first weak assertion, and how many more there are."""
+    more = len(weak) - 1
+    return weak[0].explain() + (f" (and {more} more assertion{'s' if more > 1 else ''} that cannot fail "
+                                "because of the code)" if more else "")
 
 
 def locate(tree: pyast.Module, nodeid: str) -> pyast.FunctionDef | pyast.AsyncFunctionDef | None:
