@@ -90,12 +90,23 @@ def parse(file: str, fmt: str, as_json: bool) -> None:
 @click.option("--junit", type=click.Path(dir_okay=False), default=None, help="Also write JUnit XML here.")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=120.0, show_default=True,
               help="Seconds for pytest.")
+@click.option("--mutate", is_flag=True, help="Also mutation-test the code the obligations map to (implies --run).")
+@click.option("--mutate-only", multiple=True, metavar="UNIT", help="Mutate only this unit (repeatable).")
+@click.option("--mutate-jobs", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Parallel mutation workers.")
+@click.option("--mutate-budget", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+              help="Stop starting mutants after this long; what is left is reported as not run.")
+@click.option("--mutate-cache", type=click.Path(file_okay=False), default=".allium/mutants", show_default=True,
+              help="Results per unit, reused while nothing they depend on changes.")
+@click.option("--min-mutation-score", type=click.FloatRange(0, 100), default=0.0, show_default=True,
+              help="Per-component mutation score (percent) below which the check fails.")
 def check(paths: tuple[str, ...], fmt: str, package: str | None, specs_only: bool, run_tests: bool,
-          min_coverage: float, junit: str | None, timeout: float) -> None:
+          min_coverage: float, junit: str | None, timeout: float, mutate: bool, mutate_only: tuple[str, ...],
+          mutate_jobs: int, mutate_budget: float | None, mutate_cache: str, min_mutation_score: float) -> None:
     """Validate the specs in PATHS, and a generated package's tests against them.
 
     With --format json the document has the same keys either way; `package`
-    is null when no package was checked.
+    is null when no package was checked, `mutation` when --mutate was not given.
     """
     from pathlib import Path
 
@@ -103,9 +114,15 @@ def check(paths: tuple[str, ...], fmt: str, package: str | None, specs_only: boo
     if package is None and not specs_only and _generated_from(paths, Path("generated")):
         package = "generated"
     if package is None or specs_only:
+        if mutate:
+            raise UsageError("--mutate needs a generated package (--package, or generated/allium.lock)")
         _check_specs(paths, fmt)
     else:
-        _check_package(paths, package, fmt, run_tests, min_coverage, junit, timeout)
+        mutation = None
+        if mutate:
+            mutation = {"units": mutate_only, "jobs": mutate_jobs, "budget": mutate_budget,
+                        "cache_dir": Path(mutate_cache), "min_score": min_mutation_score}
+        _check_package(paths, package, fmt, run_tests or mutate, min_coverage, junit, timeout, mutation)
 
 
 def _generated_from(paths: tuple[str, ...], output: Any) -> bool:
@@ -135,21 +152,58 @@ def _check_specs(paths: tuple[str, ...], fmt: str) -> None:
     report = check_paths(paths)
     code = EXIT_FINDINGS if has_failures(report.diagnostics) else EXIT_CLEAN
     _emit("check", fmt, report.diagnostics, report.sources, code,
-          files=diagnostics_by_file(report.diagnostics, report.files), package=None)
+          files=diagnostics_by_file(report.diagnostics, report.files), package=None, mutation=None)
     sys.exit(code)
 
 
 def _check_package(paths: tuple[str, ...], package: str, fmt: str, run_tests: bool, min_coverage: float,
-                   junit: str | None, timeout: float) -> None:
+                   junit: str | None, timeout: float, mutation: dict | None = None) -> None:
     from allium.verify.coverage import verify_package
     from allium.verify.report import package_json, render_report_text, write_junit
 
     report = verify_package(paths, package, run=run_tests, timeout=timeout, min_coverage=min_coverage)
-    _emit("check", fmt, report.diagnostics, report.sources, report.exit_code, lambda: render_report_text(report),
-          files=diagnostics_by_file(report.spec_diagnostics, report.spec_files), package=package_json(report))
+    mutated = _mutate(report, package, mutation, quiet=fmt != "text") if mutation is not None else None
+    if mutated is not None and fmt == "sarif":
+        from allium.verify import mutreport
+
+        survivors = mutreport.survivor_findings(mutated, report.package_root)
+        click.echo(mutreport.add_to_sarif(render_sarif([*report.diagnostics, *survivors], __version__), mutated))
+    else:
+        _emit("check", fmt, report.diagnostics, report.sources, report.exit_code,
+              lambda: _check_text(report, mutated),
+              files=diagnostics_by_file(report.spec_diagnostics, report.spec_files), package=package_json(report),
+              mutation=mutated.to_json() if mutated is not None else None)
     if junit:
         write_junit(report, junit)
     sys.exit(report.exit_code)
+
+
+def _check_text(report: Any, mutated: Any) -> str:
+    from allium.verify.report import render_report_text
+
+    if mutated is None:
+        return render_report_text(report)
+    from allium.verify.mutreport import render_mutation_text
+
+    return render_report_text(report) + "\n\n" + render_mutation_text(mutated)
+
+
+def _mutate(report: Any, package: str, options: dict[str, Any], *, quiet: bool) -> Any:
+    """Run the mutation gate and add its findings to `report`; None when the suite is not fit for it."""
+    from allium.verify.mutate import mutate_package
+    from allium.verify.mutreport import merge
+    from allium.verify.package import find_package
+    from allium.verify.report import COLLECT_FAILED, TEST_FAILED
+
+    if report.by_code(COLLECT_FAILED) or report.by_code(TEST_FAILED):
+        click.echo("mutation testing skipped: the tests must pass unmutated first", err=True)
+        return None
+    say = None if quiet else (lambda msg: click.echo(f"  [mutate] {msg}", err=True))
+    # a worker that cannot start raises WorkerError, an AlliumError: one line, exit 1
+    mutation = mutate_package(report, find_package(package), units=options["units"], jobs=options["jobs"],
+                              budget=options["budget"], cache_dir=options["cache_dir"], progress=say)
+    merge(report, mutation, min_score=options["min_score"])
+    return mutation
 
 
 @main.command()
