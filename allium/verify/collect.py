@@ -95,10 +95,12 @@ def start_pytest(tests_dir: str | Path, *, root: str | Path | None = None, timeo
     return PendingPytest(tests, base, timeout, run)
 
 
-def pytest_command(tests_dir: Path, root: Path, report: Path, *, run: bool, lean: bool = False) -> list[str]:
+def pytest_command(tests_dir: Path, root: Path, report: Path | None, *, run: bool, lean: bool = False) -> list[str]:
     """The pytest command line. ``lean`` (collection only) skips what collection does not need."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-           f"--rootdir={root}", f"--confcutdir={root}", f"--allium-report={report}"]
+           f"--rootdir={root}", f"--confcutdir={root}"]
+    if report is not None:
+        cmd.append(f"--allium-report={report}")
     # --confcutdir: conftest.py files above the package belong to whatever project
     # it sits in, not to the package.
     if not _has_own_config(tests_dir, root):

@@ -141,10 +141,16 @@ class _Report:
             "tests": list(self.tests.values()),
             "obligations": dict(sorted(obligations.items())),
         }
+        text = json.dumps(document, indent=2) + "\n"
+        if self.path.is_symlink() or self.path.exists() and not self.path.is_file():
+            # a link, a device, a pipe: write through it; renaming over it would replace it
+            with open(self.path, "w", encoding="utf-8") as out:
+                out.write(text)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.path)  # readers never see half a report
 
 
 def _summary(report: pytest.TestReport) -> str:

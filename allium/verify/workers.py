@@ -55,7 +55,7 @@ class Worker:
     def start(self) -> None:
         req_read, self._req = os.pipe()
         self._ans, ans_write = os.pipe()
-        cmd = pytest_command(self.tests_dir, self.root, Path(os.devnull), run=True)
+        cmd = pytest_command(self.tests_dir, self.root, None, run=True)  # answers come over the pipes
         cmd[-1:-1] = ["-p", "allium.verify.mutworker", "-p", "no:randomly", "--assert=rewrite"]
         env = scrubbed_env({IN_ENV: str(req_read), OUT_ENV: str(ans_write)})
         self._log.seek(0)

@@ -84,6 +84,18 @@ def test_json_report_maps_tests_to_obligations_and_outcomes(package: pytest.Pyte
     ]
 
 
+def test_report_path_that_is_not_a_plain_file_is_written_through(package: pytest.Pytester) -> None:
+    """The report is written beside its path and renamed over it: fine for a file, never for a
+    link or a device (run as root, `--allium-report=/dev/null` once replaced /dev/null itself)."""
+    target = package.path / "real.json"
+    target.write_text("")
+    link = package.path / "link.json"
+    link.symlink_to(target)
+    package.runpytest_subprocess(f"--allium-report={link}")
+    assert link.is_symlink()
+    assert json.loads(target.read_text())["version"] == 1
+
+
 def test_setup_error_is_reported_as_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_fix='''
