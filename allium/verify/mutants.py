@@ -92,6 +92,9 @@ def mutants_of(source: str, file: str, module: str, lines: set[int] | None = Non
     out: list[Mutant] = []
     for site in functions(tree):
         original = pyast.unparse(site.node)
+        plain = _compile(site, copy.deepcopy(site.node), file)
+        if plain is None:
+            continue
         for index, node, operator, apply in _points(site.node):
             line = getattr(node, "lineno", site.node.lineno)
             if lines is not None and line not in lines:
@@ -102,8 +105,8 @@ def mutants_of(source: str, file: str, module: str, lines: set[int] | None = Non
             before, after = _snippet(target), _snippet(replacement)
             _replace(mutated_func, target, replacement)
             code = _compile(site, mutated_func, file)
-            if code is None:
-                continue
+            if code is None or code.co_freevars != plain.co_freevars:
+                continue  # e.g. removing the only super() call drops the __class__ cell: not swappable
             text = pyast.unparse(mutated_func)
             diff = _diff(original, text, file, line)
             if not diff:

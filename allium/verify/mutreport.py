@@ -33,7 +33,7 @@ def mutation_findings(mutation: MutationReport, *, min_score: float = 0.0) -> li
             n = len(ob.mutants)
             out.append(warning(
                 NO_MUTANT_KILLED,
-                f"the tests of '{res.id}' kill none of the {n} mutant{'s' if n != 1 else ''} of the code they run",
+                f"the tests of '{res.id}' kill none of the {n} mutant{'s' if n != 1 else ''} of the code mapped to it",
                 res.span, *notes))
         elif ob.status == "unmapped":
             out.append(info(

@@ -145,9 +145,9 @@ def _target(module_name: str, qualname: str, code: Any) -> Any:
     elif isinstance(obj, property):
         candidates = [f for f in (obj.fget, obj.fset, obj.fdel) if f is not None]
     for func in candidates:
-        while hasattr(func, "__wrapped__") and not hasattr(func, "__code__"):
-            func = func.__wrapped__
-        live = getattr(func, "__code__", None)
-        if live is not None and live.co_name == code.co_name and live.co_firstlineno == code.co_firstlineno:
-            return func
+        while func is not None:  # through decorators that keep __wrapped__ (contextmanager, wraps...)
+            live = getattr(func, "__code__", None)
+            if live is not None and live.co_name == code.co_name and live.co_firstlineno == code.co_firstlineno:
+                return func
+            func = getattr(func, "__wrapped__", None)
     return None
