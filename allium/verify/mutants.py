@@ -14,7 +14,8 @@ Operators (``Mutant.operator``):
 * ``arithmetic``: ``+`` <-> ``-``, ``*`` <-> ``/``, ``//`` -> ``/``, ``%`` -> ``*``,
   and the same for augmented assignment;
 * ``boolean``: ``and`` <-> ``or``, ``not x`` -> ``x``, ``True`` <-> ``False``;
-* ``constant``: an integer ``n`` -> ``n + 1``, a non-empty string -> ``"XX" + s``;
+* ``constant``: an integer ``n`` -> ``n + 1``, a non-empty string -> ``"XX" + s``
+  (not strings with whitespace: those are messages, not values the spec constrains);
 * ``remove-statement``: a call statement or an attribute/item assignment -> ``pass``;
 * ``remove-return``: ``return x`` -> ``return None``;
 * ``remove-raise``: ``raise ...`` -> ``pass``;
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import CodeType
 
-OPERATORS_VERSION = "1"  # bump when operators change: cached results are keyed on it
+OPERATORS_VERSION = "2"  # bump when operators change: cached results are keyed on it
 
 _CMP_SWAP: dict[type, type] = {
     pyast.Lt: pyast.LtE, pyast.LtE: pyast.Lt, pyast.Gt: pyast.GtE, pyast.GtE: pyast.Gt,
@@ -180,7 +181,8 @@ def _constant_ways(node: pyast.Constant) -> Iterator[tuple[str, object]]:
         yield "boolean", lambda n: pyast.Constant(not n.value)
     elif isinstance(value, int):
         yield "constant", lambda n: pyast.Constant(n.value + 1)
-    elif isinstance(value, str) and value and not getattr(node, "_allium_fstring", False):
+    elif isinstance(value, str) and value and not any(c.isspace() for c in value) \
+            and not getattr(node, "_allium_fstring", False):  # prose (messages) is not behaviour
         yield "constant", lambda n: pyast.Constant("XX" + n.value)
     elif isinstance(value, bytes) and value:
         yield "constant", lambda n: pyast.Constant(b"XX" + n.value)
