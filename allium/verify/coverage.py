@@ -17,13 +17,13 @@ from allium import ast
 from allium.diagnostics import Diagnostic, error, info, warning
 from allium.source import SourceFile, Span
 from allium.verify.collect import Collection, CollectedTest, CollectError, start_pytest
+from allium.verify.flow import PHRASES
 from allium.verify.markers import qualified_tag
 from allium.verify.package import PackageLayout, find_package
 from allium.verify.report import (COLLECT_FAILED, COVERAGE_BELOW_MINIMUM, ORPHAN_TAG, TEST_FAILED,
                                   UNCOVERED, VACUOUS_TEST, ComponentSummary, ObligationResult,
                                   VerifyReport, file_span)
 from allium.verify.terms import subject_terms, vocabulary
-from allium.verify.flow import PHRASES
 from allium.verify.vacuity import Vacuity, find_vacuous, tag_location
 
 

@@ -324,9 +324,10 @@ def _static_kind(test: pyast.expr) -> str | None:
         return "constant"
     if isinstance(test, pyast.Tuple) and test.elts:
         return "tautology"
-    if isinstance(test, pyast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], (pyast.Eq, pyast.Is, pyast.LtE, pyast.GtE)):
-        if pyast.dump(test.left) == pyast.dump(test.comparators[0]):
-            return "tautology"
+    reflexive = (pyast.Eq, pyast.Is, pyast.LtE, pyast.GtE)
+    if isinstance(test, pyast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], reflexive) \
+            and pyast.dump(test.left) == pyast.dump(test.comparators[0]):
+        return "tautology"
     if isinstance(test, pyast.BoolOp) and isinstance(test.op, pyast.Or) and any(_constant_truth(v) for v in test.values):
         return "tautology"
     if _type_only(test):

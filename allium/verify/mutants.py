@@ -153,9 +153,7 @@ def _ways(node: pyast.AST) -> Iterator[tuple[str, object]]:
     if isinstance(node, pyast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _CMP_SWAP:
         op = type(node.ops[0])
         yield ("boundary" if op in _BOUNDARY else "negate"), lambda n: _with(n, ops=[_CMP_SWAP[type(n.ops[0])]()])
-    elif isinstance(node, pyast.BinOp) and type(node.op) in _ARITH_SWAP:
-        yield "arithmetic", lambda n: _with(n, op=_ARITH_SWAP[type(n.op)]())
-    elif isinstance(node, pyast.AugAssign) and type(node.op) in _ARITH_SWAP:
+    elif isinstance(node, pyast.BinOp) and type(node.op) in _ARITH_SWAP or isinstance(node, pyast.AugAssign) and type(node.op) in _ARITH_SWAP:
         yield "arithmetic", lambda n: _with(n, op=_ARITH_SWAP[type(n.op)]())
     elif isinstance(node, pyast.BoolOp):
         yield "boolean", lambda n: _with(n, op=pyast.Or() if isinstance(n.op, pyast.And) else pyast.And())
@@ -169,9 +167,7 @@ def _ways(node: pyast.AST) -> Iterator[tuple[str, object]]:
         yield "remove-raise", lambda n: None
     elif isinstance(node, pyast.If) and node.body and isinstance(node.body[-1], (pyast.Raise, pyast.Return)):
         yield "remove-guard", lambda n: _with(n, test=pyast.Constant(False))
-    elif isinstance(node, pyast.Expr) and isinstance(node.value, pyast.Call):
-        yield "remove-statement", lambda n: None
-    elif isinstance(node, pyast.Assign) and all(isinstance(t, (pyast.Attribute, pyast.Subscript)) for t in node.targets):
+    elif isinstance(node, pyast.Expr) and isinstance(node.value, pyast.Call) or isinstance(node, pyast.Assign) and all(isinstance(t, (pyast.Attribute, pyast.Subscript)) for t in node.targets):
         yield "remove-statement", lambda n: None
 
 
@@ -208,9 +204,7 @@ def _mark_annotations(func: pyast.AST) -> None:
 
 
 def _annotation_fields(node: pyast.AST) -> Iterator[pyast.AST]:
-    if isinstance(node, pyast.AnnAssign):
-        yield node.annotation
-    elif isinstance(node, pyast.arg) and node.annotation is not None:
+    if isinstance(node, pyast.AnnAssign) or isinstance(node, pyast.arg) and node.annotation is not None:
         yield node.annotation
     elif isinstance(node, (pyast.FunctionDef, pyast.AsyncFunctionDef)):
         if node.returns is not None:

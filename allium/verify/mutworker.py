@@ -77,21 +77,9 @@ def _trace(items: dict[str, pytest.Item], files: set[str]) -> dict[str, Any]:
 
     for nodeid, item in items.items():
         seen: dict[str, set[int]] = {}
-
-        def local(frame, event, arg):  # noqa: ANN001, ANN202 - the sys.settrace protocol
-            if event == "line":
-                seen[canonical[frame.f_code.co_filename]].add(frame.f_lineno)  # type: ignore[index]
-            return local
-
-        def calls(frame, event, arg):  # noqa: ANN001, ANN202
-            name = wanted(frame.f_code.co_filename)
-            if name is not None:
-                seen.setdefault(name, set()).add(frame.f_lineno)
-                return local
-            return None
-
-        sys.settrace(calls)
-        threading.settrace(calls)
+        tracer = _tracer(seen, wanted, canonical)
+        sys.settrace(tracer)
+        threading.settrace(tracer)
         try:
             outcome, seconds = _run(item)
         finally:
@@ -100,6 +88,24 @@ def _trace(items: dict[str, pytest.Item], files: set[str]) -> dict[str, Any]:
         results[nodeid] = {"outcome": outcome, "seconds": round(seconds, 6),
                            "lines": {f: sorted(v) for f, v in seen.items()}}
     return {"op": "trace", "tests": results}
+
+
+def _tracer(seen: dict[str, set[int]], wanted: Any, canonical: dict[str, str | None]) -> Any:
+    """A sys.settrace function recording, into `seen`, the lines run in the wanted files only."""
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line":
+            seen[canonical[frame.f_code.co_filename]].add(frame.f_lineno)  # type: ignore[index]
+        return local
+
+    def calls(frame: Any, event: str, arg: Any) -> Any:
+        name = wanted(frame.f_code.co_filename)
+        if name is None:
+            return None  # frames elsewhere run untraced
+        seen.setdefault(name, set()).add(frame.f_lineno)
+        return local
+
+    return calls
 
 
 def _mutant(items: dict[str, pytest.Item], message: dict[str, Any]) -> dict[str, Any]:

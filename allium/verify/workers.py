@@ -48,7 +48,7 @@ class Worker:
         self.tests_dir, self.root, self.start_timeout = tests_dir, root, start_timeout
         self.tests: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker; closed in close()
         self._buffer = b""
         self.start()
 

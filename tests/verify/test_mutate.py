@@ -14,8 +14,13 @@ from fixture_projects import FIXTURES, relock
 from allium.verify.coverage import verify_package
 from allium.verify.mutants import mutants_of
 from allium.verify.mutate import mutate_package
-from allium.verify.mutreport import (MUTATION_BUDGET, NO_CODE_MAPPED, NO_MUTANT_KILLED, mutation_findings,
-                                     render_mutation_text)
+from allium.verify.mutreport import (
+    MUTATION_BUDGET,
+    NO_CODE_MAPPED,
+    NO_MUTANT_KILLED,
+    mutation_findings,
+    render_mutation_text,
+)
 from allium.verify.package import find_package
 from allium.verify.workers import Worker, scrubbed_env
 
@@ -177,12 +182,12 @@ def test_cli_json_and_sarif_carry_scores_and_survivors(shop: Path, tmp_path: Pat
 
     base = [sys.executable, "-m", "allium", "check", "specs", "--package", "generated", "--mutate",
             "--mutate-jobs", "1", "--mutate-cache", str(tmp_path)]
-    done = subprocess.run([*base, "--format", "json"], cwd=shop, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*base, "--format", "json"], check=False, cwd=shop, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     mutation = json.loads(done.stdout)["mutation"]
     assert mutation["components"]["shop"] == {"killed": 7, "survived": 8, "not_scored": 0, "score": 46.7}
     assert mutation["rules"]["shop.PlaceOrder"]["score"] == 83.3
-    sarif = json.loads(subprocess.run([*base, "--format", "sarif"], cwd=shop, capture_output=True, text=True,
+    sarif = json.loads(subprocess.run([*base, "--format", "sarif"], check=False, cwd=shop, capture_output=True, text=True,
                                       timeout=120).stdout)
     run = sarif["runs"][0]
     assert run["properties"]["mutation"]["components"]["shop"]["score"] == 46.7
