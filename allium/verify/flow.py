@@ -182,7 +182,7 @@ class Flow:
             if kind is None:
                 effective += 1
             else:
-                weak.append(Weak(node.lineno, kind, _source(node)))
+                weak.append(Weak(getattr(node, "lineno", self.func.lineno), kind, _source(node)))
         return Judgement(effective, tuple(weak))
 
     def _kind(self, node: pyast.AST) -> str | None:
@@ -360,7 +360,8 @@ def _constant_truth(expr: pyast.expr) -> bool | None:
 
 def _free_names(node: pyast.AST) -> set[str]:
     """Names an expression reads, minus those its own comprehensions and lambdas bind."""
-    read, bound = set(), set()
+    read: set[str] = set()
+    bound: set[str] = set()
     for sub in pyast.walk(node):
         if isinstance(sub, pyast.Name) and isinstance(sub.ctx, pyast.Load):
             read.add(sub.id)

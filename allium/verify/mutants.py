@@ -31,6 +31,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import CodeType
+from typing import Any
 
 OPERATORS_VERSION = "2"  # bump when operators change: cached results are keyed on it
 
@@ -149,11 +150,11 @@ def _points(func: pyast.FunctionDef | pyast.AsyncFunctionDef) -> Iterator[tuple[
             yield index, node, operator, apply
 
 
-def _ways(node: pyast.AST) -> Iterator[tuple[str, object]]:
+def _ways(node: pyast.AST) -> Iterator[tuple[str, Callable[..., Any]]]:
     if isinstance(node, pyast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _CMP_SWAP:
         op = type(node.ops[0])
         yield ("boundary" if op in _BOUNDARY else "negate"), lambda n: _with(n, ops=[_CMP_SWAP[type(n.ops[0])]()])
-    elif isinstance(node, pyast.BinOp) and type(node.op) in _ARITH_SWAP or isinstance(node, pyast.AugAssign) and type(node.op) in _ARITH_SWAP:
+    elif isinstance(node, (pyast.BinOp, pyast.AugAssign)) and type(node.op) in _ARITH_SWAP:
         yield "arithmetic", lambda n: _with(n, op=_ARITH_SWAP[type(n.op)]())
     elif isinstance(node, pyast.BoolOp):
         yield "boolean", lambda n: _with(n, op=pyast.Or() if isinstance(n.op, pyast.And) else pyast.And())
@@ -171,7 +172,7 @@ def _ways(node: pyast.AST) -> Iterator[tuple[str, object]]:
         yield "remove-statement", lambda n: None
 
 
-def _constant_ways(node: pyast.Constant) -> Iterator[tuple[str, object]]:
+def _constant_ways(node: pyast.Constant) -> Iterator[tuple[str, Callable[..., Any]]]:
     value = node.value
     if isinstance(value, bool):
         yield "boolean", lambda n: pyast.Constant(not n.value)
@@ -204,13 +205,13 @@ def _mark_annotations(func: pyast.AST) -> None:
 
 
 def _annotation_fields(node: pyast.AST) -> Iterator[pyast.AST]:
-    if isinstance(node, pyast.AnnAssign) or isinstance(node, pyast.arg) and node.annotation is not None:
+    if isinstance(node, (pyast.AnnAssign, pyast.arg)) and node.annotation is not None:
         yield node.annotation
     elif isinstance(node, (pyast.FunctionDef, pyast.AsyncFunctionDef)):
         if node.returns is not None:
             yield node.returns
         yield from node.decorator_list
-        yield from (d for d in (*node.args.defaults, *node.args.kw_defaults) if d is not None)
+        yield from (d for d in (*node.args.defaults, *node.args.kw_defaults) if d is not None)  # type: ignore[misc]
 
 
 def _is_none(expr: pyast.expr) -> bool:
@@ -250,8 +251,9 @@ def _compile(site: Site, func: pyast.AST, file: str) -> CodeType | None:
     pyast.fix_missing_locations(func)
     holder: pyast.stmt = func  # type: ignore[assignment]
     if site.cls is not None:
-        extra = {"type_params": []} if "type_params" in pyast.ClassDef._fields else {}  # 3.12+
-        holder = pyast.ClassDef(name=site.cls.name, bases=[], keywords=[], body=[func], decorator_list=[], **extra)
+        extra: dict[str, Any] = {"type_params": []} if "type_params" in pyast.ClassDef._fields else {}  # 3.12+
+        holder = pyast.ClassDef(name=site.cls.name, bases=[], keywords=[], body=[holder],  # type: ignore[arg-type]
+                                decorator_list=[], **extra)
         pyast.copy_location(holder, site.cls)
     module = pyast.Module([holder], [])
     try:
