@@ -5,8 +5,11 @@
    component's files, plus the functions marked ``@implements`` its rule.
 2. *Mutate only that code* (:mod:`allium.verify.mutants`), never anything
    outside the generated package's own source files.
-3. *Phase 1, the score.* Each mutant runs against the tagged tests that reach
-   its line (the component's own first, fastest first) until one fails.
+3. *Phase 1, the score.* Each mutant runs against the tests tagged with its
+   own component's obligations that reach its line (fastest first) until one
+   fails. Other components' tests are not used: a component's spec must pin
+   its own code, and a dependent's slow tests (a server, a database) would
+   otherwise run against every survivor.
 4. *Phase 2, the obligations.* An obligation none of whose tests was the
    killer in phase 1 runs its own tests against its mutants until one dies;
    if none does, it is reported (``allium.verify.noMutantKilled``) with a
@@ -168,20 +171,27 @@ def mutate_package(report: VerifyReport, layout: PackageLayout, *, units: Iterab
     all_units = _units(layout, {c.name for c in report.components})
     chosen = [u for u in all_units if not units or u.name in set(units)]
     obligations = [o for c in report.components if any(u.name == c.name for u in chosen) for o in c.obligations]
-    tagged = {t for o in report.obligations for t in o.tests}
-    owner = {t: o.component for o in report.obligations for t in o.tests}
+    names = {u.name for u in chosen}
+    owners: dict[str, set[str]] = {}  # test -> the chosen components whose obligations it is tagged with
+    for o in report.obligations:
+        if o.component in names:
+            for t in o.tests:
+                owners.setdefault(t, set()).add(o.component)
+    tagged = sorted(owners)
+    test_files = sorted({layout.root / t.split("::", 1)[0] for t in tagged})
     tags: dict[str, list[str]] = {}
     for o in report.obligations:
         for t in o.tests:
             tags.setdefault(t, []).append(f"{o.component}:{o.id}")
 
-    pool = _Pool(layout, max(1, jobs))
+    pool = _Pool(layout, max(1, jobs), test_files)
     try:
         say(f"tracing {len(tagged)} tagged tests")
-        trace = pool.workers[0].call({"op": "trace", "files": [str(f) for u in all_units for f in u.files]}, 600)
+        trace = pool.workers[0].call({"op": "trace", "files": [str(f) for u in chosen for f in u.files],
+                                      "tests": tagged}, 600)
         if trace is None:
             raise WorkerError("tracing the tests took longer than 600 s")
-        tests = {n: t for n, t in trace["tests"].items() if n in tagged}
+        tests = {n: t for n, t in trace["tests"].items() if n in owners}
         failing = sorted(n for n, t in tests.items() if t["outcome"] == "failed")
         reach = _reach(tests, failing)
         results: list[MutantResult] = []
@@ -189,7 +199,7 @@ def mutate_package(report: VerifyReport, layout: PackageLayout, *, units: Iterab
         cached: list[str] = []
         fresh: list[tuple[_Unit, str, list[MutantResult], list[ObligationMutation]]] = []
         for unit in chosen:
-            key = _cache_key(unit, tests, reach, tags, layout)
+            key = _cache_key(unit, tests, _own(reach, owners, unit.name), tags, layout)
             unit_results = _load_cache(cache_dir, unit.name, key)
             implemented = _implements(unit, layout.root)
             mine = [o for o in obligations if o.component == unit.name]
@@ -198,7 +208,7 @@ def mutate_package(report: VerifyReport, layout: PackageLayout, *, units: Iterab
                 results.extend(unit_results[0])
                 per_ob.extend(_restore_obligations(mine, unit_results[1]))
                 continue
-            made = _make_mutants(unit, layout.root, reach, implemented, owner, tests)
+            made = _make_mutants(unit, layout.root, reach, implemented, owners, tests)
             obs = [_obligation_code(o, made, reach, implemented) for o in mine]
             results.extend(made)
             per_ob.extend(obs)
@@ -248,6 +258,13 @@ def _reach(tests: dict[str, Any], failing: list[str]) -> dict[tuple[str, int], l
     return reach
 
 
+def _own(reach: dict[tuple[str, int], list[str]], owners: dict[str, set[str]],
+         unit: str) -> dict[tuple[str, int], list[str]]:
+    """`reach` limited to the tests tagged with the unit's own obligations."""
+    own = {where: [t for t in ts if unit in owners.get(t, ())] for where, ts in reach.items()}
+    return {where: ts for where, ts in own.items() if ts}
+
+
 def _implements(unit: _Unit, root: Path) -> dict[str, set[tuple[str, int]]]:
     """Rule -> the (file, line)s of the functions marked ``@implements(rule)``."""
     found: dict[str, set[tuple[str, int]]] = {}
@@ -266,10 +283,11 @@ def _implements(unit: _Unit, root: Path) -> dict[str, set[tuple[str, int]]]:
 
 
 def _make_mutants(unit: _Unit, root: Path, reach: dict[tuple[str, int], list[str]],
-                  implemented: dict[str, set[tuple[str, int]]], owner: dict[str, str],
+                  implemented: dict[str, set[tuple[str, int]]], owners: dict[str, set[str]],
                   tests: dict[str, Any]) -> list[MutantResult]:
-    """Mutants on the lines tagged tests reach, or inside @implements functions."""
+    """Mutants on the lines the unit's own tagged tests reach, or inside @implements functions."""
     out = []
+    reach = _own(reach, owners, unit.name)
     marked = {line for spans in implemented.values() for line in spans}
     for file in unit.files:
         rel = file.relative_to(root).as_posix()
@@ -277,8 +295,7 @@ def _make_mutants(unit: _Unit, root: Path, reach: dict[tuple[str, int], list[str
         lines = {ln for (f, ln) in reach if f == str(file)} | {ln for (f, ln) in marked if f == str(file)}
         for mutant in mutants_of(file.read_text(encoding="utf-8"), rel, module, lines):
             covering = reach.get((str(file), mutant.line), [])
-            # the component's own tests first, then the fastest: the likeliest quick kill
-            ordered = sorted(covering, key=lambda t: (owner.get(t) != unit.name, tests[t]["seconds"]))
+            ordered = sorted(covering, key=lambda t: tests[t]["seconds"])  # fastest first: the likeliest quick kill
             out.append(MutantResult(mutant, unit.name, tests=tuple(ordered), path=str(file)))
     return out
 
@@ -300,10 +317,10 @@ def _obligation_code(ob: ObligationResult, made: list[MutantResult], reach: dict
 class _Pool:
     """Worker processes and the two phases, run on as many threads as workers."""
 
-    def __init__(self, layout: PackageLayout, jobs: int) -> None:
+    def __init__(self, layout: PackageLayout, jobs: int, files: list[Path]) -> None:
         self.workers: list[Worker] = []
         for _ in range(jobs):
-            self.workers.append(Worker(layout.tests_dir, layout.root))
+            self.workers.append(Worker(layout.tests_dir, layout.root, files or None))
 
     def close(self) -> None:
         for worker in self.workers:

@@ -6,8 +6,9 @@ descriptors it talks over (pytest captures stdin and stdout, so those are not
 used). The session collects once; then, instead of pytest's own loop, the
 worker answers JSON-line requests:
 
-* ``{"op": "trace", "files": [...]}``: run every test once under a line
-  tracer; per test: outcome, duration and the lines it ran in those files;
+* ``{"op": "trace", "files": [...], "tests": [...]}``: run those tests (or
+  all) once under a line tracer; per test: outcome, duration and the lines
+  it ran in those files;
 * ``{"op": "mutant", "module", "qualname", "code", "tests"}``: swap the
   function's code object for the mutant's, run the tests in order until one
   fails, restore the code; answers which test killed it (or none).
@@ -45,7 +46,10 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
             message = json.loads(line)
             if message["op"] == "quit":
                 break
-            answer = _trace(items, set(message["files"])) if message["op"] == "trace" else _mutant(items, message)
+            if message["op"] == "trace":
+                answer = _trace({n: items[n] for n in message.get("tests", items) if n in items}, set(message["files"]))
+            else:
+                answer = _mutant(items, message)
             answers.write(json.dumps(answer) + "\n")
     return True
 

@@ -44,8 +44,11 @@ class WorkerError(AlliumError):
 class Worker:
     """One pytest process serving requests; restartable after a timeout."""
 
-    def __init__(self, tests_dir: Path, root: Path, start_timeout: float = 120.0) -> None:
+    def __init__(self, tests_dir: Path, root: Path, files: list[Path] | None = None,
+                 start_timeout: float = 120.0) -> None:
+        """A worker on the tests in `tests_dir`, or only in `files` (test files under it) when given."""
         self.tests_dir, self.root, self.start_timeout = tests_dir, root, start_timeout
+        self.files = files
         self.tests: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker; closed in close()
@@ -56,7 +59,8 @@ class Worker:
         req_read, self._req = os.pipe()
         self._ans, ans_write = os.pipe()
         cmd = pytest_command(self.tests_dir, self.root, None, run=True)  # answers come over the pipes
-        cmd[-1:-1] = ["-p", "allium.verify.mutworker", "-p", "no:randomly", "--assert=rewrite"]
+        cmd[-1:] = ["-p", "allium.verify.mutworker", "-p", "no:randomly", "--assert=rewrite",
+                    *(map(str, self.files) if self.files else [cmd[-1]])]
         env = scrubbed_env({IN_ENV: str(req_read), OUT_ENV: str(ans_write)})
         self._log.seek(0)
         self._log.truncate()
