@@ -36,7 +36,9 @@ def run_gate(units: list[str], jobs: int, cache: Path) -> tuple[float, dict]:
     try:
         document = json.loads(done.stdout)
     except ValueError:
-        sys.exit(f"the gate did not produce JSON (exit {done.returncode}):\n{done.stderr[-2000:]}")
+        document = {}
+    if "mutation" not in document:
+        sys.exit(f"the gate did not run (exit {done.returncode}):\n{done.stderr[-2000:]}")
     return seconds, document["mutation"]
 
 

@@ -368,6 +368,7 @@ class _Pool:
     def phase_two(self, obligations: list[ObligationMutation], results: list[MutantResult],
                   tests: dict[str, Any], deadline: float | None) -> bool:
         by_id = {r.mutant.id: r for r in results}
+        passing = {n for n, t in tests.items() if t["outcome"] != "failed"}
         pending = []
         for ob in obligations:
             mine = set(ob.result.tests)
@@ -382,7 +383,10 @@ class _Pool:
             mine = set(ob.result.tests)
             for mid in ob.mutants:
                 result = by_id[mid]
-                own = [t for t in result.tests if t in mine] or list(ob.result.tests)
+                # its tests that reach the mutant, else all its passing ones (an @implements body)
+                own = [t for t in result.tests if t in mine] or [t for t in ob.result.tests if t in passing]
+                if not own:
+                    return  # every test of it fails unmutated: already a finding, nothing to judge
                 if result.status == "survived" and set(own) <= set(result.tests):
                     ob.survivor = ob.survivor or mid  # phase 1 ran these tests already: all passed
                     continue

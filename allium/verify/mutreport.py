@@ -81,6 +81,8 @@ def render_mutation_text(mutation: MutationReport) -> str:
         lines += ["", f"surviving mutants ({len(survivors)}):"]
         lines += [f"  {r.mutant.short()}  [{r.mutant.operator}]" + ("" if r.tests else " (no test runs it)")
                   for r in sorted(survivors, key=lambda r: (r.mutant.file, r.mutant.line))]
+    if mutation.trace_failures:
+        lines += ["", f"left out (failing unmutated): {', '.join(mutation.trace_failures)}"]
     total = sum(len(o.mutants) > 0 for o in mutation.obligations)
     kills = sum(o.status == "kills" for o in mutation.obligations)
     lines += ["", f"{kills}/{total} obligations with mapped code kill a mutant; {len(mutation.mutants)} mutants in "

@@ -194,3 +194,20 @@ def test_cli_json_and_sarif_carry_scores_and_survivors(shop: Path, tmp_path: Pat
     survived = [r for r in run["results"] if r["ruleId"] == "allium.verify.mutantSurvived"]
     assert len(survived) == len(SURVIVORS)
     assert survived[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "generated/shop/shop.py"
+
+
+def test_a_test_failing_unmutated_is_left_out(tmp_path: Path) -> None:
+    root = tmp_path / "mutate"
+    shutil.copytree(FIXTURES / "mutate", root, ignore=shutil.ignore_patterns("__pycache__"))
+    tests = root / "generated" / "tests" / "test_shop.py"
+    tests.write_text(tests.read_text().replace("assert book.orders == []", "assert book.orders == [None]"))
+    relock(root, package="shop")
+    report = verify_package([root / "specs"], root / "generated", run=True)
+    mutation = mutate_package(report, find_package(root / "generated"), jobs=1)
+    failing = "tests/test_shop.py::test_place_order_refuses_a_zero_total"
+    assert mutation.trace_failures == [failing]
+    assert all(failing not in r.tests for r in mutation.mutants)
+    status = {o.result.id: o.status for o in mutation.obligations}
+    assert status["rule-success.PlaceOrder"] == "kills"
+    assert status["rule-failure.PlaceOrder.1"] == "not-run"  # its one test fails anyway: not a kill
+    assert f"left out (failing unmutated): {failing}" in render_mutation_text(mutation)
