@@ -159,7 +159,7 @@ def _check_specs(paths: tuple[str, ...], fmt: str) -> None:
 def _check_package(paths: tuple[str, ...], package: str, fmt: str, run_tests: bool, min_coverage: float,
                    junit: str | None, timeout: float, mutation: dict | None = None) -> None:
     from allium.verify.coverage import verify_package
-    from allium.verify.report import package_json, render_report_text, write_junit
+    from allium.verify.report import package_json, write_junit
 
     report = verify_package(paths, package, run=run_tests, timeout=timeout, min_coverage=min_coverage)
     mutated = _mutate(report, package, mutation, quiet=fmt != "text") if mutation is not None else None

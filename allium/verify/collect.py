@@ -95,8 +95,12 @@ def start_pytest(tests_dir: str | Path, *, root: str | Path | None = None, timeo
     return PendingPytest(tests, base, timeout, run)
 
 
-def pytest_command(tests_dir: Path, root: Path, report: Path | None, *, run: bool, lean: bool = False) -> list[str]:
-    """The pytest command line. ``lean`` (collection only) skips what collection does not need."""
+def pytest_command(tests_dir: Path, root: Path, report: Path | None, *, run: bool, lean: bool = False,
+                   scratch: Path | None = None) -> list[str]:
+    """The pytest command line. ``lean`` (collection only) skips what collection does not need.
+
+    Files of our own (an empty ini) go in ``scratch``, else beside ``report``.
+    """
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
            f"--rootdir={root}", f"--confcutdir={root}"]
     if report is not None:
@@ -108,7 +112,10 @@ def pytest_command(tests_dir: Path, root: Path, report: Path | None, *, run: boo
         # it sits in (addopts, testpaths...), which is not the package's config.
         # An empty ini file of our own: pytest 9 refuses `-c /dev/null`
         # ("unsupported format").
-        config = report.with_name("allium-empty-pytest.ini")
+        folder = scratch if scratch is not None else report.parent if report is not None else None
+        if folder is None:
+            raise ValueError("pytest_command needs a report path or a scratch folder")
+        config = folder / "allium-empty-pytest.ini"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text("[pytest]\n", encoding="utf-8")
         cmd += ["-c", str(config)]

@@ -211,7 +211,7 @@ def _annotation_fields(node: pyast.AST) -> Iterator[pyast.AST]:
         if node.returns is not None:
             yield node.returns
         yield from node.decorator_list
-        yield from (d for d in (*node.args.defaults, *node.args.kw_defaults) if d is not None)  # type: ignore[misc]
+        yield from (d for d in (*node.args.defaults, *node.args.kw_defaults) if d is not None)
 
 
 def _is_none(expr: pyast.expr) -> bool:
@@ -252,7 +252,7 @@ def _compile(site: Site, func: pyast.AST, file: str) -> CodeType | None:
     holder: pyast.stmt = func  # type: ignore[assignment]
     if site.cls is not None:
         extra: dict[str, Any] = {"type_params": []} if "type_params" in pyast.ClassDef._fields else {}  # 3.12+
-        holder = pyast.ClassDef(name=site.cls.name, bases=[], keywords=[], body=[holder],  # type: ignore[arg-type]
+        holder = pyast.ClassDef(name=site.cls.name, bases=[], keywords=[], body=[holder],
                                 decorator_list=[], **extra)
         pyast.copy_location(holder, site.cls)
     module = pyast.Module([holder], [])

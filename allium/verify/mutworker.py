@@ -88,7 +88,7 @@ def _trace(items: dict[str, pytest.Item], files: set[str]) -> dict[str, Any]:
             outcome, seconds = _run(item)
         finally:
             sys.settrace(None)
-            threading.settrace(None)  # type: ignore[arg-type]
+            threading.settrace(None)
         results[nodeid] = {"outcome": outcome, "seconds": round(seconds, 6),
                            "lines": {f: sorted(v) for f, v in seen.items()}}
     return {"op": "trace", "tests": results}

@@ -52,13 +52,15 @@ class Worker:
         self.tests: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker; closed in close()
+        self._scratch = tempfile.TemporaryDirectory(prefix="allium-mutate-")
         self._buffer = b""
         self.start()
 
     def start(self) -> None:
         req_read, self._req = os.pipe()
         self._ans, ans_write = os.pipe()
-        cmd = pytest_command(self.tests_dir, self.root, None, run=True)  # answers come over the pipes
+        # no report file: answers come over the pipes
+        cmd = pytest_command(self.tests_dir, self.root, None, run=True, scratch=Path(self._scratch.name))
         cmd[-1:] = ["-p", "allium.verify.mutworker", "-p", "no:randomly", "--assert=rewrite",
                     *(map(str, self.files) if self.files else [cmd[-1]])]
         env = scrubbed_env({IN_ENV: str(req_read), OUT_ENV: str(ans_write)})
@@ -130,3 +132,4 @@ class Worker:
                 pass
         self.stop()
         self._log.close()
+        self._scratch.cleanup()

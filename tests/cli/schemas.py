@@ -66,6 +66,10 @@ PACKAGE = {
                    "obligations": {"type": "array"}, "failures": {"type": "array"}},
     "additionalProperties": False,
 }
+MUTATION = {
+    "type": "object",
+    "required": ["units", "components", "rules", "obligations", "mutants", "budget_hit", "cached_units"],
+}
 UNIT_ROW = {
     "type": "object",
     "required": ["unit", "files", "lines", "input_tokens", "cached_tokens", "cache_write_tokens",
@@ -78,7 +82,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                 "module": {"oneOf": [{"type": "null"},
                                                      {"type": "object", "properties": {"node": {"const": "Module"}},
                                                       "required": ["node", "span", "decls"]}]}}),
-    "check": envelope("check", {"files": FILES, "package": {"oneOf": [{"type": "null"}, PACKAGE]}}),
+    "check": envelope("check", {"files": FILES, "package": {"oneOf": [{"type": "null"}, PACKAGE]},
+                                "mutation": {"oneOf": [{"type": "null"}, MUTATION]}}),
     "plan": envelope("plan", {"language_version": {"type": ["integer", "null"]},
                               "obligations": {"type": "array", "items": OBLIGATION}}),
     "prompt": envelope("prompt", {"unit": {"type": "string"},
