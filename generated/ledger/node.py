@@ -354,7 +354,12 @@ def form_batch(process: NodeProcess, batch_id: str, queued: Sequence[Pending],
 
 @implements("AgreeOnBatch")
 def agree_on_batch(batch: Batch, ballots: Sequence[Ballot], config: Config = Config()) -> Batch:
-    """rule AgreeOnBatch: f + 1 valid ballots agree; matching = their count."""
+    """rule AgreeOnBatch: f + 1 valid ballots agree; matching = their count.
+
+    Per item, the pipeline commits only a decision digest that f + 1 ballots carry; an
+    item agreed as "fault" (the Arbiter raised EvaluationFault) or without agreement is
+    never committed and is answered 503 (evaluation_fault / no_agreement).
+    """
     if batch.status is not BatchStatus.collecting:
         raise Rejected("AgreeOnBatch", 1, f"batch is {batch.status.value}, not collecting")
     if len(ballots) < config.faults_tolerated + 1:

@@ -29,6 +29,14 @@ log = logging.getLogger("ledger.node.log")
 
 Submit = Callable[[Envelope, Channel, int, int], Awaitable[Answer]]
 
+# ASSUMPTION: node.allium says an item agreed as "fault" is never committed and is
+# answered 503, which leaves a log record's checkpoint where it is.  An evaluation
+# bug raises on every replica, so retrying such a record forever would stall its
+# whole partition; after this many evaluation_fault answers in a row for one offset
+# the record is dead-lettered (cause "evaluation_fault: ...").  A dead letter records
+# no outcome, so the request is still never committed, not even as a rejection.
+EVALUATION_FAULT_RETRIES = 3
+
 
 def payload_digest(payload: str) -> str:
     """The dead letter's payload digest: lowercase hex SHA-256 of the UTF-8 payload."""
@@ -56,6 +64,7 @@ class PartitionConsumer:
         self.submit = submit
         self.config = config
         self.handled = 0
+        self._faults: dict[int, int] = {}  # offset -> evaluation_fault answers in a row
 
     @implements("ConsumeLog")
     async def run(self) -> None:
@@ -98,6 +107,16 @@ class PartitionConsumer:
             await self._dead_letter(record, f"invalid_envelope: {answer.body.get('detail')}")
         elif answer.status < 500:
             self.handled += 1
+        elif answer.body.get("error") == "evaluation_fault":
+            await self._count_fault(record, str(answer.body.get("detail", "")))
+
+    async def _count_fault(self, record: Any, detail: str) -> None:
+        """A record whose evaluation keeps faulting is dead-lettered after a few tries."""
+        tries = self._faults.get(record.offset, 0) + 1
+        self._faults[record.offset] = tries
+        if tries >= EVALUATION_FAULT_RETRIES:
+            self._faults.pop(record.offset, None)
+            await self._dead_letter(record, f"evaluation_fault: {detail}")
 
     async def _dead_letter(self, record: Any, cause: str) -> None:
         log.warning("partition %d offset %d dead-lettered: %s", self.partition, record.offset, cause)

@@ -23,7 +23,7 @@ from ledger.node import (
     answer_pending, commit_batch, fail_batch, form_batch, refuse_pending,
 )
 from ledger.node_ports import PortUnavailable, StorePort
-from ledger.node_votes import ItemDecision, Tally, evaluate_items
+from ledger.node_votes import FAULT_DIGEST, ItemDecision, Tally, evaluate_items
 
 log = logging.getLogger("ledger.node.pipeline")
 
@@ -234,13 +234,17 @@ class Pipeline:
         own = evaluate_items(items, reads)
         tally = await self._collect(batch, items, reads)
         agreed = tally.agreed()
-        ok = [i for i, digest in enumerate(agreed) if digest is not None and digest == own[i].digest]
+        ok = [i for i, digest in enumerate(agreed) if _committable(digest, own[i])]
         if not ok:
-            return self._fail(batch, tickets, "no_agreement", "replicas did not agree on this batch in time")
+            batch = fail_batch(batch)
+            for i, t in enumerate(tickets):
+                self._refuse(t, *_not_committed(agreed[i], own[i]))
+            return batch
         agree_on_batch(batch, tally.supporters(agreed), self.config)
         for i, t in enumerate(tickets):
             if i not in ok:
-                self._refuse(t, "no_agreement", "replicas did not agree on this request in time")
+                # Never committed, not even as a rejection (AgreeOnBatch's @guidance).
+                self._refuse(t, *_not_committed(agreed[i], own[i]))
         chosen = [tickets[i] for i in ok]
         commit_items = [self._commit_item(tickets[i], own[i], agreed[i]) for i in ok]
         try:
@@ -281,7 +285,7 @@ class Pipeline:
         return tally
 
     def _commit_item(self, ticket: Ticket, own: ItemDecision, digest: str | None) -> Any:
-        p, d = ticket.pending, own.decision
+        p, d = ticket.pending, own.decided()
         return self.store.commit_item(
             envelope=p.envelope, fingerprint=ticket.fingerprint, channel=p.channel, partition=p.partition,
             offset=p.offset, verdict=d.verdict, reason=d.reason, account_delta_minor=d.account_delta_minor,
@@ -293,7 +297,7 @@ class Pipeline:
         """CommitBatch's @guidance: map one CommitResult to the waiter's answer."""
         envelope = ticket.pending.envelope
         if result.disposition == "committed":
-            d = own.decision
+            d = own.decided()
             # ASSUMPTION: the committed outcome is exactly the agreed item with the store's
             # sequence, so it is answered without reading it back (duplicates are read back).
             answer = Answer(200, {
@@ -354,6 +358,21 @@ class Pipeline:
         for t in tickets:
             self._refuse(t, cause, detail)
         return batch
+
+
+def _committable(agreed: str | None, own: ItemDecision) -> bool:
+    """AgreeOnBatch: an item is committed only with an f + 1 agreed decision digest this
+    replica computed too (so it holds the decision to commit); a "fault" never is."""
+    return agreed is not None and agreed != FAULT_DIGEST and not own.is_fault and agreed == own.digest
+
+
+def _not_committed(agreed: str | None, own: ItemDecision) -> tuple[str, str]:
+    """The 503 cause of an item that is not committed: evaluation_fault or no_agreement."""
+    if agreed == FAULT_DIGEST or (own.is_fault and agreed is not None):
+        # ASSUMPTION: when f + 1 others agree on a decision this replica could not
+        # evaluate, the leader has no decision to commit; that is its evaluation fault.
+        return "evaluation_fault", f"evaluating this request failed; retry ({own.fault or 'replicas faulted'})"
+    return "no_agreement", "replicas did not agree on this request in time"
 
 
 def _drain(task: asyncio.Future[Any]) -> None:

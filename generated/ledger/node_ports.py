@@ -66,8 +66,10 @@ class CommitOutcome:
     sequence: int | None
 
 
-# ASSUMPTION: the DurableStore contract has no lease reader, so the node uses one
-# only if the store offers it, and otherwise learns the lease from its peers.
+# ASSUMPTION: the DurableStore contract has no lease reader, and ledger.store's
+# generated API (Store: open, close, migrate, claim_epoch, renew_lease, commit,
+# accounts, find_outcome, next_offset, dead_letter) has none either.  The node uses
+# one only if a store offers it, and otherwise learns the lease from its peers.
 _LEASE_READERS = ("lease", "read_lease", "current_lease", "get_lease")
 
 
@@ -189,7 +191,7 @@ class LogPort:
         try:
             module = importlib.import_module("ledger.eventlog")
             count = partitions if partitions is not None else module.Config().partitions
-            handle = module.open_log(url, count)
+            handle = module.open_log(url, partitions=count)  # open_log(url, partitions=None, *, config)
             await handle.open()
         except Exception as exc:
             raise PortUnavailable(f"cannot open log {url}: {exc}") from exc

@@ -24,7 +24,7 @@ import httpx
 import msgspec
 
 from allium.verify import implements
-from ledger.arbiter import AccountSnapshot, Decision, evaluate
+from ledger.arbiter import AccountSnapshot, Decision, EvaluationFault, evaluate
 from ledger.core import AccountStatus, OperationKind, Verdict, canonical_encoding, fingerprint, tagged_sha256
 from ledger.core import Envelope
 from ledger.node import Ballot, Fault
@@ -73,14 +73,35 @@ def body_is_signed(keys: Mapping[str, bytes], node_id: str | None, signature: st
 # Replica evaluation --------------------------------------------------------------------------
 
 
+# AgreeOnBatch: the digest a replica reports for an item whose evaluation raised the
+# Arbiter's EvaluationFault. It is never a SHA-256 hex digest, so it can never be
+# mistaken for a decision, and an item agreed as "fault" is never committed.
+FAULT_DIGEST = "fault"
+
+
 @dataclass(frozen=True)
 class ItemDecision:
-    """One item's decision with the versions it was evaluated against, and its digest."""
+    """One item's decision with the versions it was evaluated against, and its digest.
 
-    decision: Decision
+    ``decision`` is None (and ``digest`` is FAULT_DIGEST) when evaluate raised
+    EvaluationFault for the item; ``fault`` then holds its one-line cause.
+    """
+
+    decision: Decision | None
     expected_primary_version: int
     expected_counter_version: int
     digest: str
+    fault: str | None = None
+
+    @property
+    def is_fault(self) -> bool:
+        return self.decision is None
+
+    def decided(self) -> Decision:
+        """The Decision of an item that has one (only such items are ever committed)."""
+        if self.decision is None:
+            raise ValueError(f"no decision: the evaluation faulted ({self.fault})")
+        return self.decision
 
 
 def _snapshot(row: Any) -> AccountSnapshot:
@@ -122,8 +143,15 @@ def evaluate_items(items: Sequence[Envelope], reads: Iterable[Any]) -> list[Item
     for envelope in items:
         primary = state.get(envelope.account_id, absent)
         counter = state.get(envelope.counterparty_id, absent) if envelope.counterparty_id else absent
-        decision = evaluate(envelope, primary, counter)
         counter_version = counter.version if envelope.kind is OperationKind.transfer else 0
+        try:
+            decision = evaluate(envelope, primary, counter)
+        except EvaluationFault as exc:
+            # No Decision for this item (arbiter's Totality): vote "fault" for it, keep the
+            # running reads unchanged, and still decide the rest of the batch.
+            log.warning("evaluation fault for %s/%s: %s", envelope.client_id, envelope.request_id, exc.cause)
+            out.append(ItemDecision(None, primary.version, counter_version, FAULT_DIGEST, exc.cause))
+            continue
         out.append(ItemDecision(decision, primary.version, counter_version,
                                 item_digest(envelope, decision, primary.version, counter_version)))
         if decision.verdict is Verdict.accepted:
@@ -140,6 +168,9 @@ def _faulty_digests(fault: Fault, items: Sequence[Envelope], decided: list[ItemD
         flipped = []
         for envelope, item in zip(items, decided):
             d = item.decision
+            if d is None:  # nothing to flip: a fault stays a fault
+                flipped.append(item.digest)
+                continue
             if d.verdict is Verdict.accepted:
                 d = Decision(verdict=Verdict.rejected, reason=d.reason, account_delta_minor=d.account_delta_minor,
                              counterparty_delta_minor=d.counterparty_delta_minor)
