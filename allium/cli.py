@@ -286,12 +286,15 @@ class _ProviderName(click.ParamType):
 @click.option("--exchange-dir", default=".allium/exchange", show_default=True, type=click.Path(file_okay=False))
 @click.option("--only", multiple=True, help="Regenerate only this unit (repeatable).")
 @click.option("--all", "everything", is_flag=True, help="Regenerate every unit, not only stale ones.")
+@click.option("--discard", multiple=True, metavar="UNIT",
+              help="Set aside UNIT's stored answer and ask again (repeatable; implies regenerating UNIT).")
 @click.option("--max-cost", type=click.FloatRange(0), default=None, help="Stop before spending more than this (USD).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and a token and cost estimate; spend nothing.")
 @format_options(alias=True)
 def generate(specs: tuple[str, ...], output: str, package: str | None, provider_name: str, model: str | None,
              max_tokens: int | None, jobs: int, transcripts: str, exchange_dir: str, only: tuple[str, ...],
-             everything: bool, max_cost: float | None, dry_run: bool, fmt: str, as_json: bool) -> None:
+             everything: bool, discard: tuple[str, ...], max_cost: float | None, dry_run: bool, fmt: str,
+             as_json: bool) -> None:
     """Generate the package and its tests from SPECS (default: specs/)."""
     from pathlib import Path
 
@@ -304,6 +307,8 @@ def generate(specs: tuple[str, ...], output: str, package: str | None, provider_
     the_plan, diagnostics = _load_plan(specs, _package(package, output))
     out = Path(output)
     units = _units(the_plan, only) if only else engine.select_units(the_plan, out, (), everything)
+    discarded = _units(the_plan, discard)
+    units += [u for u in discarded if u not in units]
     store = TranscriptStore(transcripts)
     if dry_run:
         _dry_run(the_plan, units, store, out, model, max_tokens, fmt, diagnostics)
@@ -313,6 +318,8 @@ def generate(specs: tuple[str, ...], output: str, package: str | None, provider_
         settings = registry.Settings(store, exchange_dir, None if fmt != "text" else _ProgressLine())
         generator = engine.Generator(the_plan, make(settings), store, out, model=model, max_tokens=max_tokens,
                                      jobs=jobs, max_cost=max_cost, on_event=_progress(fmt != "text"))
+        for line in generator.discard(discarded):
+            _progress(fmt != "text")("discard", line)
         report = generator.run(units, pin_to_lockfile=provider_name == "replay")
     except AlliumError as exc:
         raise click.ClickException(f"{exc}\n{output}/ was left unchanged") from None
