@@ -27,6 +27,7 @@ from allium.generate.writer import OutputCheckError, StagedOutput, UnsafePathErr
 from allium.providers.base import Provider, ProviderError, Request, Response, Usage, price_for
 from allium.providers.exchange import ExchangePending
 from allium.providers.transcripts import RecordingProvider, TranscriptStore
+from allium.untrusted import resource_limits, scrubbed_env
 
 # Scaffolding allium writes itself (never model output): the package marker and
 # a conftest that lets `pytest <output>/tests` import the package.
@@ -355,6 +356,7 @@ def _check_tests_collect(root: Path, timeout: float = 120.0) -> None:
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", str(tests)],
             cwd=root, capture_output=True, text=True, errors="replace", timeout=timeout,
+            env=scrubbed_env(), preexec_fn=resource_limits(),  # model-written code: no secrets
         )
     except subprocess.TimeoutExpired as exc:
         output = _text(exc.stdout) + _text(exc.stderr)
