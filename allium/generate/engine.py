@@ -23,7 +23,7 @@ from allium.errors import AlliumError
 from allium.generate import lockfile
 from allium.generate.answers import AnswerRejected, check_answer, with_hint
 from allium.generate.units import ENTRY_UNIT, Plan, Unit
-from allium.generate.writer import OutputCheckError, StagedOutput, UnsafePathError
+from allium.generate.writer import OutputCheckError, OutputLock, StagedOutput, UnsafePathError
 from allium.providers.base import Provider, ProviderError, Request, Response, Usage, price_for
 from allium.providers.exchange import ExchangePending
 from allium.providers.transcripts import RecordingProvider, TranscriptStore
@@ -167,6 +167,10 @@ class Generator:
         `--provider replay` rebuild generated/ byte for byte after a partial
         regeneration.
         """
+        with OutputLock(self.output):  # for the whole run: two runs would pay twice, then collide
+            return self._run(units, pin_to_lockfile)
+
+    def _run(self, units: Sequence[Unit], pin_to_lockfile: bool) -> RunReport:
         started = time.monotonic()
         selected = [u.name for u in units]
         report = RunReport(selected, [u.name for u in self.plan.units if u.name not in selected])
