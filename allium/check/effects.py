@@ -276,8 +276,12 @@ class RuleWalker:
             name = value.name if isinstance(value, ast.Name) else None
             sources = guards.get((path, fname))
             entity = self.type_of(part.left.target)
-            if entity is None:
+            if entity is None and not obj[1]:
                 entity = self._guess(obj[0], fname, name if literal else None, sources)
+            elif entity is None:
+                # `loan.book.status` with `loan` untyped: guess the root, then type every hop;
+                # the root's own guess says nothing about where the chain ends.
+                entity = self._through(self._guess(obj[0], "", None, None, by_name_only=True), obj[1])
             if entity is None:
                 continue
             key = (id(entity), fname)
@@ -294,10 +298,20 @@ class RuleWalker:
                 )
             )
 
+    def _through(self, entity: ast.EntityDecl | None, hops: tuple[str, ...]) -> ast.EntityDecl | None:
+        """The entity at the end of ``hops`` from ``entity``, or None when any hop is untyped."""
+        for hop in hops:
+            f = entity.field(hop) if entity is not None else None
+            entity = self._field_type(entity, f) if entity is not None and f is not None else None
+        return entity
+
     def _guess(
-        self, root: str, fname: str, value: str | None, sources: frozenset[str] | None
+        self, root: str, fname: str, value: str | None, sources: frozenset[str] | None,
+        by_name_only: bool = False,
     ) -> ast.EntityDecl | None:
         """The entity an untyped binding must be: its status field holds the target and the guarded states."""
+        if by_name_only:
+            return self._entity(_camel(root))
         if value is None:
             return None
         fields = [sf for sf in self.effects.status_fields.values() if sf.field.name == fname]

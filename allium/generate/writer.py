@@ -275,8 +275,11 @@ class StagedOutput:
         """Stage one file; returns its clean relative path."""
         self._require_open()
         target = check_path(path, area, self.root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content, encoding="utf-8", newline="")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content, encoding="utf-8", newline="")
+        except (OSError, UnicodeEncodeError) as exc:  # a name too long, a folder in the way...
+            raise OutputCheckError([f"{path}: cannot be written: {getattr(exc, 'strerror', None) or exc}"]) from None
         clean = target.relative_to(self.root).as_posix()
         self.written.append(clean)
         return clean
