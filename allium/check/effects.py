@@ -56,6 +56,44 @@ class Effects:
     creations: list[Creation] = field(default_factory=list)
     # (entity id, field) assigned from a non-literal somewhere: reachability unknown
     dynamic: set[tuple[int, str]] = field(default_factory=set)
+    # Indexes for RuleWalker._guess, so guessing stays constant-time per assignment
+    # (a scan of every status field per rule made checking quadratic in spec size).
+    _by_name: dict[tuple[str, str], ast.EntityDecl] | None = None
+    _guesses: dict[tuple[str, frozenset[str]], ast.EntityDecl | None] = field(default_factory=dict)
+
+    _assigned: dict[tuple[int, str], list[Assignment]] | None = None
+    _created: dict[int, list[Creation]] | None = None
+
+    def assignments_to(self, sf: StatusField) -> list[Assignment]:
+        """The assignments to one status field (indexed: a scan per field was quadratic)."""
+        if self._assigned is None:
+            self._assigned = {}
+            for a in self.assignments:
+                self._assigned.setdefault((id(a.entity), a.field), []).append(a)
+        return self._assigned.get((id(sf.entity), sf.field.name), [])
+
+    def creations_of(self, entity: ast.EntityDecl) -> list[Creation]:
+        if self._created is None:
+            self._created = {}
+            for c in self.creations:
+                self._created.setdefault(id(c.entity), []).append(c)
+        return self._created.get(id(entity), [])
+
+    def status_entity_named(self, name: str, fname: str) -> ast.EntityDecl | None:
+        if self._by_name is None:
+            self._by_name = {}
+            for sf in self.status_fields.values():
+                self._by_name.setdefault((sf.entity.name, sf.field.name), sf.entity)
+        return self._by_name.get((name, fname))
+
+    def only_entity_holding(self, fname: str, wanted: frozenset[str]) -> ast.EntityDecl | None:
+        """The one entity whose status field ``fname`` can hold every value in ``wanted``, if just one."""
+        key = (fname, wanted)
+        if key not in self._guesses:
+            candidates = [sf.entity for sf in self.status_fields.values()
+                          if sf.field.name == fname and wanted <= set(sf.values)]
+            self._guesses[key] = candidates[0] if len(candidates) == 1 else None
+        return self._guesses[key]
 
 
 _CACHE: dict[int, tuple[Any, Effects]] = {}
@@ -314,13 +352,10 @@ class RuleWalker:
             return self._entity(_camel(root))
         if value is None:
             return None
-        fields = [sf for sf in self.effects.status_fields.values() if sf.field.name == fname]
-        by_name = [sf.entity for sf in fields if sf.entity.name == _camel(root)]
-        if by_name:
-            return by_name[0]  # `ticket` is a Ticket, even when the value is misspelt
-        wanted = {value} | set(sources or ())
-        candidates = [sf.entity for sf in fields if wanted <= set(sf.values)]
-        return candidates[0] if len(candidates) == 1 else None
+        by_name = self.effects.status_entity_named(_camel(root), fname)
+        if by_name is not None:
+            return by_name  # `ticket` is a Ticket, even when the value is misspelt
+        return self.effects.only_entity_holding(fname, frozenset({value} | set(sources or ())))
 
 
 def _collect_guards(condition: ast.Expr, guards: dict) -> None:
