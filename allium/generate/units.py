@@ -117,8 +117,8 @@ class Unit:
 
 
 def allium_files(package: str) -> tuple[str, ...]:
-    """Files allium writes itself, never a unit: the package marker, the tests' conftest, the lockfile."""
-    return (f"{package}/__init__.py", "tests/conftest.py", "allium.lock")
+    """Files allium writes itself, never a unit: package marker, entry point, tests' conftest, lockfile."""
+    return (f"{package}/__init__.py", f"{package}/__main__.py", "tests/conftest.py", "allium.lock")
 
 
 def check_ownership(units: Sequence[Unit]) -> None:

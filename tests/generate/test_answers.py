@@ -163,3 +163,23 @@ def test_the_discard_flag_sets_the_stored_answer_aside_and_asks_again(project, p
     assert "counters: stored answer moved to" in result.output
     assert result.exit_code == 1 and "await an answer" in result.output  # asked again, by exchange
     assert (exchange / "counters.request.md").exists() and not (exchange / "alarms.request.md").exists()
+
+
+def test_a_second_generate_on_a_busy_output_is_refused_before_asking(project, plan) -> None:
+    import subprocess
+    import sys
+
+    out = project / "generated"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom allium.generate.writer import OutputLock\n"
+         f"lock = OutputLock({str(out)!r}).__enter__()\nprint('locked', flush=True)\ntime.sleep(30)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        generator, provider, _ = regenerate(project, plan, COUNTERS)
+        with pytest.raises(AlliumError, match="another allium run is writing"):
+            generator.run([plan.unit("counters")])
+        assert provider.asked == []  # refused before paying for an answer
+    finally:
+        holder.kill()
+        holder.wait()

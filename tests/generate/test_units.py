@@ -210,11 +210,12 @@ def test_overlapping_ownership_is_refused_when_planning(tmp_path: Path) -> None:
 
     plan = _plan(tmp_path, {"a.allium": "entity A { x: String }\n", "b.allium": "entity B { y: String }\n"})
     a, b = plan.units
-    clash = replace(b, files=(*b.files, "pkg/__main__.py")), replace(a, files=(*a.files, "pkg/__main__.py"))
-    with pytest.raises(PlanError, match="both own pkg/__main__.py"):
+    clash = replace(b, files=(*b.files, "pkg/cli.py")), replace(a, files=(*a.files, "pkg/cli.py"))
+    with pytest.raises(PlanError, match="both own pkg/cli.py"):
         check_ownership(clash)
-    with pytest.raises(PlanError, match="pkg/__init__.py belongs to allium"):
-        check_ownership((replace(a, files=(*a.files, "pkg/__init__.py")),))
+    for own in ("pkg/__init__.py", "pkg/__main__.py", "tests/conftest.py"):
+        with pytest.raises(PlanError, match=f"{own} belongs to allium"):
+            check_ownership((replace(a, files=(*a.files, own)),))
 
 
 @pytest.mark.parametrize("stem", ["class", "import", "__init__", "__main__"])
