@@ -99,9 +99,12 @@ class TranscriptStore:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except UnicodeDecodeError as exc:
+            raise ProviderError(f"corrupt transcript {path}: not UTF-8 ({exc.reason} at byte {exc.start}); "
+                                "delete it, or set it aside with --discard UNIT") from None
         try:
             return Transcript.from_dict(json.loads(text))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise ProviderError(f"corrupt transcript {path}: {exc}") from exc
 
     @property
