@@ -103,7 +103,6 @@ class ExchangeProvider:
 
     def complete(self, request: Request) -> Response:
         paths = self.paths(request.unit)
-        request_hash = request.request_hash()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             payload = json.dumps(request.to_payload(), indent=2, ensure_ascii=False) + "\n"

@@ -13,7 +13,7 @@ import pytest
 
 from allium.errors import AlliumError
 from allium.generate.engine import Generator
-from allium.generate.units import Plan, load_plan
+from allium.generate.units import Plan
 from allium.providers.base import Request, Response
 from allium.providers.transcripts import TranscriptStore
 from tests.generate.test_end_to_end import ALARMS, COUNTERS, SPECS
@@ -38,11 +38,6 @@ class Scripted:
         content = tuple({"type": "tool_use", "id": f"t{i}", "name": "write_file",
                          "input": {"path": p, "content": c}} for i, (p, c) in enumerate(pairs))
         return Response(content, pairs, "end_turn", "scripted")
-
-
-@pytest.fixture
-def plan() -> Plan:
-    return load_plan(sorted(SPECS.glob("*.allium")))
 
 
 @pytest.fixture

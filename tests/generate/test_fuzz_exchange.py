@@ -23,7 +23,7 @@ from allium.generate import answers
 from allium.generate.engine import Generator
 from allium.providers.exchange import ExchangeProvider
 from allium.providers.transcripts import TranscriptStore
-from tests.generate.test_answers import GOOD, Scripted, plan  # noqa: F401 (fixture)
+from tests.generate.test_answers import GOOD, Scripted
 from tests.generate.test_end_to_end import COUNTERS
 from tests.trees import file_tree
 

@@ -10,7 +10,7 @@ from allium.generate.engine import Generator
 from allium.providers.transcripts import TranscriptStore
 from allium.untrusted import resource_limits, scrubbed_env
 from allium.verify.coverage import verify_package
-from tests.generate.test_answers import GOOD, Scripted, plan  # noqa: F401 (fixture)
+from tests.generate.test_answers import GOOD, Scripted
 from tests.generate.test_end_to_end import COUNTERS, SPECS
 
 SECRET = "sk-ant-untrusted-LEAKCHECK-77c1"
