@@ -5,10 +5,11 @@
 Each size is one generated spec file: a block of an entity with a transition
 graph, four rules and a surface, repeated under fresh names until the file
 reaches the size. Each run is a fresh interpreter (`python -m allium plan|check
-FILE`); the figures are the median wall time and the median peak resident
-memory of that process, and each size's time as a multiple of the smallest
-size's, scaled to its bytes (1.0 = linear; the target is 10 MB within 10x of
-1 MB).
+FILE`); the figures are the median wall time, CPU time (user + system) and
+peak resident memory of that process, and each size's CPU time as a multiple
+of the smallest size's, then scaled to its bytes (1.0 = linear; the target is
+10 MB within 10x of 1 MB). CPU time is the ratio's basis because wall time
+on a shared machine swings with the load of others.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ def write_spec(path: Path, megabytes: float) -> int:
     return len(text.encode("utf-8"))
 
 
-def run_once(command: str, spec: Path) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of one `python -m allium COMMAND SPEC`."""
+def run_once(command: str, spec: Path) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in MB) of one `python -m allium COMMAND SPEC`."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "allium", command, str(spec)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -96,7 +97,7 @@ def run_once(command: str, spec: Path) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode not in (0, 1):  # 1: the spec has warnings, which is expected
         raise SystemExit(f"allium {command} {spec} exited with {proc.returncode}")
-    return seconds, usage.ru_maxrss / 1024  # kB on Linux
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # kB on Linux
 
 
 def main() -> None:
@@ -112,17 +113,16 @@ def main() -> None:
             specs[mb] = (path, write_spec(path, mb))
         for command in ("plan", "check"):
             print(f"allium {command}")
-            print(f"  {'size':>8} {'seconds':>8} {'peak MB':>8} {'x time':>7} {'per byte':>9}")
+            print(f"  {'size':>8} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'x cpu':>7} {'per byte':>9}")
             base: tuple[float, int] | None = None
             for mb in sizes:
                 path, size = specs[mb]
                 runs = [run_once(command, path) for _ in range(args.repeats)]
-                seconds = statistics.median(r[0] for r in runs)
-                peak = statistics.median(r[1] for r in runs)
-                base = base or (seconds, size)
-                ratio = seconds / base[0]
+                wall, cpu, peak = (statistics.median(r[i] for r in runs) for i in range(3))
+                base = base or (cpu, size)
+                ratio = cpu / base[0]
                 per_byte = ratio / (size / base[1])
-                print(f"  {size / 1e6:6.2f}MB {seconds:8.2f} {peak:8.0f} {ratio:6.1f}x {per_byte:8.2f}")
+                print(f"  {size / 1e6:6.2f}MB {wall:8.2f} {cpu:8.2f} {peak:8.0f} {ratio:6.1f}x {per_byte:8.2f}")
 
 
 if __name__ == "__main__":

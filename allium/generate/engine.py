@@ -1,11 +1,14 @@
 """One generation run: plan -> requests -> provider -> staged output -> swap.
 
-Every answer is recorded in the transcript store before anything is written,
-and the recording provider answers from the store when it already holds the
-question, so a run that dies half way resumes without paying again for the
-units it had finished.  Output is staged and swapped in only when every
-selected unit has answered, every file is safe, every ``.py`` compiles and
-the tests collect: a failed run leaves ``generated/`` exactly as it was.
+Every answer is judged (``allium.generate.answers``) and, if accepted,
+recorded in the transcript store before anything is written; the recording
+provider answers from the store when it already holds the question, so a run
+that dies half way resumes without paying again for the units it had
+finished. Refused answers, and answers whose tests do not collect, go to the
+store's ``rejected/`` folder instead, so the next run asks again. Output is
+staged and swapped in only when every selected unit has answered, every file
+is safe, every ``.py`` compiles and the tests collect: a failed run leaves
+``generated/`` exactly as it was. One run at a time holds the output's lock.
 """
 
 from __future__ import annotations
