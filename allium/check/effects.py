@@ -9,6 +9,7 @@ Binding types come from the trigger, typed parameters, `let`/`for` sources,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -336,7 +337,7 @@ class RuleWalker:
                 )
             )
 
-    def _through(self, entity: ast.EntityDecl | None, hops: tuple[str, ...]) -> ast.EntityDecl | None:
+    def _through(self, entity: ast.EntityDecl | None, hops: Sequence[str]) -> ast.EntityDecl | None:
         """The entity at the end of ``hops`` from ``entity``, or None when any hop is untyped."""
         for hop in hops:
             f = entity.field(hop) if entity is not None else None

@@ -39,7 +39,8 @@ class AnswerRejected(AlliumError):
 class OwningArea(OutputArea, Protocol):
     """An output area that also lists the files it must contain."""
 
-    files: tuple[str, ...]
+    @property
+    def files(self) -> tuple[str, ...]: ...
 
 
 def check_answer(area: OwningArea, files: Sequence[tuple[str, str]]) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import py_compile
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable
@@ -187,9 +188,7 @@ class OutputLock:
 
 
 def _try_lock(fd: int) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # Windows
+    if sys.platform == "win32":
         import msvcrt
 
         try:
@@ -197,6 +196,8 @@ def _try_lock(fd: int) -> bool:
             return True
         except OSError:
             return False
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
