@@ -9,6 +9,7 @@ Binding types come from the trigger, typed parameters, `let`/`for` sources,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,44 @@ class Effects:
     creations: list[Creation] = field(default_factory=list)
     # (entity id, field) assigned from a non-literal somewhere: reachability unknown
     dynamic: set[tuple[int, str]] = field(default_factory=set)
+    # Indexes for RuleWalker._guess, so guessing stays constant-time per assignment
+    # (a scan of every status field per rule made checking quadratic in spec size).
+    _by_name: dict[tuple[str, str], ast.EntityDecl] | None = None
+    _guesses: dict[tuple[str, frozenset[str]], ast.EntityDecl | None] = field(default_factory=dict)
+
+    _assigned: dict[tuple[int, str], list[Assignment]] | None = None
+    _created: dict[int, list[Creation]] | None = None
+
+    def assignments_to(self, sf: StatusField) -> list[Assignment]:
+        """The assignments to one status field (indexed: a scan per field was quadratic)."""
+        if self._assigned is None:
+            self._assigned = {}
+            for a in self.assignments:
+                self._assigned.setdefault((id(a.entity), a.field), []).append(a)
+        return self._assigned.get((id(sf.entity), sf.field.name), [])
+
+    def creations_of(self, entity: ast.EntityDecl) -> list[Creation]:
+        if self._created is None:
+            self._created = {}
+            for c in self.creations:
+                self._created.setdefault(id(c.entity), []).append(c)
+        return self._created.get(id(entity), [])
+
+    def status_entity_named(self, name: str, fname: str) -> ast.EntityDecl | None:
+        if self._by_name is None:
+            self._by_name = {}
+            for sf in self.status_fields.values():
+                self._by_name.setdefault((sf.entity.name, sf.field.name), sf.entity)
+        return self._by_name.get((name, fname))
+
+    def only_entity_holding(self, fname: str, wanted: frozenset[str]) -> ast.EntityDecl | None:
+        """The one entity whose status field ``fname`` can hold every value in ``wanted``, if just one."""
+        key = (fname, wanted)
+        if key not in self._guesses:
+            candidates = [sf.entity for sf in self.status_fields.values()
+                          if sf.field.name == fname and wanted <= set(sf.values)]
+            self._guesses[key] = candidates[0] if len(candidates) == 1 else None
+        return self._guesses[key]
 
 
 _CACHE: dict[int, tuple[Any, Effects]] = {}
@@ -276,8 +315,12 @@ class RuleWalker:
             name = value.name if isinstance(value, ast.Name) else None
             sources = guards.get((path, fname))
             entity = self.type_of(part.left.target)
-            if entity is None:
+            if entity is None and not obj[1]:
                 entity = self._guess(obj[0], fname, name if literal else None, sources)
+            elif entity is None:
+                # `loan.book.status` with `loan` untyped: guess the root, then type every hop;
+                # the root's own guess says nothing about where the chain ends.
+                entity = self._through(self._guess(obj[0], "", None, None, by_name_only=True), obj[1])
             if entity is None:
                 continue
             key = (id(entity), fname)
@@ -294,19 +337,26 @@ class RuleWalker:
                 )
             )
 
+    def _through(self, entity: ast.EntityDecl | None, hops: Sequence[str]) -> ast.EntityDecl | None:
+        """The entity at the end of ``hops`` from ``entity``, or None when any hop is untyped."""
+        for hop in hops:
+            f = entity.field(hop) if entity is not None else None
+            entity = self._field_type(entity, f) if entity is not None and f is not None else None
+        return entity
+
     def _guess(
-        self, root: str, fname: str, value: str | None, sources: frozenset[str] | None
+        self, root: str, fname: str, value: str | None, sources: frozenset[str] | None,
+        by_name_only: bool = False,
     ) -> ast.EntityDecl | None:
         """The entity an untyped binding must be: its status field holds the target and the guarded states."""
+        if by_name_only:
+            return self._entity(_camel(root))
         if value is None:
             return None
-        fields = [sf for sf in self.effects.status_fields.values() if sf.field.name == fname]
-        by_name = [sf.entity for sf in fields if sf.entity.name == _camel(root)]
-        if by_name:
-            return by_name[0]  # `ticket` is a Ticket, even when the value is misspelt
-        wanted = {value} | set(sources or ())
-        candidates = [sf.entity for sf in fields if wanted <= set(sf.values)]
-        return candidates[0] if len(candidates) == 1 else None
+        by_name = self.effects.status_entity_named(_camel(root), fname)
+        if by_name is not None:
+            return by_name  # `ticket` is a Ticket, even when the value is misspelt
+        return self.effects.only_entity_holding(fname, frozenset({value} | set(sources or ())))
 
 
 def _collect_guards(condition: ast.Expr, guards: dict) -> None:

@@ -100,18 +100,18 @@ def check_created_status(module: ast.Module, context: CheckContext) -> Iterator[
 
 
 def _assigned(effects: Effects, sf: StatusField) -> set[str]:
-    out = {a.target for a in effects.assignments if a.entity is sf.entity and a.field == sf.field.name}
-    for c in effects.creations:
+    out = {a.target for a in effects.assignments_to(sf)}
+    for c in effects.creations_of(sf.entity):
         value = c.args.get(sf.field.name)
-        if c.entity is sf.entity and isinstance(value, ast.Name):
+        if isinstance(value, ast.Name):
             out.add(value.name)
     return out
 
 
 def _creation_is_dynamic(effects: Effects, sf: StatusField) -> bool:
-    for c in effects.creations:
+    for c in effects.creations_of(sf.entity):
         value = c.args.get(sf.field.name)
-        if c.entity is sf.entity and value is not None and not isinstance(value, ast.Name):
+        if value is not None and not isinstance(value, ast.Name):
             return True
     return False
 
@@ -119,10 +119,9 @@ def _creation_is_dynamic(effects: Effects, sf: StatusField) -> bool:
 def _exits(effects: Effects, sf: StatusField) -> set[str]:
     """States some rule moves away from (an unguarded rule may leave any state)."""
     out: set[str] = set()
-    for a in effects.assignments:
-        if a.entity is sf.entity and a.field == sf.field.name:
-            sources = a.sources if a.sources is not None else frozenset(sf.values)
-            out |= {s for s in sources if s != a.target}
+    for a in effects.assignments_to(sf):
+        sources = a.sources if a.sources is not None else frozenset(sf.values)
+        out |= {s for s in sources if s != a.target}
     return out
 
 
@@ -230,10 +229,9 @@ def check_witnessed_edges(module: ast.Module, context: CheckContext) -> Iterator
         if sf.graph is None or key in effects.dynamic:
             continue
         witnessed: set[tuple[str, str]] = set()
-        for a in effects.assignments:
-            if a.entity is sf.entity and a.field == sf.field.name:
-                sources = a.sources if a.sources is not None else frozenset(sf.values)
-                witnessed |= {(s, a.target) for s in sources}
+        for a in effects.assignments_to(sf):
+            sources = a.sources if a.sources is not None else frozenset(sf.values)
+            witnessed |= {(s, a.target) for s in sources}
         for edge in sf.graph.edges:
             if (edge.source, edge.target) not in witnessed:
                 yield warning(

@@ -1,11 +1,14 @@
 """One generation run: plan -> requests -> provider -> staged output -> swap.
 
-Every answer is recorded in the transcript store before anything is written,
-and the recording provider answers from the store when it already holds the
-question, so a run that dies half way resumes without paying again for the
-units it had finished.  Output is staged and swapped in only when every
-selected unit has answered, every file is safe, every ``.py`` compiles and
-the tests collect: a failed run leaves ``generated/`` exactly as it was.
+Every answer is judged (``allium.generate.answers``) and, if accepted,
+recorded in the transcript store before anything is written; the recording
+provider answers from the store when it already holds the question, so a run
+that dies half way resumes without paying again for the units it had
+finished. Refused answers, and answers whose tests do not collect, go to the
+store's ``rejected/`` folder instead, so the next run asks again. Output is
+staged and swapped in only when every selected unit has answered, every file
+is safe, every ``.py`` compiles and the tests collect: a failed run leaves
+``generated/`` exactly as it was. One run at a time holds the output's lock.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from pathlib import Path
 
 from allium.errors import AlliumError
 from allium.generate import lockfile
+from allium.generate.answers import AnswerRejected, check_answer, with_hint
 from allium.generate.units import ENTRY_UNIT, Plan, Unit
-from allium.generate.writer import OutputCheckError, StagedOutput
+from allium.generate.writer import OutputCheckError, OutputLock, StagedOutput, UnsafePathError
 from allium.providers.base import Provider, ProviderError, Request, Response, Usage, price_for
 from allium.providers.exchange import ExchangePending
 from allium.providers.transcripts import RecordingProvider, TranscriptStore
+from allium.untrusted import resource_limits, scrubbed_env
 
 # Scaffolding allium writes itself (never model output): the package marker and
 # a conftest that lets `pytest <output>/tests` import the package.
@@ -129,7 +134,7 @@ class Generator:
         self.plan = plan
         self.store = store
         self.provider = provider
-        self.recorder = RecordingProvider(provider, store, reuse=True)
+        self.recorder = RecordingProvider(provider, store, reuse=True, check=self._check_fresh)
         self.warmup_usage: Usage | None = None
         self.output = output
         self.model = model
@@ -140,6 +145,14 @@ class Generator:
         self._spent = 0.0
         self._reserved = 0.0  # estimates of the units being asked right now
         self._budget_lock = threading.Lock()
+
+    def discard(self, units: Sequence[Unit]) -> list[str]:
+        """Set aside the stored answers to these units' current requests, so they are asked again."""
+        done = []
+        for name, request in self.requests(units).items():
+            moved = self.store.discard(request.request_hash())
+            done.append(f"{name}: " + (f"stored answer moved to {moved}" if moved else "no stored answer"))
+        return done
 
     def requests(self, units: Sequence[Unit]) -> dict[str, Request]:
         from allium.prompt.builder import build_request
@@ -157,6 +170,10 @@ class Generator:
         `--provider replay` rebuild generated/ byte for byte after a partial
         regeneration.
         """
+        with OutputLock(self.output):  # for the whole run: two runs would pay twice, then collide
+            return self._run(units, pin_to_lockfile)
+
+    def _run(self, units: Sequence[Unit], pin_to_lockfile: bool) -> RunReport:
         started = time.monotonic()
         selected = [u.name for u in units]
         report = RunReport(selected, [u.name for u in self.plan.units if u.name not in selected])
@@ -234,6 +251,8 @@ class Generator:
         started = time.monotonic()
         try:
             response = self.recorder.complete(request)
+        except (AnswerRejected, UnsafePathError) as exc:
+            raise with_hint(exc, name, self._hint(name, request_hash, stored=reused)) from None
         finally:
             with self._budget_lock:
                 self._reserved -= reserved
@@ -242,6 +261,19 @@ class Generator:
             self._spent += outcome.cost_usd
         self.on_event(name, "from transcript" if reused else f"answered ({len(response.files)} files)")
         return outcome
+
+    def _check_fresh(self, request: Request, response: Response) -> None:
+        check_answer(self.plan.unit(request.unit), response.files)
+
+    def _hint(self, unit: str, request_hash: str, *, stored: bool) -> str:
+        """What to do about a refused answer, which depends on where it came from."""
+        if stored:
+            return (f"it is the stored answer {self.store.path_for(request_hash)}; run again with "
+                    f"--discard {unit} to set it aside and ask again")
+        ask_again = getattr(self.provider, "retry_hint", None)
+        where = self.store.rejected_root / f"{request_hash}.json"
+        return ((ask_again(unit) if ask_again else "run again to ask again")
+                + f" (the refused answer is kept in {where}, not as a transcript)")
 
     def _check_budget(self, unit: str, request: Request) -> float:
         """Reserve the unit's estimated cost, or refuse to start it.
@@ -274,6 +306,12 @@ class Generator:
                                  lock.units)
         lock = lock.without_units({u for u in lock.units if u not in {x.name for x in self.plan.units}})
         by_name = {u.name: u for u in units}
+        for outcome in outcomes:  # answers from the store were judged by older rules, or not at all
+            try:
+                check_answer(by_name[outcome.unit], outcome.response.files)
+            except (AnswerRejected, UnsafePathError) as exc:
+                raise with_hint(exc, outcome.unit,
+                                self._hint(outcome.unit, outcome.request_hash, stored=True)) from None
         with StagedOutput(self.output) as staged:
             staged.write_own(f"{self.plan.package}/__init__.py", '"""Generated by allium."""\n')
             staged.write_own("tests/conftest.py", CONFTEST)
@@ -289,8 +327,31 @@ class Generator:
                     model=outcome.response.model, usage=outcome.response.usage))
             staged.write_own(lockfile.LOCKFILE_NAME, lockfile.dumps(lock))
             staged.check()
-            _check_tests_collect(staged.root)
+            try:
+                _check_tests_collect(staged.root)
+            except CollectionFailed as exc:
+                raise self._collection_refused(exc, outcomes) from None
             staged.commit()
+
+    def _collection_refused(self, exc: CollectionFailed, outcomes: Sequence[UnitOutcome]) -> AlliumError:
+        """Set aside the answers the collection failure names (all of them if it names none)."""
+        named = [o for o in outcomes if any(path in exc.output for path, _ in o.response.files)]
+        lines = []
+        for outcome in named or outcomes:
+            if outcome.reused:
+                lines.append(f"{outcome.unit}: " + self._hint(outcome.unit, outcome.request_hash, stored=True))
+            else:
+                self.store.discard(outcome.request_hash)
+                lines.append(f"{outcome.unit}: " + self._hint(outcome.unit, outcome.request_hash, stored=False))
+        return OutputCheckError([*exc.problems, "what to do:", *lines])
+
+
+class CollectionFailed(OutputCheckError):
+    """The staged tests do not collect; ``output`` is pytest's whole output."""
+
+    def __init__(self, problems: list[str], output: str) -> None:
+        super().__init__(problems)
+        self.output = output
 
 
 def _check_tests_collect(root: Path, timeout: float = 120.0) -> None:
@@ -298,10 +359,23 @@ def _check_tests_collect(root: Path, timeout: float = 120.0) -> None:
     tests = root / "tests"
     if not any(tests.glob("test_*.py")):
         return
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", str(tests)],
-        cwd=root, capture_output=True, text=True, timeout=timeout,
-    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", str(tests)],
+            cwd=root, capture_output=True, text=True, errors="replace", timeout=timeout,
+            env=scrubbed_env(), preexec_fn=resource_limits(),  # model-written code: no secrets
+        )
+    except subprocess.TimeoutExpired as exc:
+        output = _text(exc.stdout) + _text(exc.stderr)
+        raise CollectionFailed([f"generated tests did not finish collecting within {timeout:g} s "
+                                "(a test module that hangs when imported?)"], output) from None
     if result.returncode != 0:
-        tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
-        raise OutputCheckError(["generated tests do not collect:", *tail])
+        output = result.stdout + result.stderr
+        tail = output.strip().splitlines()[-15:]
+        raise CollectionFailed(["generated tests do not collect:", *tail], output)
+
+
+def _text(data: bytes | str | None) -> str:
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return data or ""

@@ -6,7 +6,11 @@ every declaration in the file, and it depends on the units of the files it
 imports with ``use``. A unit's output is ``<package>/<unit>.py`` plus
 ``tests/test_<unit>.py`` (relative to the output root, normally
 ``generated/``), and optionally helper modules ``<package>/<unit>_*.py`` and
-``tests/test_<unit>_*.py`` when one file would be unwieldy.
+``tests/test_<unit>_*.py`` when one file would be unwieldy. Ownership is
+exact and disjoint: a helper name that starts with another unit's name (unit
+``library`` and ``library_fines.py``) belongs to that unit, and
+:func:`check_ownership` refuses a plan in which two units, or a unit and
+allium itself, could write the same file.
 
 ``@guidance`` may one day refine unit boundaries (a guidance line such as
 ``unit: ledger_store`` moving a construct into its own unit). That is not
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import keyword
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -79,6 +84,9 @@ class Unit:
     obligations: tuple[str, ...]  # obligation ids the unit's tests must discharge
     files: tuple[str, ...]  # owned outputs, relative to the output root
     slice_hash: str = ""  # see spec_slice_hash; filled in by build_plan
+    # Other units whose names start with this one's plus '_': their files and
+    # helpers are theirs, not this unit's helpers.
+    excludes: tuple[str, ...] = ()
 
     @property
     def module_path(self) -> str:
@@ -100,9 +108,42 @@ class Unit:
         if len(p.parts) != 2 or p.suffix != ".py":
             return False
         folder, stem = p.parts[0], p.stem
-        if folder == self.package:
-            return stem.startswith(f"{self.name}_")
-        return folder == "tests" and stem.startswith(f"test_{self.name}_")
+        if folder == "tests" and folder != self.package and stem.startswith("test_"):
+            stem = stem[len("test_"):]
+        elif folder != self.package:
+            return False
+        return stem.startswith(f"{self.name}_") and not any(
+            stem == other or stem.startswith(f"{other}_") for other in self.excludes)
+
+
+def allium_files(package: str) -> tuple[str, ...]:
+    """Files allium writes itself, never a unit: package marker, entry point, tests' conftest, lockfile."""
+    return (f"{package}/__init__.py", f"{package}/__main__.py", "tests/conftest.py", "allium.lock")
+
+
+def check_ownership(units: Sequence[Unit]) -> None:
+    """PlanError unless no two units (nor a unit and allium) could write the same file."""
+    for unit in units:
+        for path in unit.files:
+            if path in allium_files(unit.package):
+                raise PlanError(f"unit {unit.name!r} cannot own {path}: {path} belongs to allium")
+            for other in units:
+                if other is not unit and other.allows(path):
+                    raise PlanError(f"units {unit.name!r} and {other.name!r} both own {path}")
+        for path in allium_files(unit.package):
+            if unit.allows(path):
+                raise PlanError(f"unit {unit.name!r} cannot own {path}: {path} belongs to allium")
+
+
+def check_name(name: str, what: str) -> None:
+    """PlanError unless ``name`` can be a Python module or package of its own."""
+    if not name.isidentifier():
+        raise PlanError(f"{what} is not a Python identifier")
+    if keyword.iskeyword(name):
+        raise PlanError(f"{what} is a Python keyword; it could not be imported")
+    if name.startswith("__") and name.endswith("__"):
+        raise PlanError(f"{what} is reserved (a dunder name such as __init__ or __main__ means "
+                        "something to Python)")
 
 
 @dataclass(frozen=True)
@@ -139,8 +180,9 @@ def build_plan(modules: Mapping[str, ast.Module], *, package: str = DEFAULT_PACK
     ``allium.plan.derive_obligations``. If that package is not installed the
     plan is built without obligations and ``obligations_available`` is False.
     """
-    if not package.isidentifier():
-        raise PlanError(f"package name {package!r} is not a Python identifier")
+    check_name(package, f"package name {package!r}")
+    if package == "tests":
+        raise PlanError("package name 'tests' is reserved: the generated tests live in tests/")
     paths = {str(Path(p).resolve()): m for p, m in modules.items()}
     base = Path(root).resolve() if root is not None else _common_root(paths)
     names = _unit_names(paths)
@@ -154,6 +196,7 @@ def build_plan(modules: Mapping[str, ast.Module], *, package: str = DEFAULT_PACK
         by_unit_obligations[names[path]] = found
         units[names[path]] = _unit(names[path], path, module, base, package, names,
                                    tuple(dict.fromkeys(o.id for o in found)))
+    check_ownership(tuple(units.values()))
     ordered = topological_order(units)
     by_unit = {names[p]: m for p, m in paths.items()}
     plan = Plan(package, base, tuple(units[n] for n in ordered), by_unit, by_unit_obligations,
@@ -231,6 +274,7 @@ def _unit_names(paths: Mapping[str, ast.Module]) -> dict[str, str]:
         if name in seen:
             raise PlanError(f"two spec files would both generate unit {name!r}: "
                             f"{seen[name]} and {path}")
+        check_name(name, f"unit {name!r} (from {path})")
         seen[name] = path
         names[path] = name
     return names
@@ -261,6 +305,7 @@ def _unit(name: str, path: str, module: ast.Module, root: Path, package: str,
         depends_on_units=tuple(dict.fromkeys(dep_units)),
         obligations=obligation_ids,
         files=(f"{package}/{name}.py", f"tests/test_{name}.py"),
+        excludes=tuple(sorted(n for n in names.values() if n.startswith(f"{name}_"))),
     )
 
 

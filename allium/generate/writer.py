@@ -15,7 +15,15 @@ Renames within one folder are atomic, so at every instant one complete tree
 exists: ``generated`` itself, or (between steps 1 and 2) ``.generated.old``.
 If step 2 fails the old tree is renamed back. If the process dies between the
 steps, :func:`recover` (called by every new ``StagedOutput``) puts the old
-tree back. Two runs must not share an output folder at the same time.
+tree back.
+
+Two runs never share an output folder at the same time: a ``StagedOutput``
+(and ``allium generate`` for its whole run) holds :class:`OutputLock`, an
+exclusive lock on ``.generated.lock`` next to the folder; a second run is
+refused with a message rather than deleting the first one's staging folder.
+An output that is a symlink is followed once, on purpose: the folder it
+points to is the one staged and swapped (so the link keeps working); a
+dangling link, or one to something that is not a folder, is refused.
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ from __future__ import annotations
 import os
 import py_compile
 import shutil
+import sys
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -109,6 +119,92 @@ def _refuse_symlinks(path: str, unit: str, root: Path, target: Path) -> None:
         raise UnsafePathError(path, unit, "resolves outside the output folder")
 
 
+# ---------------------------------------------------------------- the output folder
+
+
+class OutputBusy(AlliumError):
+    """Another run holds the output folder's lock."""
+
+
+def resolve_output(output: str | os.PathLike[str]) -> Path:
+    """The folder to stage and swap: ``output`` itself, or the folder a symlinked output names."""
+    path = Path(output).absolute()
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.exists():
+            raise AlliumError(f"{path} is a symlink to {target}, which does not exist; create that "
+                              "folder or remove the link")
+        if not target.is_dir():
+            raise AlliumError(f"{path} is a symlink to {target}, which is not a folder")
+        return target
+    if path.exists() and not path.is_dir():
+        raise AlliumError(f"{path} exists and is not a folder")
+    return path
+
+
+def lock_file(output: Path) -> Path:
+    return output.parent / f".{output.name}.lock"
+
+
+class OutputLock:
+    """An exclusive, non-blocking lock on one output folder, re-entrant within a process.
+
+    The lock file stays behind (removing it would race with a run taking it);
+    the operating system drops the lock when its holder exits, however it dies."""
+
+    _held: dict[Path, list[int]] = {}  # lock file -> [fd, depth]
+    _guard = threading.Lock()
+
+    def __init__(self, output: str | os.PathLike[str]) -> None:
+        self.path = lock_file(resolve_output(output))
+
+    def __enter__(self) -> OutputLock:
+        with self._guard:
+            held = self._held.get(self.path)
+            if held is not None:
+                held[1] += 1
+                return self
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            if not _try_lock(fd):
+                os.close(fd)
+                raise OutputBusy(f"another allium run is writing {self.path.parent / self.path.name[1:-5]} "
+                                 f"(it holds {self.path}); wait for it to finish, then run again")
+            self._held[self.path] = [fd, 1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        with self._guard:
+            held = self._held.get(self.path)
+            if held is None:
+                return
+            held[1] -= 1
+            if held[1] == 0:
+                del self._held[self.path]
+                os.close(held[0])  # closing the descriptor releases the lock
+
+
+def _try_lock(fd: int) -> bool:
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
 # ---------------------------------------------------------------- staging
 
 
@@ -150,16 +246,21 @@ class StagedOutput:
     explicitly once the whole run has succeeded."""
 
     def __init__(self, output: str | os.PathLike[str]) -> None:
-        self.output = Path(output).absolute()
-        self.recovered = recover(self.output)
-        self.root = staging_dir(self.output)
-        self.written: list[str] = []
-        self._open = True
-        if self.output.exists():
-            # Start from the current output so units not regenerated are kept.
-            shutil.copytree(self.output, self.root, symlinks=True)
-        else:
-            self.root.mkdir(parents=True)
+        self.output = resolve_output(output)
+        self._lock = OutputLock(self.output).__enter__()
+        try:
+            self.recovered = recover(self.output)
+            self.root = staging_dir(self.output)
+            self.written: list[str] = []
+            self._open = True
+            if self.output.exists():
+                # Start from the current output so units not regenerated are kept.
+                shutil.copytree(self.output, self.root, symlinks=True)
+            else:
+                self.root.mkdir(parents=True)
+        except BaseException:
+            self._lock.release()
+            raise
 
     def __enter__(self) -> StagedOutput:
         return self
@@ -175,8 +276,11 @@ class StagedOutput:
         """Stage one file; returns its clean relative path."""
         self._require_open()
         target = check_path(path, area, self.root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content, encoding="utf-8", newline="")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content, encoding="utf-8", newline="")
+        except (OSError, UnicodeEncodeError) as exc:  # a name too long, a folder in the way...
+            raise OutputCheckError([f"{path}: cannot be written: {getattr(exc, 'strerror', None) or exc}"]) from None
         clean = target.relative_to(self.root).as_posix()
         self.written.append(clean)
         return clean
@@ -242,13 +346,20 @@ class StagedOutput:
                 os.rename(backup, self.output)
             raise
         self._open = False
-        if had_output:
-            shutil.rmtree(backup, ignore_errors=True)
+        try:
+            if had_output:
+                shutil.rmtree(backup, ignore_errors=True)
+        finally:
+            self._lock.release()
 
     def discard(self) -> None:
-        if self.root.exists():
-            shutil.rmtree(self.root)
-        self._open = False
+        try:
+            if self.root.exists():
+                shutil.rmtree(self.root)
+        finally:
+            if self._open:
+                self._lock.release()
+            self._open = False
 
     def _require_open(self) -> None:
         if not self._open:

@@ -114,7 +114,7 @@ def rule_dependencies(rule: ast.RuleDecl, ctx: ModuleContext) -> dict[str, objec
             for node in exprs.nodes_in(found):
                 created.update(_some(exprs.created_entity(node)))
                 removed.update(_some(exprs.removed_entity(node)))
-            emissions.update(exprs.emitted_triggers(clause, set(ctx.entity_names)))
+            emissions.update(exprs.emitted_triggers(clause, ctx.entity_names))
     out: dict[str, object] = {}
     for key, values in (
         ("entities_read", read),

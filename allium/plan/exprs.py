@@ -8,6 +8,7 @@ the package docstring says so.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 
 from allium import ast
 
@@ -103,7 +104,7 @@ def ensures_has_creation(clause: ast.EnsuresClause) -> bool:
     return any(is_creation_call(n) for n in nodes_in(stmt_exprs(clause.body)))
 
 
-def emitted_triggers(clause: ast.EnsuresClause, entity_names: set[str]) -> list[str]:
+def emitted_triggers(clause: ast.EnsuresClause, entity_names: AbstractSet[str]) -> list[str]:
     """Trigger names an ensures clause emits, first occurrence first."""
     seen: dict[str, None] = {}
     for node in nodes_in(stmt_exprs(clause.body)):

@@ -19,7 +19,7 @@ class _RuleWalk:
     em: Emitter
     rule: str
     deps: dict[str, object]
-    entities: set[str]
+    entities: frozenset[str]
     failures: int = 0
     creations: int = 0
     branches: int = 0
@@ -30,7 +30,8 @@ class _RuleWalk:
 
 
 def rule_obligations(em: Emitter, decl: ast.RuleDecl, ctx: ModuleContext) -> None:
-    walk = _RuleWalk(em, decl.name, rule_dependencies(decl, ctx), set(ctx.entity_names))
+    # The frozenset itself: copying it per rule made planning quadratic in spec size.
+    walk = _RuleWalk(em, decl.name, rule_dependencies(decl, ctx), ctx.entity_names)
     walk.add("rule_success", (), f"Verify rule {decl.name} succeeds when all preconditions are met", decl.span)
     _clauses(walk, decl.clauses)
 

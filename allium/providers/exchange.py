@@ -13,7 +13,7 @@ and run again. (``<unit>`` is the unit name with characters outside
 
 ``<unit>.response.md`` format::
 
-    request-hash: 3f2a...        <- optional; if present it must match the request
+    request-hash: 3f2a...        <- required: the request's hash (at least its first 12 digits)
     Any text outside file sections is kept as the answer's notes.
 
     ### file: src/shop/orders.py
@@ -33,10 +33,15 @@ as long), and ends with a newline unless it is empty.
 
 ``<unit>.response.json`` format::
 
-    {"request_hash": "3f2a... (optional)", "text": "notes (optional)",
+    {"request_hash": "3f2a... (required)", "text": "notes (optional)",
      "files": [{"path": "src/shop/orders.py", "content": "def place_order(): ...\\n"}]}
 
-Paths are passed on exactly as written; the writer decides whether they are safe.
+The request hash ties an answer to the question it answers: after a spec edit
+the request changes, and an old answer is refused rather than silently used.
+Response files are read as UTF-8, at most ``MAX_RESPONSE_BYTES``, never
+through a symlink; request files are written by rename, so a symlink planted
+at their name is replaced, never followed. Paths are passed on exactly as
+written; the generator decides whether they are safe.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +58,10 @@ from allium.providers.base import ProviderError, Request, Response, validate_wri
 
 _FILE_HEADING = re.compile(r"^###\s+file:\s*(?P<path>\S.*?)\s*$")
 _FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})[^`]*$")
-_HASH_LINE = re.compile(r"^request-hash:\s*(?P<hash>[0-9a-f]+)\s*$")
+_HASH_LINE = re.compile(r"^request-hash:\s*`?(?P<hash>[0-9a-fA-F]+)`?\s*$")
 EXCHANGE_MODEL = "exchange"
+MAX_RESPONSE_BYTES = 8 << 20  # a response file over 8 MiB is refused unread
+MIN_HASH_DIGITS = 12
 
 
 class ExchangePending(ProviderError):
@@ -88,27 +97,88 @@ class ExchangeProvider:
         return {kind: self.folder / f"{stem}.{kind}" for kind in
                 ("request.md", "request.json", "response.json", "response.md")}
 
+    def retry_hint(self, unit: str) -> str:
+        paths = self.paths(unit)
+        return f"fix {paths['response.md']} (or {paths['response.json'].name}) and run again"
+
     def complete(self, request: Request) -> Response:
         paths = self.paths(request.unit)
-        request_hash = request.request_hash()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps(request.to_payload(), indent=2, ensure_ascii=False) + "\n"
-        paths["request.json"].write_text(payload, encoding="utf-8")
-        paths["request.md"].write_text(render_request(request, paths["response.md"].name),
-                                       encoding="utf-8")
-        if paths["response.json"].is_file():
-            source = paths["response.json"]
-            notes, files, claimed = parse_response_json(source.read_text(encoding="utf-8"), source)
-        elif paths["response.md"].is_file():
-            source = paths["response.md"]
-            notes, files, claimed = parse_response_md(source.read_text(encoding="utf-8"), source)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            payload = json.dumps(request.to_payload(), indent=2, ensure_ascii=False) + "\n"
+            _write_no_follow(paths["request.json"], payload)
+            _write_no_follow(paths["request.md"], render_request(request, paths["response.md"].name))
+        except OSError as exc:
+            raise ProviderError(f"cannot write the request for unit {request.unit!r}: {exc}",
+                                unit=request.unit) from None
+        parsers = {"response.json": parse_response_json, "response.md": parse_response_md}
+        for kind, parse in parsers.items():
+            source = paths[kind]
+            if os.path.lexists(source):
+                notes, files, claimed = parse(read_response(source, request.unit), source)
+                break
         else:
             raise ExchangePending(request.unit, paths["request.md"], paths["response.md"])
-        if claimed is not None and claimed != request_hash:
-            raise ExchangeResponseError(
-                f"{source} answers request {claimed[:12]}…, but unit {request.unit!r} now asks "
-                f"{request_hash[:12]}…: delete it and answer the new request", unit=request.unit)
+        _check_claim(source, claimed, request, paths["request.md"])
         return _response(request.unit, notes, files)
+
+
+def _check_claim(source: Path, claimed: object, request: Request, request_md: Path) -> None:
+    """The answer must name the request it answers (see the module docstring)."""
+    request_hash = request.request_hash()
+    if not isinstance(claimed, str) or not claimed:
+        raise ExchangeResponseError(
+            f"{source} does not say which request it answers: if it answers the current "
+            f"{request_md.name}, start it with the line 'request-hash: {request_hash}' "
+            "(\"request_hash\" in a .response.json) and run again", unit=request.unit)
+    claimed = claimed.lower()
+    if len(claimed) < MIN_HASH_DIGITS or not request_hash.startswith(claimed):
+        raise ExchangeResponseError(
+            f"{source} answers request {claimed[:12]}…, but unit {request.unit!r} now asks "
+            f"{request_hash[:12]}… (the spec, templates or model changed): read the new "
+            f"{request_md.name}, update the answer and its request-hash line, or delete it; "
+            "then run again", unit=request.unit)
+
+
+def read_response(path: Path, unit: str) -> str:
+    """A response file's text: a regular file, not a symlink, UTF-8, within the size cap."""
+    try:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            raise ExchangeResponseError(f"{path} is a symlink; write the answer there as a plain file",
+                                        unit=unit)
+        if not stat.S_ISREG(info.st_mode):
+            raise ExchangeResponseError(f"{path} is not a regular file", unit=unit)
+        if info.st_size > MAX_RESPONSE_BYTES:
+            raise ExchangeResponseError(f"{path} is {info.st_size:,} bytes; answers over "
+                                        f"{MAX_RESPONSE_BYTES >> 20} MiB are refused", unit=unit)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(MAX_RESPONSE_BYTES + 1)
+    except OSError as exc:
+        raise ExchangeResponseError(f"cannot read {path}: {exc.strerror or exc}", unit=unit) from None
+    if len(data) > MAX_RESPONSE_BYTES:
+        raise ExchangeResponseError(f"{path}: answers over {MAX_RESPONSE_BYTES >> 20} MiB are refused",
+                                    unit=unit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ExchangeResponseError(f"{path}:{line}: not UTF-8 text (byte {exc.start}: "
+                                    f"{data[exc.start:exc.start + 1]!r}); save it as UTF-8",
+                                    unit=unit) from None
+
+
+def _write_no_follow(path: Path, text: str) -> None:
+    """Write by rename: a symlink at ``path`` is replaced, never written through."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _response(unit: str, notes: str, files: list[tuple[str, str]]) -> Response:
@@ -125,12 +195,13 @@ def parse_response_json(text: str, source: Path) -> tuple[str, list[tuple[str, s
     try:
         data = json.loads(text)
         files = [(f["path"], f["content"]) for f in data.get("files", [])]
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise ExchangeResponseError(f"{source}: not a valid response ({exc}); expected "
                                     '{"files": [{"path": ..., "content": ...}], "text": ...}') from exc
     if not all(isinstance(p, str) and isinstance(c, str) for p, c in files):
         raise ExchangeResponseError(f"{source}: every file needs a string path and content")
-    return str(data.get("text", "")), files, data.get("request_hash")
+    claimed = data.get("request_hash")
+    return str(data.get("text", "")), files, claimed if isinstance(claimed, str) else None
 
 
 def parse_response_md(text: str, source: Path) -> tuple[str, list[tuple[str, str]], str | None]:
@@ -179,7 +250,9 @@ def render_request(request: Request, response_name: str) -> str:
            f"- model: `{request.model}`, max_tokens: {request.max_tokens}",
            f"- answer by writing `{response_name}` next to this file (format: see "
            "allium/providers/exchange.py); write each file with `### file: PATH` and a fenced "
-           "block", ""]
+           "block, and every file the unit owns",
+           f"- the answer's first line must be `request-hash: {request.request_hash()}`, so that "
+           "it is never taken for the answer to a later request", ""]
     out += ["## System", ""]
     for number, text in enumerate(request.system, 1):
         cached = " (stable prefix, cached)" if number <= request.cached_prefix_blocks else ""

@@ -6,6 +6,11 @@ cost, duration, provider name and a UTC timestamp. Because the name is the hash
 of the payload, a rerun that asks the same question finds its answer, which is
 what lets ``replay`` rebuild output byte-for-byte and an interrupted run resume.
 
+Answers that were refused (an unsafe path, a missing file, tests that do not
+collect) are never kept as transcripts: they go to ``<store>/rejected/``, for
+inspection only, so the next run asks again (or re-reads the exchange file)
+instead of replaying the same bad answer.
+
 Files never contain credentials: payloads carry none, and ``put`` refuses to
 write a transcript in which any configured secret appears verbatim (defence in
 depth against a key pasted into a spec or a guidance block).
@@ -17,7 +22,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,10 +99,38 @@ class TranscriptStore:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except UnicodeDecodeError as exc:
+            raise ProviderError(f"corrupt transcript {path}: not UTF-8 ({exc.reason} at byte {exc.start}); "
+                                "delete it, or set it aside with --discard UNIT") from None
         try:
             return Transcript.from_dict(json.loads(text))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise ProviderError(f"corrupt transcript {path}: {exc}") from exc
+
+    @property
+    def rejected_root(self) -> Path:
+        return self.root / "rejected"
+
+    def reject(self, transcript: Transcript, reason: str) -> Path:
+        """Keep a refused answer apart from the accepted ones, with why it was refused."""
+        data = {**transcript.to_dict(), "rejected_because": reason}
+        text = json.dumps(data, indent=2, ensure_ascii=True) + "\n"  # ASCII: any string survives
+        if any(secret in text for secret in self._secrets):
+            return self.rejected_root  # never write a credential, not even here
+        path = self.rejected_root / f"{transcript.request_hash}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, text)
+        return path
+
+    def discard(self, request_hash: str) -> Path | None:
+        """Move an accepted transcript to ``rejected/``; its path there, or None if there was none."""
+        source = self.path_for(request_hash)
+        if not source.is_file():
+            return None
+        target = self.rejected_root / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        return target
 
     def put(self, transcript: Transcript) -> Path:
         # Key order is kept, not sorted, so a replayed response serialises to the same
@@ -106,6 +139,11 @@ class TranscriptStore:
         if any(secret in text for secret in self._secrets):
             raise ProviderError(f"refusing to record unit {transcript.unit!r}: the transcript "
                                 "would contain an API credential", unit=transcript.unit)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProviderError(f"refusing to record unit {transcript.unit!r}: the answer is not "
+                                "valid Unicode text", unit=transcript.unit) from None
         path = self.path_for(transcript.request_hash)
         self.root.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, text)
@@ -125,17 +163,24 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+Check = Callable[[Request, Response], None]
+
+
 class RecordingProvider:
-    """Wraps a provider and records every successful call in a store.
+    """Wraps a provider and records every accepted call in a store.
 
     With ``reuse=True`` a question already in the store is answered from it
     without calling the inner provider: this is how an interrupted run resumes
-    without paying again for the units it had finished."""
+    without paying again for the units it had finished. ``check`` judges a
+    fresh answer before it is recorded; one it refuses (by raising) goes to
+    the store's ``rejected/`` folder instead, and the error propagates."""
 
-    def __init__(self, inner: Provider, store: TranscriptStore, *, reuse: bool = False) -> None:
+    def __init__(self, inner: Provider, store: TranscriptStore, *, reuse: bool = False,
+                 check: Check | None = None) -> None:
         self.inner = inner
         self.store = store
         self.reuse = reuse
+        self.check = check
         self.name = getattr(inner, "name", type(inner).__name__)
 
     def complete(self, request: Request) -> Response:
@@ -146,7 +191,7 @@ class RecordingProvider:
                 return existing.response
         started = time.monotonic()
         response = self.inner.complete(request)
-        self.store.put(Transcript(
+        transcript = Transcript(
             request_hash=request_hash,
             unit=request.unit,
             provider=self.name,
@@ -154,5 +199,12 @@ class RecordingProvider:
             response=response,
             duration_s=time.monotonic() - started,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        ))
+        )
+        if self.check is not None:
+            try:
+                self.check(request, response)
+            except Exception as exc:
+                self.store.reject(transcript, str(exc))
+                raise
+        self.store.put(transcript)
         return response

@@ -9,7 +9,6 @@ pytest plugin writes (``--allium-report``), never pytest's console output.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from allium.errors import AlliumError
+from allium.untrusted import resource_limits, scrubbed_env
 
 # pytest exit codes (pytest.ExitCode) that still mean "we have a usable report".
 _OK, _TESTS_FAILED, _NO_TESTS = 0, 1, 5
@@ -148,13 +148,15 @@ class PendingPytest:
         self._proc = self._spawn()
 
     def _spawn(self) -> subprocess.Popen[str]:
-        env = dict(os.environ)
-        env.pop("PYTEST_ADDOPTS", None)  # the caller's pytest options are not the package's
+        # Model-written code: no secrets from our environment (allium.untrusted);
+        # PYTEST_ADDOPTS is not on the allow-list either, the caller's options not being the package's.
+        env = scrubbed_env()
         if self._lean:
             env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         cmd = pytest_command(self.tests_dir, self.root, self.report, run=self.run, lean=self._lean)
         return subprocess.Popen(cmd, cwd=self.root, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, errors="replace",
+                                preexec_fn=resource_limits())
 
     def wait(self) -> Collection:
         try:

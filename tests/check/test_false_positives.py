@@ -8,6 +8,43 @@ from allium.diagnostics import Severity
 from tests.check.helpers import check_text, found
 
 VALID: dict[str, str] = {
+    "an untyped trigger parameter's chain is typed by its last hop, not its root name": """
+        entity Book {
+            status: available | lent
+            transitions status {
+                available -> lent
+                lent -> available
+            }
+        }
+        entity Loan {
+            book: Book
+            status: open | returned
+            transitions status {
+                open -> returned
+                terminal: returned
+            }
+        }
+        rule Lend {
+            when: Lend(book)
+            requires: book.status = available
+            ensures:
+                book.status = lent
+                Loan.created(book: book, status: open)
+        }
+        rule Return {
+            when: Return(loan)
+            requires: loan.status = open
+            requires: loan.book.status = lent
+            ensures:
+                loan.status = returned
+                loan.book.status = available
+        }
+        surface Desk {
+            provides:
+                Lend(book)
+                Return(loan)
+        }
+    """,
     "lowercase argument to a trigger emission is a literal": """
         entity User {
             email: String
@@ -278,3 +315,10 @@ def test_unused_fields_are_reported_for_entities_not_value_types() -> None:
         }
     """)
     assert found(diagnostics, "allium.field.unused") == [("allium.field.unused", 8)]
+
+
+def test_a_chain_typed_through_its_hops_still_catches_a_wrong_value() -> None:
+    text = VALID["an untyped trigger parameter's chain is typed by its last hop, not its root name"]
+    broken = text.replace("loan.book.status = available", "loan.book.status = missing")
+    messages = [d.message for d in check_text(broken) if d.code == "allium.status.undefinedValue"]
+    assert messages == ["Rule 'Return' sets 'Book.status' to 'missing', which is not one of its values."]

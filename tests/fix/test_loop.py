@@ -70,6 +70,14 @@ def test_no_feedback_rounds_when_rounds_is_zero(tmp_path: Path) -> None:
     assert result.rounds == 1 and result.gave_up == ["counters"]
 
 
+def _asked(tmp_path: Path) -> str:
+    """The hash of the request now awaiting an answer: an exchange answer must name it."""
+    import re
+
+    request = (tmp_path / "exchange" / "counters.request.md").read_text()
+    return re.search(r"request-hash: ([0-9a-f]{64})", request).group(1)  # type: ignore[union-attr]
+
+
 def test_exchange_stops_while_an_answer_is_awaited_and_resumes(tmp_path: Path) -> None:
     from allium.providers.exchange import ExchangeProvider
 
@@ -78,7 +86,8 @@ def test_exchange_stops_while_an_answer_is_awaited_and_resumes(tmp_path: Path) -
     first = run_loop(plan, exchange, store, out, rounds=3, state_path=state)
     assert first.waiting and first.rounds == 0
     answer = tmp_path / "exchange" / "counters.response.json"
-    answer.write_text(json.dumps({"files": [{"path": "app/counters.py", "content": BUGGY},
+    answer.write_text(json.dumps({"request_hash": _asked(tmp_path),
+                                  "files": [{"path": "app/counters.py", "content": BUGGY},
                                             {"path": "tests/test_counters.py", "content": TEST}]}))
     second = run_loop(plan, exchange, store, out, rounds=3, state_path=state)
     assert second.rounds == 1 and second.waiting  # the feedback request now awaits its answer
@@ -86,7 +95,8 @@ def test_exchange_stops_while_an_answer_is_awaited_and_resumes(tmp_path: Path) -
     request = (tmp_path / "exchange" / "counters.request.md").read_text()
     assert "# Feedback: round 1 of 3" in request
     assert json.loads(state.read_text())["counters"]["round"] == 1
-    answer.write_text(json.dumps({"files": [{"path": "app/counters.py", "content": FIXED},
+    answer.write_text(json.dumps({"request_hash": _asked(tmp_path),
+                                  "files": [{"path": "app/counters.py", "content": FIXED},
                                             {"path": "tests/test_counters.py", "content": TEST}]}))
     third = run_loop(plan, exchange, store, out, rounds=3, state_path=state)
     assert third.green and not state.exists()

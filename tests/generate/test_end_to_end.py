@@ -320,3 +320,19 @@ def test_config_file_sets_defaults_and_the_command_line_wins(tmp_path: Path, fak
     (tmp_path / "allium.toml").write_text('[generate]\nmax-cost = "lots"\n')
     bad = generate(tmp_path, fake, "--dry-run")
     assert bad.exit_code == 2
+
+
+def test_a_text_only_reply_is_refused_keeps_the_output_and_is_asked_again(tmp_path: Path, fake) -> None:
+    assert generate(tmp_path, fake).exit_code == 0
+    before = file_tree(tmp_path / "generated")
+    fake.responder = model({"alarms": sc.text("I would rather not write this one.")})
+    refused = generate(tmp_path, fake, "--all", "--transcripts", str(tmp_path / "t2"))
+    assert refused.exit_code == 1
+    assert "unit 'alarms': answer refused: it writes no files" in refused.output
+    assert "Traceback" not in refused.output
+    assert file_tree(tmp_path / "generated") == before
+    fake.log.clear()
+    fake.responder = model()
+    again = generate(tmp_path, fake, "--all", "--transcripts", str(tmp_path / "t2"))
+    assert again.exit_code == 0, again.output
+    assert requested_units(fake) == ["alarms"]  # counters was recorded; alarms was not

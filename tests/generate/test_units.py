@@ -171,3 +171,61 @@ def test_package_must_be_an_identifier(tmp_path: Path) -> None:
 def test_missing_import_names_the_importer(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match=r"missing.allium does not exist \(imported by .*app.allium\)"):
         _plan(tmp_path, {"app.allium": 'use "./missing.allium" as m\n'})
+
+
+# ---------------------------------------------------------------- ownership and names
+
+
+def test_a_unit_named_as_another_plus_a_suffix_does_not_own_its_files(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, {"library.allium": "entity Book { title: String }\n",
+                            "library_fines.allium": "entity Fine { amount: Integer }\n"})
+    library, fines = plan.unit("library"), plan.unit("library_fines")
+    for path in (*fines.files, "pkg/library_fines_helpers.py", "tests/test_library_fines_more.py"):
+        assert not library.allows(path), path
+        assert fines.allows(path), path
+    assert library.allows("pkg/library_store.py") and library.allows("tests/test_library_store.py")
+
+
+def test_regenerating_a_unit_keeps_the_files_of_a_unit_whose_name_extends_it(tmp_path: Path) -> None:
+    from allium.generate.writer import StagedOutput
+
+    plan = _plan(tmp_path, {"library.allium": "entity Book { title: String }\n",
+                            "library_fines.allium": "entity Fine { amount: Integer }\n"})
+    out = tmp_path / "generated"
+    with StagedOutput(out) as staged:
+        for unit in plan.units:
+            staged.write_unit(unit, [(f, "x = 1\n") for f in unit.files])
+        staged.commit()
+    with StagedOutput(out) as staged:
+        staged.write_unit(plan.unit("library"), [(f, "y = 2\n") for f in plan.unit("library").files])
+        staged.commit()
+    assert (out / "pkg" / "library_fines.py").read_text() == "x = 1\n"
+    assert (out / "tests" / "test_library_fines.py").read_text() == "x = 1\n"
+
+
+def test_overlapping_ownership_is_refused_when_planning(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from allium.generate.units import check_ownership
+
+    plan = _plan(tmp_path, {"a.allium": "entity A { x: String }\n", "b.allium": "entity B { y: String }\n"})
+    a, b = plan.units
+    clash = replace(b, files=(*b.files, "pkg/cli.py")), replace(a, files=(*a.files, "pkg/cli.py"))
+    with pytest.raises(PlanError, match="both own pkg/cli.py"):
+        check_ownership(clash)
+    for own in ("pkg/__init__.py", "pkg/__main__.py", "tests/conftest.py"):
+        with pytest.raises(PlanError, match=f"{own} belongs to allium"):
+            check_ownership((replace(a, files=(*a.files, own)),))
+
+
+@pytest.mark.parametrize("stem", ["class", "import", "__init__", "__main__"])
+def test_keywords_and_dunder_names_are_refused_as_unit_names(tmp_path: Path, stem: str) -> None:
+    with pytest.raises(PlanError, match=f"unit {stem!r}.*(keyword|reserved)"):
+        _plan(tmp_path, {f"{stem}.allium": "entity A { x: String }\n"})
+
+
+@pytest.mark.parametrize("package", ["class", "__main__", "tests"])
+def test_keywords_and_dunder_names_are_refused_as_package_names(tmp_path: Path, package: str) -> None:
+    paths = _write(tmp_path, {"a.allium": "entity A { x: String }\n"})
+    with pytest.raises(PlanError, match=f"package name {package!r}"):
+        load_plan(paths, package=package, obligations=lambda m: ())

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from allium.generate import writer
-from allium.generate.writer import OutputCheckError, StagedOutput, UnsafePathError, recover
+from allium.errors import AlliumError
+from allium.generate.writer import OutputCheckError, StagedOutput, UnsafePathError, recover, staging_dir
 
 
 @dataclass(frozen=True)
@@ -206,3 +207,48 @@ def test_committed_output_cannot_be_reused(output: Path) -> None:
     staged.commit()
     with pytest.raises(Exception, match="already committed"):
         staged.write(AREA, "shop/orders.py", "x = 1\n")
+
+
+# ---------------------------------------------------------------- the output folder: symlinks and locks
+
+
+def test_a_symlinked_output_is_staged_where_it_points_and_stays_a_link(tmp_path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "generated"
+    link.symlink_to(real, target_is_directory=True)
+    for version in ("1", "2"):
+        with StagedOutput(link) as staged:
+            staged.write(AREA, "shop/orders.py", f"v = {version}\n")
+            staged.commit()
+        assert link.is_symlink() and (real / "shop" / "orders.py").read_text() == f"v = {version}\n"
+
+
+def test_a_dangling_output_link_is_refused_clearly(tmp_path) -> None:
+    link = tmp_path / "generated"
+    link.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(AlliumError, match="is a symlink to .*nowhere, which does not exist"):
+        StagedOutput(link)
+
+
+def test_a_second_run_on_the_same_output_is_refused_and_the_first_keeps_its_staging(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "generated"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom allium.generate.writer import StagedOutput\n"
+         f"s = StagedOutput({str(out)!r})\nprint('staged', flush=True)\ntime.sleep(30)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "staged"
+        staging = staging_dir(out.absolute())
+        assert staging.is_dir()
+        with pytest.raises(AlliumError, match="another allium run is writing"):
+            StagedOutput(out)
+        assert staging.is_dir()  # the second run did not clear the first one's staging
+    finally:
+        holder.kill()
+        holder.wait()
+    with StagedOutput(out) as staged:  # the lock died with its holder
+        staged.commit()

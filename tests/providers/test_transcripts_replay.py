@@ -133,3 +133,13 @@ def test_store_overwrites_atomically_and_reports_corruption(tmp_path):
         store.get(request.request_hash())
     with pytest.raises(ValueError):
         store.path_for("../escape")
+
+
+@pytest.mark.parametrize("data", [b"\xff\xfe{}", b"[1, 2]", b"[" * 50_000, b'{"request_hash": "x"}'])
+def test_a_corrupt_transcript_is_one_clear_error(tmp_path, data):
+    from allium.providers.base import ProviderError
+
+    store = TranscriptStore(tmp_path)
+    (tmp_path / ("ab" * 32 + ".json")).write_bytes(data)
+    with pytest.raises(ProviderError, match="corrupt transcript"):
+        store.get("ab" * 32)
