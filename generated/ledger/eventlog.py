@@ -446,6 +446,35 @@ _SCHEMA = (
 )
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is SQLite's "another connection holds the lock" (BUSY or LOCKED)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        # Extended codes (BUSY_RECOVERY, BUSY_SNAPSHOT, ...) keep the primary code in the low byte.
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _retry_while_busy(step: Callable[[], _T], deadline: float, *, pause: float = 0.005) -> _T:
+    """Run ``step`` until it does not fail with BUSY/LOCKED, or ``deadline`` (monotonic) passes.
+
+    The busy timeout alone is not enough: SQLite returns SQLITE_BUSY at once,
+    without calling the busy handler, in some lock-upgrade paths, notably
+    ``PRAGMA journal_mode = WAL`` while another process is creating or
+    switching the same new file (seen as "database is locked" when three
+    nodes opened one new log at the same moment). ``step`` must be safe to
+    repeat: it either changed nothing or completed.
+    """
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
 class EmbeddedLog(_LogBase):
     """contract EventLog over one SQLite file (backend embedded).
 
@@ -454,9 +483,18 @@ class EmbeddedLog(_LogBase):
     Several processes may append at once: BEGIN IMMEDIATE takes the write
     lock before the next offset is computed, so two appenders never pick the
     same offset and the primary key would refuse it if they did.
+
+    rule OpenLog @guidance: several processes may open one *new* file at
+    the same moment. The busy timeout is set when the connection is made,
+    before any statement (the WAL switch and the schema creation included),
+    and the WAL switch and BEGIN IMMEDIATE are retried while another process
+    holds the lock, up to OPEN_TIMEOUT_S, so none fails with "database is
+    locked".
     """
 
     BUSY_TIMEOUT_MS = 5000
+    #: How long open() keeps retrying while other processes hold the lock.
+    OPEN_TIMEOUT_S = 30.0
 
     def __init__(self, connection: Connection, config: Config) -> None:
         super().__init__(connection, config)
@@ -476,9 +514,10 @@ class EmbeddedLog(_LogBase):
                            f"connection is {self.connection.status.value}, not connecting")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventlog-sqlite")
         loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.OPEN_TIMEOUT_S
         try:
-            self._db = await loop.run_in_executor(self._executor, self._connect)
-            await self._run(self._migrate)
+            self._db = await loop.run_in_executor(self._executor, self._connect, deadline)
+            await self._run(lambda db: self._migrate(db, deadline))
         except (sqlite3.Error, OSError) as exc:
             await self._release()
             raise EventLogError(f"cannot open the embedded log {self.path!r}: {exc}") from exc
@@ -487,24 +526,51 @@ class EmbeddedLog(_LogBase):
             raise
         connection_ready(self.connection)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, deadline: float) -> sqlite3.Connection:
+        """Connect with the busy timeout already set, then switch to WAL (retrying while busy)."""
         parent = Path(self.path).parent
         if str(parent) not in ("", "."):
             parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+        # timeout= installs the busy handler as the connection is made, so it
+        # covers the very first statement; isolation_level=None: we issue
+        # BEGIN IMMEDIATE / COMMIT ourselves.
         db = sqlite3.connect(self.path, timeout=self.BUSY_TIMEOUT_MS / 1000,
                              isolation_level=None, check_same_thread=False)
-        db.execute(f"PRAGMA busy_timeout = {self.BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA journal_mode = WAL")
-        # FULL, not NORMAL: a successful append is the client's
-        # acknowledgement on the log path (AppendIsDurable), so it must
-        # survive a power loss, not only a process crash.
-        db.execute("PRAGMA synchronous = FULL")
+        try:
+            db.execute(f"PRAGMA busy_timeout = {self.BUSY_TIMEOUT_MS}")
+            _retry_while_busy(lambda: self._switch_to_wal(db), deadline)
+            # FULL, not NORMAL: a successful append is the client's
+            # acknowledgement on the log path (AppendIsDurable), so it must
+            # survive a power loss, not only a process crash.
+            db.execute("PRAGMA synchronous = FULL")
+        except BaseException:
+            db.close()
+            raise
         return db
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
+    def _switch_to_wal(self, db: sqlite3.Connection) -> None:
+        """``PRAGMA journal_mode = WAL``, unless the file is in WAL mode already.
+
+        The switch needs an exclusive lock; once any opener has made it, the
+        mode is persistent, so later openers only read it and take no lock.
+        """
+        (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+        if str(mode).lower() == "wal":
+            return
+        (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal":
+            # SQLite reports the unchanged mode instead of an error when it
+            # could not switch; treat that as busy so it is retried.
+            raise sqlite3.OperationalError("database is locked (journal_mode is still "
+                                           f"{mode!r}, not wal)")
+
+    def _begin_immediate(self, db: sqlite3.Connection, deadline: float) -> None:
+        """Take the write lock (BEGIN IMMEDIATE), retrying while another process holds it."""
+        _retry_while_busy(lambda: db.execute("BEGIN IMMEDIATE"), deadline)
+
+    def _migrate(self, db: sqlite3.Connection, deadline: float) -> None:
         """Create the tables if missing; refuse a file made with another partition count."""
-        db.execute("BEGIN IMMEDIATE")
+        self._begin_immediate(db, deadline)
         try:
             for statement in _SCHEMA:
                 db.execute(statement)
