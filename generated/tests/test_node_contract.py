@@ -6,8 +6,8 @@
 2. AgreeOnBatch: an item whose evaluation raises the Arbiter's EvaluationFault gets the
    digest "fault"; an item agreed as "fault" is never committed and is answered 503.
 
-Only public names are used (the document through ``openapi_document()``, the validator
-through ``envelope_from_json``), so these tests also run against older code.
+Only public names are used (the document through the ServiceDocument surface of
+``ledger.node`` and ``openapi_document()``, the validator through ``envelope_from_json``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from test_node import (
     keys,
     leader_pipeline,
     opened,
+    process,
     run,
     store_port,
     with_pipeline,
@@ -40,7 +41,8 @@ from ledger.api import Config as ApiConfig
 from ledger.arbiter import EvaluationFault
 from ledger.core import AccountStatus, Channel, Envelope
 from ledger.core import Config as CoreConfig
-from ledger.node import Config
+import ledger.node_pipeline as node_pipeline
+from ledger.node import Config, NodeStatus, Pending, PendingStatus, ServiceDocument
 from ledger.node_http_schema import (
     EnvelopeInvalid,
     envelope_from_json,
@@ -71,6 +73,12 @@ def _document_accepts(body: Any) -> bool:
     return _DOCUMENT.is_valid(body)
 
 
+def _served_document(status: NodeStatus = NodeStatus.leader) -> tuple[ServiceDocument, dict[str, Any]]:
+    """surface ServiceDocument: the document as a NodeProcess reader obtains it."""
+    surface = ServiceDocument(process(status))
+    return surface, surface.document()
+
+
 _VALID = {"client_id": "c1", "request_id": "r1", "kind": "transfer", "account_id": "a", "counterparty_id": "b",
           "owner": None, "amount_minor": 5}
 
@@ -99,9 +107,13 @@ _BOUNDARIES: list[tuple[str, dict[str, Any]]] = [
 @pytest.mark.parametrize("case, change", _BOUNDARIES, ids=[c for c, _ in _BOUNDARIES])
 def test_openapi_envelope_schema_states_every_constraint_the_server_enforces(case: str,
                                                                              change: dict[str, Any]) -> None:
-    """ClientApi: a body valid by the document is never refused with 422, and vice versa."""
+    """ClientApi: a body valid by the document ServiceDocument serves is never refused with 422,
+    and a body the document rejects is refused by the server too."""
+    surface, document = _served_document()
+    assert surface.exposed() == {"status": NodeStatus.leader.value}
+    served = jsonschema.Draft202012Validator(document["components"]["schemas"]["Envelope"])
     body = {**_VALID, **change}
-    assert _document_accepts(body) == _server_accepts(body), case
+    assert served.is_valid(body) == _server_accepts(body), case
 
 
 def test_a_missing_field_is_invalid_for_both_and_optionals_may_be_left_out() -> None:
@@ -131,7 +143,9 @@ def test_document_and_validator_agree_on_generated_bodies(body: dict[str, Any]) 
 
 @pytest.mark.allium("surface-exposure.ServiceDocument")
 def test_openapi_links_a_submission_to_its_status() -> None:
-    doc = openapi_document()
+    """ServiceDocument exposes the link from POST /v1/requests to its status route."""
+    surface, doc = _served_document(NodeStatus.backup)
+    assert surface.exposed() == {"status": NodeStatus.backup.value}
     post = doc["paths"]["/v1/requests"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Envelope"}
     (link,) = post["responses"]["200"]["links"].values()
@@ -198,6 +212,7 @@ def test_an_item_agreed_as_fault_is_answered_503_and_never_committed(monkeypatch
     store = FakeStore()
     opened(store, ("acc-1", 10), ("acc-bug", 10))
     _faulting_evaluate(monkeypatch, "acc-bug")
+    refusals = _watch_refuse_pending(monkeypatch)
     pipe = leader_pipeline(store)
 
     async def scenario() -> list[Any]:
@@ -212,6 +227,23 @@ def test_an_item_agreed_as_fault_is_answered_503_and_never_committed(monkeypatch
     committed = [item.envelope.request_id for batch in store.commits for item in batch]
     assert "r2" not in committed and sorted(committed) == ["r1", "r3"]
     assert ("c1", "r2") not in store.outcomes and store.accounts_by_id["acc-bug"].balance_minor == 10
+    # RefusePending took the faulted item's Pending along voting -> refused; nothing else was refused.
+    assert refusals == [("r2", PendingStatus.voting, PendingStatus.refused)]
+
+
+def _watch_refuse_pending(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, PendingStatus, PendingStatus]]:
+    """Record (request_id, status before, status after) of every Pending the pipeline refuses."""
+    seen: list[tuple[str, PendingStatus, PendingStatus]] = []
+    honest = node_pipeline.refuse_pending
+
+    def refuse_pending(pending: Pending) -> Any:
+        before = pending.status
+        refused = honest(pending)
+        seen.append((pending.envelope.request_id, before, pending.status))
+        return refused
+
+    monkeypatch.setattr(node_pipeline, "refuse_pending", refuse_pending)
+    return seen
 
 
 def test_a_batch_of_only_faulted_items_fails_and_commits_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
