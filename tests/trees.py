@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_NOISE = ("__pycache__", ".pytest_cache")  # left by importing or collecting the files, not written by allium
+_NOISE = ("__pycache__", ".pytest_cache", ".hypothesis")  # left by importing, collecting or running the tests, not written by allium
 
 
 def file_tree(root: Path) -> dict[str, bytes]:
