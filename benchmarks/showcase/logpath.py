@@ -1,0 +1,133 @@
+"""The log path: append operations to the service's event log as a producer.
+
+The harness appends with the service's own log client (ledger.eventlog from
+generated/, used as a library and never modified): the log's format and
+partitioning are part of the contract the nodes consume, and re-implementing
+them here would test the harness instead of the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+from benchmarks.showcase import cluster
+from benchmarks.showcase.history import Attempt, Op
+from benchmarks.showcase.load import RestTarget, Workload, monotonic, open_loop
+
+PARTITIONS = 4  # eventlog.allium config.partitions
+
+
+class Producer:
+    def __init__(self, url: str) -> None:
+        if str(cluster.GENERATED) not in sys.path:
+            sys.path.insert(0, str(cluster.GENERATED))
+        from ledger import eventlog  # the service's own client library
+        self.eventlog = eventlog
+        self.url = url
+        self.log: Any = None
+
+    async def open(self) -> None:
+        self.log = self.eventlog.open_log(self.url, PARTITIONS)
+        await self.log.open()
+
+    async def append(self, op: Op, payload: str) -> Attempt:
+        sent = monotonic()
+        try:
+            partition = self.log.partition_of(op.env.account_id)
+            offset = await self.log.append(partition, payload)
+        except Exception as exc:  # a broker error is an explicit failure, recorded as such
+            attempt = Attempt(sent=sent, status="append_failed", received=monotonic(), body={"error": repr(exc)})
+        else:
+            attempt = Attempt(sent=sent, status="appended", received=monotonic())
+            op.position = (partition, offset)
+        op.attempts.append(attempt)
+        return attempt
+
+    async def close(self) -> None:
+        if self.log is not None:
+            await self.log.close()
+
+
+def payload(op: Op) -> str:
+    import msgspec
+    env = op.env
+    return msgspec.json.encode({
+        "request_id": env.request_id, "client_id": env.client_id, "kind": env.kind,
+        "account_id": env.account_id, "counterparty_id": env.counterparty_id,
+        "owner": env.owner, "amount_minor": env.amount_minor}).decode()
+
+
+def log_url(dep: cluster.Deployment) -> str:
+    state = dep.state()
+    for key in ("log_url", "log"):
+        if isinstance(state.get(key), str) and "://" in state[key]:
+            return state[key]
+    raise RuntimeError(f"deployment.json names no log URL: {sorted(state)}")
+
+
+async def append_with_retry(producer: Producer, op: Op, retry_until: float | None) -> Attempt:
+    body = payload(op)
+    while True:
+        attempt = await producer.append(op, body)
+        if attempt.status == "appended" or retry_until is None or monotonic() > retry_until:
+            return attempt
+        await asyncio.sleep(0.2)
+
+
+async def log_rate(dep: cluster.Deployment, target: RestTarget, work: Workload, rate: float,
+                   duration: float, hist) -> tuple[dict, list[Op]]:
+    """Append rate x duration operations on schedule; latency is scheduled time to
+    the outcome being readable, found by polling each request's status."""
+    from benchmarks.showcase_load import summarize  # one summary format for both paths
+    producer = Producer(log_url(dep))
+    await producer.open()
+    ops = [Op(work.next(), "log", 0.0) for _ in range(int(rate * duration))]
+    done: dict[int, float] = {}
+
+    async def launch(i: int, due: float) -> None:
+        op = ops[i]
+        op.invoked = due
+        attempt = await producer.append(op, payload(op))
+        if attempt.status != "appended":
+            return
+        path = f"/v1/requests/{op.env.client_id}/{op.env.request_id}"
+        deadline = due + 60
+        while monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            status, _ = await target.get_json(path)
+            if status == 200:
+                done[i] = monotonic()
+                hist.record_value(max(1, int((done[i] - due) * 1e6)))
+                return
+
+    cpu = time.process_time()
+    start = await open_loop(rate, len(ops), launch, monotonic)
+    await producer.close()
+    summary = summarize("log", rate, ops, start, hist)
+    summary["client_cpu_us_per_op"] = round((time.process_time() - cpu) / max(len(ops), 1) * 1e6, 1)
+    summary["not_committed_in_60s"] = sum(1 for i, op in enumerate(ops) if op.acknowledged and i not in done)
+    if done:
+        summary["achieved"] = round(len(done) / max(max(done.values()) - start, 1e-9), 1)
+    return summary, ops
+
+
+async def wait_for_outcomes(target: RestTarget, ops: list[Op], timeout: float) -> int:
+    """Wait until every appended log request has an outcome; returns how many never did."""
+    waiting = [op for op in ops if op.channel == "log" and op.acknowledged]
+    deadline = monotonic() + timeout
+    while waiting and monotonic() < deadline:
+        last = waiting[-1]
+        status, _ = await target.get_json(f"/v1/requests/{last.env.client_id}/{last.env.request_id}")
+        if status == 200:
+            still = []
+            for op in waiting:
+                s, _ = await target.get_json(f"/v1/requests/{op.env.client_id}/{op.env.request_id}")
+                if s != 200:
+                    still.append(op)
+            waiting = still
+        if waiting:
+            await asyncio.sleep(0.5)
+    return len(waiting)
