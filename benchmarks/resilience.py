@@ -45,6 +45,12 @@ class Scenario:
     inject: Action
     heal: Action
     describe: str
+    faults: tuple[tuple[str, str], ...] = ()  # the launcher's --fault NODE=FAULT
+    proxied: bool = False  # node-to-node traffic through cuttable proxies
+
+    @property
+    def deployment(self) -> tuple:
+        return (self.store, self.log, self.faults, self.proxied)
 
 
 @dataclass
@@ -52,6 +58,7 @@ class Run:
     dep: cluster.Deployment
     notes: list[str]
     victims: list[str]
+    extra: dict
 
     def note(self, text: str) -> None:
         self.notes.append(f"{monotonic():.2f} {text}")
@@ -66,14 +73,14 @@ SCENARIOS = [
              "kill -9 the primary and a backup at once (stall expected until one returns)"),
     Scenario("kill-in-recovery", "sqlite", "embedded", faults.kill_during_recovery, faults.restart_victims,
              "kill -9 the primary, then its successor as soon as it claims"),
-    Scenario("corrupt-replica", "sqlite", "embedded", faults.byzantine("corrupt_outcomes"),
-             faults.restart_victims_clean, "one backup flips accepted verdicts before hashing"),
-    Scenario("lying-replica", "sqlite", "embedded", faults.byzantine("lie_about_digests"),
-             faults.restart_victims_clean, "one backup votes random digests"),
-    Scenario("slow-replica", "sqlite", "embedded", faults.byzantine("slow_votes"),
-             faults.restart_victims_clean, "one backup sleeps 2 s before every vote"),
+    Scenario("corrupt-replica", "sqlite", "embedded", faults.nothing, faults.nothing,
+             "n3 flips accepted verdicts before hashing, all run long", (("n3", "corrupt_outcomes"),)),
+    Scenario("lying-replica", "sqlite", "embedded", faults.nothing, faults.nothing,
+             "n3 votes random digests, all run long", (("n3", "lie_about_digests"),)),
+    Scenario("slow-replica", "sqlite", "embedded", faults.nothing, faults.nothing,
+             "n3 sleeps 2 s before every vote, all run long", (("n3", "slow_votes"),)),
     Scenario("partition", "sqlite", "embedded", faults.partition, faults.heal_partition,
-             "the primary cut off from both peers by a dropping proxy"),
+             "the primary cut off from both peers by a dropping proxy", proxied=True),
     Scenario("restart-nats", "postgres", "nats", faults.kill_named("nats"), faults.restart_victims,
              "kill -9 the NATS server, restart it"),
     Scenario("kill-postgres", "postgres", "nats", faults.kill_named("postgres"), faults.restart_victims,
@@ -82,7 +89,7 @@ SCENARIOS = [
 
 
 async def run_scenario(sc: Scenario, dep: cluster.Deployment, args: argparse.Namespace,
-                       producer: Producer | None) -> tuple[dict, list[Op], Final]:
+                       producer: Producer | None, extra: dict) -> tuple[dict, list[Op], Final]:
     ports = list(dep.node_ports().values())
     target = RestTarget(ports, conns=args.conns, timeout=args.timeout)
     work = Workload(f"{sc.name}-{int(time.time())}", args.accounts, seed=hash(sc.name) & 0xFFFF)
@@ -93,7 +100,7 @@ async def run_scenario(sc: Scenario, dep: cluster.Deployment, args: argparse.Nam
     count = int(args.rate * args.duration)
     ops = [Op(work.next(), "log" if producer and rng.random() < args.log_share else "rest", 0.0)
            for _ in range(count)]
-    run = Run(dep, [], [])
+    run = Run(dep, [], [], extra)
 
     async def launch(i: int, due: float) -> None:
         op = ops[i]
@@ -119,7 +126,7 @@ async def run_scenario(sc: Scenario, dep: cluster.Deployment, args: argparse.Nam
     await faults.wait_all_serving(dep, timeout=60)
     history = setup_ops + ops
     never = await wait_for_outcomes(target, history, timeout=120)
-    final = await read_final(target, history, touched_accounts(history))
+    final = await read_final(target, history, touched_accounts(history), dep.state()["store_url"], work.run_id)
     target.close()
     report = check(history, final).as_dict()
     v = report["violations"]
@@ -146,24 +153,33 @@ async def _rest(target: RestTarget, op: Op, now: float, args: argparse.Namespace
 async def run_all(args: argparse.Namespace) -> dict:
     chosen = [s for s in SCENARIOS if not args.only or s.name in args.only]
     results, overall = [], []
-    for backend in sorted({(s.store, s.log) for s in chosen}, key=lambda b: b != ("sqlite", "embedded")):
-        group = [s for s in chosen if (s.store, s.log) == backend]
-        dep = cluster.up(*backend, nodes=3)
+    groups: dict[tuple, list[Scenario]] = {}
+    for sc in chosen:
+        groups.setdefault(sc.deployment, []).append(sc)
+    for (store, log, fault_list, proxied), group in groups.items():
+        dep = cluster.up(store, log, nodes=3, faults=dict(fault_list))
+        extra: dict = {}
         producer = Producer(log_url(dep))
-        await producer.open()
         histories: list[Op] = []
         try:
+            await producer.open()
+            if proxied:
+                extra["proxied"] = faults.ProxiedCluster(dep)
+                await extra["proxied"].start()
             for sc in group:
                 print(f"-- {sc.name}: {sc.describe}", flush=True)
-                result, history, _ = await run_scenario(sc, dep, args, producer)
+                result, history, _ = await run_scenario(sc, dep, args, producer, extra)
                 results.append(result)
                 histories += history
                 print(row(result), flush=True)
             target = RestTarget(list(dep.node_ports().values()), conns=args.conns, timeout=args.timeout)
-            final = await read_final(target, histories, touched_accounts(histories))
+            final = await read_final(target, histories, touched_accounts(histories), dep.state()["store_url"])
             target.close()
-            overall.append({"store": backend[0], "log": backend[1], **check(histories, final).as_dict()})
+            overall.append({"store": store, "log": log, "scenarios": [s.name for s in group],
+                            **check(histories, final).as_dict()})
         finally:
+            if "proxied" in extra:
+                await extra["proxied"].stop()
             await producer.close()
             dep.down()
     ok = all(r["ok"] for r in results) and all(o["ok"] for o in overall)
@@ -206,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in out["scenarios"]:
         print(row(r))
     for o in out["overall"]:
-        print(f"whole history on {o['store']} + {o['log']}: {'ok' if o['ok'] else 'FAILED'} "
+        print(f"whole history of {', '.join(o['scenarios'])}: {'ok' if o['ok'] else 'FAILED'} "
               f"({o['stats']['requests']} requests)")
     print(f"events: {out['events']}; all checks {'passed' if out['ok'] else 'FAILED'}")
     if args.json:

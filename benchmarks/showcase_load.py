@@ -125,7 +125,8 @@ async def run_service(args: argparse.Namespace) -> dict:
                 print(row(summary), flush=True)
                 await asyncio.sleep(args.pause)
         await logpath.wait_for_outcomes(target, history, timeout=120)
-        final = await read_final(target, history, touched_accounts(history))
+        store_url = dep.state()["store_url"] if dep is not None else None
+        final = await read_final(target, history, touched_accounts(history), store_url, work.run_id)
         report = check(history, final).as_dict()
         target.close()
     finally:

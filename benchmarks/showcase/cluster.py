@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -15,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-GENERATED = ROOT / "generated"
+# SHOWCASE_GENERATED points the harness at another build of the service (a candidate).
+GENERATED = Path(os.environ.get("SHOWCASE_GENERATED", ROOT / "generated"))
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -31,6 +34,8 @@ class Deployment:
     store: str
     log: str
     nodes: int
+    # Where the nodes listen when the harness, not the launcher, started them.
+    ports_override: dict[str, int] | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -49,6 +54,8 @@ class Deployment:
         return json.loads((self.run_dir / "deployment.json").read_text())
 
     def node_ports(self) -> dict[str, int]:
+        if self.ports_override:
+            return dict(self.ports_override)
         ports = {}
         for child in _children(self.state()):
             if str(child.get("name", "")).startswith("n") and child.get("port"):
@@ -79,8 +86,8 @@ class Deployment:
     def kill(self, name: str) -> None:
         self.ledger("kill", name)
 
-    def restart(self, name: str, env: dict[str, str] | None = None) -> None:
-        self.ledger("restart", name, env=env)
+    def restart(self, name: str) -> None:
+        self.ledger("restart", name)
 
     def down(self) -> None:
         try:
@@ -96,11 +103,37 @@ def _children(state: dict) -> list[dict]:
     return list(children)
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_block(size: int) -> int:
+    """A base port b with b+1 .. b+size free on loopback (other runs may share the machine)."""
+    for _ in range(200):
+        base = random.randrange(21000, 39000)
+        if all(port_free(base + i) for i in range(1, size + 1)):
+            return base
+    raise RuntimeError("no free block of loopback ports")
+
+
 def up(store: str = "sqlite", log: str = "embedded", nodes: int = 3,
-       env: dict[str, str] | None = None, workdir: Path | None = None) -> Deployment:
+       faults: dict[str, str] | None = None, workdir: Path | None = None) -> Deployment:
+    """`python -m ledger up` in a fresh directory on free ports; faults maps a
+    node name to the launcher's --fault value for it."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     dep = Deployment(workdir, store, log, nodes)
-    dep.ledger("up", "--store", store, "--log", log, "--nodes", str(nodes), env=env, timeout=180)
+    base = free_block(nodes + 1)
+    args = ["up", "--store", store, "--log", log, "--nodes", str(nodes), "--base-port", str(base)]
+    if log == "nats":
+        args += ["--nats-port", str(base + nodes + 1)]
+    for node, fault in (faults or {}).items():
+        args += ["--fault", f"{node}={fault}"]
+    dep.ledger(*args, timeout=180)
     if dep.leader(wait=30) is None:
         dep.down()
         raise RuntimeError("no node became leader within 30 s of `ledger up`")
