@@ -4,6 +4,7 @@ the benchmarks exercise exactly what a user would run."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
@@ -58,7 +59,7 @@ class Deployment:
             return dict(self.ports_override)
         ports = {}
         for child in _children(self.state()):
-            if str(child.get("name", "")).startswith("n") and child.get("port"):
+            if child.get("kind", "node") == "node" and child.get("port"):
                 ports[child["name"]] = int(child["port"])
         if not ports:
             base = int(self.state().get("base_port", 7400))
@@ -70,7 +71,7 @@ class Deployment:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.node_ports()[node]}/healthz",
                                         timeout=timeout) as resp:
                 return json.loads(resp.read())
-        except (OSError, ValueError):
+        except (OSError, ValueError, http.client.HTTPException):
             return None
 
     def leader(self, wait: float = 15.0) -> str | None:
@@ -134,7 +135,12 @@ def up(store: str = "sqlite", log: str = "embedded", nodes: int = 3,
     for node, fault in (faults or {}).items():
         args += ["--fault", f"{node}={fault}"]
     dep.ledger(*args, timeout=180)
-    if dep.leader(wait=30) is None:
+    try:
+        leader = dep.leader(wait=30)
+    except BaseException:
+        dep.down()
+        raise
+    if leader is None:
         dep.down()
         raise RuntimeError("no node became leader within 30 s of `ledger up`")
     return dep
