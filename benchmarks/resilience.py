@@ -6,7 +6,8 @@
 For each scenario: a fresh set of accounts is opened and funded, steady
 open-loop load runs through REST (round-robin over every node, retrying 503s
 and lost connections with the same request id) and through the log, the fault
-is injected at a quarter of the run and healed at 60%, then every outcome and
+is injected at a quarter of the run and healed 35% of the run (at most
+--fault-s seconds) later, then every outcome and
 account is read back and the scenario's history is checked; at the end the
 whole history of each deployment is checked once more. Prints: scenario,
 events, throughput during the fault, longest window without a commit, lost,
@@ -115,7 +116,7 @@ async def run_scenario(sc: Scenario, dep: cluster.Deployment, args: argparse.Nam
         t0 = monotonic()
         run.note(f"inject: {sc.describe}")
         await sc.inject(run)
-        await asyncio.sleep(max(0.0, t0 + args.duration * 0.35 - monotonic()))
+        await asyncio.sleep(max(0.0, t0 + min(args.duration * 0.35, args.fault_s) - monotonic()))
         t1 = monotonic()
         run.note("heal")
         await sc.heal(run)
@@ -207,6 +208,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retry-s", type=float, default=30.0, help="how long a client retries one request")
     p.add_argument("--conns", type=int, default=64)
     p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--fault-s", type=float, default=10.0, help="longest a fault lasts before it is healed")
     p.add_argument("--only", type=lambda s: set(s.split(",")), default=None)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)

@@ -103,8 +103,14 @@ class Report:
     def ok(self) -> bool:
         return not any(self.counts.values())
 
+    @property
+    def safe(self) -> bool:
+        """No safety violation: everything but unanswered requests, which a
+        client timeout under overload produces without any state being wrong."""
+        return not any(n for cls, n in self.counts.items() if cls != "unanswered")
+
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "violations": dict(self.counts),
+        return {"ok": self.ok, "safe": self.safe, "violations": dict(self.counts),
                 "examples": {k: v for k, v in self.examples.items() if v}, "stats": self.stats}
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-
-import msgspec
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
+
+import msgspec
 
 from benchmarks.showcase.history import Attempt, Final, Op
 from benchmarks.showcase.http import CONN_ERROR, TIMEOUT, Pool
@@ -91,12 +91,18 @@ class RestTarget:
         self.turn += 1
         return self.pools[self.turn % len(self.pools)]
 
-    async def get_json(self, path: str) -> tuple[int | str, dict | list | None]:
-        for _ in range(len(self.pools)):
-            status, data, _ = await self.pick().request("GET", path, None, self.timeout)
-            if status in (200, 404):
-                return status, _DECODE(data) if data else None
-        return status, None
+    async def get_json(self, path: str, patience: float = 0.0) -> tuple[int | str, dict | list | None]:
+        """GET from any node; keeps trying other nodes for `patience` seconds
+        (a node may be restarting, or still working off an overload)."""
+        deadline = time.monotonic() + patience
+        while True:
+            for _ in range(len(self.pools)):
+                status, data, _ = await self.pick().request("GET", path, None, self.timeout)
+                if status in (200, 404):
+                    return status, _DECODE(data) if data else None
+            if time.monotonic() > deadline:
+                return status, None
+            await asyncio.sleep(0.5)
 
     def close(self) -> None:
         for pool in self.pools:
@@ -133,7 +139,10 @@ async def send_rest(target: RestTarget, op: Op, due: float, retry_until: float |
                 op.attempts.append(attempt)
         if status in DEFINITE_HTTP or retry_until is None or clock() > retry_until:
             return attempt
-        await asyncio.sleep(0.2 if status in (CONN_ERROR, TIMEOUT) else 0.3)
+        # Exponential backoff with jitter, capped at the spec's Retry-After of 1 s:
+        # thousands of clients retrying in lockstep would be a load test of their own.
+        tries = sum(1 for a in op.attempts if not a.poll)
+        await asyncio.sleep(min(1.0, 0.05 * 2 ** tries) * (0.5 + random.random()))
         sent = clock()
 
 
@@ -172,7 +181,7 @@ async def read_final(target: RestTarget, ops: list[Op], account_ids: set[str],
 
     async def one_outcome(op: Op) -> None:
         async with sem:
-            status, doc = await target.get_json(f"/v1/requests/{op.env.client_id}/{op.env.request_id}")
+            status, doc = await target.get_json(f"/v1/requests/{op.env.client_id}/{op.env.request_id}", 60)
             if status == 200 and isinstance(doc, dict):
                 outcomes.append(doc)
             elif status != 404:
@@ -180,7 +189,7 @@ async def read_final(target: RestTarget, ops: list[Op], account_ids: set[str],
 
     async def one_account(acct: str) -> None:
         async with sem:
-            status, doc = await target.get_json(f"/v1/accounts/{acct}")
+            status, doc = await target.get_json(f"/v1/accounts/{acct}", 60)
             if status == 200 and isinstance(doc, dict):
                 accounts[acct] = doc
             elif status != 404:

@@ -9,6 +9,7 @@ them here would test the harness instead of the service.
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 import time
 from typing import Any
@@ -74,7 +75,7 @@ async def append_with_retry(producer: Producer, op: Op, retry_until: float | Non
         attempt = await producer.append(op, body)
         if attempt.status == "appended" or retry_until is None or monotonic() > retry_until:
             return attempt
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.25 + random.random() * 0.5)
 
 
 async def log_rate(dep: cluster.Deployment, target: RestTarget, work: Workload, rate: float,
