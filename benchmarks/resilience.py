@@ -126,7 +126,7 @@ async def run_scenario(sc: Scenario, dep: cluster.Deployment, args: argparse.Nam
     (_, (t0, t1)) = await asyncio.gather(open_loop(args.rate, count, launch, monotonic), timeline())
     await faults.wait_all_serving(dep, timeout=60)
     history = setup_ops + ops
-    never = await wait_for_outcomes(target, history, timeout=120)
+    never = await wait_for_outcomes(dep.state()["store_url"], history, timeout=120)
     final = await read_final(target, history, touched_accounts(history), dep.state()["store_url"], work.run_id)
     target.close()
     report = check(history, final).as_dict()

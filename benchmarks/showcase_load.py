@@ -124,7 +124,8 @@ async def run_service(args: argparse.Namespace) -> dict:
                 results.append(summary)
                 print(row(summary), flush=True)
                 await asyncio.sleep(args.pause)
-        await logpath.wait_for_outcomes(target, history, timeout=120)
+        if dep is not None:
+            await logpath.wait_for_outcomes(dep.state()["store_url"], history, timeout=120)
         store_url = dep.state()["store_url"] if dep is not None else None
         final = await read_final(target, history, touched_accounts(history), store_url, work.run_id)
         report = check(history, final).as_dict()

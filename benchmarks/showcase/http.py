@@ -78,60 +78,23 @@ class _Conn(asyncio.Protocol):
 
 
 class Pool:
-    """Up to `size` keep-alive connections to one server; callers beyond that wait."""
+    """Up to `size` keep-alive connections to one server; callers beyond that
+    wait, for at most their timeout. Capacity is a semaphore released in a
+    finally, so no timeout or lost connection can leak a slot."""
 
     def __init__(self, host: str, port: int, size: int = 64) -> None:
-        self.host, self.port, self.size = host, port, size
+        self.host, self.port = host, port
+        self.slots = asyncio.Semaphore(size)
         self.idle: deque[_Conn] = deque()
-        self.waiting: deque[asyncio.Future] = deque()
-        self.open = 0
         self.head = f"Host: {host}:{port}\r\n".encode()
 
-    async def _acquire(self) -> _Conn:
+    async def _connection(self) -> _Conn:
         while self.idle:
             conn = self.idle.pop()
             if not conn.closed:
                 return conn
-            self.open -= 1
-        if self.open < self.size:
-            self.open += 1
-            try:
-                _, conn = await asyncio.get_running_loop().create_connection(
-                    lambda: _Conn(self), self.host, self.port)
-            except OSError:
-                self.open -= 1
-                raise
-            return conn
-        fut = asyncio.get_running_loop().create_future()
-        self.waiting.append(fut)
-        return await fut
-
-    def _release(self, conn: _Conn, reusable: bool) -> None:
-        if not reusable or conn.closed:
-            conn.close()
-            self.open -= 1
-            if self.waiting:  # let a waiter open a fresh connection
-                fut = self.waiting.popleft()
-                asyncio.ensure_future(self._hand_over(fut))
-            return
-        while self.waiting:
-            fut = self.waiting.popleft()
-            if not fut.done():
-                fut.set_result(conn)
-                return
-        self.idle.append(conn)
-
-    async def _hand_over(self, fut: asyncio.Future) -> None:
-        try:
-            conn = await self._acquire()
-        except OSError as exc:
-            if not fut.done():
-                fut.set_exception(exc)
-            return
-        if fut.done():
-            self._release(conn, True)
-        else:
-            fut.set_result(conn)
+        _, conn = await asyncio.get_running_loop().create_connection(lambda: _Conn(self), self.host, self.port)
+        return conn
 
     async def request(self, method: str, path: str, body: bytes | None = None,
                       timeout: float = 10.0) -> tuple[int | str, bytes, dict]:
@@ -143,29 +106,40 @@ class Pool:
         else:
             raw.append(b"\r\n")
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self.slots.locked():  # only this path can wait, so only it pays for wait_for
+            try:
+                await asyncio.wait_for(self.slots.acquire(), timeout)
+            except asyncio.TimeoutError:
+                return (CONN_ERROR, b"", {})
+        else:
+            await self.slots.acquire()
+        conn: _Conn | None = None
         try:
-            if self.idle:
-                conn = await self._acquire()
-            else:
-                conn = await asyncio.wait_for(self._acquire(), timeout)
-        except (OSError, asyncio.TimeoutError):
-            return (CONN_ERROR, b"", {})
-        # A timer on the future rather than asyncio.wait_for: wait_for costs
-        # more CPU than the rest of the request on this path.
-        fut = conn.send(b"".join(raw))
-        timer = loop.call_later(timeout, _expire, fut)
-        try:
-            status, data, headers = await fut
-        except asyncio.TimeoutError:
-            self._release(conn, False)
-            return (TIMEOUT, b"", {})
-        except ConnectionError:
-            self._release(conn, False)
-            return (CONN_ERROR, b"", {})
+            try:
+                conn = await asyncio.wait_for(self._connection(), max(0.01, deadline - loop.time()))
+            except (OSError, asyncio.TimeoutError):
+                return (CONN_ERROR, b"", {})
+            # A timer on the future rather than asyncio.wait_for: wait_for costs
+            # more CPU than the rest of the request on this path.
+            fut = conn.send(b"".join(raw))
+            timer = loop.call_later(max(0.01, deadline - loop.time()), _expire, fut)
+            try:
+                status, data, headers = await fut
+            except asyncio.TimeoutError:
+                return (TIMEOUT, b"", {})
+            except ConnectionError:
+                return (CONN_ERROR, b"", {})
+            finally:
+                timer.cancel()
+            if headers.get(b"connection", b"").lower() != b"close":
+                self.idle.append(conn)
+                conn = None
+            return (status, data, headers)
         finally:
-            timer.cancel()
-        self._release(conn, headers.get(b"connection", b"").lower() != b"close")
-        return (status, data, headers)
+            if conn is not None:
+                conn.close()
+            self.slots.release()
 
     def close(self) -> None:
         for conn in self.idle:

@@ -121,20 +121,18 @@ async def log_rate(dep: cluster.Deployment, target: RestTarget, work: Workload, 
     return summary, ops
 
 
-async def wait_for_outcomes(target: RestTarget, ops: list[Op], timeout: float) -> int:
-    """Wait until every appended log request has an outcome; returns how many never did."""
-    waiting = [op for op in ops if op.channel == "log" and op.acknowledged]
+async def wait_for_outcomes(store_url: str, ops: list[Op], timeout: float) -> int:
+    """Wait until every appended log request has an outcome in the store;
+    returns how many never did."""
+    from benchmarks.showcase import storeview
+    waiting = {op.env.key for op in ops if op.channel == "log" and op.acknowledged}
     deadline = monotonic() + timeout
-    while waiting and monotonic() < deadline:
-        last = waiting[-1]
-        status, _ = await target.get_json(f"/v1/requests/{last.env.client_id}/{last.env.request_id}")
-        if status == 200:
-            still = []
-            for op in waiting:
-                s, _ = await target.get_json(f"/v1/requests/{op.env.client_id}/{op.env.request_id}")
-                if s != 200:
-                    still.append(op)
-            waiting = still
-        if waiting:
-            await asyncio.sleep(0.5)
+    since = 0
+    while waiting:
+        for row in await storeview.outcomes(store_url, since):
+            since = max(since, row["sequence"])
+            waiting.discard((row["client_id"], row["request_id"]))
+        if not waiting or monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
     return len(waiting)
