@@ -141,9 +141,22 @@ async def run_scenario(sc: Scenario, dep: cluster.Deployment, args: argparse.Nam
         "mismatches": v["model_mismatch"] + v["changed"] + v["realtime"] + v["log_order"],
         "other_violations": {k: n for k, n in v.items() if n and k not in
                              ("lost", "duplicated", "model_mismatch", "changed", "realtime", "log_order")},
-        "log_never_committed": never, "ok": report["ok"], "check": report, "timeline": run.notes,
+        "log_never_committed": never, "ok": report["ok"], "check": report,
+        "timeline": [f"{float(note.split()[0]) - load_start:+.2f}s {note.split(' ', 1)[1]}" for note in run.notes],
+        # Answers per second since the load started: where the outage and the recovery show.
+        "ok_per_s": _per_second([t - load_start for t in acks]),
+        "failed_tries_per_s": _per_second([a.received - load_start for op in ops for a in op.attempts
+                                           if a.received and a.status in ("timeout", "conn_error", 503)]),
     }
     return result, history, final
+
+
+def _per_second(times: list[float]) -> list[int]:
+    counts = [0] * (int(max(times, default=0)) + 1)
+    for t in times:
+        if t >= 0:
+            counts[int(t)] += 1
+    return counts
 
 
 async def _rest(target: RestTarget, op: Op, now: float, args: argparse.Namespace) -> None:
@@ -173,6 +186,8 @@ async def run_all(args: argparse.Namespace) -> dict:
                 results.append(result)
                 histories += history
                 print(row(result), flush=True)
+                for cls, examples in result["check"]["examples"].items():
+                    print(f"   {cls} ({result['check']['violations'][cls]}): {examples[:2]}", flush=True)
             target = RestTarget(list(dep.node_ports().values()), conns=args.conns, timeout=args.timeout)
             final = await read_final(target, histories, touched_accounts(histories), dep.state()["store_url"])
             target.close()
