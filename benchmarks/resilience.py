@@ -91,8 +91,10 @@ SCENARIOS = [
 
 async def run_scenario(sc: Scenario, dep: cluster.Deployment, args: argparse.Namespace,
                        producer: Producer | None, extra: dict) -> tuple[dict, list[Op], Final]:
-    ports = list(dep.node_ports().values())
-    target = RestTarget(ports, conns=args.conns, timeout=args.timeout)
+    nodes = dep.node_ports()
+    leader = dep.leader() if args.target == "leader" else None
+    target = RestTarget(list(nodes.values()), conns=args.conns, timeout=args.timeout,
+                        sticky=args.target == "leader", first=list(nodes).index(leader) if leader else 0)
     work = Workload(f"{sc.name}-{int(time.time())}", args.accounts, seed=hash(sc.name) & 0xFFFF)
     rng = random.Random(7)
     setup_ops = [Op(e, "rest", 0.0) for e in work.setup()]
@@ -199,7 +201,7 @@ async def run_all(args: argparse.Namespace) -> dict:
             await producer.close()
             dep.down()
     ok = all(r["ok"] for r in results) and all(o["ok"] for o in overall)
-    return {"rate": args.rate, "duration_s": args.duration, "accounts": args.accounts,
+    return {"rate": args.rate, "duration_s": args.duration, "accounts": args.accounts, "target": args.target,
             "events": sum(r["events"] for r in results), "ok": ok, "scenarios": results, "overall": overall}
 
 
@@ -223,6 +225,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retry-s", type=float, default=30.0, help="how long a client retries one request")
     p.add_argument("--conns", type=int, default=64)
     p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--target", choices=["any", "leader"], default="any",
+                   help="any: round-robin over every node (backups forward to the primary); "
+                        "leader: stay on the primary, move to the next node when it fails to answer")
     p.add_argument("--fault-s", type=float, default=10.0, help="longest a fault lasts before it is healed")
     p.add_argument("--only", type=lambda s: set(s.split(",")), default=None)
     p.add_argument("--json", type=Path)

@@ -81,15 +81,24 @@ class Workload:
 
 
 class RestTarget:
-    """Sends to the given nodes: to one (the leader) or round-robin over all."""
+    """Sends round-robin over the given nodes, or, when sticky, to one node (the
+    leader first) until it fails to answer, then to the next: a client that
+    knows the primary, so backups need not forward."""
 
-    def __init__(self, ports: list[int], conns: int = 64, timeout: float = 10.0) -> None:
+    def __init__(self, ports: list[int], conns: int = 64, timeout: float = 10.0,
+                 sticky: bool = False, first: int = 0) -> None:
         self.pools = [Pool("127.0.0.1", p, conns) for p in ports]
-        self.timeout, self.turn = timeout, 0
+        self.timeout, self.turn, self.sticky = timeout, first, sticky
 
     def pick(self) -> Pool:
-        self.turn += 1
+        if not self.sticky:
+            self.turn += 1
         return self.pools[self.turn % len(self.pools)]
+
+    def failed(self, pool: Pool) -> None:
+        """The node behind `pool` gave no answer or a 503: a sticky client moves on."""
+        if self.sticky and self.pools[self.turn % len(self.pools)] is pool:
+            self.turn += 1
 
     async def get_json(self, path: str, patience: float = 0.0) -> tuple[int | str, dict | list | None]:
         """GET from any node; keeps trying other nodes for `patience` seconds
@@ -126,7 +135,10 @@ async def send_rest(target: RestTarget, op: Op, due: float, retry_until: float |
     path = f"/v1/requests/{op.env.client_id}/{op.env.request_id}"
     sent = due
     while True:
-        status, data, headers = await target.pick().request("POST", "/v1/requests", body, target.timeout)
+        pool = target.pick()
+        status, data, headers = await pool.request("POST", "/v1/requests", body, target.timeout)
+        if status in (CONN_ERROR, TIMEOUT, 503):
+            target.failed(pool)
         attempt = Attempt(sent=sent, status=status, received=clock())
         op.attempts.append(attempt)
         if status in (200, 409, 202) and data:
