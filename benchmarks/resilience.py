@@ -215,6 +215,28 @@ def row(r: dict) -> str:
             f"{sum(r['other_violations'].values()):>6} {'yes' if r['ok'] else 'NO':>3}")
 
 
+def plot(out: dict, path: Path) -> None:
+    """Answers per second through each scenario, fault window shaded: the outage
+    and the recovery at a glance."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    scenarios = out["scenarios"]
+    fig, axes = plt.subplots((len(scenarios) + 1) // 2, 2, figsize=(10, 1.6 * ((len(scenarios) + 1) // 2)),
+                             sharex=True, squeeze=False)
+    for ax, sc in zip(axes.flat, scenarios):
+        ax.plot(sc["ok_per_s"], lw=0.8)
+        marks = [float(n.split("s ", 1)[0]) for n in sc["timeline"] if " inject" in n or n.endswith(" heal")]
+        if len(marks) == 2:
+            ax.axvspan(*marks, color="red", alpha=0.15)
+        ax.set_title(f"{sc['scenario']}  ({'ok' if sc['ok'] else 'FAILED'})", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.supylabel("answered (200) per second", fontsize=8)
+    fig.supxlabel("seconds since the load started; red: fault injected to healed", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small counts, every scenario (CI)")
@@ -231,6 +253,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fault-s", type=float, default=10.0, help="longest a fault lasts before it is healed")
     p.add_argument("--only", type=lambda s: set(s.split(",")), default=None)
     p.add_argument("--json", type=Path)
+    p.add_argument("--plot", type=Path, help="answers per second per scenario, as a PNG")
     args = p.parse_args(argv)
     if args.quick:
         args.rate, args.duration, args.accounts = 100.0, 5.0, 20
@@ -249,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"events: {out['events']}; all checks {'passed' if out['ok'] else 'FAILED'}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
+    if args.plot:
+        plot(out, args.plot)
     return 0 if out["ok"] else 1
 
 
