@@ -110,8 +110,8 @@ class Pool:
         if self.slots.locked():  # only this path can wait, so only it pays for wait_for
             try:
                 await asyncio.wait_for(self.slots.acquire(), timeout)
-            except asyncio.TimeoutError:
-                return (CONN_ERROR, b"", {})
+            except asyncio.TimeoutError:  # every connection stayed busy: the server is behind
+                return (TIMEOUT, b"", {})
         else:
             await self.slots.acquire()
         conn: _Conn | None = None
