@@ -85,14 +85,14 @@ async def setup(target: RestTarget, work: Workload) -> list[Op]:
     envs = work.setup()
     ops = [Op(e, "rest", 0.0) for e in envs]
     half = len(ops) // 2
+    sem = asyncio.Semaphore(32)
+
+    async def one(op: Op) -> None:
+        async with sem:
+            op.invoked = monotonic()
+            await send_rest(target, op, op.invoked, monotonic() + 60, monotonic)
+
     for wave in (ops[:half], ops[half:]):
-        sem = asyncio.Semaphore(32)
-
-        async def one(op: Op) -> None:
-            async with sem:
-                op.invoked = monotonic()
-                await send_rest(target, op, op.invoked, monotonic() + 60, monotonic)
-
         await asyncio.gather(*(one(op) for op in wave))
     bad = [op for op in ops if op.attempts[-1].status != 200]
     if bad:

@@ -25,6 +25,7 @@ committed outcomes in sequence order through the independent reference model
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import pairwise
 from dataclasses import dataclass, field
 
 from benchmarks.showcase.model import MAX_BALANCE_MINOR, Decision, Envelope, Ledger
@@ -285,7 +286,7 @@ def _check_log_order(ops: list[Op], committed: dict, report: Report) -> None:
             per_account[op.env.account_id].append((op.position, outcome["sequence"], op.env.key))
     for acct, records in per_account.items():
         records.sort()
-        for (pos_a, seq_a, key_a), (pos_b, seq_b, key_b) in zip(records, records[1:]):
+        for (pos_a, seq_a, key_a), (pos_b, seq_b, key_b) in pairwise(records):
             if seq_a > seq_b:
                 report.add("log_order", f"on {acct}: {key_a} at offset {pos_a} committed after "
                            f"{key_b} at offset {pos_b} ({seq_a} > {seq_b})")

@@ -9,7 +9,6 @@ omission). Every try and every answer is kept as a history.Op for the checker.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from dataclasses import dataclass, field

@@ -32,7 +32,7 @@ def _sqlite_rows(path: str, since: int) -> list[dict]:
                           (since,)).fetchall()
     finally:
         db.close()
-    return [dict(zip(cols, row)) for row in rows]
+    return [dict(zip(cols, row, strict=True)) for row in rows]
 
 
 async def _postgres_rows(url: str, since: int) -> list[dict]:
