@@ -1,0 +1,59 @@
+"""The load harness end to end, against a stand-in server on loopback: a correct
+server passes, and one that forgets acknowledged outcomes is caught."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import showcase_load
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def fake_server():
+    procs = []
+
+    def start(*extra: str) -> int:
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.showcase.fake_server", "--port", str(port),
+                                 "--mode", "ledger", *extra], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert json.loads(proc.stdout.readline())["ready"]
+        return port
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def run(port: int, out: Path) -> int:
+    return showcase_load.main(["--ports", str(port), "--path", "rest", "--rates", "300", "--duration", "1",
+                               "--accounts", "20", "--pause", "0", "--json", str(out)])
+
+
+def test_a_correct_server_passes_with_every_request_answered(fake_server, tmp_path: Path) -> None:
+    assert run(fake_server(), tmp_path / "out.json") == 0
+    out = json.loads((tmp_path / "out.json").read_text())
+    (result,) = out["results"]
+    assert result["sent"] == 300 and result["dropped"] == 0 and result["errors"] == 0
+    assert out["history"]["ok"] and out["history"]["stats"]["outcomes"] == 340
+
+
+def test_a_server_that_forgets_outcomes_fails_the_run(fake_server, tmp_path: Path) -> None:
+    assert run(fake_server("--lose-every", "20"), tmp_path / "out.json") == 1
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["history"]["violations"]["lost"] >= 1
