@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,29 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.showcase.cluster import free_block
+
 GENERATED = Path(__file__).resolve().parents[2] / "generated"
 pytestmark = pytest.mark.skipif(not (GENERATED / "ledger" / "main.py").exists(),
                                 reason="the service is not generated")
-
-
-def _free_base_port() -> int:
-    """A base port whose next three ports are free (node i listens on base + i)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + 3 < 65535 and all(_free(base + i) for i in range(1, 4)):
-            return base
-    raise RuntimeError("no free block of ports on loopback")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _ledger(*args: str, run_dir: Path, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -52,7 +33,7 @@ def _ledger(*args: str, run_dir: Path, timeout: float) -> subprocess.CompletedPr
 @pytest.fixture(scope="module")
 def node_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     run_dir = tmp_path_factory.mktemp("service") / "run"
-    base = _free_base_port()
+    base = free_block(3)
     started = _ledger("up", "--base-port", str(base), run_dir=run_dir, timeout=120)
     try:
         assert started.returncode == 0, started.stdout + started.stderr
