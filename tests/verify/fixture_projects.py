@@ -25,7 +25,15 @@ def relock(project: Path, package: str = "cachepkg") -> None:
 
 
 def copy_fixture(name: str, dest: Path) -> Path:
-    """A fresh, relocked copy of fixtures/<name> at dest (so edits never touch the repo)."""
-    shutil.copytree(FIXTURES / name, dest, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    """A fresh, relocked copy of fixtures/<name> at dest (so edits never touch the repo).
+
+    A fixture whose folder holds a file ``BASE`` naming another fixture is that
+    fixture with its own files laid over it: the `weak` and `gaps` projects share
+    `covered`'s specs and package and differ only in their tests."""
+    ignore = shutil.ignore_patterns("__pycache__", ".pytest_cache", "BASE")
+    base = FIXTURES / name / "BASE"
+    if base.is_file():
+        shutil.copytree(FIXTURES / base.read_text(encoding="utf-8").strip(), dest, ignore=ignore)
+    shutil.copytree(FIXTURES / name, dest, ignore=ignore, dirs_exist_ok=True)
     relock(dest)
     return dest

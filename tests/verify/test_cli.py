@@ -10,13 +10,11 @@ from xml.etree import ElementTree as ET
 from click.testing import CliRunner
 
 from allium.cli import main
-
-FIXTURES = Path(__file__).parent / "fixtures"
+from fixture_projects import FIXTURES, copy_fixture
 
 
 def check(tmp_path: Path, name: str, *extra: str):
-    root = tmp_path / name
-    shutil.copytree(FIXTURES / name, root)
+    root = copy_fixture(name, tmp_path / name)
     argv = ["check", str(root / "specs"), "--package", str(root / "generated"), *extra]
     return CliRunner().invoke(main, argv, catch_exceptions=False)
 
