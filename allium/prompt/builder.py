@@ -158,7 +158,6 @@ def _unit_summary(unit: Unit) -> dict[str, Any]:
         "import_name": unit.import_name,
         "module_path": unit.module_path,
         "test_path": unit.test_path,
-        "is_entry": unit.name == ENTRY_UNIT,
         "spec_files": list(unit.spec_files),
         "depends_on": [f"{unit.package}.{d}" for d in unit.depends_on_units],
     }
