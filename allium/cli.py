@@ -344,13 +344,15 @@ class _ProviderName(click.ParamType):
 @click.option("--all", "everything", is_flag=True, help="Regenerate every unit, not only stale ones.")
 @click.option("--discard", multiple=True, metavar="UNIT",
               help="Set aside UNIT's stored answer and ask again (repeatable; implies regenerating UNIT).")
+@click.option("--fresh", is_flag=True,
+              help="Ask for each unit from scratch instead of sending its current files to amend.")
 @click.option("--max-cost", type=click.FloatRange(0), default=None, help="Stop before spending more than this (USD).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and a token and cost estimate; spend nothing.")
 @format_options(alias=True)
 def generate(specs: tuple[str, ...], output: str, package: str | None, provider_name: str, model: str | None,
              max_tokens: int | None, jobs: int, transcripts: str, exchange_dir: str, only: tuple[str, ...],
-             everything: bool, discard: tuple[str, ...], max_cost: float | None, dry_run: bool, fmt: str,
-             as_json: bool) -> None:
+             everything: bool, discard: tuple[str, ...], fresh: bool, max_cost: float | None, dry_run: bool,
+             fmt: str, as_json: bool) -> None:
     """Generate the package and its tests from SPECS (default: specs/)."""
     from pathlib import Path
 
@@ -367,13 +369,14 @@ def generate(specs: tuple[str, ...], output: str, package: str | None, provider_
     units += [u for u in discarded if u not in units]
     store = TranscriptStore(transcripts)
     if dry_run:
-        _dry_run(the_plan, units, store, out, model, max_tokens, fmt, diagnostics)
+        _dry_run(the_plan, units, store, out, model, max_tokens, fmt, diagnostics, fresh)
         return
     make = registry.factory(provider_name)
     try:
         settings = registry.Settings(store, exchange_dir, None if fmt != "text" else _ProgressLine())
         generator = engine.Generator(the_plan, make(settings), store, out, model=model, max_tokens=max_tokens,
-                                     jobs=jobs, max_cost=max_cost, on_event=_progress(fmt != "text"))
+                                     jobs=jobs, max_cost=max_cost, on_event=_progress(fmt != "text"),
+                                     amend=not fresh)
         for line in generator.discard(discarded):
             _progress(fmt != "text")("discard", line)
         report = generator.run(units, pin_to_lockfile=provider_name == "replay")
@@ -386,11 +389,12 @@ def generate(specs: tuple[str, ...], output: str, package: str | None, provider_
 
 
 def _dry_run(the_plan: Any, units: list[Any], store: Any, out: Any, model: str | None, max_tokens: int | None,
-             fmt: str, diagnostics: list[Diagnostic]) -> None:
+             fmt: str, diagnostics: list[Diagnostic], fresh: bool) -> None:
     from allium.generate import engine
     from allium.generate.units import describe_plan
 
-    planner = engine.Generator(the_plan, _NoProvider(), store, out, model=model, max_tokens=max_tokens)
+    planner = engine.Generator(the_plan, _NoProvider(), store, out, model=model, max_tokens=max_tokens,
+                               amend=not fresh)
     requests = list(planner.requests(units).values())
     tokens, cost = engine.estimate_cost(requests)
 

@@ -130,8 +130,11 @@ def estimate_cost(requests: Sequence[Request], count: Callable[[Request], int] |
 class Generator:
     def __init__(self, plan: Plan, provider: Provider, store: TranscriptStore, output: Path, *,
                  model: str | None = None, max_tokens: int | None = None, jobs: int = 4,
-                 max_cost: float | None = None, on_event: Event | None = None) -> None:
+                 max_cost: float | None = None, on_event: Event | None = None,
+                 amend: bool = True) -> None:
         self.plan = plan
+        self.amend = amend
+        self._fresh: set[str] = set()  # units asked from scratch whatever `amend` says
         self.store = store
         self.provider = provider
         self.recorder = RecordingProvider(provider, store, reuse=True, check=self._check_fresh)
@@ -147,18 +150,45 @@ class Generator:
         self._budget_lock = threading.Lock()
 
     def discard(self, units: Sequence[Unit]) -> list[str]:
-        """Set aside the stored answers to these units' current requests, so they are asked again."""
+        """Set aside the stored answers to these units' current requests, so they are asked again.
+
+        Both forms of the request count (amending the current files, and from
+        scratch); the units are then asked from scratch, because an answer set
+        aside is no base for the next one."""
+        amending = self.requests(units)
+        self._fresh.update(u.name for u in units)
+        fresh = self.requests(units)
         done = []
-        for name, request in self.requests(units).items():
-            moved = self.store.discard(request.request_hash())
-            done.append(f"{name}: " + (f"stored answer moved to {moved}" if moved else "no stored answer"))
+        for unit in units:
+            hashes = dict.fromkeys(r.request_hash() for r in (amending[unit.name], fresh[unit.name]))
+            moved = [m for m in map(self.store.discard, hashes) if m]
+            done.append(f"{unit.name}: " + (f"stored answer moved to {', '.join(map(str, moved))}"
+                                            if moved else "no stored answer"))
         return done
 
     def requests(self, units: Sequence[Unit]) -> dict[str, Request]:
         from allium.prompt.builder import build_request
 
-        return {u.name: build_request(u, self.plan, self.model, self.max_tokens, code_root=self.output)
+        return {u.name: build_request(u, self.plan, self.model, self.max_tokens, code_root=self.output,
+                                      current=self.current_files(u))
                 for u in units}
+
+    def current_files(self, unit: Unit) -> dict[str, str] | None:
+        """The unit's files as last generated, for the model to amend, or None to ask afresh.
+
+        Amending keeps what still meets the spec (and the Python API other
+        units were built against) instead of rewriting a whole unit for a
+        one-line spec edit. Files that differ from the lock are never sent."""
+        if not self.amend or unit.name in self._fresh:
+            return None
+        lock = lockfile.load(self.output / lockfile.LOCKFILE_NAME)
+        entry = lock.units.get(unit.name) if lock else None
+        if entry is None:
+            return None
+        files = lockfile.locked_files(self.output, entry)
+        if files is None:
+            self.on_event(unit.name, "asked afresh: its files differ from the lock")
+        return files
 
     def run(self, units: Sequence[Unit], *, pin_to_lockfile: bool = False) -> RunReport:
         """Answer and write `units`.

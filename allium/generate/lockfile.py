@@ -208,6 +208,24 @@ def save(lock: Lockfile, path: str | os.PathLike[str]) -> None:
 # ---------------------------------------------------------------- diffs
 
 
+def locked_files(output: str | os.PathLike[str], entry: UnitLock) -> dict[str, str] | None:
+    """A unit's files as the lock recorded them, read from ``output``.
+
+    None when any is missing, unreadable or changed since it was written: a
+    file edited by hand must never be passed off to the model as its own
+    earlier answer."""
+    out: dict[str, str] = {}
+    for rel, digest in sorted(entry.files.items()):
+        try:
+            text = (Path(output) / rel).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        if sha256_text(text) != digest:
+            return None
+        out[rel] = text
+    return out or None
+
+
 def stale_units(lock: Lockfile | None, current: Mapping[str, str]) -> list[str]:
     """Units (in ``current``'s order) whose slice hash differs from the lock, or are new."""
     locked = lock.units if lock is not None else {}

@@ -22,6 +22,7 @@ This is the only module in allium that imports jinja2.
 from __future__ import annotations
 
 import importlib.resources
+import re
 from collections.abc import Mapping
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -102,23 +103,26 @@ def render_prefix(plan: Plan, env: jinja2.Environment | None = None) -> str:
 
 
 def render_unit(plan: Plan, unit: Unit, env: jinja2.Environment | None = None,
-                code_root: Path | None = None) -> str:
-    return render(env or environment(), UNIT_TEMPLATE, unit_context(plan, unit, code_root))
+                code_root: Path | None = None, current: Mapping[str, str] | None = None) -> str:
+    return render(env or environment(), UNIT_TEMPLATE, unit_context(plan, unit, code_root, current))
 
 
 def build_request(unit: Unit | str, plan: Plan, model: str | None = None,
                   max_tokens: int | None = None, *,
                   env: jinja2.Environment | None = None,
-                  code_root: Path | None = None) -> Request:
+                  code_root: Path | None = None,
+                  current: Mapping[str, str] | None = None) -> Request:
     """The request for one unit: the shared prefix (cached) and the unit part.
 
     ``code_root`` is the output folder (normally ``generated/``): the Python
     API of each dependency unit already generated there goes into the request,
-    so code that wires units together calls them by their real names."""
+    so code that wires units together calls them by their real names.
+    ``current`` maps the unit's own files, as last generated, to their text:
+    the model is asked to amend them rather than start again."""
     env = env or environment()
     unit = plan.unit(unit) if isinstance(unit, str) else unit
     return Request.simple(unit=unit.name, prefix=render_prefix(plan, env),
-                          prompt=render_unit(plan, unit, env, code_root), model=model,
+                          prompt=render_unit(plan, unit, env, code_root, current), model=model,
                           max_tokens=max_tokens)
 
 
@@ -138,7 +142,8 @@ def prefix_context(plan: Plan) -> dict[str, Any]:
     }
 
 
-def unit_context(plan: Plan, unit: Unit, code_root: Path | None = None) -> dict[str, Any]:
+def unit_context(plan: Plan, unit: Unit, code_root: Path | None = None,
+                 current: Mapping[str, str] | None = None) -> dict[str, Any]:
     module = plan.module(unit)
     return {
         "marker": MARKER,
@@ -149,7 +154,19 @@ def unit_context(plan: Plan, unit: Unit, code_root: Path | None = None) -> dict[
         "settled": [_settled(q) for q in module.of_type(ast.ResolvedQuestion)],
         "open_questions": [q.name for q in module.of_type(ast.OpenQuestion)],
         "deferred": [{"name": d.name, "hint": d.hint} for d in module.of_type(ast.DeferredDecl)],
+        "current": [{"path": path, "text": text, "fence": _fence(text), "lang": _lang(path)}
+                    for path, text in sorted((current or {}).items())],
     }
+
+
+def _fence(text: str) -> str:
+    """A backtick fence longer than any run of backticks in ``text``."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(4, longest + 1)
+
+
+def _lang(path: str) -> str:
+    return {".py": "python", ".json": "json", ".md": "markdown"}.get(Path(path).suffix, "")
 
 
 def _unit_summary(unit: Unit) -> dict[str, Any]:

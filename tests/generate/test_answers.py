@@ -158,6 +158,8 @@ def test_the_discard_flag_sets_the_stored_answer_aside_and_asks_again(project, p
     assert "counters: stored answer moved to" in result.output
     assert result.exit_code == 1 and "await an answer" in result.output  # asked again, by exchange
     assert (exchange / "counters.request.md").exists() and not (exchange / "alarms.request.md").exists()
+    # asked from scratch: an answer set aside is not the base for the next one
+    assert "Current implementation" not in (exchange / "counters.request.md").read_text()
 
 
 def test_a_second_generate_on_a_busy_output_is_refused_before_asking(project, plan) -> None:

@@ -336,3 +336,36 @@ def test_a_text_only_reply_is_refused_keeps_the_output_and_is_asked_again(tmp_pa
     again = generate(tmp_path, fake, "--all", "--transcripts", str(tmp_path / "t2"))
     assert again.exit_code == 0, again.output
     assert requested_units(fake) == ["alarms"]  # counters was recorded; alarms was not
+
+
+def request_text(fake: FakeAnthropic, unit: str) -> str:
+    for r in fake.message_requests:
+        if unit_of(r.body) == unit and not is_tool_result(r.body):
+            first = r.body["messages"][0]["content"]
+            return first if isinstance(first, str) else " ".join(b.get("text", "") for b in first)
+    raise AssertionError(f"no request for {unit}")
+
+
+def test_a_regenerated_unit_is_asked_to_amend_its_current_files(tmp_path: Path, fake) -> None:
+    assert generate(tmp_path, fake).exit_code == 0
+    fake.log.clear()
+    assert generate(tmp_path, fake, "--only", "counters", "--transcripts", str(tmp_path / "t2")).exit_code == 0
+    text = request_text(fake, "counters")
+    assert "## Current implementation (amend it)" in text
+    assert "### file: app/counters.py\n````python\n" + COUNTERS["app/counters.py"] + "````" in text
+    assert "### file: tests/test_counters.py" in text and "app/alarms.py" not in text
+
+
+def test_fresh_and_hand_edited_units_are_asked_from_scratch(tmp_path: Path, fake) -> None:
+    assert generate(tmp_path, fake).exit_code == 0
+    fake.log.clear()
+    assert generate(tmp_path, fake, "--only", "counters", "--fresh", "--transcripts", str(tmp_path / "t2")).exit_code == 0
+    assert "Current implementation" not in request_text(fake, "counters")
+
+    fake.log.clear()  # a hand edit must never be passed off to the model as its own answer
+    module = tmp_path / "generated" / "app" / "alarms.py"
+    module.write_text(module.read_text() + "# edited by hand\n")
+    result = generate(tmp_path, fake, "--only", "alarms", "--transcripts", str(tmp_path / "t3"))
+    assert result.exit_code == 0, result.output
+    assert "Current implementation" not in request_text(fake, "alarms")
+    assert "asked afresh: its files differ from the lock" in result.output
