@@ -6,6 +6,7 @@ Usage (other units call exactly these names)::
     await store.open()            # OpenDatabase + Migrate: status opening -> ready
     epoch = await store.claim_epoch("n1", expected_epoch=0, lease_micros=1_500_000)
     ok = await store.renew_lease("n1", epoch, 1_500_000)
+    lease = await store.current_lease()                            # Lease: who is primary
     results = await store.commit(epoch, [CommitItem(...), ...])   # list[CommitResult]
     rows = await store.accounts({"acc-1", "acc-2"})                # list[AccountRow]
     outcome = await store.find_outcome(client_id, request_id)      # core.Outcome | None
@@ -20,7 +21,7 @@ Usage (other units call exactly these names)::
 
 Read helpers (for a launcher's invariant check, ``/healthz`` and ``/v1/nodes``):
 
-- ``lease() -> Lease``: the current epoch, holder (None before any claim) and expiry.
+- ``lease() -> Lease``: the same as ``current_lease()`` (kept for existing callers).
 - ``journal() -> ledger.Journal``: epoch, primary_node_id, next_sequence.
 - ``grants() -> list[ledger.EpochGrant]``: every epoch ever granted, in order.
 - ``all_accounts() -> list[AccountRow]``: every account, sorted by account_id.
@@ -135,6 +136,7 @@ class StoreRefusal(str, enum.Enum):
     transfer_not_net_zero = "transfer_not_net_zero"
     account_not_active = "account_not_active"
     position_taken = "position_taken"
+    out_of_order = "out_of_order"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -295,6 +297,8 @@ class Store(Protocol):
     async def claim_epoch(self, node_id: str, expected_epoch: int, lease_micros: int) -> int | None: ...
 
     async def renew_lease(self, node_id: str, epoch: int, lease_micros: int) -> bool: ...
+
+    async def current_lease(self) -> Lease: ...
 
     async def commit(self, epoch: int, items: Sequence[CommitItem]) -> list[CommitResult]: ...
 
@@ -485,7 +489,7 @@ class _BatchState:
     next_sequence: int
     outcomes: dict[tuple[str, str], tuple[str, int]]  # key -> (fingerprint, sequence)
     accounts: dict[str, _WorkingAccount]
-    taken: set[tuple[int, int]]
+    taken: set[tuple[int, int]]  # positions at or above their partition's checkpoint
     checkpoints: dict[int, int]  # partition -> next_offset (absent partitions start at 1)
     outcome_rows: list[tuple[Any, ...]] = field(default_factory=list)
     position_rows: list[tuple[int, int, str, int]] = field(default_factory=list)
@@ -543,18 +547,27 @@ async def _load_batch_state(tx: _Tx, items: Sequence[CommitItem], journal: _Jour
         state.accounts[row[0]] = _WorkingAccount(
             row[0], row[1], AccountStatus(row[2]), row[3], row[4], row[5], row[6]
         )
-    pairs = {(i.partition, i.offset) for i in items if i.channel is Channel.log}
-    if pairs:
-        partitions = sorted({p for p, _ in pairs})
-        offsets = sorted({o for _, o in pairs})
-        taken = await tx.fetchall(
-            f"SELECT log_partition, log_offset FROM positions WHERE log_partition IN ({_marks(len(partitions))}) "
-            f"AND log_offset IN ({_marks(len(offsets))})",
-            [*partitions, *offsets],
-        )
-        state.taken = {(r[0], r[1]) for r in taken}
+    partitions = sorted({i.partition for i in items if i.channel is Channel.log and i.partition is not None})
+    if partitions:
         state.checkpoints = await _checkpoints(tx, partitions)
+        state.taken = await _positions_from_checkpoint(tx, partitions)
     return state
+
+
+async def _positions_from_checkpoint(tx: _Tx, partitions: Sequence[int]) -> set[tuple[int, int]]:
+    """The recorded positions at or above each partition's checkpoint.
+
+    Those below it are implied by the checkpoint. The ones above it (a
+    dead letter recorded ahead, say) are what the batch's in-memory checkpoint
+    walks over as its items fill the gaps before them.
+    """
+    rows = await tx.fetchall(
+        "SELECT p.log_partition, p.log_offset FROM positions p "
+        "LEFT JOIN checkpoints c ON c.log_partition = p.log_partition "
+        f"WHERE p.log_partition IN ({_marks(len(partitions))}) AND p.log_offset >= COALESCE(c.next_offset, ?)",
+        [*partitions, _FIRST_OFFSET],
+    )
+    return {(r[0], r[1]) for r in rows}
 
 
 async def _checkpoints(tx: _Tx, partitions: Sequence[int]) -> dict[int, int]:
@@ -565,10 +578,24 @@ async def _checkpoints(tx: _Tx, partitions: Sequence[int]) -> dict[int, int]:
     return {r[0]: r[1] for r in rows}
 
 
+def _checkpoint_of(state: _BatchState, partition: int) -> int:
+    """The partition's next_offset as the batch-mates before this item left it."""
+    return state.checkpoints.get(partition, _FIRST_OFFSET)
+
+
 def _position_taken(state: _BatchState, partition: int, offset: int) -> bool:
     """A recorded Position, or an offset the checkpoint already passed (its row may be pruned)."""
-    below = offset < state.checkpoints.get(partition, _FIRST_OFFSET)
-    return below or (partition, offset) in state.taken
+    return offset < _checkpoint_of(state, partition) or (partition, offset) in state.taken
+
+
+def _out_of_order(state: _BatchState, partition: int, offset: int) -> bool:
+    """CommitItems' order check: the offset is beyond its partition's checkpoint.
+
+    A partition's records are decided strictly in offset order (settled decision
+    "Who enforces the log's per-partition order"), so only the record at the
+    checkpoint may be decided; one refused or missing holds back every later one.
+    """
+    return offset > _checkpoint_of(state, partition)
 
 
 def _version_of(state: _BatchState, account_id: str | None) -> int:
@@ -744,9 +771,14 @@ def _outcome_row(item: CommitItem, outcome: Outcome, committed_at: int) -> tuple
 
 
 def _record_position(state: _BatchState, item: CommitItem, disposition: Disposition) -> None:
+    """Position.created, then the in-batch AdvanceCheckpoint the next batch-mates are checked against."""
     assert item.partition is not None and item.offset is not None
     state.taken.add((item.partition, item.offset))
     state.position_rows.append((item.partition, item.offset, disposition.value, state.now_micros))
+    next_offset = _checkpoint_of(state, item.partition)
+    while (item.partition, next_offset) in state.taken:  # first_unrecorded_offset
+        next_offset += 1
+    state.checkpoints[item.partition] = next_offset
 
 
 def _settle_duplicate(state: _BatchState, item: CommitItem) -> CommitResult:
@@ -757,12 +789,24 @@ def _settle_duplicate(state: _BatchState, item: CommitItem) -> CommitResult:
     if item.channel is Channel.log:
         assert item.partition is not None and item.offset is not None
         if not _position_taken(state, item.partition, item.offset):
+            if _out_of_order(state, item.partition, item.offset):
+                # ASSUMPTION: DetectDuplicateProposal must record an unseen log
+                # offset's Position, and recording it beyond the checkpoint would
+                # decide it ahead of an earlier record; so a duplicate beyond the
+                # checkpoint is refused out_of_order, changes nothing, and is
+                # answered as a duplicate when the consumer retries it in order.
+                return CommitResult(refusal=StoreRefusal.out_of_order)
             _record_position(state, item, Disposition.duplicate)
     return CommitResult(disposition=Disposition.duplicate, sequence=sequence)
 
 
 def _settle_item(state: _BatchState, item: CommitItem, epoch: int, max_balance: int) -> CommitResult:
-    """One item against the state the previous items left; a refusal changes nothing."""
+    """One item against the state the previous items left; a refusal changes nothing.
+
+    The checks run in CommitItems' order: duplicate / fingerprint_mismatch,
+    version_conflict, the effect's bounds, net-zero and status, then for a log
+    item position_taken and out_of_order (the epoch was checked for the batch).
+    """
     if item.key in state.outcomes:
         return _settle_duplicate(state, item)
     if not _versions_match(state, item):
@@ -779,6 +823,8 @@ def _settle_item(state: _BatchState, item: CommitItem, epoch: int, max_balance: 
         assert item.partition is not None and item.offset is not None
         if _position_taken(state, item.partition, item.offset):
             return CommitResult(refusal=StoreRefusal.position_taken)
+        if _out_of_order(state, item.partition, item.offset):
+            return CommitResult(refusal=StoreRefusal.out_of_order)
     return _commit_item(state, item, epoch, effect)
 
 
@@ -1058,7 +1104,9 @@ class _SqlStore:
         The journal row is locked first, so commits and epoch claims are ordered
         by the store itself; every check is made inside the transaction against
         the state the previous items left. A refused item changes nothing and
-        never aborts its batch-mates.
+        never aborts its batch-mates; a log item is decided only at its
+        partition's checkpoint, so a refused one holds back (out_of_order)
+        every later item of its partition.
         """
         if len(items) > self.ledger_config.commit_batch_max:
             raise Rejected(
@@ -1127,12 +1175,22 @@ class _SqlStore:
         )
         return row[0] if row is not None else _FIRST_OFFSET
 
-    async def lease(self) -> Lease:
-        """The Lease held in the journal row (read helper)."""
-        self._require_ready("lease")
-        row = await self._read(lambda tx: tx.fetchone(_JOURNAL_SELECT))
-        assert row is not None
+    async def current_lease(self) -> Lease:
+        """DurableStore.current_lease: the journal row's epoch, holder and expiry, in one statement.
+
+        It is how a backup learns which node is primary; the holder is None
+        before any claim.
+        """
+        self._require_ready("current_lease")
+        row = await self._read(
+            lambda tx: tx.fetchone("SELECT epoch, primary_node_id, lease_expires_micros FROM journal WHERE id = 1")
+        )
+        assert row is not None  # Migrate inserted the journal row
         return Lease(epoch=row[0], holder=row[1], expires_at=micros_to_datetime(row[2]))
+
+    async def lease(self) -> Lease:
+        """The Lease held in the journal row: ``current_lease()`` under its earlier name (read helper)."""
+        return await self.current_lease()
 
     async def journal(self) -> Journal:
         """ledger's Journal row: epoch, primary_node_id, next_sequence (read helper)."""
@@ -1216,6 +1274,11 @@ class _SqlStore:
         same transaction, so it can pass the letter.
         """
         self._require_ready("dead_letter")
+        # ASSUMPTION: RecordDeadLetter requires only that the offset has no
+        # Position, so a letter may be recorded ahead of the checkpoint (no
+        # out_of_order here): it moves no money, so deciding it early cannot
+        # reorder an account's records, and the checkpoint passes it once the
+        # offsets before it are decided.
 
         async def body(tx: _Tx) -> bool:
             journal = await tx.lock_journal()  # orders this Position with concurrent commits

@@ -289,6 +289,7 @@ CONTRACT = {
     "migrate": [],
     "claim_epoch": ["node_id", "expected_epoch", "lease_micros"],
     "renew_lease": ["node_id", "epoch", "lease_micros"],
+    "current_lease": [],
     "commit": ["epoch", "items"],
     "accounts": ["account_ids"],
     "find_outcome": ["client_id", "request_id"],
@@ -313,6 +314,7 @@ def test_both_backends_satisfy_the_contract_signatures(store_url: str) -> None:
             "migrate": await store.migrate(),
             "claim_epoch": epoch,
             "renew_lease": await store.renew_lease("n1", epoch, LONG),
+            "current_lease": await store.current_lease(),
             "commit": await store.commit(epoch, [item(env)]),
             "accounts": await store.accounts({"a"}),
             "find_outcome": await store.find_outcome("c1", env.request_id),
@@ -323,6 +325,8 @@ def test_both_backends_satisfy_the_contract_signatures(store_url: str) -> None:
     got = with_store(store_url, scenario)
     assert got["migrate"] is False  # open() already migrated
     assert got["claim_epoch"] == 1 and got["renew_lease"] is True
+    lease = got["current_lease"]
+    assert isinstance(lease, Lease) and (lease.epoch, lease.holder) == (1, "n1")
     assert got["commit"] == [CommitResult(disposition=Disposition.committed, sequence=1)]
     assert [r.account_id for r in got["accounts"]] == ["a"]
     assert got["find_outcome"].sequence == 1 and got["next_offset"] == 1 and got["dead_letter"] is True
@@ -377,7 +381,7 @@ def test_migrate_requires_an_opening_database(store_url: str) -> None:
         await store.open()
         epoch = await store.claim_epoch("n1", 0, LONG)
         assert await store.migrate() is False  # ready: nothing to do, nothing changes
-        assert (await store.lease()).epoch == epoch
+        assert (await store.current_lease()).epoch == epoch
         await store.close()
         with pytest.raises(Rejected) as caught:
             await store.migrate()
@@ -462,7 +466,7 @@ def test_database_status_transitions(store_url: str) -> None:
 def test_default_lease_is_one_and_a_half_seconds(store_url: str) -> None:
     async def scenario(store: Any) -> tuple[Lease, list[Any]]:
         await store.claim_epoch("n1", 0)  # lease_micros omitted: config.lease_micros
-        return await store.lease(), await store.grants()
+        return await store.current_lease(), await store.grants()
 
     lease, (grant,) = with_store(store_url, scenario)
     assert Config().lease_micros == 1_500_000
@@ -488,9 +492,9 @@ def test_default_pool_size_is_four(store_url: str) -> None:
                     "rule-entity-creation.ClaimLease.1")
 def test_claim_lease_grants_the_next_epoch(store_url: str) -> None:
     async def scenario(store: Any) -> tuple[Lease, int | None, Lease, list[Any], Any]:
-        before = await store.lease()
+        before = await store.current_lease()
         epoch = await store.claim_epoch("n1", 0, 2_000_000)
-        return before, epoch, await store.lease(), await store.grants(), await store.journal()
+        return before, epoch, await store.current_lease(), await store.grants(), await store.journal()
 
     before, epoch, after, grants, journal = with_store(store_url, scenario)
     assert [f.name for f in dataclasses.fields(Lease)] == ["epoch", "holder", "expires_at"]
@@ -509,7 +513,7 @@ def test_claim_lease_refuses_a_stale_expected_epoch(store_url: str) -> None:
         await store.claim_epoch("n1", 0, 0)  # epoch 1, expired at once
         stale = await store.claim_epoch("n2", 0, LONG)
         ahead = await store.claim_epoch("n2", 5, LONG)
-        return stale, ahead, await store.lease(), len(await store.grants())
+        return stale, ahead, await store.current_lease(), len(await store.grants())
 
     stale, ahead, lease, grants = with_store(store_url, scenario)
     assert stale is None and ahead is None
@@ -524,7 +528,7 @@ def test_claim_lease_refuses_while_the_lease_is_held(store_url: str) -> None:
         # An expired lease (lease_micros 0 expires at once) is claimable by the next node.
         assert await store.renew_lease("n1", 1, 0)
         claimed = await store.claim_epoch("n2", 1, LONG)
-        return refused, claimed, await store.lease()
+        return refused, claimed, await store.current_lease()
 
     refused, claimed, lease = with_store(store_url, scenario)
     assert refused is None
@@ -539,23 +543,27 @@ def test_concurrent_claims_from_two_stores_grant_once(store_url: str) -> None:
         await b.open()
         try:
             claims = await asyncio.gather(a.claim_epoch("n1", 0, LONG), b.claim_epoch("n2", 0, LONG))
-            return list(claims), await a.grants()
+            # Each side learns the primary from the store: current_lease, old name lease.
+            return list(claims), await a.grants(), [await b.current_lease(), await a.lease()]
         finally:
             await a.close()
             await b.close()
 
-    claims, grants = run(go())
+    claims, grants, leases = run(go())
     assert sorted(c for c in claims if c is not None) == [1] and claims.count(None) == 1
-    assert len(grants) == 1
+    (grant,) = grants
+    winner = "n1" if claims[0] == 1 else "n2"
+    assert grant.node_id == winner
+    assert all((lease.epoch, lease.holder) == (1, winner) for lease in leases) and leases[0] == leases[1]
 
 
 @pytest.mark.allium("rule-success.RenewLease")
 def test_renew_lease_extends_the_holders_expiry(store_url: str) -> None:
     async def scenario(store: Any) -> tuple[Lease, Lease, bool, int | None]:
         await store.claim_epoch("n1", 0, 1_000)
-        short = await store.lease()
+        short = await store.current_lease()
         renewed = await store.renew_lease("n1", 1, LONG)
-        return short, await store.lease(), renewed, await store.claim_epoch("n2", 1, LONG)
+        return short, await store.current_lease(), renewed, await store.claim_epoch("n2", 1, LONG)
 
     short, long, renewed, stolen = with_store(store_url, scenario)
     assert renewed is True
@@ -567,10 +575,10 @@ def test_renew_lease_extends_the_holders_expiry(store_url: str) -> None:
 def test_renew_lease_requires_the_holder(store_url: str) -> None:
     async def scenario(store: Any) -> tuple[bool, bool, Lease, Lease]:
         await store.claim_epoch("n1", 0, 1_000_000)
-        before = await store.lease()
+        before = await store.current_lease()
         other = await store.renew_lease("n2", 1, LONG)
         wrong_epoch = await store.renew_lease("n1", 0, LONG)
-        return other, wrong_epoch, before, await store.lease()
+        return other, wrong_epoch, before, await store.current_lease()
 
     other, wrong_epoch, before, after = with_store(store_url, scenario)
     assert other is False and wrong_epoch is False
@@ -704,6 +712,8 @@ def _refusal_cases() -> dict[str, tuple[StoreRefusal, Callable[[], CommitItem]]]
         "close_funded_account": (StoreRefusal.balance_above_limit, lambda: close_item("a", 2)),
         "open_existing": (StoreRefusal.version_conflict, lambda: item(envelope(OperationKind.open, "a"), pv=2)),
         "position_taken": (StoreRefusal.position_taken, lambda: deposit("a", 5, 2, partition=0, offset=1)),
+        # Partition 0's checkpoint is at 2 (offset 1 was dead-lettered): offset 3 is ahead of it.
+        "out_of_order": (StoreRefusal.out_of_order, lambda: deposit("a", 5, 2, partition=0, offset=3)),
     }
 
 
@@ -794,20 +804,90 @@ def test_quarantine_rejection_skips_the_version_check(store_url: str) -> None:
 
 @pytest.mark.allium("rule-success.CommitItems")
 def test_checkpoint_advances_only_over_contiguous_positions(store_url: str) -> None:
-    async def scenario(store: Any) -> list[int]:
+    async def scenario(store: Any) -> tuple[list[int], list[CommitResult]]:
         epoch = await leader(store)
         seen = [await store.next_offset(4)]
-        await store.commit(epoch, [open_item("x", partition=4, offset=2)])
-        seen.append(await store.next_offset(4))  # offset 1 missing: no advance
-        await store.commit(epoch, [open_item("y", partition=4, offset=1)])
+        await store.dead_letter(4, 3, "sha", "bad")  # recorded ahead: offsets 1 and 2 still open
         seen.append(await store.next_offset(4))
-        await store.dead_letter(4, 4, "sha", "bad")
+        await store.commit(epoch, [open_item("x", partition=4, offset=1)])
         seen.append(await store.next_offset(4))
-        await store.commit(epoch, [open_item("z", partition=4, offset=3)])
+        # In one batch: 2 fills the gap, the batch's checkpoint walks over the
+        # dead letter at 3, so 4 is at the checkpoint when its turn comes.
+        results = await store.commit(epoch, [open_item("y", partition=4, offset=2),
+                                             open_item("z", partition=4, offset=4)])
         seen.append(await store.next_offset(4))
-        return seen
+        return seen, results
 
-    assert with_store(store_url, scenario) == [1, 1, 3, 3, 5]
+    seen, results = with_store(store_url, scenario)
+    assert seen == [1, 1, 2, 5]
+    assert [r.disposition for r in results] == [Disposition.committed] * 2
+
+
+@pytest.mark.allium("rule-success.CommitItems", "rule-failure.CommitItems.1")
+def test_log_items_are_decided_strictly_in_offset_order(store_url: str) -> None:
+    """The guidance's case: offsets 1 and 3 commit 1 and refuse 3; then 2 then 3 commit both."""
+
+    async def scenario(store: Any) -> tuple[list[CommitResult], int, Any, list[CommitResult], int, list[int]]:
+        epoch = await leader(store)
+        await funded(store, epoch, {"a": 0})
+        first = await store.commit(epoch, [deposit("a", 1, 2, partition=9, offset=1),
+                                           deposit("a", 3, 3, partition=9, offset=3)])
+        between = await store.next_offset(9), await store.position(9, 3)
+        second = await store.commit(epoch, [deposit("a", 2, 3, partition=9, offset=2),
+                                            deposit("a", 3, 4, partition=9, offset=3)])
+        (row,) = await store.accounts({"a"})
+        return first, between[0], between[1], second, await store.next_offset(9), [row.balance_minor, row.version]
+
+    first, between_offset, between_position, second, next_offset, account = with_store(store_url, scenario)
+    assert first[0] == CommitResult(disposition=Disposition.committed, sequence=3)
+    assert first[1] == CommitResult(refusal=StoreRefusal.out_of_order)
+    assert settled_status(first[1]) is ProposalStatus.conflicted
+    assert between_offset == 2 and between_position is None  # the refused offset left no trace
+    # 2 then 3, in that order: 3 is checked against the checkpoint 2 advanced.
+    assert second == [CommitResult(disposition=Disposition.committed, sequence=4),
+                      CommitResult(disposition=Disposition.committed, sequence=5)]
+    assert next_offset == 4 and account == [6, 5]
+
+
+@pytest.mark.allium("rule-failure.CommitItems.1")
+def test_a_refused_log_item_holds_back_the_rest_of_its_partition(store_url: str) -> None:
+    async def scenario(store: Any) -> tuple[list[CommitResult], dict[str, Any], int, int, list[str]]:
+        epoch = await leader(store)
+        await funded(store, epoch, {"a": 10, "b": 0})
+        results = await store.commit(epoch, [
+            withdraw("a", 50, 2, partition=1, offset=1),  # overdraws: refused
+            deposit("a", 5, 2, partition=1, offset=2),    # would commit, but 1 is undecided
+            deposit("b", 5, 2, partition=2, offset=1),    # another partition is not held back
+            deposit("a", 1, 2),                            # nor is a REST item
+        ])
+        return results, await balances(store), await store.next_offset(1), await store.outcome_count(), \
+            await store.violated_invariants()
+
+    results, accounts, next_offset, count, violated = with_store(store_url, scenario)
+    assert [r.refusal for r in results[:2]] == [StoreRefusal.negative_balance, StoreRefusal.out_of_order]
+    assert [r.disposition for r in results[2:]] == [Disposition.committed] * 2
+    assert accounts["a"] == (11, 3, AccountStatus.active) and accounts["b"] == (5, 3, AccountStatus.active)
+    assert next_offset == 1 and count == 6 and violated == []
+
+
+@pytest.mark.allium("rule-failure.CommitItems.1")
+def test_a_duplicate_ahead_of_the_checkpoint_waits_its_turn(store_url: str) -> None:
+    env = envelope(OperationKind.open, "a", request_id="via-rest")
+
+    async def scenario(store: Any) -> tuple[list[CommitResult], Any, list[CommitResult], Any]:
+        epoch = await leader(store)
+        await store.commit(epoch, [item(env)])  # committed over REST first
+        # The same request arrives from the log at offset 2 while offset 1 is undecided.
+        early = await store.commit(epoch, [item(env, partition=8, offset=2)])
+        unseen = await store.position(8, 2)
+        later = await store.commit(epoch, [open_item("b", partition=8, offset=1), item(env, partition=8, offset=2)])
+        return early, unseen, later, (await store.position(8, 2), await store.next_offset(8))
+
+    early, unseen, later, (position, next_offset) = with_store(store_url, scenario)
+    assert early == [CommitResult(refusal=StoreRefusal.out_of_order)] and unseen is None
+    assert later == [CommitResult(disposition=Disposition.committed, sequence=2),
+                     CommitResult(disposition=Disposition.duplicate, sequence=1)]
+    assert position.disposition is Disposition.duplicate and next_offset == 3
 
 
 @pytest.mark.allium("rule-success.CommitItems")
