@@ -182,6 +182,28 @@ async def read_final(target: RestTarget, ops: list[Op], account_ids: set[str],
     """Every account's row over REST, and the committed outcomes: from the store
     when its URL is given (every row of clients under client_prefix, so an
     outcome nobody asked for shows up), else over REST for each request sent."""
+    if not store_url:
+        return await _read_final_once(target, ops, account_ids, None, client_prefix, concurrency)
+    # A request whose client gave up may still commit while the accounts are
+    # read, which would pair accounts newer than the outcomes. Each commit
+    # writes its outcomes and accounts atomically, so a read during which the
+    # store's last sequence did not move is a consistent snapshot.
+    for _ in range(40):
+        before = await _last_sequence(store_url)
+        final = await _read_final_once(target, ops, account_ids, store_url, client_prefix, concurrency)
+        if await _last_sequence(store_url) == before:
+            return final
+        await asyncio.sleep(0.5)
+    raise RuntimeError("the store kept committing for 20 s after the load stopped")
+
+
+async def _last_sequence(store_url: str) -> int:
+    from benchmarks.showcase import storeview
+    return max((r["sequence"] for r in await storeview.outcomes(store_url)), default=0)
+
+
+async def _read_final_once(target: RestTarget, ops: list[Op], account_ids: set[str], store_url: str | None,
+                           client_prefix: str, concurrency: int) -> Final:
     from benchmarks.showcase import storeview
     outcomes: list[dict] = []
     if store_url:

@@ -57,3 +57,33 @@ def test_a_server_that_forgets_outcomes_fails_the_run(fake_server, tmp_path: Pat
     assert run(fake_server("--lose-every", "20"), tmp_path / "out.json") == 1
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["history"]["violations"]["lost"] >= 1
+
+
+def test_the_final_read_is_retried_until_no_commit_lands_during_it(monkeypatch) -> None:
+    """A late commit between reading the outcomes and the accounts once paired
+    accounts newer than the outcomes, and the checker saw impossible states."""
+    import asyncio
+
+    from benchmarks.showcase import load, storeview
+
+    rows = [{"sequence": 1, "client_id": "c"}]
+    balance = {"a": 10}
+
+    async def outcomes(url: str, since: int = 0) -> list[dict]:
+        return [r for r in rows if r["sequence"] > since]
+
+    class Target:
+        reads = 0
+
+        async def get_json(self, path: str, timeout: float):
+            self.reads += 1
+            if self.reads == 1:  # a request a client gave up on commits right now
+                rows.append({"sequence": 2, "client_id": "c"})
+                balance["a"] += 5
+            return 200, {"account_id": "a", "balance_minor": balance["a"]}
+
+    monkeypatch.setattr(storeview, "outcomes", outcomes)
+    target = Target()
+    final = asyncio.run(load.read_final(target, [], {"a"}, "sqlite:///unused", "c"))
+    assert [r["sequence"] for r in final.outcomes] == [1, 2]
+    assert final.accounts["a"]["balance_minor"] == 15 and target.reads == 2
