@@ -220,6 +220,9 @@ class Config:
     sync_wait_micros: int = 2000000
     max_body_bytes: int = 16384
     log_batch_max: int = 256
+    # Vote rounds in a row without f + 1 valid ballots after which a primary steps
+    # down (StepDown's @guidance: it is cut off from its peers).
+    stepdown_failed_rounds: int = 3
 
 
 class LeaseLike(Protocol):

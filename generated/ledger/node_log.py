@@ -2,10 +2,13 @@
 
 Each task reads from the store's next_offset, admits the records in offset
 order with channel log and their (partition, offset), keeps at most
-log_batch_max records in flight, dead-letters a record that is not a valid
-Envelope (so the checkpoint passes it) and re-reads from the store's
-checkpoint after every window, so a record whose batch failed is retried and
-a decided one is never decided twice (the store records its position).
+log_batch_max records in flight, and dead-letters a record that is not a valid
+Envelope (so the checkpoint passes it).  Records are decided in offset order:
+the store refuses a record beyond its partition's checkpoint (out_of_order), so
+when any record of a window is answered 503 the rest of the window is dropped
+and the next window reads again from store.next_offset, retrying the refused
+record before anything after it.  A failed read admits nothing; an empty read
+is polled again within milliseconds (backing off to 50 ms).
 """
 
 from __future__ import annotations
@@ -52,6 +55,12 @@ def decode_payload(payload: str) -> Envelope:
     return envelope_from_json(data)
 
 
+# ConsumeLog's @guidance: after an empty read poll again within a few milliseconds,
+# doubling up to at most 50 ms (not a heartbeat).
+POLL_MIN_SECONDS = 0.002
+POLL_MAX_SECONDS = 0.05
+
+
 class PartitionConsumer:
     """One partition's consumer for one leadership epoch."""
 
@@ -64,59 +73,107 @@ class PartitionConsumer:
         self.submit = submit
         self.config = config
         self.handled = 0
+        self.rewinds = 0  # windows cut short by a 503 (the consumer read again from next_offset)
         self._faults: dict[int, int] = {}  # offset -> evaluation_fault answers in a row
 
     @implements("ConsumeLog")
     async def run(self) -> None:
         """Consume until the process is no longer leader (or the task is cancelled)."""
-        backoff = self.config.heartbeat_micros / 1e6
+        idle = POLL_MIN_SECONDS
+        failure_wait = self.config.heartbeat_micros / 1e6
         while True:
             consume_log(self.process, self.partition)  # raises Rejected once no longer leader
             try:
                 progressed = await self.window()
             except PortUnavailable as exc:
+                # A failed read is never taken for records: wait, then read again
+                # from the store's checkpoint.
                 log.warning("partition %d: %s", self.partition, exc)
-                progressed = False
-            if not progressed:
-                await asyncio.sleep(backoff)
+                await asyncio.sleep(failure_wait)
+                continue
+            if progressed:
+                idle = POLL_MIN_SECONDS
+                continue
+            await asyncio.sleep(idle)
+            idle = min(idle * 2, POLL_MAX_SECONDS)
 
     async def window(self) -> bool:
-        """Read up to log_batch_max records from the checkpoint and decide them; True if any."""
+        """Read up to log_batch_max records from the checkpoint and decide them in offset order.
+
+        True when the window was read and fully decided.  When a record is answered
+        503 the rest of the window is dropped and False is returned, so the next
+        window reads again from store.next_offset and retries the refused record
+        before anything after it (the store refuses those out_of_order anyway).
+        """
         start = await self.store.next_offset(self.partition)
-        records = await self.log.read(self.partition, start, self.config.log_batch_max)
+        records = sorted(await self.log.read(self.partition, start, self.config.log_batch_max),
+                         key=lambda r: r.offset)
         if not records:
             return False
-        # Admission happens in offset order (each submit queues synchronously up to
-        # its first await on the store, and log items skip that lookup).
-        waits = [asyncio.ensure_future(self.handle(r)) for r in sorted(records, key=lambda r: r.offset)]
-        await asyncio.gather(*waits)
+        # Valid records are admitted together up to the next invalid one (which is
+        # dead-lettered only once everything before it is decided, so the store's
+        # checkpoint reaches it): one batch can carry a whole window.
+        segment: list[tuple[Any, Envelope]] = []
+        for record in records:
+            try:
+                segment.append((record, decode_payload(record.payload)))
+                continue
+            except EnvelopeInvalid as exc:
+                invalid = exc
+            if not await self._decide(segment):
+                return self._rewind()
+            segment = []
+            await self._dead_letter(record, f"invalid_envelope: {invalid}")
+        if not await self._decide(segment):
+            return self._rewind()
         return True
 
-    async def handle(self, record: Any) -> None:
-        """Admit one record; invalid payloads and reused ids are dead-lettered."""
-        try:
-            envelope = decode_payload(record.payload)
-        except EnvelopeInvalid as exc:
-            await self._dead_letter(record, f"invalid_envelope: {exc}")
-            return
-        answer = await self.submit(envelope, Channel.log, self.partition, record.offset)
+    def _rewind(self) -> bool:
+        self.rewinds += 1
+        return False
+
+    async def _decide(self, segment: list[tuple[Any, Envelope]]) -> bool:
+        """Admit the records together (in offset order) and handle their answers in order.
+
+        False at the first record answered 503: the records after it are dropped.
+        """
+        if not segment:
+            return True
+        # Each submit queues synchronously before its first await, so the records
+        # enter the pipeline in offset order.
+        waits = [asyncio.ensure_future(self.submit(envelope, Channel.log, self.partition, record.offset))
+                 for record, envelope in segment]
+        answers = await asyncio.gather(*waits)
+        for (record, _), answer in zip(segment, answers):
+            if not await self.handle_answer(record, answer):
+                return False
+        return True
+
+    async def handle_answer(self, record: Any, answer: Answer) -> bool:
+        """One record's answer; False when it was refused (503) and must be retried."""
         # ASSUMPTION: a reused request id on the log is dead-lettered so the checkpoint passes it.
         if answer.status == 409 and answer.body.get("error") == "fingerprint_mismatch":
             await self._dead_letter(record, "fingerprint_mismatch")
         elif answer.status == 422:
             await self._dead_letter(record, f"invalid_envelope: {answer.body.get('detail')}")
         elif answer.status < 500:
+            self._faults.pop(record.offset, None)
             self.handled += 1
-        elif answer.body.get("error") == "evaluation_fault":
-            await self._count_fault(record, str(answer.body.get("detail", "")))
+        else:
+            if answer.body.get("error") == "evaluation_fault":
+                return await self._count_fault(record, str(answer.body.get("detail", "")))
+            return False
+        return True
 
-    async def _count_fault(self, record: Any, detail: str) -> None:
+    async def _count_fault(self, record: Any, detail: str) -> bool:
         """A record whose evaluation keeps faulting is dead-lettered after a few tries."""
         tries = self._faults.get(record.offset, 0) + 1
         self._faults[record.offset] = tries
-        if tries >= EVALUATION_FAULT_RETRIES:
-            self._faults.pop(record.offset, None)
-            await self._dead_letter(record, f"evaluation_fault: {detail}")
+        if tries < EVALUATION_FAULT_RETRIES:
+            return False
+        self._faults.pop(record.offset, None)
+        await self._dead_letter(record, f"evaluation_fault: {detail}")
+        return True
 
     async def _dead_letter(self, record: Any, cause: str) -> None:
         log.warning("partition %d offset %d dead-lettered: %s", self.partition, record.offset, cause)

@@ -42,7 +42,7 @@ def unavailable(cause: str, detail: str) -> Answer:
     return Answer(503, {"error": cause, "detail": detail}, {"Retry-After": "1"})
 
 
-def conflict(detail: str, cause: str = "request_id_reused") -> Answer:
+def conflict(detail: str, cause: str = "fingerprint_mismatch") -> Answer:
     """409: the request id is already used for a different body."""
     return Answer(409, {"error": cause, "detail": detail})
 
@@ -58,12 +58,6 @@ def outcome_answer(outcome: Any, replayed: bool) -> Answer:
         "account_delta_minor", "counterparty_delta_minor", "sequence", "epoch")}
     body["replayed"] = replayed
     return Answer(200, body)
-
-
-def stored_fingerprint(outcome: Any) -> str | None:
-    """The fingerprint of the request a stored outcome answers, when the store gives it."""
-    request = getattr(outcome, "request", None)
-    return getattr(request, "fingerprint", None) or getattr(outcome, "fingerprint", None)
 
 
 @dataclass(eq=False)
@@ -92,7 +86,8 @@ class Pipeline:
 
     def __init__(self, process: NodeProcess, config: Config, store: StorePort,
                  voters: Mapping[str, VoteService], keys: Mapping[str, bytes],
-                 clock: Callable[[], datetime], on_stale_epoch: Callable[[], None]) -> None:
+                 clock: Callable[[], datetime], on_stale_epoch: Callable[[], None],
+                 on_cut_off: Callable[[], None] | None = None) -> None:
         self.process = process
         self.epoch = process.epoch
         self.config = config
@@ -101,6 +96,10 @@ class Pipeline:
         self.keys = keys
         self.clock = clock
         self.on_stale_epoch = on_stale_epoch
+        # StepDown's @guidance: called once stepdown_failed_rounds vote rounds in a row
+        # ended without f + 1 valid ballots (this primary is cut off from its peers).
+        self.on_cut_off = on_cut_off
+        self.failed_rounds = 0
         self._queue: deque[Ticket] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -138,7 +137,12 @@ class Pipeline:
 
     async def submit(self, envelope: Envelope, channel: Channel, partition: int | None = None,
                      offset: int | None = None) -> Answer:
-        """AdmitRequest's @guidance: replay, conflict, join an in-flight twin, or queue."""
+        """AdmitRequest's @guidance: join an in-flight twin, or queue (no store read first).
+
+        Replays and reused ids are found by the commit transaction itself (duplicate
+        -> 200 replayed, fingerprint_mismatch -> 409), so admission costs no store
+        round trip per request.
+        """
         if self._closed:
             return unavailable("unavailable", "this node is no longer the primary")
         try:
@@ -148,45 +152,21 @@ class Pipeline:
                 return Answer(422, {"error": "invalid_amount", "detail": exc.why})
             return unavailable("unavailable", exc.why)
         fp = fingerprint(envelope)
-        key = (envelope.client_id, envelope.request_id)
         ticket = Ticket(pending, asyncio.get_running_loop().create_future(), fp)
         if channel is Channel.rest:
+            # ASSUMPTION: only REST submissions are joined to a twin: a log record's own
+            # offset must reach the store so its checkpoint passes it.
+            key = (envelope.client_id, envelope.request_id)
             twin = self._inflight.get(key)
             if twin is not None:
                 if twin.fingerprint != fp:
-                    return conflict("a different request with this id is in flight")
+                    return conflict("a different request with this id is in flight", "fingerprint_mismatch")
                 return await asyncio.shield(twin.future)
-            # Registered before the store lookup, so a twin arriving meanwhile waits
-            # for this one's answer instead of being queued twice.
             self._inflight[key] = ticket
             ticket.future.add_done_callback(lambda _f, k=key, t=ticket: self._forget(k, t))
-            early = await self._lookup(envelope, fp)
-            if early is not None:
-                # Answered before queueing: this Pending is dropped, never queued.
-                ticket.settle(early)
-                return early
         self._queue.append(ticket)
         self._wakeup.set()
         return await asyncio.shield(ticket.future)
-
-    async def _lookup(self, envelope: Envelope, fp: str) -> Answer | None:
-        """A REST replay (200), a reused id (409), a store failure (503), or None to queue.
-
-        ASSUMPTION: log items skip this shortcut: their offset must reach the store so
-        the checkpoint passes it (a duplicate still records its position).
-        """
-        try:
-            prior = await self.store.find_outcome(envelope.client_id, envelope.request_id)
-        except PortUnavailable as exc:
-            return unavailable("store_unavailable", str(exc))
-        if prior is not None:
-            known = stored_fingerprint(prior)
-            if known is None or known == fp:
-                return outcome_answer(prior, replayed=True)
-            return conflict("this request id was used for a different request")
-        if self._closed:
-            return unavailable("unavailable", "this node is no longer the primary")
-        return None
 
     def _forget(self, key: tuple[str, str], ticket: Ticket) -> None:
         if self._inflight.get(key) is ticket:
@@ -233,6 +213,7 @@ class Pipeline:
             return self._fail(batch, tickets, "store_unavailable", str(exc))
         own = evaluate_items(items, reads)
         tally = await self._collect(batch, items, reads)
+        self._count_round(tally)
         agreed = tally.agreed()
         ok = [i for i, digest in enumerate(agreed) if _committable(digest, own[i])]
         if not ok:
@@ -284,6 +265,18 @@ class Pipeline:
         self.faulty_voters |= tally.faulty
         return tally
 
+    def _count_round(self, tally: Tally) -> None:
+        """StepDown's @guidance: stepdown_failed_rounds rounds in a row without f + 1 valid
+        ballots mean this primary is cut off from its peers; holding the lease would halt
+        the cluster, so it steps down (once the limit is reached)."""
+        if len(tally.valid) >= tally.needed:
+            self.failed_rounds = 0
+            return
+        self.failed_rounds += 1
+        log.warning("vote round %d in a row without f + 1 valid ballots", self.failed_rounds)
+        if self.failed_rounds >= self.config.stepdown_failed_rounds and self.on_cut_off is not None:
+            self.on_cut_off()
+
     def _commit_item(self, ticket: Ticket, own: ItemDecision, digest: str | None) -> Any:
         p, d = ticket.pending, own.decided()
         return self.store.commit_item(
@@ -323,6 +316,9 @@ class Pipeline:
             return self._settle(ticket, conflict("this log offset was already handled", "position_taken"))
         if refusal == "version_conflict" and ticket.attempts < 2 and not self._closed:
             return self._requeue(ticket)
+        if refusal == "out_of_order":
+            # A log record behind a refused one: its consumer rewinds and retries it.
+            return self._refuse(ticket, "out_of_order", "an earlier record of this partition is not decided yet")
         if refusal == "stale_epoch":
             self._refuse(ticket, "stale_epoch", "this node lost its epoch; retry")
             self.on_stale_epoch()

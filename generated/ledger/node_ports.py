@@ -66,11 +66,8 @@ class CommitOutcome:
     sequence: int | None
 
 
-# ASSUMPTION: the DurableStore contract has no lease reader, and ledger.store's
-# generated API (Store: open, close, migrate, claim_epoch, renew_lease, commit,
-# accounts, find_outcome, next_offset, dead_letter) has none either.  The node uses
-# one only if a store offers it, and otherwise learns the lease from its peers.
-_LEASE_READERS = ("lease", "read_lease", "current_lease", "get_lease")
+# DurableStore.current_lease is the lease reader (ForwardToPrimary's @guidance).
+_LEASE_READERS = ("current_lease",)
 
 
 class StorePort:
@@ -120,7 +117,7 @@ class StorePort:
         return bool(await self._call("renew_lease", node_id, epoch, lease_micros))
 
     async def read_lease(self) -> LeaseView | None:
-        """The current lease, if the store offers a reader; None when it does not."""
+        """``current_lease()`` as a LeaseView; None when the store has no lease reader."""
         for name in _LEASE_READERS:
             if callable(getattr(self._store, name, None)):
                 raw = await self._call(name)

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import httpx
+import msgspec
 import uvicorn
 
 from ledger.api import Config as ApiConfig
@@ -35,14 +36,26 @@ from ledger.node_log import PartitionConsumer
 from ledger.node_pipeline import Answer, Pipeline, outcome_answer, unavailable
 from ledger.node_ports import LeaseView, LogPort, PortUnavailable, StorePort, store_lease_micros
 from ledger.node_votes import ROW_FIELDS, LocalVoteService, PeerVoteClient
+from ledger.node_wire import WireError, WirePool
 from ledger.node import VoteService
 
 log = logging.getLogger("ledger.node")
 
-# ASSUMPTION: when the store offers no lease reader, a backup that learned the
-# epoch only from its peers probes this many epochs upward in one claim.  Safe:
+# ASSUMPTION: DurableStore.current_lease is how a backup learns the lease; a store
+# without it (an older store build) is still served: the backup then learns the
+# epoch from its peers and probes this many epochs upward in one claim.  Safe:
 # claim_epoch succeeds only for the store's current epoch with an expired lease.
 EPOCH_PROBE = 8
+
+# ForwardToPrimary's @guidance: the forwarding pool is at least as large as the
+# submissions a node may hold at once.  ASSUMPTION: the HTTP server admits at most
+# this many concurrent connections/requests (uvicorn's limit_concurrency answers
+# 503 beyond it), so the pool can never be the bottleneck of a forward.
+MAX_HELD_SUBMISSIONS = 1024
+
+# AgreeOnBatch's @guidance: a few vote connections per peer (one batch is in flight
+# at a time; late ballots of earlier batches may still hold a connection).
+VOTE_CONNECTIONS = 4
 
 
 def utc_now() -> datetime:
@@ -76,6 +89,17 @@ class NodeRuntime:
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(self.response_wait + 1.0),
                                         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32,
                                                             keepalive_expiry=10.0))
+        # ForwardToPrimary: one shared keep-alive client whose pool holds every
+        # submission this node may hold at once; connect, pool wait and answer are all
+        # bounded by sync_wait_micros, so a forward is a prompt 503, never a hang.
+        self.forward_wait = self.config.sync_wait_micros / 1e6
+        self.forwards = WirePool(connections=MAX_HELD_SUBMISSIONS)
+        # AgreeOnBatch: votes go over the same lean client, a few connections per peer.
+        self.votes = WirePool(connections=VOTE_CONNECTIONS)
+        # ClaimPrimary: serving nodes (itself included) whose /healthz answered in the
+        # last heartbeat's probe.
+        self.reachable = 1
+        self.lease_read_at = float("-inf")  # store.current_lease is read at most once per heartbeat
         self.app = NodeApp(self)
         self._heartbeat: asyncio.Task[None] | None = None
         self._stepping: asyncio.Task[None] | None = None
@@ -100,6 +124,8 @@ class NodeRuntime:
             await asyncio.gather(self._heartbeat, return_exceptions=True)
         await self._leave_leadership("this node is stopping")
         await self.client.aclose()
+        await self.forwards.close()
+        await self.votes.close()
         await self.log.close()
         await self.store.close()
         node_stopped(self.process, self.clock())
@@ -130,18 +156,39 @@ class NodeRuntime:
     # Lease watching and claiming -----------------------------------------------------------------
 
     async def observe_lease(self) -> tuple[bool, bool]:
-        """(lease expired?, read from the store?): the store's lease if readable, else the peers'."""
-        try:
-            lease = await self.store.read_lease()
-        except PortUnavailable:
-            lease = None
+        """(lease expired?, read from the store?): store.current_lease, read once per heartbeat.
+
+        The peers' /healthz is probed in the same heartbeat: ClaimPrimary needs to
+        know how many serving nodes this backup can reach.
+        """
+        lease, views = await asyncio.gather(self._read_lease(), self.gossip())
+        self.reachable = 1 + sum(1 for v in views if v.get("status") in ("backup", "leader"))
         if lease is not None:
-            self.known_epoch = max(self.known_epoch, lease.epoch)
-            expired = lease.holder is None or lease.expires_at <= self.clock()
-            self.leader_id = None if expired else lease.holder
-            return expired, True
-        await self.gossip()
+            return self._apply_lease(lease), True
         return time.monotonic() - self.leader_seen > self.settings.lease_micros / 1e6, False
+
+    def _apply_lease(self, lease: LeaseView) -> bool:
+        """Learn the epoch and the lease holder from store.current_lease; True if it expired."""
+        self.known_epoch = max(self.known_epoch, lease.epoch)
+        expired = lease.holder is None or lease.expires_at <= self.clock()
+        self.leader_id = None if expired else lease.holder
+        return expired
+
+    async def _read_lease(self) -> LeaseView | None:
+        """store.current_lease (None when unreadable); remembers when it was read."""
+        self.lease_read_at = time.monotonic()
+        try:
+            return await self.store.read_lease()
+        except PortUnavailable:
+            return None
+
+    async def _refresh_leader(self) -> None:
+        """ForwardToPrimary with no known primary: read the lease again, at most once per heartbeat."""
+        if time.monotonic() - self.lease_read_at < self.config.heartbeat_micros / 1e6:
+            return
+        lease = await self._read_lease()
+        if lease is not None:
+            self._apply_lease(lease)
 
     async def gossip(self) -> list[dict[str, Any]]:
         """Ask every peer's /healthz; a peer that says it leads renews our view of the lease."""
@@ -169,6 +216,12 @@ class NodeRuntime:
         """ClaimPrimary's @guidance: after expiry wait (ordinal - 1) heartbeats, then claim."""
         if not expired:
             self.expired_since = None
+            return False
+        if self.reachable < self.config.faults_tolerated + 1:
+            # Cut off from its peers it could take the lease but never gather f + 1
+            # votes, and would halt the cluster until it lost the lease again.
+            log.warning("%s does not claim: reaches %d serving nodes, needs %d", self.process.node_id,
+                        self.reachable, self.config.faults_tolerated + 1)
             return False
         now = time.monotonic()
         if self.expired_since is None:
@@ -199,10 +252,10 @@ class NodeRuntime:
         voters: dict[str, VoteService] = {self.process.node_id: self.voter}
         for peer in self.settings.peer_ids:
             voters[peer] = PeerVoteClient(self.process.node_id, self.keys[self.process.node_id], peer,
-                                          self.settings.url_of(peer), self.client,
+                                          self.settings.url_of(peer), self.votes.client(self.settings.url_of(peer)),
                                           self.config.vote_timeout_micros / 1e6)
         self.pipeline = Pipeline(self.process, self.config, self.store, voters, self.keys, self.clock,
-                                 self._on_stale_epoch)
+                                 self._on_stale_epoch, self._on_cut_off)
         self.pipeline.start()
         loop = asyncio.get_running_loop()
         self.consumers = [loop.create_task(self._consume(p), name=f"consume-{p}")
@@ -220,11 +273,22 @@ class NodeRuntime:
             pass  # no longer leader: ConsumeLog stops
 
     def _on_stale_epoch(self) -> None:
+        self._step_down_soon("the store fenced this epoch")
+
+    def _on_cut_off(self) -> None:
+        self._step_down_soon(f"{self.config.stepdown_failed_rounds} vote rounds in a row without f + 1 ballots")
+
+    def _step_down_soon(self, reason: str) -> None:
+        """Step down from a task: the pipeline that asks must not await its own close."""
         if self._stepping is None or self._stepping.done():
-            self._stepping = asyncio.get_running_loop().create_task(self.step_down("the store fenced this epoch"))
+            self._stepping = asyncio.get_running_loop().create_task(self.step_down(reason))
 
     async def step_down(self, reason: str) -> None:
-        """StepDown: answer every queued request 503 and stop consuming the log."""
+        """StepDown: answer every queued request 503, stop consuming the log and stop renewing.
+
+        Renewal stops because the heartbeat renews only while the status is leader;
+        a connected backup claims the lease once it expires.
+        """
         if self.process.status is not NodeStatus.leader:
             return
         step_down(self.process)
@@ -263,20 +327,27 @@ class NodeRuntime:
     async def forward(self, envelope: Envelope) -> Answer:
         """ForwardToPrimary: relay to the lease holder; 503 Retry-After: 1 when none answers."""
         forward_to_primary(self.process, envelope)
+        if self.leader_id is None:
+            await self._refresh_leader()
         target = self.leader_id
         if target is None or target == self.process.node_id:
             return unavailable("no_primary", "no primary is known; retry")
         body = {"client_id": envelope.client_id, "request_id": envelope.request_id, "kind": envelope.kind.value,
                 "account_id": envelope.account_id, "counterparty_id": envelope.counterparty_id,
                 "owner": envelope.owner, "amount_minor": envelope.amount_minor}
+        client = self.forwards.client(self.settings.url_of(target))
         try:
-            r = await self.client.post(f"{self.settings.url_of(target)}/v1/requests", json=body,
-                                       headers={FORWARDED_HEADER: self.process.node_id})
+            r = await client.request("POST", "/v1/requests", msgspec.json.encode(body),
+                                     {"Content-Type": "application/json", FORWARDED_HEADER: self.process.node_id},
+                                     timeout=self.forward_wait)
             data = r.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            return unavailable("no_primary", f"the primary {target} did not answer: {type(exc).__name__}")
-        headers = {k: r.headers[k] for k in ("Retry-After", "Location") if k in r.headers}
-        return Answer(r.status_code, data if isinstance(data, dict) else {"error": "bad_gateway"}, headers)
+        except WireError as exc:
+            # No connection or no answer within sync_wait_micros: a prompt 503.
+            return unavailable("no_primary", f"the primary {target} did not answer: {exc}")
+        if not isinstance(data, dict):
+            return unavailable("no_primary", f"the primary {target} answered no JSON object")
+        headers = {k: r.headers[k.lower()] for k in ("Retry-After", "Location") if k.lower() in r.headers}
+        return Answer(r.status, data, headers)
 
     async def request_status(self, client_id: str, request_id: str) -> Answer:
         try:
@@ -349,7 +420,7 @@ def make_server(app: NodeApp, sock: socket.socket | None = None, host: str = "12
     http = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
     config = uvicorn.Config(app, host=host, port=port, loop="asyncio", http=http, lifespan="off",
                             log_level="warning", access_log=False, timeout_graceful_shutdown=10,
-                            timeout_keep_alive=30)
+                            timeout_keep_alive=30, limit_concurrency=MAX_HELD_SUBMISSIONS)
     return _Server(config)
 
 

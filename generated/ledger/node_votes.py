@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import msgspec
 
 from allium.verify import implements
@@ -28,6 +27,7 @@ from ledger.arbiter import AccountSnapshot, Decision, EvaluationFault, evaluate
 from ledger.core import AccountStatus, OperationKind, Verdict, canonical_encoding, fingerprint, tagged_sha256
 from ledger.core import Envelope
 from ledger.node import Ballot, Fault
+from ledger.node_wire import WireClient
 
 log = logging.getLogger("ledger.node.votes")
 
@@ -297,10 +297,14 @@ def ballot_from_wire(data: Any) -> Ballot | None:
 
 
 class PeerVoteClient:
-    """VoteService of a remote replica: one signed POST /internal/votes per batch."""
+    """VoteService of a remote replica: one signed POST /internal/votes per batch.
+
+    AgreeOnBatch's @guidance: it goes over the lean keep-alive ``WireClient`` (asyncio
+    streams, httptools, msgspec bodies), a few connections per peer.
+    """
 
     def __init__(self, sender_id: str, sender_key: bytes, peer_id: str, base_url: str,
-                 client: httpx.AsyncClient, timeout_seconds: float = 1.0) -> None:
+                 client: WireClient, timeout_seconds: float = 1.0) -> None:
         self.sender_id = sender_id
         self.timeout_seconds = timeout_seconds  # vote_timeout_micros: a late ballot is useless
         self._key = sender_key
@@ -311,13 +315,13 @@ class PeerVoteClient:
     async def vote(self, batch_id: str, epoch: int, items: Sequence[Envelope], reads: Sequence[Any]) -> Ballot:
         """VoteService.vote over HTTP; raises on transport errors or a non-200 answer."""
         body = vote_request_body(batch_id, epoch, items, reads)
-        response = await self._client.post(
-            f"{self.base_url}/internal/votes", content=body,
-            headers={"Content-Type": "application/json", "X-Ledger-Node": self.sender_id,
-                     "X-Ledger-Signature": body_signature(self._key, body)},
+        response = await self._client.request(
+            "POST", "/internal/votes", body,
+            {"Content-Type": "application/json", "X-Ledger-Node": self.sender_id,
+             "X-Ledger-Signature": body_signature(self._key, body)},
             timeout=self.timeout_seconds)
-        if response.status_code != 200:
-            raise RuntimeError(f"{self.peer_id} answered {response.status_code}")
+        if response.status != 200:
+            raise RuntimeError(f"{self.peer_id} answered {response.status}")
         ballot = ballot_from_wire(response.json())
         if ballot is None:
             raise RuntimeError(f"{self.peer_id} sent a malformed ballot")

@@ -40,9 +40,10 @@ from ledger.node_config import ConfigError, NodeSettings, node_key, parse_settin
 from ledger.node_http import NodeApp
 from ledger.node_http_schema import openapi_document
 from ledger.node_log import PartitionConsumer, payload_digest
-from ledger.node_pipeline import Pipeline
+from ledger.node_pipeline import Answer, Pipeline
 from ledger.node_ports import LeaseView, LogPort, StorePort
 from ledger.node_runtime import NodeRuntime, bind, serve
+from ledger.node_wire import WireClient, WireError
 from ledger.node_votes import (
     LocalVoteService, PeerVoteClient, Tally, ballot_is_signed, body_signature, evaluate_items, sign_ballot,
     vote_request_body,
@@ -107,6 +108,9 @@ class FakeStore:
         self.forced: list[str] = []  # refusals to hand out, one per commit call
         self.broken = False
         self.closed = False
+        self.lookups: list[tuple[str, str]] = []  # find_outcome calls
+        self.dead_attempts: list[tuple[int, int]] = []  # dead_letter calls
+        self.ordered = False  # refuse a log item beyond its partition's checkpoint (out_of_order)
 
     async def open(self) -> None: ...
     async def migrate(self) -> bool: return True
@@ -136,6 +140,7 @@ class FakeStore:
 
     async def find_outcome(self, client_id: str, request_id: str) -> Any | None:
         self._check()
+        self.lookups.append((client_id, request_id))
         return self.outcomes.get((client_id, request_id))
 
     async def next_offset(self, partition: int) -> int:
@@ -146,6 +151,9 @@ class FakeStore:
         return n
 
     async def dead_letter(self, partition: int, offset: int, payload_digest: str, cause: str) -> bool:
+        self.dead_attempts.append((partition, offset))
+        if self.ordered and offset != await self.next_offset(partition):
+            return False
         if (partition, offset) in self.positions:
             return False
         self.positions[(partition, offset)] = "quarantined"
@@ -156,7 +164,13 @@ class FakeStore:
         self._check()
         self.commits.append(list(items))
         forced = self.forced.pop(0) if self.forced else None
-        return [self._commit_one(epoch, item, forced) for item in items]
+        results = []
+        for item in items:
+            if self.ordered and item.partition is not None and item.offset != await self.next_offset(item.partition):
+                results.append(FakeCommitResult(None, "out_of_order", None))
+                continue
+            results.append(self._commit_one(epoch, item, forced))
+        return results
 
     def _commit_one(self, epoch: int, item: FakeCommitItem, forced: str | None) -> FakeCommitResult:
         e = item.envelope
@@ -207,7 +221,7 @@ class FakeStore:
 class FakeStoreWithLease(FakeStore):
     """A fake store that also offers a lease reader (the adapter's optional path)."""
 
-    async def lease(self) -> dict[str, Any]:
+    async def current_lease(self) -> dict[str, Any]:
         left = self.expires - time.monotonic()
         return {"epoch": self.epoch, "holder": self.holder,
                 "expires_at": datetime.now(timezone.utc) + timedelta(seconds=left)}
@@ -332,7 +346,8 @@ def test_vote_services_satisfy_the_contract() -> None:
     ks = keys()
     local = LocalVoteService("n2", ks["n2"])
     assert isinstance(local, VoteService)
-    assert isinstance(PeerVoteClient("n1", ks["n1"], "n2", "http://127.0.0.1:1", httpx.AsyncClient()), VoteService)
+    assert isinstance(PeerVoteClient("n1", ks["n1"], "n2", "http://127.0.0.1:1", WireClient("127.0.0.1", 1)),
+                      VoteService)
     reads = [FakeAccountRow(account_id="a", owner="c1", status=AccountStatus.active, balance_minor=50, version=3)]
     ballot = run(local.vote("b1", 7, [env("r1", account="a", amount=20)], reads))
     assert (ballot.node_id, ballot.batch_id, ballot.epoch, len(ballot.digests)) == ("n2", "b1", 7, 1)
@@ -720,9 +735,11 @@ def test_inject_fault() -> None:
 @pytest.mark.allium("config-default.faults_tolerated", "config-default.base_port", "config-default.heartbeat_micros",
                     "config-default.batch_max", "config-default.batch_linger_micros",
                     "config-default.vote_timeout_micros", "config-default.sync_wait_micros",
-                    "config-default.max_body_bytes", "config-default.log_batch_max")
+                    "config-default.max_body_bytes", "config-default.log_batch_max",
+                    "config-default.stepdown_failed_rounds")
 def test_config_defaults() -> None:
     c = Config()
+    assert c.stepdown_failed_rounds == 3
     assert (c.faults_tolerated, c.base_port, c.heartbeat_micros, c.batch_max, c.batch_linger_micros) == (
         1, 7400, 300000, 256, 2000)
     assert (c.vote_timeout_micros, c.sync_wait_micros, c.max_body_bytes, c.log_batch_max) == (
@@ -823,10 +840,14 @@ def test_pipeline_commits_replays_and_conflicts() -> None:
     assert first.status == 200 and first.body["verdict"] == "accepted" and first.body["replayed"] is False
     assert first.body["account_delta_minor"] == 250 and first.body["epoch"] == 1 and first.body["sequence"] == 1
     assert again.status == 200 and again.body["replayed"] is True and again.body["sequence"] == 1
-    assert clash.status == 409
+    assert clash.status == 409 and clash.body["error"] == "fingerprint_mismatch"
     assert twin_a == twin_b and twin_a.status == 200
     assert store.accounts_by_id["acc-1"].balance_minor == 251
-    assert sum(len(c) for c in store.commits) == 2  # r1 once, r2 once
+    # AdmitRequest: no store lookup before queueing; the commit transaction found the
+    # replay and the reused id, and the one read was the replay's outcome read back.
+    assert [len(c) for c in store.commits] == [1, 1, 1, 1]  # r1, r1 again, r1 reused, r2 once
+    assert store.lookups == [("c1", "r1")]
+    assert store.outcomes[("c1", "r1")].account_delta_minor == 250
 
 
 @pytest.mark.parametrize("fault", [Fault.lie_about_digests, Fault.corrupt_outcomes])
@@ -1228,8 +1249,12 @@ def test_three_nodes_elect_forward_and_fail_over() -> None:
                 out["leader2"] = await wait_for_leader(c, base, rest)
                 out["epoch2"] = runtimes[out["leader2"]].process.epoch
                 other = (rest - {out["leader2"]}).pop()
-                out["after"] = await c.post(f"http://127.0.0.1:{base + int(other[1:])}/v1/requests",
-                                            json=body_of(env("d2", "deposit", "acc-x", 1)))
+                for _ in range(60):  # a 503 (Retry-After) means retry with the same id
+                    out["after"] = await c.post(f"http://127.0.0.1:{base + int(other[1:])}/v1/requests",
+                                                json=body_of(env("d2", "deposit", "acc-x", 1)))
+                    if out["after"].status_code != 503:
+                        break
+                    await asyncio.sleep(0.05)
         finally:
             for n in stops:
                 stops[n].set()
@@ -1242,7 +1267,8 @@ def test_three_nodes_elect_forward_and_fail_over() -> None:
     assert out["logged"]["verdict"] == "accepted"
     assert out["stopped"] is NodeStatus.stopped
     assert out["leader2"] in {"n2", "n3"} and out["epoch2"] == 2
-    assert out["after"].status_code == 200 and out["after"].json()["epoch"] == 2
+    assert out["after"].status_code == 200, out["after"].text
+    assert out["after"].json()["epoch"] == 2
     assert store.accounts_by_id["acc-x"].balance_minor == 76
 
 
@@ -1321,3 +1347,308 @@ def test_a_slow_submission_is_deferred_with_202_and_later_readable() -> None:
     assert deferred.status_code == 202
     assert deferred.json() == {"request_id": "r/1", "status": "pending", "location": "/v1/requests/c1/r%2F1"}
     assert later.status_code == 200 and later.json()["request_id"] == "r/1" and later.json()["account_delta_minor"] == 2
+
+
+# Amended guidance: ordered log consumption, stepping down when cut off, prompt forwards ---------
+
+
+def log_payload(e: Envelope) -> str:
+    return msgspec.json.encode(body_of(e)).decode()
+
+
+@pytest.mark.allium("rule-success.CommitBatch")
+def test_a_log_item_beyond_the_checkpoint_is_refused_out_of_order_with_503() -> None:
+    store = FakeStore()
+    store.ordered = True
+    opened(store, ("acc-1", 0))
+    pipe = leader_pipeline(store)
+    answer = run(with_pipeline(pipe, pipe.submit(env("l2"), Channel.log, 0, 2)))  # offset 1 is undecided
+    assert answer.status == 503 and answer.body["error"] == "out_of_order" and answer.headers["Retry-After"] == "1"
+    assert store.outcomes == {} and store.accounts_by_id["acc-1"].balance_minor == 0
+
+
+@pytest.mark.allium("rule-success.ConsumeLog")
+def test_a_503_in_a_window_makes_the_consumer_rewind_to_next_offset() -> None:
+    store, flog = FakeStore(), FakeLog(partitions=1)
+    store.ordered = True
+    opened(store, ("acc-1", 0))
+    pipe = leader_pipeline(store)
+    for e in (env("l1", amount=1), env("l2", amount=2), env("l1", amount=7), env("l4", amount=4)):
+        run(flog.append(0, log_payload(e)))  # offset 3 reuses l1's id with another body
+    answers: dict[int, list[int]] = {}
+    refused_once: set[int] = set()
+
+    async def submit(e: Envelope, channel: Channel, partition: int, offset: int) -> Any:
+        if offset == 2 and offset not in refused_once:  # the first try of offset 2 fails (503)
+            refused_once.add(offset)
+            answer = Answer(503, {"error": "no_agreement", "detail": "x"}, {"Retry-After": "1"})
+        else:
+            answer = await pipe.submit(e, channel, partition, offset)
+        answers.setdefault(offset, []).append(answer.status)
+        return answer
+
+    consumer = PartitionConsumer(pipe.process, 0, store_port(store), LogPort(flog), submit, Config())
+
+    async def scenario() -> list[bool]:
+        return [await consumer.window(), await consumer.window(), await consumer.window()]
+
+    windows = run(with_pipeline(pipe, scenario()))
+    # Window 1: offset 1 decided, offset 2 refused, the rest dropped (the store refuses
+    # offset 4 out_of_order, and the reused id at offset 3 is not dead-lettered yet).
+    # Window 2 reads again from next_offset = 2: offset 2 commits, offset 3 is a reused
+    # id (409, dead-lettered in order) and offset 4 was still behind it (out_of_order).
+    # Window 3 reads again from next_offset = 4 and decides it.
+    assert windows == [False, False, True] and consumer.rewinds == 2
+    assert answers[2] == [503, 200] and answers[3] == [503, 409] and answers[4] == [503, 503, 200]
+    assert store.dead_attempts == [(0, 3)] and store.dead == {(0, 3): "fingerprint_mismatch"}
+    assert [store.outcomes[("c1", r)].sequence for r in ("l1", "l2", "l4")] == [1, 2, 3]
+    assert store.accounts_by_id["acc-1"].balance_minor == 7 and run(store.next_offset(0)) == 5
+
+
+class FlakyLog(FakeLog):
+    """A log whose reads fail while ``down`` is set (the log server is restarting)."""
+
+    down = True
+
+    async def read(self, partition: int, from_offset: int, max_count: int) -> list[Any]:
+        if self.down:
+            raise ConnectionError("log server is restarting")
+        return await super().read(partition, from_offset, max_count)
+
+
+@pytest.mark.allium("rule-success.ConsumeLog")
+def test_a_failed_read_admits_nothing_and_an_empty_read_polls_within_milliseconds() -> None:
+    store, flog = FakeStore(), FlakyLog(partitions=1)
+    opened(store, ("acc-1", 0))
+    pipe = leader_pipeline(store)
+    run(flog.append(0, "{not json"))
+    submitted: list[int] = []
+
+    async def submit(e: Envelope, channel: Channel, partition: int, offset: int) -> Any:
+        submitted.append(offset)
+        return await pipe.submit(e, channel, partition, offset)
+
+    # A heartbeat of 2 s: polling on the heartbeat would miss the 1 s deadline below.
+    consumer = PartitionConsumer(pipe.process, 0, store_port(store), LogPort(flog), submit,
+                                 Config(heartbeat_micros=200_000))
+    slow = Config(heartbeat_micros=2_000_000)
+
+    async def scenario() -> float:
+        task = asyncio.ensure_future(consumer.run())
+        try:
+            await asyncio.sleep(0.3)  # reads fail meanwhile: nothing admitted or dead-lettered
+            assert store.dead == {} and submitted == []
+            consumer.config = slow
+            flog.down = False
+            while (0, 1) not in store.dead:
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.2)  # idle: empty reads
+            run_at = time.monotonic()
+            await flog.append(0, log_payload(env("l2", amount=9)))
+            while ("c1", "l2") not in store.outcomes:
+                await asyncio.sleep(0.005)
+            return time.monotonic() - run_at
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    latency = run(with_pipeline(pipe, scenario()))
+    assert latency < 1.0 and submitted == [2] and store.dead[(0, 1)].startswith("invalid_envelope")
+
+
+class UnreachableVoter:
+    """A peer this primary cannot reach: every vote fails."""
+
+    async def vote(self, batch_id: str, epoch: int, items: Any, reads: Any) -> Ballot:
+        raise ConnectionError("peer unreachable")
+
+
+@pytest.mark.allium("rule-success.StepDown")
+def test_a_pipeline_reports_stepdown_failed_rounds_without_f_plus_one_ballots() -> None:
+    store = FakeStore()
+    opened(store, ("acc-1", 10))
+    ks = keys(3)
+    store.epoch, store.holder, store.expires = 1, "n1", time.monotonic() + 60
+    voters: dict[str, Any] = {"n1": LocalVoteService("n1", ks["n1"], Fault.none),
+                              "n2": UnreachableVoter(), "n3": UnreachableVoter()}
+    cut: list[int] = []
+    pipe = Pipeline(process(NodeStatus.leader, epoch=1), Config(batch_linger_micros=500), store_port(store),
+                    voters, ks, lambda: T0, lambda: None, lambda: cut.append(pipe.failed_rounds))
+
+    async def scenario() -> list[tuple[int, int]]:
+        seen = []
+        for i in range(2):
+            answer = await pipe.submit(env(f"a{i}"), Channel.rest)
+            seen.append((answer.status, len(cut)))
+        pipe.voters["n2"] = LocalVoteService("n2", ks["n2"], Fault.none)  # one good round resets the count
+        seen.append(((await pipe.submit(env("b"), Channel.rest)).status, pipe.failed_rounds))
+        pipe.voters["n2"] = UnreachableVoter()
+        for i in range(3):
+            answer = await pipe.submit(env(f"c{i}"), Channel.rest)
+            seen.append((answer.status, len(cut)))
+        return seen
+
+    seen = run(with_pipeline(pipe, scenario()))
+    assert seen == [(503, 0), (503, 0), (200, 0), (503, 0), (503, 0), (503, 1)] and cut == [3]
+
+
+def dead_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.allium("rule-success.StepDown")
+def test_a_leader_cut_off_from_its_peers_steps_down_and_stops_renewing() -> None:
+    store = FakeStoreWithLease()
+    opened(store, ("acc-1", 10))
+    base = dead_port() - 1  # n1's own port is not served; n2 and n3 do not exist
+    runtime = NodeRuntime(settings("n1", nodes=3, base_port=base, stepdown_failed_rounds=2),
+                          store_port(store), LogPort(FakeLog()))
+
+    async def scenario() -> tuple[Any, ...]:
+        join_as_backup(runtime.process)
+        granted = await store.claim_epoch("n1", 0, 60_000_000)
+        await runtime.become_leader(0, granted)
+        try:
+            first = await runtime.submit_rest(env("r1"), forwarded=True)
+            still = runtime.process.status
+            second = await runtime.submit_rest(env("r2"), forwarded=True)
+            await asyncio.wait_for(runtime._stepping, 5)
+            store.expires = time.monotonic() + 0.2
+            await runtime.tick()  # a backup now: it does not renew the lease
+            renewed = store.expires > time.monotonic() + 0.3
+            return first, still, second, runtime.process.status, len(runtime.consumers), renewed
+        finally:
+            await runtime.stop()
+
+    first, still, second, status, consumers, renewed = run(scenario())
+    assert first.status == 503 and first.body["error"] == "no_agreement" and still is NodeStatus.leader
+    assert second.status == 503 and status is NodeStatus.backup and consumers == 0 and renewed is False
+
+
+@pytest.mark.allium("rule-failure.ClaimPrimary.2")
+def test_a_backup_that_cannot_reach_f_plus_one_serving_nodes_does_not_claim() -> None:
+    store = FakeStoreWithLease()  # the lease is free (never claimed)
+    base = dead_port() - 2  # n2's port: nobody listens; n3's likewise
+    runtime = NodeRuntime(settings("n1", nodes=3, base_port=base), store_port(store), LogPort(FakeLog()))
+
+    async def scenario() -> tuple[NodeStatus, int, int]:
+        join_as_backup(runtime.process)
+        try:
+            for _ in range(4):
+                await runtime.tick()
+            return runtime.process.status, store.epoch, runtime.reachable
+        finally:
+            await runtime.stop()
+
+    status, epoch, reachable = run(scenario())
+    assert status is NodeStatus.backup and epoch == 0 and reachable == 1
+    # With a lone-node cluster (f = 0) the same backup reaches f + 1 = 1 (itself) and claims.
+    alone = NodeRuntime(settings("n1", nodes=1, base_port=base, faults_tolerated=0), store_port(store),
+                        LogPort(FakeLog()))
+
+    async def claim() -> tuple[NodeStatus, int]:
+        join_as_backup(alone.process)
+        try:
+            await alone.tick()
+            return alone.process.status, store.epoch
+        finally:
+            await alone.stop()
+
+    assert run(claim()) == (NodeStatus.leader, 1)
+
+
+@pytest.mark.allium("rule-success.ForwardToPrimary")
+def test_a_forward_that_gets_no_answer_is_a_prompt_503() -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # accepts connections, never answers
+    port = silent.getsockname()[1]
+    store = FakeStoreWithLease()
+    runtime = NodeRuntime(settings("n1", nodes=3, base_port=port - 2, sync_wait_micros=300_000),
+                          store_port(store), LogPort(FakeLog()))
+
+    async def scenario() -> list[tuple[Any, float]]:
+        join_as_backup(runtime.process)
+        out = []
+        try:
+            for leader in ("n2", "n3"):  # n2: never answers; n3: nobody listens
+                runtime.leader_id = leader
+                started = time.monotonic()
+                answers = await asyncio.gather(*(runtime.submit_rest(env(f"r{i}"), forwarded=False)
+                                                 for i in range(20)))
+                out.append((answers, time.monotonic() - started))
+            return out
+        finally:
+            await runtime.stop()
+
+    try:
+        (hung, hung_s), (refused, refused_s) = run(scenario())
+    finally:
+        silent.close()
+    for answers in (hung, refused):
+        assert all(a.status == 503 and a.headers["Retry-After"] == "1" and a.body["error"] == "no_primary"
+                   for a in answers)
+    assert 0.25 <= hung_s < 2.0 and refused_s < 2.0  # bounded by sync_wait_micros, not a hang
+
+
+@pytest.mark.allium("rule-success.AgreeOnBatch", "rule-success.ForwardToPrimary")
+def test_the_lean_wire_client_keeps_connections_alive_and_bounds_every_exchange() -> None:
+    """Votes and forwards go over WireClient: keep-alive, a bounded pool, a deadline."""
+    accepted: list[int] = []
+
+    async def serve_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                body = await reader.readexactly(length)
+                if body == b"hang":
+                    await asyncio.sleep(5)
+                payload = msgspec.json.encode({"echo": body.decode(), "n": len(accepted)})
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
+                await writer.drain()
+                if body == b"bye":
+                    writer.close()  # closes a kept-alive connection after answering
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()
+
+    async def scenario() -> tuple[Any, ...]:
+        server = await asyncio.start_server(serve_http, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = WireClient("127.0.0.1", port, connections=2)
+        try:
+            first = await client.request("POST", "/x", b"a", timeout=2)
+            second = await client.request("POST", "/x", b"b", timeout=2)
+            reused = len(accepted)
+            burst = await asyncio.gather(*(client.request("POST", "/x", b"%d" % i, timeout=2) for i in range(10)))
+            pooled = len(accepted)
+            await client.request("POST", "/x", b"bye", timeout=2)
+            await asyncio.sleep(0.05)
+            after_close = await client.request("POST", "/x", b"c", timeout=2)  # not on the closed connection
+            started = time.monotonic()
+            with pytest.raises(WireError):
+                await client.request("POST", "/x", b"hang", timeout=0.2)
+            hung = time.monotonic() - started
+            return first, second, reused, burst, pooled, after_close, hung
+        finally:
+            await client.close()
+            server.close()
+
+    first, second, reused, burst, pooled, after_close, hung = run(scenario())
+    assert first.status == 200 and first.json()["echo"] == "a" and first.headers["retry-after"] == "1"
+    assert second.json()["echo"] == "b" and reused == 1  # the second exchange reused the connection
+    assert [r.json()["echo"] for r in burst] == [str(i) for i in range(10)] and pooled <= 2
+    assert after_close.json()["echo"] == "c" and 0.15 <= hung < 1.5
+
+    async def refused() -> None:
+        await WireClient("127.0.0.1", dead_port()).request("GET", "/", timeout=1)
+
+    with pytest.raises(WireError):
+        run(refused())
