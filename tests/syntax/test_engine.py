@@ -1,7 +1,7 @@
 """The engine (engine.py) must give exactly what lark's own runtime gives.
 
 The reference is stock lark: `Lark.parse` into a parse tree, then
-AstBuilder through lark's Transformer, with SourceFile.span for positions.
+AstBuilder over its parse tree (children.TreeBuilder), with SourceFile.span for positions.
 Every result is compared: declarations, every span, the comments, and which
 inputs fail.
 """
@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lark import Lark, Transformer
+from lark import Lark
 from lark.exceptions import UnexpectedInput
 
 from allium.cli import main
@@ -28,6 +28,7 @@ from allium.syntax import _reference_parse, parse_text
 from allium.syntax import engine as engine_module
 from allium.syntax import parser as parser_module
 from allium.syntax.build import AstBuilder
+from allium.syntax.children import ReferenceTree
 from allium.syntax.engine import Engine, EngineError, SyntaxFailure, tables_from
 from allium.syntax.postlex import AlliumPostLexer
 
@@ -46,6 +47,7 @@ def stock_parser() -> Lark:
         postlex=AlliumPostLexer(),
         propagate_positions=True,
         maybe_placeholders=False,
+        tree_class=ReferenceTree,
     )
 
 
@@ -61,7 +63,7 @@ def stock(text: str):
         tree = parser.parse(text)
     except UnexpectedInput:
         return "error"
-    return Transformer.transform(_StockBuilder(source), tree), list(parser.options.postlex.comments)
+    return parser_module.build_tree_builder().build(_StockBuilder(source), tree), list(parser.options.postlex.comments)
 
 
 def fast(text: str):
@@ -109,7 +111,7 @@ def test_engine_equals_lark_on_our_samples(text):
 def test_engine_and_lark_warn_alike_on_accepted_looseness(text):
     builders = AstBuilder(SourceFile("s.allium", text)), _StockBuilder(SourceFile("s.allium", text))
     parser_module.build_engine().parse(text, builders[0])
-    Transformer.transform(builders[1], stock_parser().parse(text))
+    parser_module.build_tree_builder().build(builders[1], stock_parser().parse(text))
     assert builders[0].diagnostics == builders[1].diagnostics
 
 
@@ -210,7 +212,7 @@ def test_nesting_within_the_limit_goes_through_every_command(tmp_path, shape, co
 def test_tables_from_a_freshly_compiled_grammar_survive_marshal():
     # A grammar compiled from scratch names rules with lark Tokens, which
     # marshal refuses; tables_from must hand back plain data.
-    tables = tables_from(stock_parser())
+    tables = tables_from(stock_parser(), AstBuilder)
     copied = marshal.loads(marshal.dumps(tables))
     assert copied == tables
     engine = Engine(copied, stock_parser)
@@ -271,7 +273,7 @@ def test_contextual_lexing_works_with_a_lark_compiled_separately():
     # `total/count` as one qualified name: the state's own scanner must give
     # `total`, and be found by its terminals, since another compilation of
     # the grammar numbers its LALR states differently.
-    engine = Engine(tables_from(parser_module.build_parser()), stock_parser)
+    engine = Engine(tables_from(parser_module.build_parser(), AstBuilder), stock_parser)
     asked = []
     original = engine._contextual_token
     engine._contextual_token = lambda *args: asked.append(args[3:5]) or original(*args)

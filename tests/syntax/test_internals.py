@@ -118,7 +118,7 @@ def test_a_state_scanner_read_at_run_time_falls_back_too(fresh_engine, monkeypat
 # ---------------------------------------------------------------- builder bugs
 
 
-def _broken_entity_decl(self, meta, c):
+def _broken_entity_decl(self, meta, name, entity_body):
     raise KeyError("no such child")
 
 
@@ -128,13 +128,9 @@ def test_a_builder_bug_is_an_internal_error_not_a_syntax_error(fresh_engine, mon
         import allium.syntax as syntax
 
         monkeypatch.setattr(syntax, "build_engine", lambda: None)
-    monkeypatch.setattr(build.AstBuilder, "entity_decl", lark.v_args(meta=True)(_broken_entity_decl))
-    build._rule_functions.cache_clear()
-    try:
-        with pytest.raises(InternalError) as caught:
-            parse_text(SPEC, "s.allium")
-    finally:
-        build._rule_functions.cache_clear()
+    monkeypatch.setattr(build.AstBuilder, "entity_decl", _broken_entity_decl)
+    with pytest.raises(InternalError) as caught:
+        parse_text(SPEC, "s.allium")
     message = str(caught.value)
     assert message.startswith("internal error while building the AST of s.allium: KeyError: 'no such child' at ")
     assert "test_internals.py" in message and "in _broken_entity_decl" in message
@@ -142,14 +138,10 @@ def test_a_builder_bug_is_an_internal_error_not_a_syntax_error(fresh_engine, mon
 
 
 def test_the_cli_reports_a_builder_bug_as_internal_in_json(fresh_engine, monkeypatch, tmp_path):
-    monkeypatch.setattr(build.AstBuilder, "entity_decl", lark.v_args(meta=True)(_broken_entity_decl))
-    build._rule_functions.cache_clear()
+    monkeypatch.setattr(build.AstBuilder, "entity_decl", _broken_entity_decl)
     path = tmp_path / "s.allium"
     path.write_text(SPEC)
-    try:
-        result = CliRunner().invoke(main, ["check", str(path), "--format", "json"])
-    finally:
-        build._rule_functions.cache_clear()
+    result = CliRunner().invoke(main, ["check", str(path), "--format", "json"])
     assert result.exit_code == 1
     document = json.loads(result.stdout)
     assert document["error"]["kind"] == "internal"
