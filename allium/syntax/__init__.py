@@ -24,9 +24,9 @@ from allium.errors import InternalError
 from allium.source import SourceFile
 from allium.syntax import messages
 from allium.syntax.build import AstBuilder
-from allium.syntax.engine import MAX_DEPTH, Engine, EngineError, SyntaxFailure
+from allium.syntax.lalr import MAX_DEPTH, Engine, EngineError, SyntaxFailure
 from allium.syntax.internals import InternalsChanged, parser_state_symbols
-from allium.syntax.parser import build_engine, build_parser, build_tree_builder, falling_back
+from allium.syntax.grammar import build_engine, build_parser, build_tree_builder, falling_back
 from allium.syntax.postlex import AlliumPostLexer, Comment
 from allium.syntax.reductions import TooDeep
 
@@ -52,7 +52,7 @@ def parse_source(source: SourceFile) -> ParseResult:
     diagnostics.extend(_version_diagnostics(source))
     version = _version(source)
     engine = build_engine()
-    if engine is None:  # lark's internals changed; parser.py said so once
+    if engine is None:  # lark's internals changed; grammar.py said so once
         return _reference_result(source, version, diagnostics)
     builder = AstBuilder(source)
     try:

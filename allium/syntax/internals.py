@@ -1,13 +1,13 @@
 """The wall: every read of a lark or CPython internal, each checked when read.
 
-The engine (engine.py, firsts.py, reductions.py) runs lark's compiled tables
+The engine (lalr.py, firsts.py, reductions.py) runs lark's compiled tables
 itself, which needs things neither lark nor Python promise to keep: the LALR
 table and its Shift marker, the contextual lexer's per-state scanners and
 their compiled regexes, the keyword callback, Token's slots and
 `re._parser`.  They are read here and
 nowhere else, and each read checks the shape it expects (lark's version,
 the classes, the fields).  When one is not there, :class:`InternalsChanged`
-says which; parser.py then warns once and parses with lark's own runtime,
+says which; grammar.py then warns once and parses with lark's own runtime,
 which needs none of this (slower, same results).
 
 What the parser's reductions are is read off the grammar's compiled rules

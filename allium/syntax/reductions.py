@@ -11,7 +11,7 @@ statements each time, and the corpus makes ~0.85 reductions per token.
 Written out per rule (the size and the kept positions are known), it is a
 handful, so :func:`compile_reducers` writes one function per distinct
 reduction; tables_from() compiles them with the engine's tables, and
-parser.py caches the code.
+grammar.py caches the code.
 
 Every generated function takes the engine's stacks (values, states, infos:
 (first token, last token, depth) per value) and the per-parse handlers
@@ -52,7 +52,7 @@ class TooDeep(Exception):
 def compile_reducers(reductions: list[tuple[int, Any]]) -> CodeType:
     """One code object defining a function per (size, how) reduction, listed in REDUCERS.
 
-    A code object, so that parser.py can keep it in its marshal cache:
+    A code object, so that grammar.py can keep it in its marshal cache:
     compiling ~300 functions takes ~100 ms, loading them ~1 ms.
     """
     sources = [_source(f"_reduce{index}", size, how) for index, (size, how) in enumerate(reductions)]

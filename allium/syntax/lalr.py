@@ -1,7 +1,7 @@
 """The front end's fast path: lex, lay out, parse and build the AST in one pass.
 
 lark compiles allium.lark into LALR tables and lexer regexes; tables_from()
-copies what the engine needs into plain data, which parser.py caches, and
+copies what the engine needs into plain data, which grammar.py caches, and
 this module runs them.  lark's own runtime builds a parse tree that build.py
 then walks a second time, and at ~140,000 tokens per MB that double handling
 was most of the parse time.  Here each LALR reduction runs a function written
@@ -284,7 +284,7 @@ class _Handlers(dict):
 def tables_from(parser: Lark, builder: type) -> dict[str, Any]:
     """Everything the engine needs from lark's compiled grammar, as plain data.
 
-    Plain data (dicts, tuples, strings) so that parser.py can keep it in a
+    Plain data (dicts, tuples, strings) so that grammar.py can keep it in a
     marshal file and start the engine without loading lark's own cache.
     `builder` is the AST builder class, whose methods name the children they
     take (children.py).  Raises internals.InternalsChanged when lark's

@@ -2,7 +2,7 @@
 
 lark compiles allium.lark into LALR tables and lexer regexes; its runtime
 (`build_parser().parse`) is the reference and the defensive fallback.  The
-engine (engine.py) runs the same tables from plain data that this module
+engine (lalr.py) runs the same tables from plain data that this module
 keeps in a marshal file, so a command starts without loading lark's own
 cache; lark's Lark object is then only built when something needs it.
 This package is the only one that imports lark.
@@ -23,10 +23,10 @@ from typing import Any
 import lark
 from lark import Lark
 
-from allium.syntax import build, children, engine, firsts, internals, reductions
+from allium.syntax import build, children, firsts, internals, lalr, reductions
 from allium.syntax.build import AstBuilder
 from allium.syntax.children import Grammar, ReferenceTree, TreeBuilder
-from allium.syntax.engine import Engine, tables_from
+from allium.syntax.lalr import Engine, tables_from
 from allium.syntax.postlex import AlliumPostLexer
 
 GRAMMAR_PATH = Path(__file__).with_name("allium.lark")
@@ -35,7 +35,7 @@ GRAMMAR_PATH = Path(__file__).with_name("allium.lark")
 # version of them are never run by another; a hand-bumped format number
 # was missed once.
 TABLE_SOURCES = tuple(
-    Path(str(module.__file__)) for module in (build, children, engine, firsts, internals, reductions)
+    Path(str(module.__file__)) for module in (build, children, firsts, internals, lalr, reductions)
 )
 _TABLE_KEYS = frozenset(
     {"rows", "start", "end", "pattern", "flags", "ignore", "newline", "blanks", "keywords", "accepts"}
