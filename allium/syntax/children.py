@@ -280,13 +280,17 @@ class TreeBuilder:
     def __init__(self, grammar: Grammar, builder: type) -> None:
         self._grammar = grammar
         bound = bindings(grammar, builder)
-        self._alternatives: dict[str, list[tuple[Pattern, Binding, tuple[int, ...]]]] = defaultdict(list)
+        # (method, number of children) -> the alternatives that have that many
+        self._alternatives: dict[tuple[str, int], list[tuple[Pattern, Binding, tuple[int, ...]]]] = (
+            defaultdict(list)
+        )
         for (method, kept, _size), binding in bound.items():
             positions = tuple(index for index, symbol, inline in kept if grammar.kind(symbol, inline) != NONE)
-            for pattern, other, others in self._alternatives[method]:
+            alike = self._alternatives[method, len(positions)]
+            for pattern, other, others in alike:
                 if _overlap(pattern, binding.pattern) and _relative(other, others) != _relative(binding, positions):
                     raise ChildrenError(f"rule {method!r}: two alternatives look alike in lark's tree but differ")
-            self._alternatives[method].append((binding.pattern, binding, positions))
+            alike.append((binding.pattern, binding, positions))
 
     def build(self, builder: Any, tree: Any) -> Any:
         if not isinstance(tree, Tree):
@@ -304,8 +308,11 @@ class TreeBuilder:
         return getattr(builder, binding.method)(tree.meta, **arguments(binding, values))
 
     def _match(self, method: str, children: list[Any]) -> tuple[Binding, tuple[int, ...]]:
-        for pattern, binding, positions in self._alternatives[method]:
-            if len(pattern) == len(children) and all(_fits(p, c) for p, c in zip(pattern, children, strict=True)):
+        alike = self._alternatives.get((method, len(children)), [])
+        if len(alike) == 1:  # lark built the node by one of them: the only one this size
+            return alike[0][1], alike[0][2]
+        for pattern, binding, positions in alike:
+            if all(_fits(p, c) for p, c in zip(pattern, children, strict=True)):
                 return binding, positions
         raise ChildrenError(f"rule {method!r}: no alternative has the children {children!r}")
 
