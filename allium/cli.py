@@ -357,14 +357,14 @@ def generate(specs: tuple[str, ...], output: str, package: str | None, provider_
     from pathlib import Path
 
     from allium.errors import AlliumError
-    from allium.generate import engine
+    from allium.generate import runner
     from allium.providers import registry
     from allium.providers.transcripts import TranscriptStore
 
     fmt = begin("generate", chosen_format(fmt, as_json))
     the_plan, diagnostics = _load_plan(specs, _package(package, output))
     out = Path(output)
-    units = _units(the_plan, only) if only else engine.select_units(the_plan, out, (), everything)
+    units = _units(the_plan, only) if only else runner.select_units(the_plan, out, (), everything)
     discarded = _units(the_plan, discard)
     units += [u for u in discarded if u not in units]
     store = TranscriptStore(transcripts)
@@ -374,7 +374,7 @@ def generate(specs: tuple[str, ...], output: str, package: str | None, provider_
     make = registry.factory(provider_name)
     try:
         settings = registry.Settings(store, exchange_dir, None if fmt != "text" else _ProgressLine())
-        generator = engine.Generator(the_plan, make(settings), store, out, model=model, max_tokens=max_tokens,
+        generator = runner.Generator(the_plan, make(settings), store, out, model=model, max_tokens=max_tokens,
                                      jobs=jobs, max_cost=max_cost, on_event=_progress(fmt != "text"),
                                      amend=not fresh)
         for line in generator.discard(discarded):
@@ -390,13 +390,13 @@ def generate(specs: tuple[str, ...], output: str, package: str | None, provider_
 
 def _dry_run(the_plan: Any, units: list[Any], store: Any, out: Any, model: str | None, max_tokens: int | None,
              fmt: str, diagnostics: list[Diagnostic], fresh: bool) -> None:
-    from allium.generate import engine
+    from allium.generate import runner
     from allium.generate.units import describe_plan
 
-    planner = engine.Generator(the_plan, _NoProvider(), store, out, model=model, max_tokens=max_tokens,
+    planner = runner.Generator(the_plan, _NoProvider(), store, out, model=model, max_tokens=max_tokens,
                                amend=not fresh)
     requests = list(planner.requests(units).values())
-    tokens, cost = engine.estimate_cost(requests)
+    tokens, cost = runner.estimate_cost(requests)
 
     def text() -> str:
         return "\n".join([

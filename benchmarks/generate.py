@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from allium.generate.engine import Generator  # noqa: E402
+from allium.generate.runner import Generator  # noqa: E402
 from allium.generate.units import load_plan  # noqa: E402
 from allium.providers.anthropic import AnthropicProvider  # noqa: E402
 from allium.providers.transcripts import TranscriptStore  # noqa: E402

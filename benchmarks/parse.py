@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from allium.syntax import parse_text  # noqa: E402
-from allium.syntax.parser import build_engine  # noqa: E402
+from allium.syntax.grammar import build_engine  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
 TARGET_MBPS = 1.0
@@ -105,7 +105,7 @@ def time_parallel(texts, repeats: int, jobs: int) -> list[float]:
 
 _BUILD_SNIPPET = (
     "import time, sys; sys.path.insert(0, {root!r});"
-    "from allium.syntax import parser as p;"
+    "from allium.syntax import grammar as p;"
     "t = time.perf_counter(); p.build_engine(); print((time.perf_counter() - t) * 1000)"
 )
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from allium.generate import lockfile
-from allium.generate.engine import Generator
+from allium.generate.runner import Generator
 from allium.generate.units import load_plan
 from allium.providers.replay import ReplayProvider
 from allium.providers.transcripts import TranscriptStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from allium import ast
-from allium.check import exprs, scope
+from allium.check import queries, scope
 from allium.check.context import CheckContext
 from allium.check.symbols import BUILTIN_NAMES
 from allium.diagnostics import Diagnostic, error
@@ -32,7 +32,7 @@ def check_undefined_bindings(module: ast.Module, context: CheckContext) -> Itera
             # cannot stand: member roots, lookup shorthands and value operands.
             if ref.role not in (scope.ROOT, scope.SHORTHAND, scope.OPERAND):
                 continue
-            if exprs.is_upper(name) or "/" in name or name in ref.bound or name in reported:
+            if queries.is_upper(name) or "/" in name or name in ref.bound or name in reported:
                 continue
             if ref.role == scope.OPERAND and name in literals:
                 continue  # `x.status in {a, b}`, `status < high` on ordered enums
@@ -55,7 +55,7 @@ def check_bare_entity_bindings(module: ast.Module, context: CheckContext) -> Ite
         when = rule.when
         if when is None or when.binding is None or not isinstance(when.trigger, ast.Name):
             continue
-        if not exprs.is_upper(when.trigger.name):
+        if not queries.is_upper(when.trigger.name):
             continue
         name = when.binding
         for clause in rule.clauses:

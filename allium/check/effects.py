@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from allium import ast
-from allium.check import exprs, scope
+from allium.check import queries, scope
 from allium.check.symbols import ModuleSymbols, SymbolTable
 from allium.source import Span
 
@@ -113,8 +113,8 @@ def effects_of(table: SymbolTable) -> Effects:
 def field_values(table: SymbolTable, syms: ModuleSymbols, f: ast.Field) -> tuple[str, ...] | None:
     """The values an enum-like field can hold (inline or a named enum), else None."""
     if f.kind == "enum":
-        return tuple(exprs.pipe_names(f.value))
-    name = exprs.type_name(f.value) if f.kind == "type" else None
+        return tuple(queries.pipe_names(f.value))
+    name = queries.type_name(f.value) if f.kind == "type" else None
     if name is None:
         return None
     target, bare, _ = table.split(syms, name)
@@ -167,7 +167,7 @@ class RuleWalker:
 
     def run(self) -> None:
         for name, binding in self.syms.given.items():
-            self.env[name] = self._entity(exprs.type_name(binding.type))
+            self.env[name] = self._entity(queries.type_name(binding.type))
         for name, default in self.syms.defaults.items():
             self.env[name] = self._entity(default.type)
         when = self.rule.when
@@ -182,17 +182,17 @@ class RuleWalker:
 
     def _bind_trigger(self, when: ast.WhenClause, guards: dict) -> None:
         trigger = when.trigger
-        for call in exprs.trigger_calls(trigger):
+        for call in queries.trigger_calls(trigger):
             for arg in call.args:
                 if arg.name is not None:
-                    self.env[arg.name] = self._entity(exprs.type_name(arg.value))
+                    self.env[arg.name] = self._entity(queries.type_name(arg.value))
         if trigger is None or when.binding is None:
             return
         subject = trigger.left if isinstance(trigger, ast.BinOp) else trigger
-        chain = exprs.member_chain(subject) if isinstance(subject, ast.Expr) else None
+        chain = queries.member_chain(subject) if isinstance(subject, ast.Expr) else None
         if chain is None:
             return
-        entity = self._entity(chain[0]) if exprs.is_upper(chain[0]) else None
+        entity = self._entity(chain[0]) if queries.is_upper(chain[0]) else None
         self.env[when.binding] = entity
         # `x: E.status becomes v` fires with x already in state v.
         if (
@@ -219,12 +219,12 @@ class RuleWalker:
         if isinstance(expr, ast.BinOp) and expr.op == "where":
             return self.type_of(expr.left)
         if isinstance(expr, ast.Call):
-            created = exprs.created_target(expr)
+            created = queries.created_target(expr)
             return self._entity(created) if created else None
         return None
 
     def _collection(self, name: str) -> ast.EntityDecl | None:
-        if not exprs.is_upper(name):
+        if not queries.is_upper(name):
             return None
         for stem in (name, name[:-1], name[:-2], name[:-3] + "y"):
             found = self._entity(stem) if stem else None
@@ -235,9 +235,9 @@ class RuleWalker:
     def _field_type(self, owner: ast.EntityDecl, f: ast.Field) -> ast.EntityDecl | None:
         owner_syms = self.table.owner_of(owner) or self.syms
         if f.kind == "type":
-            name = exprs.type_name(f.value)
+            name = queries.type_name(f.value)
         elif f.kind == "relationship" and isinstance(f.value, ast.BinOp):
-            name = exprs.type_name(f.value.left)
+            name = queries.type_name(f.value.left)
         else:
             return None
         return self.table.entity(owner_syms, name) if name else None
@@ -295,23 +295,23 @@ class RuleWalker:
     def _creations(self, expr: ast.Expr) -> None:
         for node in expr.walk():
             if isinstance(node, ast.Call):
-                target = exprs.created_target(node)
+                target = queries.created_target(node)
                 entity = self._entity(target) if target else None
                 if entity is not None:
                     args = {a.name: a.value for a in node.args if a.name}
                     self.effects.creations.append(Creation(self.rule, entity, args, node.span, self.syms))
 
     def _effect(self, expr: ast.Expr, stmts: tuple[ast.Stmt, ...], guards: dict) -> None:
-        for part in exprs.conjuncts(expr):
+        for part in queries.conjuncts(expr):
             if not (isinstance(part, ast.BinOp) and part.op == "=" and isinstance(part.left, ast.Member)):
                 continue
-            obj = exprs.member_chain(part.left.target)
+            obj = queries.member_chain(part.left.target)
             if obj is None:
                 continue
             path = (obj[0], *obj[1])
             fname = part.left.name
             value = part.right
-            literal = isinstance(value, ast.Name) and value.name not in self.bound and not exprs.is_upper(value.name)
+            literal = isinstance(value, ast.Name) and value.name not in self.bound and not queries.is_upper(value.name)
             name = value.name if isinstance(value, ast.Name) else None
             sources = guards.get((path, fname))
             entity = self.type_of(part.left.target)
@@ -361,10 +361,10 @@ class RuleWalker:
 
 def _collect_guards(condition: ast.Expr, guards: dict) -> None:
     """`x.f = a`, `x.f in {a, b}` (and conjunctions) narrow x.f's source state."""
-    for part in exprs.conjuncts(condition):
+    for part in queries.conjuncts(condition):
         if not isinstance(part, ast.BinOp) or not isinstance(part.left, ast.Member):
             continue
-        obj = exprs.member_chain(part.left.target)
+        obj = queries.member_chain(part.left.target)
         if obj is None:
             continue
         key = ((obj[0], *obj[1]), part.left.name)

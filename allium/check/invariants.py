@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from allium import ast
-from allium.check import exprs
+from allium.check import queries
 from allium.check.context import CheckContext
 from allium.diagnostics import Diagnostic, error
 
@@ -34,7 +34,7 @@ def check_invariant_purity(module: ast.Module, context: CheckContext) -> Iterato
                 func = node.func
                 if isinstance(func, ast.Member) and func.name in _MUTATORS:
                     what = f"`.{func.name}()`"
-                elif isinstance(func, ast.Name) and exprs.is_upper(func.name):
+                elif isinstance(func, ast.Name) and queries.is_upper(func.name):
                     what = f"the trigger emission `{func.name}(...)`"
                 else:
                     continue

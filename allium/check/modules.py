@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from allium import ast
-from allium.check import exprs
+from allium.check import queries
 from allium.check.context import CheckContext
 from allium.diagnostics import Diagnostic, info, warning
 
@@ -37,7 +37,7 @@ def check_external_sources(module: ast.Module, context: CheckContext) -> Iterato
     if module.uses:
         return
     in_rules = {
-        exprs.bare(n.name) for rule in module.rules for n in context.nodes(rule) if isinstance(n, ast.Name)
+        queries.bare(n.name) for rule in module.rules for n in context.nodes(rule) if isinstance(n, ast.Name)
     }
     for entity in module.of_type(ast.EntityDecl):
         if entity.kind != "external":

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from allium import ast
-from allium.check import exprs
+from allium.check import queries
 
 ROOT = "root"  # `x` in `x.y.z`
 BARE = "bare"  # a name used as a value
@@ -132,7 +132,7 @@ def trigger_bindings(when: ast.WhenClause | None) -> set[str]:
     if when is None:
         return set()
     out: set[str] = {when.binding} if when.binding else set()
-    for call in exprs.trigger_calls(when.trigger):
+    for call in queries.trigger_calls(when.trigger):
         for arg in call.args:
             if arg.name is not None:
                 out.add(arg.name)  # `name: Type`

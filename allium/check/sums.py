@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from allium import ast
-from allium.check import exprs
+from allium.check import queries
 from allium.check.context import CheckContext
 from allium.check.effects import Effects, RuleWalker
 from allium.check.symbols import SymbolTable
@@ -16,7 +16,7 @@ def _variants_of(table: SymbolTable, base: ast.EntityDecl) -> dict[str, ast.Enti
     out: dict[str, ast.EntityDecl] = {}
     for syms in table.modules.values():
         for entity in syms.entities.values():
-            if entity.kind == "variant" and entity.base and exprs.bare(entity.base) == base.name:
+            if entity.kind == "variant" and entity.base and queries.bare(entity.base) == base.name:
                 out[entity.name] = entity
     return out
 
@@ -24,7 +24,7 @@ def _variants_of(table: SymbolTable, base: ast.EntityDecl) -> dict[str, ast.Enti
 def discriminator(entity: ast.EntityDecl) -> ast.Field | None:
     """The field listing variant names (`kind: A | B`), if any."""
     for f in entity.fields:
-        if f.kind in ("variants", "enum") and any(exprs.is_upper(n) for n in exprs.pipe_names(f.value)):
+        if f.kind in ("variants", "enum") and any(queries.is_upper(n) for n in queries.pipe_names(f.value)):
             return f
     return None
 
@@ -35,8 +35,8 @@ def check_discriminators(module: ast.Module, context: CheckContext) -> Iterator[
         f = discriminator(entity)
         if f is None:
             continue
-        names = exprs.pipe_names(f.value)
-        lower = [n for n in names if not exprs.is_upper(n)]
+        names = queries.pipe_names(f.value)
+        lower = [n for n in names if not queries.is_upper(n)]
         if lower:
             yield error(
                 "allium.sum.invalidDiscriminator",
@@ -72,7 +72,7 @@ def check_variant_listed(module: ast.Module, context: CheckContext) -> Iterator[
             continue
         base = table.entity(syms, variant.base)
         f = discriminator(base) if base else None
-        if base is not None and (f is None or variant.name not in exprs.pipe_names(f.value)):
+        if base is not None and (f is None or variant.name not in queries.pipe_names(f.value)):
             yield error(
                 "allium.sum.variantMissingInDiscriminator",
                 f"Variant '{variant.name}' extends '{base.name}', but '{base.name}' has no "
@@ -95,7 +95,7 @@ def check_base_instantiation(module: ast.Module, context: CheckContext) -> Itera
         for node in context.nodes(rule):
             if not isinstance(node, ast.Call):
                 continue
-            target = exprs.created_target(node)
+            target = queries.created_target(node)
             entity = table.entity(syms, target) if target else None
             if entity is not None and _is_sum_base(table, entity):
                 names = ", ".join(_variants_of(table, entity))
@@ -142,6 +142,6 @@ def _guarded_variants(nodes: tuple[ast.Node, ...]) -> dict[str, set[str]]:
             if isinstance(node.left.target, ast.Name):
                 values = node.right.items if isinstance(node.right, ast.SetLiteral) else (node.right,)
                 for v in values:
-                    if isinstance(v, ast.Name) and exprs.is_upper(v.name):
+                    if isinstance(v, ast.Name) and queries.is_upper(v.name):
                         out.setdefault(node.left.target.name, set()).add(v.name)
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from allium import ast
-from allium.check import exprs
+from allium.check import queries
 from allium.check.context import CheckContext
 from allium.diagnostics import Diagnostic, error, warning
 
@@ -14,7 +14,7 @@ def _used_names(surface: ast.SurfaceDecl, skip: ast.SurfaceMember) -> set[str]:
     out: set[str] = set()
     for member in surface.members:
         if member is not skip:
-            out.update(n.name for n in exprs.names_in(member))
+            out.update(n.name for n in queries.names_in(member))
     return out
 
 
@@ -42,7 +42,7 @@ def check_surface_bindings(module: ast.Module, context: CheckContext) -> Iterato
 def check_related_surfaces(module: ast.Module, context: CheckContext) -> Iterator[Diagnostic]:
     table, syms = context.symbols, context.of(module)
     for surface in module.of_type(ast.SurfaceDecl):
-        for item in exprs.surface_items(surface, "related"):
+        for item in queries.surface_items(surface, "related"):
             expr = item.expr.func if isinstance(item.expr, ast.Call) else item.expr
             if not isinstance(expr, ast.Name):
                 continue

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from allium import ast
-from allium.check import exprs
+from allium.check import queries
 
 # Types every module may use without declaring them. Lenient on purpose:
 # an unknown builtin flagged as undefined is a false positive on valid specs.
@@ -173,14 +173,14 @@ def _collect(module: ast.Module) -> ModuleSymbols:
     for decl in module.decls:
         _add(syms, decl)
     for rule in syms.rules.values():
-        trigger = exprs.trigger_call_name(rule)
+        trigger = queries.trigger_call_name(rule)
         if trigger is not None:
             syms.handled.setdefault(trigger, []).append(rule)
         for clause in rule.ensures:
-            syms.emitted.update(exprs.emitted_triggers(clause.body))
+            syms.emitted.update(queries.emitted_triggers(clause.body))
     for surface in syms.surfaces.values():
-        for item in exprs.surface_items(surface, "provides"):
-            name = exprs.call_name(item.expr)
+        for item in queries.surface_items(surface, "provides"):
+            name = queries.call_name(item.expr)
             if name is not None:
                 syms.provided.add(name)
     return syms
@@ -191,9 +191,9 @@ def _add(syms: ModuleSymbols, decl: ast.Decl) -> None:
         syms.entities[decl.name] = decl
         for f in decl.fields:
             if f.kind == "enum":
-                syms.literals.update(exprs.pipe_names(f.value))
+                syms.literals.update(queries.pipe_names(f.value))
         for graph in decl.transitions:
-            syms.literals.update(exprs.graph_states(graph))
+            syms.literals.update(queries.graph_states(graph))
     elif isinstance(decl, ast.EnumDecl):
         syms.enums[decl.name] = decl
         syms.literals.update(decl.values)

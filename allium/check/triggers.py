@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from allium import ast
-from allium.check import exprs
+from allium.check import queries
 from allium.check.context import CheckContext
 from allium.check.symbols import ModuleSymbols, SymbolTable
 from allium.diagnostics import Diagnostic, error, info, warning
@@ -18,7 +18,7 @@ def trigger_kind(trigger: ast.Expr | None) -> str | None:
     """external | transition | becomes | temporal | created | derived, or None if invalid."""
     if trigger is None:
         return None
-    if exprs.trigger_calls(trigger) and _only_calls(trigger):
+    if queries.trigger_calls(trigger) and _only_calls(trigger):
         return "external"
     if isinstance(trigger, ast.BinOp):
         if trigger.op in ("transitions_to", "becomes") and _entity_rooted(trigger.left):
@@ -47,8 +47,8 @@ def _only_calls(trigger: ast.Expr) -> bool:
 
 
 def _entity_rooted(expr: ast.Expr) -> bool:
-    chain = exprs.member_chain(expr)
-    return chain is not None and bool(chain[1]) and exprs.is_upper(chain[0])
+    chain = queries.member_chain(expr)
+    return chain is not None and bool(chain[1]) and queries.is_upper(chain[0])
 
 
 def _mentions_now(expr: ast.Expr) -> bool:
@@ -83,10 +83,10 @@ def _typed_trigger_params(rule: str, trigger: ast.Expr | None) -> Iterator[Diagn
     the first such parameter is reported, as JUXT does.  A declared type
     (`account: Account`) is allowed: v3 rule 6 and JUXT's valid fixtures use it.
     """
-    for call in exprs.trigger_calls(trigger):
+    for call in queries.trigger_calls(trigger):
         for arg in call.args:
-            declared = exprs.type_name(arg.value)
-            if arg.name is not None and not (declared and exprs.is_upper(declared.split("/")[-1])):
+            declared = queries.type_name(arg.value)
+            if arg.name is not None and not (declared and queries.is_upper(declared.split("/")[-1])):
                 yield error(
                     "allium.rule.invalidTrigger",
                     f"Rule '{rule}' trigger parameter '{arg.name}' is written 'name: value'; a trigger "
@@ -132,8 +132,8 @@ def check_unreachable_triggers(module: ast.Module, context: CheckContext) -> Ite
     table, syms = context.symbols, context.of(module)
     for rule in module.rules:
         when = rule.when
-        for call in exprs.trigger_calls(when.trigger if when else None):
-            name = exprs.call_name(call)
+        for call in queries.trigger_calls(when.trigger if when else None):
+            name = queries.call_name(call)
             if name is not None and _reachable(table, syms, name) is False:
                 yield info(
                     "allium.rule.unreachableTrigger",
@@ -156,8 +156,8 @@ def check_provided_triggers(module: ast.Module, context: CheckContext) -> Iterat
     """Rule 30: every trigger a surface provides must be handled by some rule."""
     table, syms = context.symbols, context.of(module)
     for surface in module.of_type(ast.SurfaceDecl):
-        for item in exprs.surface_items(surface, "provides"):
-            name = exprs.call_name(item.expr)
+        for item in queries.surface_items(surface, "provides"):
+            name = queries.call_name(item.expr)
             if name is not None and _handled(table, syms, name) is False:
                 yield error(
                     "allium.surface.undefinedProvidesTrigger",

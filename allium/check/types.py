@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from allium import ast
-from allium.check import exprs, scope
+from allium.check import queries, scope
 from allium.check.context import CheckContext
 from allium.check.symbols import ModuleSymbols, SymbolTable
 from allium.diagnostics import Diagnostic, error, warning
@@ -32,7 +32,7 @@ def check_declared_types(module: ast.Module, context: CheckContext) -> Iterator[
     """Rule 1/2/22/25/42: types named in declarations must exist."""
     table, syms = context.symbols, context.of(module)
     for type_expr in _declared_type_exprs(module):
-        for name in exprs.type_refs(type_expr):
+        for name in queries.type_refs(type_expr):
             if _unknown(table, syms, name.name):
                 yield _undefined_type(name)
     for decl in module.of_type(ast.EntityDecl):
@@ -108,25 +108,25 @@ def check_rule_types(module: ast.Module, context: CheckContext) -> Iterator[Diag
         if when is not None and when.trigger is not None:
             yield from _trigger_types(table, syms, when.trigger)
         for ref in scope.rule_refs(rule, frozenset()):
-            if ref.role in (scope.FUNC, scope.SHORTHAND) or not exprs.is_upper(ref.name.name):
+            if ref.role in (scope.FUNC, scope.SHORTHAND) or not queries.is_upper(ref.name.name):
                 continue
             if not known_in_expr(table, syms, ref.name.name):
                 yield _rule_type_error(ref.name)
 
 
 def _trigger_types(table: SymbolTable, syms: ModuleSymbols, trigger: ast.Expr) -> Iterator[Diagnostic]:
-    calls = exprs.trigger_calls(trigger)
+    calls = queries.trigger_calls(trigger)
     if calls:
         for call in calls:
             for arg in call.args:
                 if arg.name is None:
                     continue
-                for name in exprs.type_refs(arg.value):
+                for name in queries.type_refs(arg.value):
                     if _unknown(table, syms, name.name):
                         yield _rule_type_error(name)
         return
     for ref in scope.expr_refs(trigger, frozenset()):
-        if ref.role != scope.FUNC and exprs.is_upper(ref.name.name):
+        if ref.role != scope.FUNC and queries.is_upper(ref.name.name):
             if not known_in_expr(table, syms, ref.name.name):
                 yield _rule_type_error(ref.name)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from allium import ast
-from allium.check import exprs
+from allium.check import queries
 from allium.check.context import CheckContext
 from allium.check.symbols import SymbolTable
 from allium.diagnostics import Diagnostic, info, warning
@@ -47,7 +47,7 @@ def usage_of(context: CheckContext) -> Usage:
 
 
 def _mention(usage: Usage, name: str, decl: ast.Decl) -> None:
-    bare = exprs.bare(name)
+    bare = queries.bare(name)
     usage.by_decl.setdefault(bare, set()).add(id(decl))
     # `Users` is the collection of `User`; record the singular stems too.
     if bare.endswith("s"):
@@ -77,7 +77,7 @@ def _collect(decl: ast.Decl, nodes: tuple[ast.Node, ...], usage: Usage) -> None:
         _mention(usage, decl.type, decl)
     elif isinstance(decl, ast.ActorDecl):
         for _, expr in decl.clauses:
-            for name in exprs.names_in(expr):
+            for name in queries.names_in(expr):
                 _mention(usage, name.name, decl)
                 usage.field_names.add(name.name)
     elif isinstance(decl, ast.DeferredDecl):

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from allium import ast
-from allium.check import exprs
+from allium.check import queries
 from allium.check.context import CheckContext
 from allium.check.effects import Assignment, effects_of, field_values
 from allium.diagnostics import Diagnostic, error
@@ -22,7 +22,7 @@ class WhenSpec:
 def when_spec(f: ast.Field) -> WhenSpec | None:
     cond = f.when
     if isinstance(cond, ast.BinOp) and cond.op == "=" and isinstance(cond.left, ast.Name):
-        return WhenSpec(f, cond.left.name, tuple(exprs.pipe_names(cond.right)))
+        return WhenSpec(f, cond.left.name, tuple(queries.pipe_names(cond.right)))
     if isinstance(cond, ast.BinOp) and cond.op == "in" and isinstance(cond.left, ast.Name):
         if isinstance(cond.right, ast.SetLiteral):
             names = tuple(i.name for i in cond.right.items if isinstance(i, ast.Name))
@@ -61,12 +61,12 @@ def check_when_declarations(module: ast.Module, context: CheckContext) -> Iterat
 
 def _sets_field(a: Assignment, fname: str, clear: bool) -> bool:
     """Whether the assignment's statement block (or its rule) assigns obj.fname."""
-    for stmt in exprs.iter_stmts(_rule_stmts(a.rule)):
+    for stmt in queries.iter_stmts(_rule_stmts(a.rule)):
         if not isinstance(stmt, ast.ExprStmt):
             continue
-        for part in exprs.conjuncts(stmt.expr):
+        for part in queries.conjuncts(stmt.expr):
             if isinstance(part, ast.BinOp) and part.op == "=" and isinstance(part.left, ast.Member):
-                chain = exprs.member_chain(part.left.target)
+                chain = queries.member_chain(part.left.target)
                 if chain and (chain[0], *chain[1]) == a.obj and part.left.name == fname:
                     is_null = isinstance(part.right, ast.Name) and part.right.name == "null"
                     if is_null == clear:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from allium.generate import engine
+from allium.generate import runner
 from allium.generate.units import Plan, Unit
 from allium.providers.base import Provider, Request
 from allium.providers.transcripts import TranscriptStore
@@ -43,7 +43,7 @@ class LoopResult:
         return not self.failing and not self.waiting
 
 
-class FeedbackGenerator(engine.Generator):
+class FeedbackGenerator(runner.Generator):
     """A Generator whose request for a unit carries the previous round's test failures."""
 
     def __init__(self, *args: object, feedback: Mapping[str, str] | None = None, **kwargs: object) -> None:
@@ -137,7 +137,7 @@ def run_loop(plan: Plan, provider: Provider, store: TranscriptStore, output: Pat
     state = _load_state(state_path)
     result = LoopResult(rounds=0)
     while True:
-        names = {u.name for u in engine.select_units(plan, output)} | set(state)
+        names = {u.name for u in runner.select_units(plan, output)} | set(state)
         units = [u for u in plan.units if u.name in names]
         if not units:
             break
@@ -146,7 +146,7 @@ def run_loop(plan: Plan, provider: Provider, store: TranscriptStore, output: Pat
                                       **generator_options)
         try:
             generator.run(units)
-        except engine.ExchangeWaiting as waiting:
+        except runner.ExchangeWaiting as waiting:
             result.waiting = str(waiting)
             break
         result.rounds += 1

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from allium import ast
-from allium.plan import exprs
-from allium.plan.exprs import StateInfo
+from allium.plan import patterns
+from allium.plan.patterns import StateInfo
 from allium.plan.model import Obligation, make_id
 
 
@@ -40,7 +40,7 @@ def _entity_infos(module: ast.Module) -> dict[str, EntityInfo]:
             continue
         info = infos.setdefault(decl.name, EntityInfo())
         for f in decl.fields:
-            cond = exprs.when_condition(f.when)
+            cond = patterns.when_condition(f.when)
             if cond is not None:
                 info.when_fields.append(WhenField(decl.name, f.name, cond[0], tuple(cond[1])))
         for graph in decl.transitions:
@@ -56,14 +56,14 @@ def _source_states(rule: ast.RuleDecl) -> list[StateInfo]:
     first = next((c for c in rule.clauses if isinstance(c, ast.RequiresClause)), None)
     if first is None:
         return []
-    return [s for cond in first.conditions for s in exprs.states_in(cond)]
+    return [s for cond in first.conditions for s in patterns.states_in(cond)]
 
 
 def _target_state(rule: ast.RuleDecl) -> StateInfo | None:
     for clause in rule.clauses:
         if isinstance(clause, ast.EnsuresClause):
             for stmt in clause.body:
-                if isinstance(stmt, ast.ExprStmt) and (found := exprs.eq_state(stmt.expr)) is not None:
+                if isinstance(stmt, ast.ExprStmt) and (found := patterns.eq_state(stmt.expr)) is not None:
                     return found
     return None
 
@@ -86,13 +86,13 @@ def when_crossings(module: ast.Module, component: str) -> list[Obligation]:
 
 def _matches(entity: str, info: EntityInfo, target: StateInfo) -> bool:
     obj, _, value = target
-    return exprs.capitalise(obj) == entity if obj else value in info.states
+    return patterns.capitalise(obj) == entity if obj else value in info.states
 
 
 def _for_entity(sources: list[StateInfo], entity: str, status_field: str) -> list[str]:
     return [
         value for obj, fld, value in sources
-        if fld == status_field and (not obj or exprs.capitalise(obj) == entity)
+        if fld == status_field and (not obj or patterns.capitalise(obj) == entity)
     ]
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from allium import ast
-from allium.plan import exprs
+from allium.plan import patterns
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ def module_context(module: ast.Module) -> ModuleContext:
     emitted: set[str] = set()
     for rule in module.rules:
         for clause in rule.ensures:
-            emitted.update(exprs.emitted_triggers(clause, set()))
+            emitted.update(patterns.emitted_triggers(clause, set()))
     return ModuleContext(entities, deferred, frozenset(emitted))
 
 
@@ -43,14 +43,14 @@ def _classify(trigger: ast.Expr | None, ctx: ModuleContext) -> str:
     if isinstance(trigger, ast.BinOp):
         if trigger.op in ("transitions_to", "becomes"):
             return "state_transition"
-        if exprs.is_temporal(trigger):
+        if patterns.is_temporal(trigger):
             return "temporal"
         if trigger.op == "or":  # `when: A(x) or B(y)`: the first classifiable side wins
             left = _classify(trigger.left, ctx)
             return left if left != "external" else _classify(trigger.right, ctx)
-    if exprs.is_creation_call(trigger):
+    if patterns.is_creation_call(trigger):
         return "creation"
-    if exprs.bare_call_name(trigger) in ctx.emitted:
+    if patterns.bare_call_name(trigger) in ctx.emitted:
         return "chained"
     return "external"
 
@@ -64,7 +64,7 @@ def _entity_refs(expr: ast.Expr, names: frozenset[str]) -> Iterator[str]:
         if isinstance(node, ast.Name) and id(node) not in skip and node.name in names:
             yield node.name
         elif isinstance(node, ast.Member) and isinstance(node.target, ast.Name):
-            cap = exprs.capitalise(node.target.name)
+            cap = patterns.capitalise(node.target.name)
             if cap in names:
                 yield cap
 
@@ -73,7 +73,7 @@ def _written(expr: ast.Expr, names: frozenset[str]) -> str | None:
     if isinstance(expr, ast.BinOp) and expr.op in ("=", "transitions_to", "becomes"):
         left = expr.left
         if isinstance(left, ast.Member) and isinstance(left.target, ast.Name):
-            for candidate in (left.target.name, exprs.capitalise(left.target.name)):
+            for candidate in (left.target.name, patterns.capitalise(left.target.name)):
                 if candidate in names:
                     return candidate
     return None
@@ -91,7 +91,7 @@ def _clause_exprs(clause: ast.Clause) -> list[ast.Expr]:
     if isinstance(clause, ast.RequiresClause):
         return list(clause.conditions)
     if isinstance(clause, ast.EnsuresClause):
-        return list(exprs.stmt_exprs(clause.body))
+        return list(patterns.stmt_exprs(clause.body))
     return []
 
 
@@ -111,10 +111,10 @@ def rule_dependencies(rule: ast.RuleDecl, ctx: ModuleContext) -> dict[str, objec
                 read.update(_entity_refs(expr, ctx.entity_names))
         elif isinstance(clause, ast.EnsuresClause):
             written.update(w for w in (_written(e, ctx.entity_names) for e in found) if w)
-            for node in exprs.nodes_in(found):
-                created.update(_some(exprs.created_entity(node)))
-                removed.update(_some(exprs.removed_entity(node)))
-            emissions.update(exprs.emitted_triggers(clause, ctx.entity_names))
+            for node in patterns.nodes_in(found):
+                created.update(_some(patterns.created_entity(node)))
+                removed.update(_some(patterns.removed_entity(node)))
+            emissions.update(patterns.emitted_triggers(clause, ctx.entity_names))
     out: dict[str, object] = {}
     for key, values in (
         ("entities_read", read),

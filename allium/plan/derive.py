@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from allium import ast
-from allium.plan import exprs
+from allium.plan import patterns
 from allium.plan.crossing import when_crossings
 from allium.plan.deps import ModuleContext, module_context
 from allium.plan.emit import Emitter
@@ -108,7 +108,7 @@ def _entity(em: Emitter, decl: ast.EntityDecl, ctx: ModuleContext) -> None:
 
 
 def _when_presence(em: Emitter, entity: str, f: ast.Field) -> None:
-    cond = exprs.when_condition(f.when)
+    cond = patterns.when_condition(f.when)
     if cond is None:
         return
     status, states = cond
@@ -264,7 +264,7 @@ def _surface(em: Emitter, decl: ast.SurfaceDecl, ctx: ModuleContext) -> None:
         # JUXT repeats the bare id for every clause; later clauses get an ordinal.
         parts = (name,) if counts[member.kind] == 1 else (name, counts[member.kind])
         if member.kind == "exposes":
-            items = [n for item in member.items for n in exprs.exposed_names(item)]
+            items = [n for item in member.items for n in patterns.exposed_names(item)]
             em.add("surface_exposure", parts, f"Verify each exposed item on {name} is accessible", member.span,
                    detail={"surface": name, "items": items} if items else None)
         else:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from allium import ast
-from allium.plan import exprs
+from allium.plan import patterns
 from allium.plan.deps import ModuleContext, rule_dependencies
 from allium.plan.emit import Emitter
 from allium.source import Span
@@ -55,24 +55,24 @@ def _clauses(walk: _RuleWalk, clauses: Sequence[ast.Clause]) -> None:
 
 
 def _when(walk: _RuleWalk, clause: ast.WhenClause) -> None:
-    if exprs.is_temporal(clause.trigger):
+    if patterns.is_temporal(clause.trigger):
         walk.add("temporal", (),
                  f"Verify temporal trigger in {walk.rule} fires at deadline, not before, and does not re-fire",
                  clause.span, detail={"cases": ["before", "at", "after"]})
-    if clause.trigger is not None and exprs.is_creation_call(clause.trigger):
+    if clause.trigger is not None and patterns.is_creation_call(clause.trigger):
         walk.creations += 1
         walk.add("rule_entity_creation", (walk.creations,),
                  f"Verify entity creation in rule {walk.rule} produces the specified fields", clause.span)
 
 
 def _ensures(walk: _RuleWalk, clause: ast.EnsuresClause) -> None:
-    if exprs.ensures_has_creation(clause):
+    if patterns.ensures_has_creation(clause):
         walk.creations += 1
         walk.add("rule_entity_creation", (walk.creations,),
                  f"Verify entity creation in rule {walk.rule} ensures clause produces the specified fields",
                  clause.span)
     _stmt_branches(walk, clause.body)
-    for trigger in exprs.emitted_triggers(clause, walk.entities):
+    for trigger in patterns.emitted_triggers(clause, walk.entities):
         if trigger in walk.chained:
             continue
         walk.chained += (trigger,)

@@ -16,7 +16,6 @@ from lark.exceptions import (
     UnexpectedEOF,
     UnexpectedInput,
     UnexpectedToken,
-    VisitError,
 )
 
 from allium import ast
@@ -25,9 +24,9 @@ from allium.errors import InternalError
 from allium.source import SourceFile
 from allium.syntax import messages
 from allium.syntax.build import AstBuilder
-from allium.syntax.engine import MAX_DEPTH, Engine, EngineError, SyntaxFailure
+from allium.syntax.lalr import MAX_DEPTH, Engine, EngineError, SyntaxFailure
 from allium.syntax.internals import InternalsChanged, parser_state_symbols
-from allium.syntax.parser import build_engine, build_parser, falling_back
+from allium.syntax.grammar import build_engine, build_parser, build_tree_builder, falling_back
 from allium.syntax.postlex import AlliumPostLexer, Comment
 from allium.syntax.reductions import TooDeep
 
@@ -53,7 +52,7 @@ def parse_source(source: SourceFile) -> ParseResult:
     diagnostics.extend(_version_diagnostics(source))
     version = _version(source)
     engine = build_engine()
-    if engine is None:  # lark's internals changed; parser.py said so once
+    if engine is None:  # lark's internals changed; grammar.py said so once
         return _reference_result(source, version, diagnostics)
     builder = AstBuilder(source)
     try:
@@ -125,13 +124,13 @@ def _reference_parse(
     except (LarkError, RecursionError) as exc:  # pragma: no cover - defensive
         return error("allium.syntax.error", f"could not parse: {exc}", source.span(0, 0))
     try:
-        decls = (builder or AstBuilder(source)).transform(tree)
-    except InternalsChanged as exc:  # the builder's own use of lark (@v_args): nothing to fall back to
+        decls = build_tree_builder().build(builder or AstBuilder(source), tree)
+    except InternalsChanged as exc:  # Lark.rules, which names the builder's children: nothing to fall back to
         raise InternalError(f"internal error while building the AST of {source.path}: {exc}") from exc
-    except VisitError as exc:  # the builder failed: a bug in allium, not a syntax error in the spec
-        if isinstance(exc.orig_exc, RecursionError):  # pragma: no cover - the engine refuses these first
-            return error("allium.syntax.tooDeep", "expressions and blocks nest too deeply", source.span(0, 0))
-        raise InternalError.from_exception(f"building the AST of {source.path}", exc.orig_exc) from exc
+    except RecursionError:  # pragma: no cover - the engine refuses these first
+        return error("allium.syntax.tooDeep", "expressions and blocks nest too deeply", source.span(0, 0))
+    except Exception as exc:  # noqa: BLE001 - the builder failed: a bug in allium, not a syntax error in the spec
+        raise InternalError.from_exception(f"building the AST of {source.path}", exc) from exc
     return decls, list(postlexer.comments)
 
 

@@ -1,13 +1,13 @@
 """The wall: every read of a lark or CPython internal, each checked when read.
 
-The engine (engine.py, firsts.py, reductions.py) runs lark's compiled tables
+The engine (lalr.py, firsts.py, reductions.py) runs lark's compiled tables
 itself, which needs things neither lark nor Python promise to keep: the LALR
 table and its Shift marker, the contextual lexer's per-state scanners and
-their compiled regexes, the keyword callback, Token's slots, the
-`@v_args(meta=True)` wrapper, and `re._parser`.  They are read here and
+their compiled regexes, the keyword callback, Token's slots and
+`re._parser`.  They are read here and
 nowhere else, and each read checks the shape it expects (lark's version,
 the classes, the fields).  When one is not there, :class:`InternalsChanged`
-says which; parser.py then warns once and parses with lark's own runtime,
+says which; grammar.py then warns once and parses with lark's own runtime,
 which needs none of this (slower, same results).
 
 What the parser's reductions are is read off the grammar's compiled rules
@@ -103,38 +103,55 @@ class Reduction(NamedTuple):
 
     size: int  # symbols in the expansion
     origin: str  # the rule reduced to
-    include: tuple[tuple[int, bool], ...] | None  # (index, splice an inlined `_rule`) kept; None: all, as they are
+    kept: tuple[tuple[int, str, bool], ...]  # (index, symbol, is an inlined `_rule`) of each child kept
     expand1: bool  # `?rule`: a single kept child stands for the rule
     name: str  # the tree's name: the builder method called
     is_token_rule: bool  # one child, a terminal, kept
 
 
+# The symbol name given to each token of a `!rule` (`!surface_keyword: "exposes" | ...`),
+# whose tokens lark keeps, the anonymous ones too.
+KEYWORD = "keyword"
+
+
 def reductions(parser: Any) -> dict[Any, Reduction]:
-    """Each compiled rule of `parser`'s grammar -> how it reduces.
+    """Each compiled rule of `parser`'s grammar -> how it reduces, for the engine.
 
     The rules lark's tree builder would wrap in placeholders or ambiguity
     handling are refused: the grammar is compiled without either.
     """
     _need(getattr(parser.options, "maybe_placeholders", True) is False, "the grammar must not use placeholders")
-    out: dict[Any, Reduction] = {}
     for rule in getattr(parser, "rules", ()):
         options = rule.options
         _need(all(hasattr(options, a) for a in ("keep_all_tokens", "expand1", "template_source", "empty_indices")),
               "lark's RuleOptions lost keep_all_tokens, expand1, template_source or empty_indices")
         _need(not options.empty_indices, f"rule {rule.origin.name} has placeholders")
+    return rule_shapes(parser)
+
+
+def rule_shapes(parser: Any) -> dict[Any, Reduction]:
+    """Each compiled rule -> which children lark's tree builder keeps, and under what name.
+
+    Lark.rules (origin, alias, expansion, options) is what lark's own tree
+    builder reads too; the AST builder's children are named from it on both
+    runtimes (children.py).
+    """
+    out: dict[Any, Reduction] = {}
+    for rule in getattr(parser, "rules", ()):
+        options = rule.options
         expansion = list(rule.expansion)
-        kept = [
-            (index, not symbol.is_term and symbol.name.startswith("_"))
+        kept = tuple(
+            (index, KEYWORD if symbol.is_term and options.keep_all_tokens else str(symbol.name),
+             not symbol.is_term and symbol.name.startswith("_"))
             for index, symbol in enumerate(expansion)
             if options.keep_all_tokens or not (symbol.is_term and symbol.filter_out)
-        ]
-        whole = len(kept) == len(expansion) and not any(splice for _, splice in kept)
+        )
         out[rule] = Reduction(
             size=len(expansion),
             origin=str(rule.origin.name),
-            include=None if whole else tuple(kept),
+            kept=kept,
             expand1=bool(options.expand1 and not rule.alias),
-            name=str(rule.alias or options.template_source or rule.origin.name),
+            name=str(rule.alias or getattr(options, "template_source", None) or rule.origin.name),
             is_token_rule=len(expansion) == 1 and expansion[0].is_term,
         )
     _need(out, "Lark.rules is empty or missing")
@@ -255,25 +272,6 @@ def parser_state_symbols(state: Any) -> set[str] | None:
         return set(state.parse_conf.parse_table.states[state.position].keys())
     except (AttributeError, KeyError, TypeError):
         return None
-
-
-# ---------------------------------------------------------------- the builder
-
-
-def is_meta_rule_method(value: Any) -> bool:
-    """Is `value` a method under lark's `@v_args(meta=True)` wrapper?"""
-    from lark import visitors
-
-    wrapper = getattr(visitors, "_vargs_meta", None)
-    _need(wrapper is not None, "lark.visitors has no _vargs_meta (the @v_args(meta=True) wrapper)")
-    return getattr(value, "visit_wrapper", None) is wrapper
-
-
-def rule_function(value: Any) -> Callable[..., Any]:
-    """The plain function under lark's @v_args wrapper."""
-    function: Any = getattr(value, "base_func", None)
-    _need(callable(function), "lark's @v_args wrapper has no base_func")
-    return function
 
 
 # ---------------------------------------------------------------- Python's regex parser

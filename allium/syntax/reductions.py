@@ -1,20 +1,21 @@
 """Each LALR reduction of the grammar as a straight-line Python function.
 
 A reduction pops its children off the engine's stacks, works out the span
-they cover (first and last token) and their depth, keeps the children the
-grammar keeps, splices inlined `_rule`s, and pushes a value: the child
-itself (`?rule` of one child), the kept list (`_rule`), or what the AST
-builder's method for the rule returns.  Interpreted from a table entry that
+they cover (first and last token) and their depth, and pushes a value: the
+child itself (`?rule` of one child, or an inlined `_rule` that passes one
+on), a list (an inlined `_rule` of several, its own inlined lists spliced
+in), or what the AST builder's method for the rule returns, called with the
+kept children as keyword arguments (named as children.py says).  Interpreted from a table entry that
 is a loop over the children and another over the kept ones, a few dozen
 statements each time, and the corpus makes ~0.85 reductions per token.
 Written out per rule (the size and the kept positions are known), it is a
 handful, so :func:`compile_reducers` writes one function per distinct
 reduction; tables_from() compiles them with the engine's tables, and
-parser.py caches the code.
+grammar.py caches the code.
 
 Every generated function takes the engine's stacks (values, states, infos:
-(first token, last token, depth) per value) and the per-parse handlers (rule
-name -> builder method) and returns nothing; the engine then pushes the goto
+(first token, last token, depth) per value) and the per-parse handlers
+(method name -> bound builder method) and returns nothing; the engine then pushes the goto
 state.  A builder method gets the new node's info tuple where lark's runtime
 passes its Meta: a tuple is made in a small part of the time of a NamedTuple
 (~1,400 instructions each, 2.5% of a parse).  tests/syntax/test_engine.py
@@ -29,14 +30,14 @@ from typing import Any
 
 from lark import Token
 
-# How a rule reduces: WRAP for an inlined `_rule` of one kept child, else
-# (kept children or None for all, expand single child, inlined `_rule`,
-# builder method name).  Unit rules (a `?rule` of one child, passed through)
-# have none: the engine handles them without a call.  A rule whose one
-# child is a token, kept (`name`, `number`...), is (TOKEN_RULE, method name).
-WRAP = True  # a singleton, so `is` still works on tables read back from disk
-TOKEN_RULE = "token"
-TOKEN_SUFFIX = "/token"  # the handlers' key for such a rule's method: `name/token`
+# How a rule reduces (the engine's tables hold these; see engine._how).
+# Unit rules (a `?rule` of one child, or an inlined `_rule` that passes one
+# child on) have none: the engine handles them without a call.
+LIST = "list"  # (LIST, ((index, splice), ...)): an inlined `_rule` of several children: a list
+ONE = "one"  # (ONE, index): an inlined `_rule` passing on its one kept child
+PASS = "pass"  # (PASS, index): a `?rule` whose one kept child stands for it (`"(" expr ")"`)
+TOKEN_RULE = "token"  # (TOKEN_RULE, method, parameter): a rule of one token, kept (`name`, `number`)
+BUILD = "build"  # (BUILD, method, ((parameter, many, ((index, splice), ...)), ...)): the builder's method
 Reducer = Callable[[list, list, list, Any], None]
 
 
@@ -51,7 +52,7 @@ class TooDeep(Exception):
 def compile_reducers(reductions: list[tuple[int, Any]]) -> CodeType:
     """One code object defining a function per (size, how) reduction, listed in REDUCERS.
 
-    A code object, so that parser.py can keep it in its marshal cache:
+    A code object, so that grammar.py can keep it in its marshal cache:
     compiling ~300 functions takes ~100 ms, loading them ~1 ms.
     """
     sources = [_source(f"_reduce{index}", size, how) for index, (size, how) in enumerate(reductions)]
@@ -71,27 +72,24 @@ def load_reducers(code: CodeType, max_depth: int) -> list[Reducer]:
 
 def _source(function: str, size: int, how: Any) -> str:
     head = f"def {function}(values, states, infos, handlers):"
-    if how is WRAP:  # `_rule: one_thing`: a list for the parent to splice
-        return f"{head}\n    del states[-1]\n    values[-1] = [values[-1]]"
-    if how[0] == TOKEN_RULE:
-        # A third of all reductions: the builder gets the token alone.  A
-        # shifted token's info is (token, token, 0), so the node's is (token, token, 1).
+    kind = how[0]
+    if kind == TOKEN_RULE:
+        # A third of all reductions: no stacks to pop.  A shifted token's
+        # info is (token, token, 0), so the node's is (token, token, 1).
         return "\n    ".join([
-            head, "token = values[-1]", "del states[-1]",
-            f"values[-1] = handlers[{how[1] + TOKEN_SUFFIX!r}](token)", "infos[-1] = (token, token, 1)",
+            head, "token = values[-1]", "del states[-1]", "info = (token, token, 1)",
+            f"values[-1] = handlers[{how[1]!r}](info, {how[2]}=token)", "infos[-1] = info",
         ])
-    include, expand1, inline, name = how
     body = _pop(size)
-    body += _kept(size, include)
-    build = ["value = kept", "info = (start, end, depth)"] if inline else _build(name)
-    if expand1:  # `?rule`: a single kept child stands for the rule
-        body += ["if len(kept) == 1:", "    value = kept[0]"]
-        # lark gives a lone token its own position
-        body += ["    if type(value) is Token:", "        start = end = value"]
-        body += ["    info = (start, end, depth)", "else:"]
-        body += ["    " + line for line in build]
+    if kind == LIST:
+        body += _kept(how[1]) + ["value = kept", "info = (start, end, depth)"]
+    elif kind == ONE:
+        body += [f"value = c{how[1]}", "info = (start, end, depth)"]
+    elif kind == PASS:  # lark gives a lone token its own position
+        body += [f"value = c{how[1]}", "if type(value) is Token:", "    start = end = value"]
+        body += ["info = (start, end, depth)"]
     else:
-        body += build
+        body += _build(how[1], how[2])
     if size:
         body += ["values[-1] = value", "infos[-1] = info"]
     else:
@@ -118,27 +116,33 @@ def _pop(size: int) -> list[str]:
     return lines
 
 
-def _kept(size: int, include: tuple[tuple[int, bool], ...] | None) -> list[str]:
-    """The kept children, with inlined `_rule`s' lists spliced in."""
-    if include is None:
-        return [f"kept = [{', '.join(f'c{i}' for i in range(size))}]"]
+def _kept(include: tuple[tuple[int, bool], ...]) -> list[str]:
+    """An inlined `_rule`'s children as one list, with its own inlined lists spliced in."""
     if not include:
         return ["kept = []"]
     lines = []
-    for position, (index, expand) in enumerate(include):
+    for position, (index, splice) in enumerate(include):
         if position == 0:
             # An inlined `_rule`'s list is ours to extend (as lark does).
-            lines.append(f"kept = c{index}" if expand else f"kept = [c{index}]")
+            lines.append(f"kept = c{index}" if splice else f"kept = [c{index}]")
         else:
-            lines.append(f"kept += c{index}" if expand else f"kept.append(c{index})")
+            lines.append(f"kept += c{index}" if splice else f"kept.append(c{index})")
     return lines
 
 
-def _build(name: str) -> list[str]:
+def _build(method: str, args: tuple[tuple[str, bool, tuple[tuple[int, bool], ...]], ...]) -> list[str]:
     # The node's info tuple is also what the builder's method gets for lark's Meta.
+    keywords = []
+    for param, many, parts in args:
+        if not many:
+            keywords.append(f"{param}=c{parts[0][0]}")
+        elif len(parts) == 1 and parts[0][1]:
+            keywords.append(f"{param}=c{parts[0][0]}")  # the inlined rule's list, ours to keep
+        else:
+            keywords.append(f"{param}=[{', '.join(('*' if splice else '') + f'c{i}' for i, splice in parts)}]")
     return [
         "if depth >= MAX_DEPTH:",
         "    raise TooDeep(start.start_pos if start is not None else 0)",
         "info = (start, end, depth + 1)",
-        f"value = handlers[{name!r}](info, kept)",
+        f"value = handlers[{method!r}](info{''.join(', ' + k for k in keywords)})",
     ]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from allium.errors import AlliumError
-from allium.generate.engine import Generator
+from allium.generate.runner import Generator
 from allium.generate.units import Plan
 from allium.providers.base import Request, Response
 from allium.providers.transcripts import TranscriptStore
@@ -133,10 +133,10 @@ def test_tests_that_do_not_collect_are_set_aside_and_asked_again(project, plan) 
 
 
 def test_a_collection_timeout_is_one_clear_error(project, plan, monkeypatch) -> None:
-    import allium.generate.engine as engine
+    import allium.generate.runner as runner
 
-    real = engine._check_tests_collect
-    monkeypatch.setattr(engine, "_check_tests_collect", lambda root: real(root, timeout=3))
+    real = runner._check_tests_collect
+    monkeypatch.setattr(runner, "_check_tests_collect", lambda root: real(root, timeout=3))
     hangs = {**COUNTERS, "tests/test_counters.py": "import time\ntime.sleep(60)\n"}
     before = file_tree(project / "generated")
     generator, _, _ = regenerate(project, plan, hangs)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-import allium.generate.engine as engine
+import allium.generate.runner as runner
 import allium.providers.exchange as exchange
 from allium.errors import AlliumError
 from allium.generate import answers
-from allium.generate.engine import Generator
+from allium.generate.runner import Generator
 from allium.providers.exchange import ExchangeProvider
 from allium.providers.transcripts import TranscriptStore
 from tests.generate.test_answers import GOOD, Scripted
@@ -102,7 +102,7 @@ def small_caps(monkeypatch) -> None:
     monkeypatch.setattr(answers, "MAX_FILE_BYTES", 4096)
     monkeypatch.setattr(answers, "MAX_ANSWER_BYTES", 6144)
     monkeypatch.setattr(exchange, "MAX_RESPONSE_BYTES", 8192)
-    monkeypatch.setattr(engine, "_check_tests_collect", lambda root: None)
+    monkeypatch.setattr(runner, "_check_tests_collect", lambda root: None)
 
 
 def test_random_and_hostile_exchange_answers_never_traceback_or_touch_output(tmp_path: Path, plan, small_caps,

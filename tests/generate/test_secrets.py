@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from allium.generate.engine import Generator
+from allium.generate.runner import Generator
 from allium.providers.transcripts import TranscriptStore
 from allium.untrusted import resource_limits, scrubbed_env
 from allium.verify.coverage import verify_package

@@ -1,7 +1,7 @@
-"""The engine (engine.py) must give exactly what lark's own runtime gives.
+"""The engine (lalr.py) must give exactly what lark's own runtime gives.
 
 The reference is stock lark: `Lark.parse` into a parse tree, then
-AstBuilder through lark's Transformer, with SourceFile.span for positions.
+AstBuilder over its parse tree (children.TreeBuilder), with SourceFile.span for positions.
 Every result is compared: declarations, every span, the comments, and which
 inputs fail.
 """
@@ -18,17 +18,18 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lark import Lark, Transformer
+from lark import Lark
 from lark.exceptions import UnexpectedInput
 
 from allium.cli import main
 from allium.diagnostics import Diagnostic
 from allium.source import SourceFile
 from allium.syntax import _reference_parse, parse_text
-from allium.syntax import engine as engine_module
-from allium.syntax import parser as parser_module
+from allium.syntax import lalr
+from allium.syntax import grammar as grammar_module
 from allium.syntax.build import AstBuilder
-from allium.syntax.engine import Engine, EngineError, SyntaxFailure, tables_from
+from allium.syntax.children import ReferenceTree
+from allium.syntax.lalr import Engine, EngineError, SyntaxFailure, tables_from
 from allium.syntax.postlex import AlliumPostLexer
 
 from .conftest import CORPUS, src
@@ -40,12 +41,13 @@ from .test_real_world import SOURCES as REAL_WORLD
 @lru_cache(maxsize=1)
 def stock_parser() -> Lark:
     return Lark(
-        parser_module.GRAMMAR_PATH.read_text(encoding="utf-8"),
+        grammar_module.GRAMMAR_PATH.read_text(encoding="utf-8"),
         parser="lalr",
         lexer="contextual",
         postlex=AlliumPostLexer(),
         propagate_positions=True,
         maybe_placeholders=False,
+        tree_class=ReferenceTree,
     )
 
 
@@ -61,12 +63,12 @@ def stock(text: str):
         tree = parser.parse(text)
     except UnexpectedInput:
         return "error"
-    return Transformer.transform(_StockBuilder(source), tree), list(parser.options.postlex.comments)
+    return grammar_module.build_tree_builder().build(_StockBuilder(source), tree), list(parser.options.postlex.comments)
 
 
 def fast(text: str):
     try:
-        decls, comments = parser_module.build_engine().parse(text, AstBuilder(SourceFile("s.allium", text)))
+        decls, comments = grammar_module.build_engine().parse(text, AstBuilder(SourceFile("s.allium", text)))
     except (EngineError, SyntaxFailure):
         return "error"
     return decls, list(comments)
@@ -108,8 +110,8 @@ def test_engine_equals_lark_on_our_samples(text):
 @pytest.mark.parametrize("text", REAL_WORLD)
 def test_engine_and_lark_warn_alike_on_accepted_looseness(text):
     builders = AstBuilder(SourceFile("s.allium", text)), _StockBuilder(SourceFile("s.allium", text))
-    parser_module.build_engine().parse(text, builders[0])
-    Transformer.transform(builders[1], stock_parser().parse(text))
+    grammar_module.build_engine().parse(text, builders[0])
+    grammar_module.build_tree_builder().build(builders[1], stock_parser().parse(text))
     assert builders[0].diagnostics == builders[1].diagnostics
 
 
@@ -188,7 +190,7 @@ def nested(shape: str, depth: int) -> str:
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_nesting_beyond_the_limit_is_a_diagnostic_not_a_crash(shape):
-    result = parse_text(nested(shape, engine_module.MAX_DEPTH + 5), "deep.allium")
+    result = parse_text(nested(shape, lalr.MAX_DEPTH + 5), "deep.allium")
     assert result.module is None
     [diag] = result.diagnostics
     assert diag.code == "allium.syntax.tooDeep"
@@ -201,7 +203,7 @@ def test_nesting_within_the_limit_goes_through_every_command(tmp_path, shape, co
     # Within the limit, everything downstream (recursive AST walks, the JSON
     # encoder) must cope, or the limit is too high.
     path = tmp_path / "deep.allium"
-    path.write_text(nested(shape, engine_module.MAX_DEPTH - 15))
+    path.write_text(nested(shape, lalr.MAX_DEPTH - 15))
     result = CliRunner().invoke(main, [*command, str(path)])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "tooDeep" not in result.output
@@ -210,7 +212,7 @@ def test_nesting_within_the_limit_goes_through_every_command(tmp_path, shape, co
 def test_tables_from_a_freshly_compiled_grammar_survive_marshal():
     # A grammar compiled from scratch names rules with lark Tokens, which
     # marshal refuses; tables_from must hand back plain data.
-    tables = tables_from(stock_parser())
+    tables = tables_from(stock_parser(), AstBuilder)
     copied = marshal.loads(marshal.dumps(tables))
     assert copied == tables
     engine = Engine(copied, stock_parser)
@@ -221,11 +223,11 @@ def test_tables_from_a_freshly_compiled_grammar_survive_marshal():
 
 def test_an_unreadable_engine_cache_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    tables = parser_module._engine_tables()
+    tables = grammar_module._engine_tables()
     [path] = (tmp_path / "allium").glob("engine-*.marshal")
     assert marshal.loads(path.read_bytes()) == tables
     path.write_bytes(b"\x00 not marshal data")
-    assert parser_module._engine_tables() == tables
+    assert grammar_module._engine_tables() == tables
     assert marshal.loads(path.read_bytes()) == tables
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".engine-")] == []
 
@@ -236,10 +238,10 @@ def test_the_engine_cache_is_keyed_on_the_code_that_makes_it(tmp_path, monkeypat
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     source = tmp_path / "reductions.py"
     source.write_text("one version")
-    monkeypatch.setattr(parser_module, "TABLE_SOURCES", (*parser_module.TABLE_SOURCES, source))
-    parser_module._engine_tables()
+    monkeypatch.setattr(grammar_module, "TABLE_SOURCES", (*grammar_module.TABLE_SOURCES, source))
+    grammar_module._engine_tables()
     source.write_text("another version")
-    parser_module._engine_tables()
+    grammar_module._engine_tables()
     assert len(list((tmp_path / "cache" / "allium").glob("engine-*.marshal"))) == 2
 
 
@@ -247,8 +249,8 @@ def test_without_a_cache_folder_the_engine_is_built_in_memory(tmp_path, monkeypa
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
-    assert parser_module.cache_dir() is None
-    engine = Engine(parser_module._engine_tables(), stock_parser)  # another compilation's state numbers
+    assert grammar_module.cache_dir() is None
+    engine = Engine(grammar_module._engine_tables(), stock_parser)  # another compilation's state numbers
     text = SAMPLES[0]
     decls, comments = engine.parse(text, AstBuilder(SourceFile("s.allium", text)))
     assert (decls, list(comments)) == stock(text)
@@ -258,12 +260,12 @@ def test_without_a_cache_folder_the_engine_is_built_in_memory(tmp_path, monkeypa
 def test_a_cache_folder_others_can_write_to_is_not_used(tmp_path, monkeypatch):
     # Its files become code when loaded (lark's pickle, the compiled reducers).
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert parser_module.cache_dir() == tmp_path / "allium"
+    assert grammar_module.cache_dir() == tmp_path / "allium"
     (tmp_path / "allium").chmod(0o777)
     with pytest.warns(RuntimeWarning, match="not using the cache folder .*: it is writable by other users"):
-        assert parser_module.cache_dir() is None
+        assert grammar_module.cache_dir() is None
     (tmp_path / "allium").chmod(0o755)
-    assert parser_module.cache_dir() == tmp_path / "allium"
+    assert grammar_module.cache_dir() == tmp_path / "allium"
 
 
 def test_contextual_lexing_works_with_a_lark_compiled_separately():
@@ -271,7 +273,7 @@ def test_contextual_lexing_works_with_a_lark_compiled_separately():
     # `total/count` as one qualified name: the state's own scanner must give
     # `total`, and be found by its terminals, since another compilation of
     # the grammar numbers its LALR states differently.
-    engine = Engine(tables_from(parser_module.build_parser()), stock_parser)
+    engine = Engine(tables_from(grammar_module.build_parser(), AstBuilder), stock_parser)
     asked = []
     original = engine._contextual_token
     engine._contextual_token = lambda *args: asked.append(args[3:5]) or original(*args)
@@ -304,12 +306,12 @@ def test_lark_caches_of_different_grammars_do_not_share_a_file(tmp_path, monkeyp
     # overwrite each other's compiled grammar on every run.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     names = set()
-    for grammar in (parser_module.GRAMMAR_PATH.read_text(), parser_module.GRAMMAR_PATH.read_text() + "\n// edited\n"):
+    for grammar in (grammar_module.GRAMMAR_PATH.read_text(), grammar_module.GRAMMAR_PATH.read_text() + "\n// edited\n"):
         path = tmp_path / "allium.lark"
         path.write_text(grammar)
-        monkeypatch.setattr(parser_module, "GRAMMAR_PATH", path)
-        parser_module.build_parser.cache_clear()
-        parser_module.build_parser()
+        monkeypatch.setattr(grammar_module, "GRAMMAR_PATH", path)
+        grammar_module.build_parser.cache_clear()
+        grammar_module.build_parser()
         names |= {p.name for p in (tmp_path / "allium").glob("*.lark-cache")}
-    parser_module.build_parser.cache_clear()
+    grammar_module.build_parser.cache_clear()
     assert len(names) == 2

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from allium.syntax.firsts import _atomic_head, dispatch, first_chars, single_chars
-from allium.syntax.parser import build_engine
+from allium.syntax.grammar import build_engine
 
 UPPER = frozenset(string.ascii_uppercase)
 

@@ -1,7 +1,7 @@
 """The front end's fast path: lex, lay out, parse and build the AST in one pass.
 
 lark compiles allium.lark into LALR tables and lexer regexes; tables_from()
-copies what the engine needs into plain data, which parser.py caches, and
+copies what the engine needs into plain data, which grammar.py caches, and
 this module runs them.  lark's own runtime builds a parse tree that build.py
 then walks a second time, and at ~140,000 tokens per MB that double handling
 was most of the parse time.  Here each LALR reduction runs a function written
@@ -38,13 +38,9 @@ from lark import Lark, Token
 from allium.syntax import internals
 from allium.syntax.firsts import dispatch, single_chars
 from allium.syntax.postlex import AlliumPostLexer, Comment
-from allium.syntax.reductions import (
-    TOKEN_RULE,
-    TOKEN_SUFFIX,
-    WRAP,
-    compile_reducers,
-    load_reducers,
-)
+from allium.syntax.children import MANY, NONE, ONE, VALUE, Binding, ChildrenError, Grammar, bindings
+from allium.syntax.reductions import BUILD, LIST, PASS, TOKEN_RULE, compile_reducers, load_reducers
+from allium.syntax.reductions import ONE as ONE_CHILD
 
 # AST depth beyond which a spec is refused: the checker, planner and JSON
 # writer walk the AST recursively and must stay inside Python's stack.
@@ -274,36 +270,37 @@ def _by_state(table: dict[int, Any]) -> list[Any]:
 
 
 class _Handlers(dict):
-    """Rule name -> the builder's method for it, looked up on first use in a parse."""
+    """Method name -> the builder's bound method, looked up on first use in a parse."""
 
     def __init__(self, builder: Any) -> None:
         super().__init__()
         self._builder = builder
 
     def __missing__(self, name: str) -> Callable[..., Any]:
-        if name.endswith(TOKEN_SUFFIX):
-            method = self._builder._token_reduction_method(name.removesuffix(TOKEN_SUFFIX))
-        else:
-            method = self._builder._reduction_method(name)
-        self[name] = method
+        method = self[name] = getattr(self._builder, name)
         return method
 
 
-def tables_from(parser: Lark) -> dict[str, Any]:
+def tables_from(parser: Lark, builder: type) -> dict[str, Any]:
     """Everything the engine needs from lark's compiled grammar, as plain data.
 
-    Plain data (dicts, tuples, strings) so that parser.py can keep it in a
+    Plain data (dicts, tuples, strings) so that grammar.py can keep it in a
     marshal file and start the engine without loading lark's own cache.
-    Raises internals.InternalsChanged when lark's internals are not as read.
+    `builder` is the AST builder class, whose methods name the children they
+    take (children.py).  Raises internals.InternalsChanged when lark's
+    internals are not as read, ChildrenError when grammar and builder disagree.
     """
     internals.check_runtime()
     table = internals.parse_table(parser)
+    shapes = internals.reductions(parser)
+    grammar = Grammar(shapes.values())
+    bound = bindings(grammar, builder)
     # A reduce action is (size, goto symbol, None for a unit rule or the
     # index of its reducer); rules that reduce alike share one reducer.
     hows: dict[tuple[int, Any], int] = {}
     reductions: dict[Any, tuple[int, str, int | None]] = {}
-    for rule, reduction in internals.reductions(parser).items():
-        how = _how(reduction)
+    for rule, reduction in shapes.items():
+        how = _how(reduction, grammar, bound)
         index = None if how is None else hows.setdefault(_plain((reduction.size, how)), len(hows))
         reductions[rule] = (reduction.size, reduction.origin, index)
     rows: dict[int, dict[str, Any]] = {}
@@ -351,14 +348,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _how(reduction: internals.Reduction) -> Any:
+def _how(reduction: internals.Reduction, grammar: Grammar, bound: dict[Any, Binding]) -> Any:
     """How the engine reduces by a rule (see reductions.py): None for a unit rule."""
-    size, include, expand1 = reduction.size, reduction.include, reduction.expand1
-    if expand1 and include is None and size == 1:
-        return None
-    inline = reduction.origin.startswith("_")
-    if inline and include is None and size == 1 and not expand1:
-        return WRAP
-    if include is None and size == 1 and not expand1 and not inline and reduction.is_token_rule:
-        return (TOKEN_RULE, reduction.name)
-    return (include, expand1, inline, reduction.name)
+    kinds = [(index, grammar.kind(symbol, inline)) for index, symbol, inline in reduction.kept]
+    kinds = [(index, kind) for index, kind in kinds if kind != NONE]
+    single = len(kinds) == 1 and kinds[0][1] in (VALUE, ONE)
+    if reduction.origin.startswith("_"):  # inlined into its parent
+        if grammar.kind(reduction.origin, True) == ONE:
+            return None if reduction.size == 1 else (ONE_CHILD, kinds[0][0])
+        return (LIST, tuple((index, kind == MANY) for index, kind in kinds))
+    if reduction.expand1:
+        if not single:
+            raise ChildrenError(f"an alternative of ?{reduction.origin} with other than one child needs an alias")
+        return None if reduction.size == 1 else (PASS, kinds[0][0])
+    binding = bound[reduction.name, reduction.kept, reduction.size]
+    args = tuple((arg.param, arg.many, arg.parts) for arg in binding.args)
+    if reduction.is_token_rule and len(args) == 1 and not args[0][1]:
+        return (TOKEN_RULE, binding.method, args[0][0])
+    return (BUILD, binding.method, args)

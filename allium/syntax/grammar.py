@@ -2,7 +2,7 @@
 
 lark compiles allium.lark into LALR tables and lexer regexes; its runtime
 (`build_parser().parse`) is the reference and the defensive fallback.  The
-engine (engine.py) runs the same tables from plain data that this module
+engine (lalr.py) runs the same tables from plain data that this module
 keeps in a marshal file, so a command starts without loading lark's own
 cache; lark's Lark object is then only built when something needs it.
 This package is the only one that imports lark.
@@ -23,16 +23,20 @@ from typing import Any
 import lark
 from lark import Lark
 
-from allium.syntax import engine, firsts, internals, reductions
-from allium.syntax.engine import Engine, tables_from
+from allium.syntax import build, children, firsts, internals, lalr, reductions
+from allium.syntax.build import AstBuilder
+from allium.syntax.children import Grammar, ReferenceTree, TreeBuilder
+from allium.syntax.lalr import Engine, tables_from
 from allium.syntax.postlex import AlliumPostLexer
 
 GRAMMAR_PATH = Path(__file__).with_name("allium.lark")
 # The modules whose code makes the engine's tables (the reducers' source
-# among them).  Their text is part of the cache key, so tables made by one
+# among them, and the builder methods' named children).  Their text is part of the cache key, so tables made by one
 # version of them are never run by another; a hand-bumped format number
 # was missed once.
-TABLE_SOURCES = tuple(Path(str(module.__file__)) for module in (engine, firsts, internals, reductions))
+TABLE_SOURCES = tuple(
+    Path(str(module.__file__)) for module in (build, children, firsts, internals, lalr, reductions)
+)
 _TABLE_KEYS = frozenset(
     {"rows", "start", "end", "pattern", "flags", "ignore", "newline", "blanks", "keywords", "accepts"}
     | {"dispatch", "singles", "reducers"}
@@ -76,11 +80,18 @@ def build_parser() -> Lark:
         postlex=AlliumPostLexer(),
         propagate_positions=True,
         maybe_placeholders=False,
+        tree_class=ReferenceTree,  # keeps each inlined rule's children together (children.py)
         # lark checks the grammar and options in its cache file but keeps one
         # file: named by the grammar, two checkouts with different grammars
         # no longer rebuild (~0.3 s) and overwrite each other's every run.
         cache=str(folder / f"grammar-{_grammar_digest()}.lark-cache") if folder else False,
     )
+
+
+@lru_cache(maxsize=1)
+def build_tree_builder() -> TreeBuilder:
+    """What calls the AST builder over lark's own parse tree (the reference runtime)."""
+    return TreeBuilder(Grammar(internals.rule_shapes(build_parser()).values()), AstBuilder)
 
 
 def _grammar_digest() -> str:
@@ -91,7 +102,7 @@ def _grammar_digest() -> str:
 def build_engine() -> Engine | None:
     """The engine, or None when lark's internals are not what it reads.
 
-    Then every parse goes through lark's own runtime (about half the speed,
+    Then every parse goes through lark's own runtime (about a quarter of the speed,
     the same results), and the user is told once, with what changed.
     """
     try:
@@ -109,7 +120,7 @@ def falling_back(exc: internals.InternalsChanged) -> None:
     """Say, once per reason, that parsing goes through lark's own runtime, and why."""
     if str(exc) not in _SAID:
         _SAID.add(str(exc))
-        warnings.warn(f"parsing with lark's own runtime, about 2x slower: {exc}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"parsing with lark's own runtime, about 4x slower: {exc}", RuntimeWarning, stacklevel=3)
 
 
 def _engine_tables() -> dict[str, Any]:
@@ -127,7 +138,7 @@ def _engine_tables() -> dict[str, Any]:
                 return tables
         except (OSError, EOFError, ValueError, TypeError):
             pass  # absent or unreadable: rebuild it below
-    tables = tables_from(build_parser())
+    tables = tables_from(build_parser(), AstBuilder)
     if path is not None:
         # Write then rename, so a concurrent run never reads half a file.
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".engine-")
