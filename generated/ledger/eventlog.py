@@ -79,6 +79,7 @@ __all__ = [
     "nats_server_command",
     "open_log",
     "partition_of",
+    "payload_msg_id",
     "publish_operation",
     "start_nats_server",
     "wait_for_port",
@@ -196,6 +197,11 @@ def partition_of(account_id: str, partitions: int) -> int:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
     digest = hashlib.sha256(account_id.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big", signed=False) % partitions
+
+
+def payload_msg_id(payload: str) -> str:
+    """The Nats-Msg-Id of an append (rule OpenLog @guidance): SHA-256 hex of the UTF-8 payload."""
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def _server_urls(url: str) -> list[str]:
@@ -689,9 +695,23 @@ class JetStreamLog(_LogBase):
     stateless: no consumer is left on the server, any node may read any
     range, and a reader can never skip a record the way a repositioned
     consumer could.
+
+    rule OpenLog @guidance, an open log survives a restart of its server:
+    once open, the client reconnects without limit (a bounded budget left a
+    node's client closed for good after a restart, a liveness bug), and
+    nothing is buffered while disconnected (``pending_size=0``: an append
+    during an outage raises at once instead of being delivered after its
+    caller was told it failed). Every append carries ``Nats-Msg-Id`` =
+    SHA-256 hex of the payload, so retrying an append whose answer was lost
+    returns the original offset (PubAck ``duplicate``), not a second copy.
     """
 
+    #: Per-attempt TCP/handshake timeout.
     CONNECT_TIMEOUT = 2.0
+    #: The first connect (all attempts, every server) must succeed within this.
+    OPEN_DEADLINE = 10.0
+    #: Pause between reconnect attempts to one server while the log is open.
+    RECONNECT_WAIT = 0.25
     REQUEST_TIMEOUT = 5.0
     #: Shuffle the server list (nats-py's default) so nodes spread over a
     #: cluster; tests turn it off to force a known order.
@@ -702,6 +722,7 @@ class JetStreamLog(_LogBase):
         self.servers = _server_urls(connection.url)
         self._nc: Any = None
         self._js: Any = None
+        self._errors_logged = 0
 
     def stream_name(self, partition: int) -> str:
         """``<config.stream_prefix>_<p>``."""
@@ -719,34 +740,67 @@ class JetStreamLog(_LogBase):
             raise Rejected("ConnectionReady", 1,
                            f"connection is {self.connection.status.value}, not connecting")
         try:
-            self._nc = await nats.connect(
+            self._nc = nats.NATS()
+            # Only the first connect is bounded, by a deadline: with unlimited
+            # reconnects nats-py would otherwise retry an unreachable server
+            # forever inside connect().
+            await asyncio.wait_for(self._nc.connect(
                 servers=self.servers, name=f"ledger-eventlog-{os.getpid()}",
                 dont_randomize=not self.randomize_servers,
                 connect_timeout=self.CONNECT_TIMEOUT,
-                # Initial connect tries every server of the list once, then gives up.
-                max_reconnect_attempts=3, reconnect_time_wait=0.2,
+                allow_reconnect=True, max_reconnect_attempts=-1,
+                reconnect_time_wait=self.RECONNECT_WAIT,
+                # No publish buffer while disconnected: publish raises
+                # OutboundBufferLimitError instead of queueing the message.
+                pending_size=0,
                 error_cb=self._on_error, disconnected_cb=self._on_disconnected,
-            )
+                reconnected_cb=self._on_reconnected,
+            ), timeout=self.OPEN_DEADLINE)
             self._js = self._nc.jetstream(timeout=self.REQUEST_TIMEOUT)
             for partition in range(self.partitions):
                 await self._ensure_stream(partition)
         except Exception as exc:
             await self._release()
+            if isinstance(exc, asyncio.TimeoutError) and not str(exc):  # OPEN_DEADLINE passed
+                cause = f"no server reachable within {self.OPEN_DEADLINE:g} s"
+            else:
+                cause = f"{type(exc).__name__}: {exc}"
             raise EventLogError(f"cannot open the JetStream log at {self.connection.url}: "
-                                f"{type(exc).__name__}: {exc}") from exc
+                                f"{cause}") from exc
         except BaseException:  # cancelled: leave no connection behind
             await self._release()
             raise
         connection_ready(self.connection)
 
-    @staticmethod
-    async def _on_error(exc: Exception) -> None:
+    async def _on_error(self, exc: Exception) -> None:
         # nats-py prints errors to stderr by default; route them to logging.
-        _log.warning("nats: %s: %s", type(exc).__name__, exc)
+        # While the server is down every reconnect attempt fails: warn once
+        # per outage, not every RECONNECT_WAIT.
+        if self._errors_logged == 0:
+            _log.warning("nats: %s: %s", type(exc).__name__, exc)
+        else:
+            _log.debug("nats: %s: %s", type(exc).__name__, exc)
+        self._errors_logged += 1
 
-    @staticmethod
-    async def _on_disconnected() -> None:
-        _log.info("nats: disconnected; reconnecting")
+    async def _on_disconnected(self) -> None:
+        """The connection dropped: drop what was never sent, then reconnect (nats-py does).
+
+        nats-py keeps commands written just before the drop in its write
+        buffer and sends them after reconnecting, by which time the append
+        that wrote one may have timed out and raised. Such an append must
+        never be stored later behind its caller's back, so the unsent buffer
+        is discarded here (nats-py does the same on close). Subscriptions
+        are not lost: nats-py replays them from its own table.
+        """
+        nc = self._nc
+        if nc is not None and hasattr(nc, "_pending"):
+            nc._pending = []
+            nc._pending_data_size = 0
+        _log.info("nats: disconnected from %s; reconnecting", self.connection.url)
+
+    async def _on_reconnected(self) -> None:
+        self._errors_logged = 0
+        _log.info("nats: reconnected to %s", self.connection.url)
 
     async def _ensure_stream(self, partition: int) -> None:
         """Create the partition's stream if missing; safe when many nodes race to do it."""
@@ -796,14 +850,25 @@ class JetStreamLog(_LogBase):
                 _log.warning("nats: close failed: %s", exc)
 
     async def append(self, partition: int, payload: str) -> int:
-        """EventLog.append: js.publish waits for the stream's ack; its sequence is the offset."""
+        """EventLog.append: js.publish waits for the stream's ack; its sequence is the offset.
+
+        The Nats-Msg-Id header is :func:`payload_msg_id`, so the stream
+        stores a payload once per duplicate window: a retried append whose
+        first answer was lost gets the original offset back. While the
+        server is unreachable it raises EventLogError at once.
+        """
         self._require_open("append")
         self._check_partition(partition)
         if not isinstance(payload, str):
             raise TypeError("payload must be str (the JSON text of an Envelope)")
+        data = payload.encode("utf-8")
         try:
-            ack = await self._js.publish(self.subject(partition), payload.encode("utf-8"),
-                                         stream=self.stream_name(partition))
+            # ASSUMPTION: equal payloads are the same operation (an Envelope's
+            # JSON names its client and request id), so deduplicating them is
+            # what the spec asks, not a loss of a distinct append.
+            ack = await self._js.publish(self.subject(partition), data,
+                                         stream=self.stream_name(partition),
+                                         headers={"Nats-Msg-Id": payload_msg_id(payload)})
         except Exception as exc:
             raise EventLogError(f"append to partition {partition} failed: "
                                 f"{type(exc).__name__}: {exc}") from exc

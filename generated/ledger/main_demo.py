@@ -270,6 +270,17 @@ def _retry_after(response: httpx.Response) -> float:
 
 
 async def _append_with_retry(log: Any, record: OpRecord, clock: Clock, deadline: float) -> None:
+    """Append one log operation until the log acknowledges it (rule RunDemo's log share).
+
+    Retrying is safe twice over: an append re-sends the very same envelope, so
+    the JetStream log answers a retry whose first answer was lost with the
+    original offset (eventlog.allium OpenLog: Nats-Msg-Id is the payload's
+    SHA-256, and an append that raised is never stored later), and the node
+    decides one (client_id, request_id) once however often the log holds it.
+    While the log server is down (``kill nats``) an append fails at once, so
+    the loop waits and tries again through the same open handle until the
+    server is back or the operation's deadline passes (then it is dropped).
+    """
     started = clock()
     while clock() < deadline:
         try:

