@@ -21,6 +21,9 @@ from benchmarks.showcase.http import CONN_ERROR, TIMEOUT, Pool
 from benchmarks.showcase.model import Envelope
 
 DEFINITE_HTTP = {200, 400, 404, 409, 413, 415, 422}
+# How long a 202'd request may show no outcome before the client resubmits it
+# (three times the service's 2 s sync wait).
+PENDING_PATIENCE_S = 6.0
 
 
 @dataclass
@@ -142,12 +145,12 @@ async def send_rest(target: RestTarget, op: Op, due: float, retry_until: float |
         op.attempts.append(attempt)
         if status in (200, 409, 202) and data:
             attempt.body = _DECODE(data)
-        while status == 202 and (retry_until is None or clock() < retry_until + 30):
-            await asyncio.sleep(0.05)
-            status, data, _ = await target.pick().request("GET", path, None, target.timeout)
-            if status == 200:
-                attempt = Attempt(sent=sent, status=200, received=clock(), body=_DECODE(data), poll=True)
+        if status == 202:
+            polled = await _poll_outcome(target, path, clock)
+            if polled is not None:
+                attempt = Attempt(sent=sent, status=200, received=clock(), body=_DECODE(polled), poll=True)
                 op.attempts.append(attempt)
+                return attempt
         if status in DEFINITE_HTTP or retry_until is None or clock() > retry_until:
             return attempt
         # Exponential backoff with jitter, capped at the spec's Retry-After of 1 s:
@@ -155,6 +158,24 @@ async def send_rest(target: RestTarget, op: Op, due: float, retry_until: float |
         tries = sum(1 for a in op.attempts if not a.poll)
         await asyncio.sleep(min(1.0, 0.05 * 2 ** tries) * (0.5 + random.random()))
         sent = clock()
+
+
+async def _poll_outcome(target: RestTarget, path: str, clock: Callable[[], float],
+                        patience: float | None = None) -> bytes | None:
+    """After a 202, poll the request's status until it has an outcome.
+
+    404 means "no outcome yet" and also "never heard of it": a pending request
+    whose primary stepped down is dropped with nothing to show for it. So a
+    404 that lasts `patience` seconds sends the client back to resubmitting
+    with the same request id, which exactly-once makes safe."""
+    deadline, pause = clock() + (PENDING_PATIENCE_S if patience is None else patience), 0.05
+    while clock() < deadline:
+        await asyncio.sleep(pause)
+        status, data, _ = await target.pick().request("GET", path, None, target.timeout)
+        if status == 200 and data:
+            return data
+        pause = min(0.5, pause * 1.5)
+    return None
 
 
 async def open_loop(rate: float, count: int, launch: Callable[[int, float], Awaitable[None]],

@@ -87,3 +87,42 @@ def test_the_final_read_is_retried_until_no_commit_lands_during_it(monkeypatch) 
     final = asyncio.run(load.read_final(target, [], {"a"}, "sqlite:///unused", "c"))
     assert [r["sequence"] for r in final.outcomes] == [1, 2]
     assert final.accounts["a"]["balance_minor"] == 15 and target.reads == 2
+
+
+def test_a_202_whose_outcome_never_shows_is_resubmitted_with_the_same_id(monkeypatch) -> None:
+    """A primary that steps down drops what it answered 202; the status then
+    stays 404 forever. The client must resubmit (safe: exactly-once), not
+    stop at the first 404 as it once did, leaving the request unanswered."""
+    import asyncio
+    import time
+
+    from benchmarks.showcase import load
+    from benchmarks.showcase.history import Op
+    from benchmarks.showcase.model import Envelope
+
+    monkeypatch.setattr(load, "PENDING_PATIENCE_S", 0.3)
+    calls: list[str] = []
+
+    class Pool:
+        async def request(self, method: str, path: str, body, timeout: float):
+            calls.append(method)
+            if method == "GET":
+                return 404, b'{"error": "unknown_request"}', {}
+            if calls.count("POST") == 1:
+                return 202, b'{"status": "pending"}', {}
+            return 200, b'{"request_id": "r1", "verdict": "accepted"}', {}
+
+    class Target:
+        timeout = 1.0
+
+        def pick(self) -> Pool:
+            return Pool()
+
+        def failed(self, pool: Pool) -> None:
+            pass
+
+    op = Op(Envelope("c1", "r1", "deposit", "a1", amount_minor=5), "rest", 0.0)
+    clock = time.monotonic
+    attempt = asyncio.run(load.send_rest(Target(), op, clock(), clock() + 5, clock, b"{}"))
+    assert attempt.status == 200 and op.answered
+    assert calls.count("POST") == 2 and calls.count("GET") >= 2
