@@ -19,7 +19,12 @@ Layout:
   ``record_evaluation_fault`` marks it faulted when evaluation failed
   (pending -> faulted). ``decide_evaluation`` is the replica's host: it runs
   the matching rule and records a fault instead of a Decision.
-* ``check_*``: the invariants, callable from tests.
+* ``check_*``: the invariants, callable from tests. A broken invariant raises
+  InvariantViolation whose message starts with the invariant's name, or with the
+  qualified field (``Evaluation.fault``) for a field present against its ``when``.
+* Refusals (``Rejected``) name the rule and the clause: N for the rule's Nth
+  requires, 0 for one that is not a requires (``Evaluation.status`` for an
+  undeclared transition, ``Evaluation.created`` for a kind no rule handles).
 * ``EvaluationBoundary``: the in-process surface fulfilling the contract.
 """
 
@@ -158,8 +163,9 @@ class DeterministicEvaluation(Protocol):
     """contract DeterministicEvaluation.
 
     Determinism, Purity, Totality and ConfigIsPinned: for identical inputs the
-    same Decision, no I/O or hidden state, never throws, and only the two config
-    bounds are read.
+    same Decision, no I/O or hidden state, a Decision for every well-formed
+    input (an unexpected internal condition raises EvaluationFault, never a
+    rejection reason), and only the two config bounds are read.
     """
 
     def evaluate(
@@ -188,6 +194,23 @@ def _amount_invalid(amount: object, config: Config) -> bool:
     return not _is_int(amount) or amount <= 0 or amount > config.max_amount_minor  # type: ignore[operator]
 
 
+def _balance(snapshot: AccountSnapshot) -> int:
+    """The snapshot's balance, checked to be a signed 64-bit integer (@guidance: checked
+    64-bit arithmetic).
+
+    A balance outside that type is a snapshot that breaks its own types: it raises
+    (so evaluate signals EvaluationFault), rather than being compared and answered
+    with a rejection reason the input did not earn (Totality). Amounts are bounded
+    by max_amount_minor before any sum is formed, so every sum stays far inside
+    the range (settled decision on overflow).
+    """
+    value = snapshot.balance_minor
+    # The signed 64-bit range, -2**63 .. 2**63 - 1, both ends included.
+    if not _is_int(value) or not -(1 << 63) <= value < (1 << 63):
+        raise TypeError(f"balance_minor {value!r} is not a signed 64-bit integer")
+    return value
+
+
 def _is_closed(snapshot: AccountSnapshot) -> bool:
     return snapshot.status == AccountStatus.closed
 
@@ -211,7 +234,7 @@ def decide_deposit(
         return _reject(RejectReason.account_missing)
     if _is_closed(primary):
         return _reject(RejectReason.account_closed)
-    if primary.balance_minor + amount_minor > config.max_balance_minor:
+    if _balance(primary) + amount_minor > config.max_balance_minor:
         return _reject(RejectReason.balance_limit)
     return _accept(amount_minor, 0)
 
@@ -226,7 +249,7 @@ def decide_withdrawal(
         return _reject(RejectReason.account_missing)
     if _is_closed(primary):
         return _reject(RejectReason.account_closed)
-    if primary.balance_minor < amount_minor:
+    if _balance(primary) < amount_minor:
         return _reject(RejectReason.insufficient_funds)
     return _accept(0 - amount_minor, 0)
 
@@ -256,9 +279,9 @@ def decide_transfer(
         return _reject(RejectReason.counterparty_missing)
     if _is_closed(counterparty):
         return _reject(RejectReason.counterparty_closed)
-    if primary.balance_minor < amount_minor:
+    if _balance(primary) < amount_minor:
         return _reject(RejectReason.insufficient_funds)
-    if counterparty.balance_minor + amount_minor > config.max_balance_minor:
+    if _balance(counterparty) + amount_minor > config.max_balance_minor:
         return _reject(RejectReason.balance_limit)
     return _accept(0 - amount_minor, amount_minor)
 
@@ -271,7 +294,7 @@ def decide_close(amount_minor: int, primary: AccountSnapshot) -> Decision:
         return _reject(RejectReason.account_missing)
     if _is_closed(primary):
         return _reject(RejectReason.account_closed)
-    if primary.balance_minor != 0:
+    if _balance(primary) != 0:
         return _reject(RejectReason.balance_not_zero)
     return _accept(0, 0)
 
@@ -308,7 +331,11 @@ def _decide(
     if op is OperationKind.close:
         return decide_close(amount_minor, primary)
     # An unknown kind cannot come from a decoded Envelope (kind is typed
-    # OperationKind): it is an internal condition, so a fault, not a reason.
+    # OperationKind). For an Evaluation, decide_evaluation refuses such a kind
+    # before evaluate runs (a caller's mistake, never recorded as faulted).
+    # ASSUMPTION: the bare contract call has no refusal channel besides its
+    # Decision, and inventing a rejection reason is what Totality forbids, so
+    # here it stays an EvaluationFault, as the generation before this one did.
     raise EvaluationFault(f"no decision rule for operation kind {kind!r}")
 
 
@@ -316,6 +343,21 @@ def _fault_cause(error: BaseException) -> str:
     """One line naming an unexpected internal condition, for the fault record."""
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _guarded(decide: Callable[[], Decision]) -> Decision:
+    """Run decision code, turning any unexpected exception into EvaluationFault.
+
+    Contract Totality: a bug (an exception inside the decision code, a snapshot
+    that breaks its own types) is surfaced as a fault with a one-line cause,
+    never answered as a rejection reason the input did not earn.
+    """
+    try:
+        return decide()
+    except EvaluationFault:
+        raise
+    except Exception as error:  # noqa: BLE001 - every unexpected condition becomes a fault
+        raise EvaluationFault(_fault_cause(error)) from error
 
 
 def evaluate(
@@ -334,8 +376,8 @@ def evaluate(
     this code, so answering a bug with a rejection reason would make them all
     agree on an answer the input did not earn. No logging here (@guidance).
     """
-    try:
-        return _decide(
+    return _guarded(
+        lambda: _decide(
             envelope.kind,
             envelope.amount_minor,
             envelope.account_id,
@@ -344,10 +386,7 @@ def evaluate(
             counterparty,
             config,
         )
-    except EvaluationFault:
-        raise
-    except Exception as error:  # noqa: BLE001 - every unexpected condition becomes a fault
-        raise EvaluationFault(_fault_cause(error)) from error
+    )
 
 
 @dataclass(frozen=True)
@@ -552,24 +591,34 @@ class Evaluation:
 
 
 # Rules -------------------------------------------------------------------------------
+#
+# A refusal names the rule and the clause, as core does: clause N is the rule's
+# Nth `requires` (the N of rule-failure.Rule.N), clause 0 a refusal that is not
+# a requires (an undeclared Evaluation.status change, or an Evaluation no
+# Evaluate rule handles, named "Evaluation.created"). A refused rule changes
+# nothing.
 
 
 def _require_pending_kind(evaluation: Evaluation, rule: str, kind: OperationKind) -> None:
-    """The two requires clauses shared by every Evaluate rule."""
+    """The two requires clauses shared by every Evaluate rule (#1 pending, #2 kind)."""
     if evaluation.status != EvaluationStatus.pending:
         raise Rejected(rule, 1, f"evaluation is {EvaluationStatus(evaluation.status).value}, not pending")
     if _kind_of(evaluation.request.kind) is not kind:
         raise Rejected(rule, 2, f"request kind is {evaluation.request.kind}, not {kind.value}")
 
 
-def _settle(evaluation: Evaluation, decision: Decision) -> Decision:
-    """Apply the ensures together: the decided fields, then status = decided.
+def _settle(evaluation: Evaluation, decide: Callable[[], Decision]) -> Decision:
+    """Apply an Evaluate rule's ensures together: the decided fields, then status = decided.
 
-    Fields are written before the status so that an observer reacting to
-    ``status becomes decided`` (the Clerk's CastVote) sees them all; the
-    transition check runs first so a refused transition writes nothing.
+    The Decision is computed before anything is written, so a fault in the
+    decision code (EvaluationFault) leaves the evaluation untouched and pending
+    for the host to record (RecordEvaluationFault). Requires #1 has already
+    held, so pending -> decided is a declared transition and the final status
+    assignment cannot be refused after the fields are written. Fields go before
+    the status so that an observer of ``status becomes decided`` (the Clerk's
+    CastVote) sees them all.
     """
-    check_evaluation_transition(evaluation.status, EvaluationStatus.decided)
+    decision = _guarded(decide)
     evaluation.verdict = decision.verdict
     evaluation.reason = decision.reason
     evaluation.account_delta_minor = decision.account_delta_minor
@@ -582,7 +631,7 @@ def _settle(evaluation: Evaluation, decision: Decision) -> Decision:
 def evaluate_open(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -> Decision:
     """rule EvaluateOpen: when Evaluation.created, kind = open."""
     _require_pending_kind(evaluation, "EvaluateOpen", OperationKind.open)
-    return _settle(evaluation, decide_open(evaluation.request.amount_minor, evaluation.primary))
+    return _settle(evaluation, lambda: decide_open(evaluation.request.amount_minor, evaluation.primary))
 
 
 @implements("EvaluateDeposit")
@@ -590,7 +639,7 @@ def evaluate_deposit(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) ->
     """rule EvaluateDeposit: when Evaluation.created, kind = deposit."""
     _require_pending_kind(evaluation, "EvaluateDeposit", OperationKind.deposit)
     return _settle(
-        evaluation, decide_deposit(evaluation.request.amount_minor, evaluation.primary, config)
+        evaluation, lambda: decide_deposit(evaluation.request.amount_minor, evaluation.primary, config)
     )
 
 
@@ -599,7 +648,7 @@ def evaluate_withdrawal(evaluation: Evaluation, config: Config = DEFAULT_CONFIG)
     """rule EvaluateWithdrawal: when Evaluation.created, kind = withdraw."""
     _require_pending_kind(evaluation, "EvaluateWithdrawal", OperationKind.withdraw)
     return _settle(
-        evaluation, decide_withdrawal(evaluation.request.amount_minor, evaluation.primary, config)
+        evaluation, lambda: decide_withdrawal(evaluation.request.amount_minor, evaluation.primary, config)
     )
 
 
@@ -610,7 +659,7 @@ def evaluate_transfer(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -
     r = evaluation.request
     return _settle(
         evaluation,
-        decide_transfer(
+        lambda: decide_transfer(
             r.amount_minor,
             r.account_id,
             r.counterparty_id,
@@ -625,15 +674,16 @@ def evaluate_transfer(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -
 def evaluate_close(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -> Decision:
     """rule EvaluateClose: when Evaluation.created, kind = close."""
     _require_pending_kind(evaluation, "EvaluateClose", OperationKind.close)
-    return _settle(evaluation, decide_close(evaluation.request.amount_minor, evaluation.primary))
+    return _settle(evaluation, lambda: decide_close(evaluation.request.amount_minor, evaluation.primary))
 
 
-_RULES: Mapping[OperationKind, Callable[[Evaluation, Config], Decision]] = {
-    OperationKind.open: evaluate_open,
-    OperationKind.deposit: evaluate_deposit,
-    OperationKind.withdraw: evaluate_withdrawal,
-    OperationKind.transfer: evaluate_transfer,
-    OperationKind.close: evaluate_close,
+#: The Evaluate rule for each operation kind, with the rule's name.
+_RULES: Mapping[OperationKind, tuple[str, Callable[[Evaluation, Config], Decision]]] = {
+    OperationKind.open: ("EvaluateOpen", evaluate_open),
+    OperationKind.deposit: ("EvaluateDeposit", evaluate_deposit),
+    OperationKind.withdraw: ("EvaluateWithdrawal", evaluate_withdrawal),
+    OperationKind.transfer: ("EvaluateTransfer", evaluate_transfer),
+    OperationKind.close: ("EvaluateClose", evaluate_close),
 }
 
 
@@ -654,6 +704,30 @@ def record_evaluation_fault(evaluation: Evaluation, cause: str) -> Evaluation:
     return evaluation
 
 
+def _rule_for(evaluation: Evaluation) -> Callable[[Evaluation, Config], Decision]:
+    """The Evaluate rule whose kind is the request's, or the refusal when there is none.
+
+    An Evaluation no Evaluate rule handles is the caller's mistake, not a fault
+    of the decision code: it is refused (named "Evaluation.created", clause 0,
+    quoting each rule's own refusal), stays pending and is never recorded as
+    faulted (arbiter.allium, "How does a refusal or a broken invariant say what
+    failed?").
+    """
+    op = _kind_of(evaluation.request.kind)
+    if op in _RULES:
+        return _RULES[op][1]
+    refusals: list[str] = []
+    for kind, (name, _rule) in _RULES.items():
+        try:
+            _require_pending_kind(evaluation, name, kind)
+        except Rejected as refusal:
+            refusals.append(str(refusal))
+    raise Rejected(
+        "Evaluation.created", 0,
+        f"no Evaluate rule handles kind {evaluation.request.kind!r}: " + "; ".join(refusals),
+    )
+
+
 def decide_evaluation(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -> Decision:
     """The replica's host on ``Evaluation.created``: run the Evaluate rule matching the kind.
 
@@ -662,20 +736,14 @@ def decide_evaluation(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -
     recorded as faulted (EvaluationFaulted -> RecordEvaluationFault) and the
     EvaluationFault is raised to the caller: there is no Decision to return.
     """
-    op = _kind_of(evaluation.request.kind)
-    rule = _RULES.get(op) if op is not None else None
-    if rule is None:
-        raise Rejected("Evaluate", 2, f"no Evaluate rule for kind {evaluation.request.kind!r}")
-    if evaluation.status != EvaluationStatus.pending:
-        return rule(evaluation, config)  # raises the rule's own Rejected, changing nothing
+    rule = _rule_for(evaluation)
     try:
         return rule(evaluation, config)
-    except Rejected:
-        raise
-    except Exception as error:  # noqa: BLE001 - the host turns any failure into a fault record
-        fault = error if isinstance(error, EvaluationFault) else EvaluationFault(_fault_cause(error))
+    except EvaluationFault as fault:
+        # The rule wrote nothing (the Decision is computed before any field):
+        # the evaluation is still pending, so the fault can be recorded.
         record_evaluation_fault(evaluation, fault.cause)
-        raise fault from error
+        raise
 
 
 def replay(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -> Decision:
@@ -688,6 +756,10 @@ def replay(evaluation: Evaluation, config: Config = DEFAULT_CONFIG) -> Decision:
 
 
 # Invariants ------------------------------------------------------------------------
+#
+# A broken invariant raises InvariantViolation whose message starts with the
+# invariant's bare name (SnapshotVersionsMatchPresence, ...), or, for a field
+# present against its `when` clause, with the qualified field (Evaluation.fault).
 
 
 def _violation(ok: bool, name: str, why: str) -> None:
@@ -708,67 +780,85 @@ def check_snapshot_versions_match_presence(evaluation: Evaluation) -> None:
     )
 
 
+def _is_decided_as(evaluation: Evaluation, verdict: Verdict) -> bool:
+    """status = decided and verdict = ``verdict``: the antecedent of the two value invariants."""
+    return evaluation.status == EvaluationStatus.decided and evaluation.verdict == verdict
+
+
 def check_decided_rejections_move_nothing(evaluation: Evaluation) -> None:
     """invariant Evaluation.DecidedRejectionsMoveNothing."""
     e = evaluation
-    if e.status == EvaluationStatus.decided and e.verdict == Verdict.rejected:
-        _violation(
-            e.account_delta_minor == 0 and e.counterparty_delta_minor == 0,
-            "DecidedRejectionsMoveNothing",
-            f"rejected with deltas {e.account_delta_minor}/{e.counterparty_delta_minor}",
-        )
+    delta, counter_delta = e.account_delta_minor, e.counterparty_delta_minor
+    # An absent delta is the `when` check's finding (Evaluation.account_delta_minor,
+    # Evaluation.counterparty_delta_minor), not this invariant's: it is not judged here.
+    if not _is_decided_as(e, Verdict.rejected) or delta is None or counter_delta is None:
+        return
+    _violation(
+        delta == 0 and counter_delta == 0,
+        "DecidedRejectionsMoveNothing",
+        f"rejected with deltas {delta}/{counter_delta}",
+    )
 
 
 def check_decided_acceptances_keep_balances_legal(evaluation: Evaluation) -> None:
     """invariant Evaluation.DecidedAcceptancesKeepBalancesLegal."""
     e = evaluation
-    if e.status == EvaluationStatus.decided and e.verdict == Verdict.accepted:
-        _violation(
-            e.account_delta_minor is not None
-            and e.counterparty_delta_minor is not None
-            and e.primary_balance_minor + e.account_delta_minor >= 0
-            and e.counter_balance_minor + e.counterparty_delta_minor >= 0,
-            "DecidedAcceptancesKeepBalancesLegal",
-            f"accepted deltas {e.account_delta_minor}/{e.counterparty_delta_minor} "
-            f"on balances {e.primary_balance_minor}/{e.counter_balance_minor}",
-        )
+    delta, counter_delta = e.account_delta_minor, e.counterparty_delta_minor
+    # As above: an absent delta is named by the `when` check, not by this invariant.
+    if not _is_decided_as(e, Verdict.accepted) or delta is None or counter_delta is None:
+        return
+    _violation(
+        e.primary_balance_minor + delta >= 0 and e.counter_balance_minor + counter_delta >= 0,
+        "DecidedAcceptancesKeepBalancesLegal",
+        f"accepted deltas {delta}/{counter_delta} "
+        f"on balances {e.primary_balance_minor}/{e.counter_balance_minor}",
+    )
+
+
+#: Decided fields a decided evaluation may still leave null (`reason: RejectReason?`).
+_OPTIONAL_WHEN_DECIDED: frozenset[str] = frozenset({"reason"})
 
 
 def check_decided_fields_presence(evaluation: Evaluation) -> None:
     """The ``when status = decided`` presence of verdict and the two deltas.
 
+    Also the absence of every decided field (``reason`` included) unless
+    decided, and ``fault: String when status = faulted``. A breach is named by
+    the qualified field, such as ``Evaluation.verdict`` or ``Evaluation.fault``.
     ``reason`` is optional even when decided (null on acceptance), so only its
-    absence while pending is checked.
+    absence while not decided is checked.
     """
     e = evaluation
-    if e.status == EvaluationStatus.decided:
-        _violation(
-            e.verdict is not None
-            and e.account_delta_minor is not None
-            and e.counterparty_delta_minor is not None,
-            "Evaluation.when",
-            "decided evaluation lacks a decided field",
-        )
-    else:
-        _violation(
-            all(getattr(e, name) is None for name in DECIDED_FIELDS),
-            "Evaluation.when",
-            f"{EvaluationStatus(e.status).value} evaluation carries a decided field",
-        )
-    # `fault: String when status = faulted`.
+    state = EvaluationStatus(e.status)
+    decided = state == EvaluationStatus.decided
+    for name in DECIDED_FIELDS:
+        present = getattr(e, name) is not None
+        if decided:
+            _violation(
+                present or name in _OPTIONAL_WHEN_DECIDED,
+                f"Evaluation.{name}",
+                "decided evaluation lacks it",
+            )
+        else:
+            _violation(not present, f"Evaluation.{name}", f"{state.value} evaluation carries it")
     _violation(
-        (e.fault is not None) == (e.status == EvaluationStatus.faulted),
-        "Evaluation.when",
-        f"fault {'absent' if e.fault is None else 'present'} on a {EvaluationStatus(e.status).value} evaluation",
+        (e.fault is not None) == (state == EvaluationStatus.faulted),
+        "Evaluation.fault",
+        f"fault={e.fault!r} on a {state.value} evaluation",
     )
 
 
 def check_evaluation(evaluation: Evaluation) -> None:
-    """All entity-level invariants of Evaluation."""
+    """All entity-level invariants of Evaluation.
+
+    Runs every one of them: SnapshotVersionsMatchPresence, the `when` presence
+    of each field, DecidedRejectionsMoveNothing and
+    DecidedAcceptancesKeepBalancesLegal; the first broken one is named.
+    """
     check_snapshot_versions_match_presence(evaluation)
+    check_decided_fields_presence(evaluation)
     check_decided_rejections_move_nothing(evaluation)
     check_decided_acceptances_keep_balances_legal(evaluation)
-    check_decided_fields_presence(evaluation)
 
 
 def _trust_all(_replica_id: str) -> bool:

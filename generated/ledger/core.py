@@ -198,7 +198,16 @@ class ApiClient:
 
 
 class Rejected(Exception):
-    """A rule's `requires` did not hold: nothing changed."""
+    """A rule's `requires` did not hold: nothing changed.
+
+    Settled decision "How does a refusal or a broken invariant say what
+    failed?": ``rule`` names the rule and ``clause`` is the Nth requires as
+    written (the N of rule-failure.Rule.N). Clause 0 is a refusal that is not
+    a requires: an undeclared status transition ("Account.status",
+    "ApiClient.status"), a taken key or sequence or an outcome no Apply rule
+    accepts ("Outcome.created"), or a surface refusing an operation or actor
+    (named after the surface).
+    """
 
     def __init__(self, rule: str, clause: int, why: str) -> None:
         super().__init__(f"{rule} requires #{clause} failed: {why}")
@@ -216,12 +225,21 @@ class AccessDenied(Rejected):
 
 
 class InvariantViolation(AssertionError):
-    """An invariant check failed."""
+    """An invariant check failed.
+
+    The message starts with the invariant's name and a colon (the bare name
+    for an entity invariant, the qualified field for a ``when`` clause, e.g.
+    "Account.closed_at"), so a caller can tell which invariant broke.
+    """
 
 
 # Canonical encoding (contract CanonicalEncoding) ---------------------------
 
 #: Encoding version tag; part of the hashed bytes and of every digest string.
+#: The byte layout is pinned by the normative test vectors E1, E2, O1 and O2 of
+#: the settled decision "What are the canonical bytes, exactly?": fingerprints
+#: the Warden stored and digests sealed into committed Outcomes depend on it,
+#: so any change here needs a new version tag, never an edit in place.
 ENCODING_VERSION = "ce1"
 
 _INT64_MIN = -(2**63)
@@ -321,8 +339,9 @@ def encode_envelope(envelope: Envelope) -> bytes:
 def encode_outcome(outcome: Outcome) -> bytes:
     """Canonical bytes of an Outcome's decided content, in declaration order.
 
-    ASSUMPTION: the digest covers what the Arbiter decides (key, kind, verdict,
-    reason, accounts, deltas). ``request`` is a reference (its key is encoded),
+    Settled decision "What are the canonical bytes, exactly?": the digest
+    covers what the Arbiter decides (key, kind, verdict, reason, accounts,
+    deltas). ``request`` is a reference (its key is encoded),
     ``digest`` cannot cover itself, ``applied`` is bookkeeping, and ``epoch``,
     ``sequence`` and ``committed_at`` are assigned by the Ledger at commit and
     are deliberately outside the digest (arbiter.allium, resolved question

@@ -202,6 +202,12 @@ DEAD_LETTER_TRANSITIONS: dict[DeadLetterStatus, frozenset[DeadLetterStatus]] = {
 }
 
 
+# Each status is checked once, where it is written (resolved question "How does
+# a refusal or a broken invariant say what failed?"): a rule's requires #1
+# already refuses a source status other than pending/held, and every target
+# it writes is declared from there, so the rules write the status directly; a
+# second table check after that requires could never fail. transition_to is
+# the check for any other writer.
 def _check_transition(entity: str, table: dict[Any, frozenset[Any]], old: Any, new: Any) -> None:
     """Refuse any status change the entity's `transitions` block does not declare."""
     if new not in table.get(old, frozenset()):
@@ -676,9 +682,8 @@ class LedgerStore:
 
     def position(self, partition: int | None, offset: int | None) -> Position | None:
         """`Position{partition, offset}`."""
-        if partition is None or offset is None:
-            return None
-        return self.positions.get((partition, offset))
+        # Positions are keyed by integer pairs only, so a key with None finds nothing.
+        return self.positions.get((partition, offset))  # type: ignore[arg-type]
 
     def checkpoint(self, partition: int) -> Checkpoint | None:
         """`Checkpoint{partition}`."""
@@ -964,7 +969,6 @@ def grant_epoch(store: LedgerStore, claim: EpochClaim) -> EpochGrant:
     with store.transaction() as txn:
         _raise_if(_grant_epoch_failure(store, claim))
         new_epoch = claim.expected_epoch + 1
-        claim.transition_to(EpochClaimStatus.granted)
         grant = EpochGrant(epoch=new_epoch, node_id=claim.node_id, granted_at=txn.now)
         txn.set(store.journal, "epoch", new_epoch)
         txn.set(store.journal, "primary_node_id", claim.node_id)
@@ -988,7 +992,6 @@ def refuse_epoch(store: LedgerStore, claim: EpochClaim) -> EpochClaim:
     """Rule RefuseEpoch: a claim on a stale expected_epoch is refused."""
     with store.transaction() as txn:
         _raise_if(_refuse_epoch_failure(store, claim))
-        claim.transition_to(EpochClaimStatus.refused)
         txn.set(claim, "status", EpochClaimStatus.refused)
         txn.events.append(EpochRefused(claim=claim))
         return claim
@@ -1031,7 +1034,6 @@ def fence_stale_proposal(store: LedgerStore, proposal: Proposal) -> Proposal:
     """
     with store.transaction() as txn:
         _raise_if(_fence_failure(store, proposal))
-        proposal.transition_to(ProposalStatus.fenced)
         txn.set(proposal, "status", ProposalStatus.fenced)
         txn.events.append(ProposalSettled(proposal=proposal, outcome=None))
         return proposal
@@ -1057,7 +1059,6 @@ def detect_duplicate_proposal(store: LedgerStore, proposal: Proposal) -> Proposa
     with store.transaction() as txn:
         _raise_if(_duplicate_failure(store, proposal))
         prior = _prior_outcome(store, proposal)
-        proposal.transition_to(ProposalStatus.duplicate)
         txn.set(proposal, "status", ProposalStatus.duplicate)
         request = proposal.request
         if _is_log(request) and store.position(request.partition, request.offset) is None:
@@ -1094,7 +1095,6 @@ def refuse_unendorsed_proposal(store: LedgerStore, proposal: Proposal) -> Propos
     """
     with store.transaction() as txn:
         _raise_if(_unendorsed_failure(store, proposal))
-        proposal.transition_to(ProposalStatus.conflicted)
         txn.set(proposal, "status", ProposalStatus.conflicted)
         txn.events.append(ProposalSettled(proposal=proposal, outcome=None))
         return proposal
@@ -1125,7 +1125,6 @@ def detect_stale_snapshot(store: LedgerStore, proposal: Proposal) -> Proposal:
     """
     with store.transaction() as txn:
         _raise_if(_stale_failure(store, proposal))
-        proposal.transition_to(ProposalStatus.conflicted)
         txn.set(proposal, "status", ProposalStatus.conflicted)
         txn.events.append(ProposalSettled(proposal=proposal, outcome=None))
         return proposal
@@ -1195,7 +1194,6 @@ def commit_proposal(store: LedgerStore, proposal: Proposal) -> Outcome:
     """
     with store.transaction() as txn:
         _raise_if(_commit_failure(store, proposal))
-        proposal.transition_to(ProposalStatus.committed)
         request = proposal.request
         sequence = store.journal.next_sequence
         txn.set(store.journal, "next_sequence", sequence + 1)
@@ -1242,7 +1240,8 @@ def _create_outcome(store: LedgerStore, outcome: Outcome) -> None:
         txn.remember_key(core.accounts, account_id)
     txn.remember_key(core.outcomes, (outcome.client_id, outcome.request_id))
     txn.remember_member(core.sequences, outcome.sequence)
-    txn.remember_attr(outcome, "applied")
+    # outcome.applied needs no undo: after a rollback the Outcome is unreachable
+    # (not indexed, not linked from its request, carried by no event).
     txn.remember_attr(outcome.request, "outcome")
     core.record_outcome(outcome)
     txn.events.append(OutcomeCommitted(outcome=outcome))
@@ -1257,10 +1256,10 @@ def _current(store: LedgerStore) -> _Transaction:
 def _settle_failure(store: LedgerStore, proposal: Proposal) -> None:
     """Raise the reason a proposal cannot be settled at all (it is not pending)."""
     if proposal.status is not ProposalStatus.pending:
-        raise _fail("Proposal.created", 1, f"proposal is {proposal.status.value}, not pending")
+        raise _fail("Proposal.created", 0, f"proposal is {proposal.status.value}, not pending")
 
 
-def _settle(store: LedgerStore, proposal: Proposal) -> Proposal:
+def _settle(store: LedgerStore, proposal: Proposal) -> None:
     """Run exactly one of the commit rules (they partition a pending proposal)."""
     if _fence_failure(store, proposal) is None:
         fence_stale_proposal(store, proposal)
@@ -1272,7 +1271,6 @@ def _settle(store: LedgerStore, proposal: Proposal) -> Proposal:
         detect_stale_snapshot(store, proposal)
     else:
         commit_proposal(store, proposal)
-    return proposal
 
 
 def _settle_isolated(store: LedgerStore, txn: _Transaction, proposal: Proposal) -> None:
@@ -1288,7 +1286,8 @@ def _settle_isolated(store: LedgerStore, txn: _Transaction, proposal: Proposal) 
         _settle(store, proposal)
     except Exception:  # noqa: BLE001 - one proposal's failure must not sink its batch-mates
         txn.rollback_to(savepoint)
-        proposal.transition_to(ProposalStatus.conflicted)
+        # The rollback restored status pending (checked by _settle_failure
+        # before the batch began), and pending -> conflicted is declared.
         txn.set(proposal, "status", ProposalStatus.conflicted)
         txn.events.append(ProposalSettled(proposal=proposal, outcome=None))
 
@@ -1354,8 +1353,7 @@ class GroupCommitter:
         """
         batch, first_at = self.pending, self._first_at
         self.pending, self._first_at = [], None
-        if not batch:
-            return []
+        # An empty batch opens no transaction: commit_batch has nothing to settle.
         try:
             return commit_batch(self.store, batch)
         except BaseException:
@@ -1426,7 +1424,7 @@ def create_checkpoint(store: LedgerStore, checkpoint: Checkpoint) -> Checkpoint:
     """`Checkpoint.created` (the Usher's AssignNewPartition); one checkpoint per partition."""
     with store.transaction() as txn:
         if checkpoint.partition in store.checkpoints:
-            raise Rejected("Checkpoint.created", 1, f"partition {checkpoint.partition} already has a checkpoint")
+            raise Rejected("Checkpoint.created", 0, f"partition {checkpoint.partition} already has a checkpoint")
         txn.put(store.checkpoints, checkpoint.partition, checkpoint)
         return checkpoint
 
@@ -1472,7 +1470,6 @@ def acknowledge_dead_letter(store: LedgerStore, operator: Operator, letter: Dead
     """Rule AcknowledgeDeadLetter: a named responder acknowledges a held dead letter (who and when)."""
     with store.transaction() as txn:
         _raise_if(_acknowledge_failure(operator, letter))
-        letter.transition_to(DeadLetterStatus.acknowledged)
         txn.set(letter, "acknowledged_by", operator)
         txn.set(letter, "acknowledged_at", txn.now)
         txn.set(letter, "status", DeadLetterStatus.acknowledged)
@@ -1508,12 +1505,11 @@ def committed_outcomes_never_change(store: LedgerStore) -> bool:
     on), so the check fails if the stored Outcome's digest was replaced or if
     it is missing altogether.
     """
-    for p in store.proposals:
-        if p.status is ProposalStatus.committed:
-            outcome = p.request.outcome
-            if outcome is None or outcome.digest != outcome_seal(p):
-                return False
-    return True
+    return all(
+        p.request.outcome is not None and p.request.outcome.digest == outcome_seal(p)
+        for p in store.proposals
+        if p.status is ProposalStatus.committed
+    )
 
 
 def committed_sequences_below_next(store: LedgerStore) -> bool:
@@ -1528,7 +1524,7 @@ def committed_sequences_below_next(store: LedgerStore) -> bool:
 def one_position_per_offset(store: LedgerStore) -> bool:
     """invariant OnePositionPerOffset: no two Positions share (partition, offset)."""
     keys = [(p.partition, p.offset) for p in store.positions.values()]
-    return len(keys) == len(set(keys)) and all(k == (p.partition, p.offset) for k, p in store.positions.items())
+    return len(keys) == len(set(keys))
 
 
 def dead_letters_have_positions(store: LedgerStore) -> bool:
@@ -1646,8 +1642,8 @@ class DeadLetterHistory:
         LedgerResponder.require(responder, "DeadLetterHistory")
         if letter.status is not DeadLetterStatus.acknowledged:
             raise Rejected("DeadLetterHistory", 0, "context letter must be acknowledged")
-        self.store = store
-        self.responder = responder
+        # The surface provides no operation, so it keeps only the letter it shows
+        # (``store`` and ``responder`` are taken for symmetry with DeadLetterQueue).
         self.letter = letter
 
     @classmethod

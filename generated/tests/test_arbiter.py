@@ -20,6 +20,7 @@ from ledger.arbiter import (
     EvaluationFaulted,
     EvaluationStatus,
     check_decided_acceptances_keep_balances_legal,
+    check_decided_fields_presence,
     check_decided_rejections_move_nothing,
     check_evaluation,
     check_evaluation_transition,
@@ -47,13 +48,18 @@ from ledger.core import (
     Request,
     TransitionRejected,
     Verdict,
+    envelope_of,
     new_request,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 ACTIVE = AccountStatus.active
 CLOSED = AccountStatus.closed
-ABSENT = AccountSnapshot(present=False, status=None, balance_minor=0, version=0)
+# The snapshot of an account that does not exist, built the way the unit's
+# callers (the replica host, node_votes) build it.
+ABSENT = AccountSnapshot.absent()
+MAX_AMOUNT = Config().max_amount_minor
+MAX_BALANCE = Config().max_balance_minor
 
 
 def snap(balance: int = 0, status: AccountStatus = ACTIVE, version: int = 1) -> AccountSnapshot:
@@ -103,6 +109,47 @@ def assert_pending_fields_absent(e: Evaluation) -> None:
     assert e.reason is None
     assert e.account_delta_minor is None
     assert e.counterparty_delta_minor is None
+    assert e.fault is None
+
+
+def accepted(account_delta: int = 0, counterparty_delta: int = 0) -> Decision:
+    return Decision(
+        verdict=Verdict.accepted,
+        reason=None,
+        account_delta_minor=account_delta,
+        counterparty_delta_minor=counterparty_delta,
+    )
+
+
+def rejected(reason: RejectReason) -> Decision:
+    return Decision(verdict=Verdict.rejected, reason=reason, account_delta_minor=0, counterparty_delta_minor=0)
+
+
+def violation_name(check: typing.Callable[..., None], *args: typing.Any) -> str:
+    """Run an invariant check that must fail; return the name its message starts with."""
+    with pytest.raises(InvariantViolation) as info:
+        check(*args)
+    message = str(info.value)
+    assert ": " in message, message
+    return message.split(": ", 1)[0]
+
+
+def assert_broken(e: Evaluation, own_check: typing.Callable[[Evaluation], None], name: str) -> None:
+    """The invariant (or `when` field) ``name`` is broken: its own check and the combined check name it."""
+    assert violation_name(own_check, e) == name
+    assert violation_name(check_evaluation, e) == name
+
+
+def refusal(rule: typing.Callable[..., typing.Any], *args: typing.Any) -> Rejected:
+    """Run a rule that must be refused; return the refusal."""
+    with pytest.raises(Rejected) as info:
+        rule(*args)
+    return info.value
+
+
+def state_of(e: Evaluation) -> tuple[typing.Any, ...]:
+    """Every mutable field of an Evaluation, to show a refusal changed nothing."""
+    return (e.status, e.verdict, e.reason, e.account_delta_minor, e.counterparty_delta_minor, e.fault)
 
 
 # Values -------------------------------------------------------------------------------
@@ -351,6 +398,7 @@ def test_evaluation_decided_fields_present_only_when_decided() -> None:
     e = evaluation(OperationKind.withdraw, 5, primary=snap(3))
     assert_pending_fields_absent(e)
     check_evaluation(e)
+    check_decided_fields_presence(e)
     evaluate_withdrawal(e)
     assert e.status == EvaluationStatus.decided
     assert e.verdict == Verdict.rejected
@@ -358,23 +406,66 @@ def test_evaluation_decided_fields_present_only_when_decided() -> None:
     assert e.account_delta_minor == 0
     assert e.counterparty_delta_minor == 0
     check_evaluation(e)
-    # A pending evaluation carrying a decided field violates the when clause.
-    leaked = evaluation(OperationKind.withdraw, 5, primary=snap(3))
-    leaked.verdict = Verdict.accepted
-    with pytest.raises(InvariantViolation):
-        check_evaluation(leaked)
-    leaked = evaluation(OperationKind.withdraw, 5, primary=snap(3))
-    leaked.reason = RejectReason.insufficient_funds
-    with pytest.raises(InvariantViolation):
-        check_evaluation(leaked)
-    leaked = evaluation(OperationKind.withdraw, 5, primary=snap(3))
-    leaked.account_delta_minor = 0
-    with pytest.raises(InvariantViolation):
-        check_evaluation(leaked)
-    leaked = evaluation(OperationKind.withdraw, 5, primary=snap(3))
-    leaked.counterparty_delta_minor = 0
-    with pytest.raises(InvariantViolation):
-        check_evaluation(leaked)
+    check_decided_fields_presence(e)
+    # A pending evaluation carrying any decided field breaks that field's `when`
+    # clause, and is named by the qualified field, alone.
+    for name, value in (
+        ("verdict", Verdict.accepted),
+        ("reason", RejectReason.insufficient_funds),
+        ("account_delta_minor", 0),
+        ("counterparty_delta_minor", 0),
+    ):
+        leaked = evaluation(OperationKind.withdraw, 5, primary=snap(3))
+        setattr(leaked, name, value)
+        assert_broken(leaked, check_decided_fields_presence, f"Evaluation.{name}")
+    # So does a faulted one: a faulted evaluation has no Decision.
+    for name, value in (("verdict", Verdict.rejected), ("account_delta_minor", 0)):
+        leaked = evaluation(OperationKind.withdraw, 5, primary=snap(3))
+        record_evaluation_fault(leaked, "TypeError: boom")
+        setattr(leaked, name, value)
+        assert_broken(leaked, check_decided_fields_presence, f"Evaluation.{name}")
+
+
+@pytest.mark.allium(
+    "when-presence.Evaluation.verdict",
+    "when-presence.Evaluation.account_delta_minor",
+    "when-presence.Evaluation.counterparty_delta_minor",
+    "when-presence.Evaluation.reason",
+)
+def test_decided_evaluation_missing_a_field_is_named_by_that_field() -> None:
+    # reason is optional when decided: an acceptance carries none.
+    ok = evaluation(OperationKind.deposit, 5, primary=snap(0))
+    assert evaluate_deposit(ok) == accepted(5)
+    assert ok.reason is None
+    check_decided_fields_presence(ok)
+    check_evaluation(ok)
+    for verdict_kind, primary in ((Verdict.accepted, snap(10)), (Verdict.rejected, snap(1))):
+        for name in ("verdict", "account_delta_minor", "counterparty_delta_minor"):
+            e = evaluation(OperationKind.withdraw, 5, primary=primary)
+            decide_evaluation(e)
+            assert e.verdict == verdict_kind
+            setattr(e, name, None)
+            assert_broken(e, check_decided_fields_presence, f"Evaluation.{name}")
+            # The value invariants do not claim a missing field as their own breach.
+            check_decided_rejections_move_nothing(e)
+            check_decided_acceptances_keep_balances_legal(e)
+
+
+@pytest.mark.allium("when-presence.Evaluation.fault")
+def test_fault_present_exactly_when_faulted() -> None:
+    pending = evaluation(OperationKind.deposit, 5, primary=snap(0))
+    pending.fault = "TypeError: boom"
+    assert_broken(pending, check_decided_fields_presence, "Evaluation.fault")
+    decided = evaluation(OperationKind.deposit, 5, primary=snap(0))
+    evaluate_deposit(decided)
+    decided.fault = "TypeError: boom"
+    assert_broken(decided, check_decided_fields_presence, "Evaluation.fault")
+    faulted = evaluation(OperationKind.deposit, 5, primary=snap(0))
+    assert record_evaluation_fault(faulted, "TypeError: boom") is faulted
+    check_decided_fields_presence(faulted)
+    check_evaluation(faulted)
+    faulted.fault = None
+    assert_broken(faulted, check_decided_fields_presence, "Evaluation.fault")
 
 
 @pytest.mark.allium("transition-edge.Evaluation.pending.decided")
@@ -382,22 +473,36 @@ def test_transition_pending_to_decided_via_rule() -> None:
     e = evaluation(OperationKind.open)
     assert e.status == EvaluationStatus.pending
     decision = decide_evaluation(e)
-    assert e.status == EvaluationStatus.decided
+    assert decision == accepted()
+    assert e.status is EvaluationStatus.decided
     assert decision == e.decision
     check_evaluation_transition(EvaluationStatus.pending, EvaluationStatus.decided)
 
 
 @pytest.mark.allium("transition-rejected.Evaluation.status")
 def test_undeclared_transitions_rejected() -> None:
-    with pytest.raises(TransitionRejected):
-        check_evaluation_transition(EvaluationStatus.decided, EvaluationStatus.pending)
-    with pytest.raises(TransitionRejected):
-        check_evaluation_transition(EvaluationStatus.pending, EvaluationStatus.pending)
+    for current, target in (
+        (EvaluationStatus.decided, EvaluationStatus.pending),
+        (EvaluationStatus.pending, EvaluationStatus.pending),
+        (EvaluationStatus.faulted, EvaluationStatus.pending),
+        (EvaluationStatus.decided, EvaluationStatus.faulted),
+    ):
+        r = refusal(check_evaluation_transition, current, target)
+        assert isinstance(r, TransitionRejected)
+        assert (r.rule, r.clause) == ("Evaluation.status", 0)
     e = evaluation(OperationKind.open)
     evaluate_open(e)
-    with pytest.raises(TransitionRejected):
-        e.status = EvaluationStatus.pending
-    assert e.status == EvaluationStatus.decided
+    before = state_of(e)
+    r = refusal(setattr, e, "status", EvaluationStatus.pending)
+    assert (r.rule, r.clause) == ("Evaluation.status", 0)
+    assert state_of(e) == before
+    # Assigning the current state again is no change, so nothing is refused.
+    e.status = EvaluationStatus.decided
+    assert state_of(e) == before
+    # A status given by value is stored as the enum member.
+    p = evaluation(OperationKind.open)
+    p.status = "faulted"  # type: ignore[assignment]
+    assert p.status is EvaluationStatus.faulted
 
 
 @pytest.mark.allium("transition-terminal.Evaluation.status", "transition-rejected.Evaluation.status")
@@ -405,13 +510,16 @@ def test_faulted_is_terminal() -> None:
     e = evaluation(OperationKind.deposit, 5, primary=snap(0))
     record_evaluation_fault(e, "TypeError: boom")
     for target in EvaluationStatus:
-        with pytest.raises(TransitionRejected):
-            check_evaluation_transition(EvaluationStatus.faulted, target)
-    with pytest.raises(TransitionRejected):
-        e.status = EvaluationStatus.decided
-    with pytest.raises(Rejected):
-        evaluate_deposit(e)  # a faulted evaluation is never decided after the fact
+        r = refusal(check_evaluation_transition, EvaluationStatus.faulted, target)
+        assert (r.rule, r.clause) == ("Evaluation.status", 0)
+    r = refusal(setattr, e, "status", EvaluationStatus.decided)
+    assert (r.rule, r.clause) == ("Evaluation.status", 0)
+    r = refusal(evaluate_deposit, e)  # a faulted evaluation is never decided after the fact
+    assert (r.rule, r.clause) == ("EvaluateDeposit", 1)
+    r = refusal(decide_evaluation, e)
+    assert (r.rule, r.clause) == ("EvaluateDeposit", 1)
     assert e.status == EvaluationStatus.faulted and e.decision is None
+    assert e.fault == "TypeError: boom"
 
 
 @pytest.mark.allium("transition-terminal.Evaluation.status")
@@ -420,33 +528,37 @@ def test_decided_is_terminal() -> None:
     evaluate_deposit(e)
     assert e.status == EvaluationStatus.decided
     for target in EvaluationStatus:
-        with pytest.raises(TransitionRejected):
-            check_evaluation_transition(EvaluationStatus.decided, target)
+        r = refusal(check_evaluation_transition, EvaluationStatus.decided, target)
+        assert (r.rule, r.clause) == ("Evaluation.status", 0)
     # Re-running any rule on a decided evaluation is refused and changes nothing.
-    before = e.decision
-    with pytest.raises(Rejected) as info:
-        evaluate_deposit(e)
-    assert info.value.clause == 1
-    assert e.decision == before and e.status == EvaluationStatus.decided
+    before = state_of(e)
+    r = refusal(evaluate_deposit, e)
+    assert (r.rule, r.clause) == ("EvaluateDeposit", 1)
+    r = refusal(decide_evaluation, e)
+    assert (r.rule, r.clause) == ("EvaluateDeposit", 1)
+    assert state_of(e) == before
 
 
 @pytest.mark.allium("invariant.Evaluation.SnapshotVersionsMatchPresence")
 def test_snapshot_versions_match_presence() -> None:
-    good = evaluation(OperationKind.transfer, 1, primary=snap(5, version=3), counter=snap(0, version=1), counterparty="b")
+    good = evaluation(OperationKind.transfer, 1, primary=snap(5, version=1), counter=snap(0, version=1), counterparty="b")
     check_snapshot_versions_match_presence(good)
+    check_evaluation(good)
     evaluate_transfer(good)
     check_snapshot_versions_match_presence(good)
+    check_evaluation(good)
+    # Each of the three clauses broken alone is named.
     bad = evaluation(OperationKind.deposit, 1, primary=snap(5, version=0))
-    with pytest.raises(InvariantViolation):
-        check_snapshot_versions_match_presence(bad)
+    assert_broken(bad, check_snapshot_versions_match_presence, "SnapshotVersionsMatchPresence")
     bad = evaluation(OperationKind.deposit, 1)
-    bad.primary_version = 2
-    with pytest.raises(InvariantViolation):
-        check_snapshot_versions_match_presence(bad)
+    bad.primary_version = 1
+    assert_broken(bad, check_snapshot_versions_match_presence, "SnapshotVersionsMatchPresence")
     bad = evaluation(OperationKind.deposit, 1, primary=snap(5))
     bad.counter_version = 1
-    with pytest.raises(InvariantViolation):
-        check_snapshot_versions_match_presence(bad)
+    assert_broken(bad, check_snapshot_versions_match_presence, "SnapshotVersionsMatchPresence")
+    # A present counterparty may carry any version the Registrar read.
+    fine = evaluation(OperationKind.deposit, 1, primary=snap(5), counter=snap(0, version=0))
+    check_evaluation(fine)
 
 
 @pytest.mark.allium("invariant.Evaluation.DecidedRejectionsMoveNothing")
@@ -459,32 +571,55 @@ def test_decided_rejections_move_nothing() -> None:
         evaluation(OperationKind.open, 0, primary=snap(0)),
     ]
     for e in cases:
-        decide_evaluation(e)
-        assert e.verdict == Verdict.rejected
+        d = decide_evaluation(e)
+        assert d.verdict == Verdict.rejected
+        assert (d.account_delta_minor, d.counterparty_delta_minor) == (0, 0)
         assert e.account_delta_minor == 0 and e.counterparty_delta_minor == 0
         check_decided_rejections_move_nothing(e)
-    broken = cases[1]
-    broken.account_delta_minor = -50
-    with pytest.raises(InvariantViolation):
-        check_decided_rejections_move_nothing(broken)
+        check_evaluation(e)
+    for name, value in (("account_delta_minor", -50), ("counterparty_delta_minor", 50)):
+        broken = evaluation(OperationKind.withdraw, 50, primary=snap(10))
+        assert evaluate_withdrawal(broken) == rejected(RejectReason.insufficient_funds)
+        setattr(broken, name, value)
+        assert_broken(broken, check_decided_rejections_move_nothing, "DecidedRejectionsMoveNothing")
+    # Acceptances and undecided evaluations are outside this invariant.
+    moved = evaluation(OperationKind.deposit, 7, primary=snap(0))
+    evaluate_deposit(moved)
+    check_decided_rejections_move_nothing(moved)
 
 
 @pytest.mark.allium("invariant.Evaluation.DecidedAcceptancesKeepBalancesLegal")
 def test_decided_acceptances_keep_balances_legal() -> None:
     e = evaluation(OperationKind.withdraw, 10, primary=snap(10))
-    evaluate_withdrawal(e)
-    assert e.verdict == Verdict.accepted
-    assert e.primary_balance_minor + e.account_delta_minor == 0
+    assert evaluate_withdrawal(e) == accepted(-10)
+    assert e.primary_balance_minor + e.account_delta_minor == 0  # exactly 0 is legal
     check_decided_acceptances_keep_balances_legal(e)
+    check_evaluation(e)
     t = evaluation(OperationKind.transfer, 7, primary=snap(7), counter=snap(0), counterparty="acc-2")
-    evaluate_transfer(t)
-    assert t.verdict == Verdict.accepted
+    assert evaluate_transfer(t) == accepted(-7, 7)
     assert t.primary_balance_minor + t.account_delta_minor == 0
     assert t.counter_balance_minor + t.counterparty_delta_minor == 7
     check_decided_acceptances_keep_balances_legal(t)
+    # The primary side one below zero, alone.
     t.account_delta_minor = -8
-    with pytest.raises(InvariantViolation):
-        check_decided_acceptances_keep_balances_legal(t)
+    assert_broken(t, check_decided_acceptances_keep_balances_legal, "DecidedAcceptancesKeepBalancesLegal")
+    # The counterparty side: exactly zero is legal, one below is named.
+    c = evaluation(OperationKind.transfer, 7, primary=snap(7), counter=snap(0), counterparty="acc-2")
+    evaluate_transfer(c)
+    c.counter_balance_minor = -7
+    check_decided_acceptances_keep_balances_legal(c)
+    check_evaluation(c)
+    c.counter_balance_minor = -8
+    assert_broken(c, check_decided_acceptances_keep_balances_legal, "DecidedAcceptancesKeepBalancesLegal")
+    # Only acceptances are constrained: a rejection over an illegal snapshot
+    # balance, or an undecided evaluation, does not break it.
+    r = evaluation(OperationKind.withdraw, 1, primary=snap(-5))
+    assert evaluate_withdrawal(r) == rejected(RejectReason.insufficient_funds)
+    check_decided_acceptances_keep_balances_legal(r)
+    check_evaluation(r)
+    p = evaluation(OperationKind.withdraw, 1, primary=snap(-5))
+    check_decided_acceptances_keep_balances_legal(p)
+    check_evaluation(p)
 
 
 # Rules: EvaluateOpen -------------------------------------------------------------------
@@ -517,10 +652,10 @@ def test_evaluate_open_accepts_new_account() -> None:
 def test_evaluate_open_rejections_in_order() -> None:
     # invalid_amount wins over account_exists.
     e = evaluation(OperationKind.open, 5, primary=snap(0))
-    evaluate_open(e)
+    assert evaluate_open(e) == rejected(RejectReason.invalid_amount)
     assert (e.status, e.verdict, e.reason) == (EvaluationStatus.decided, Verdict.rejected, RejectReason.invalid_amount)
     e = evaluation(OperationKind.open, 0, primary=snap(0))
-    evaluate_open(e)
+    assert evaluate_open(e) == rejected(RejectReason.account_exists)
     assert (e.verdict, e.reason) == (Verdict.rejected, RejectReason.account_exists)
     assert (e.account_delta_minor, e.counterparty_delta_minor) == (0, 0)
 
@@ -558,7 +693,7 @@ def test_evaluate_open_requires_kind_open() -> None:
 def test_evaluate_deposit_accepts() -> None:
     e = evaluation(OperationKind.deposit, 250, primary=snap(100))
     assert_pending_fields_absent(e)
-    evaluate_deposit(e)
+    assert evaluate_deposit(e) == accepted(250)
     assert e.status == EvaluationStatus.decided
     assert e.verdict == Verdict.accepted
     assert e.reason is None
@@ -584,7 +719,7 @@ def test_evaluate_deposit_rejections_in_order() -> None:
     ]
     for amount, primary, reason in cases:
         e = evaluation(OperationKind.deposit, amount, primary=primary)
-        evaluate_deposit(e)
+        assert evaluate_deposit(e) == rejected(reason)
         assert (e.status, e.verdict, e.reason) == (EvaluationStatus.decided, Verdict.rejected, reason)
         assert (e.account_delta_minor, e.counterparty_delta_minor) == (0, 0)
 
@@ -621,7 +756,7 @@ def test_evaluate_deposit_requires_kind_deposit() -> None:
 def test_evaluate_withdrawal_accepts() -> None:
     e = evaluation(OperationKind.withdraw, 40, primary=snap(100))
     assert_pending_fields_absent(e)
-    evaluate_withdrawal(e)
+    assert evaluate_withdrawal(e) == accepted(-40)
     assert e.status == EvaluationStatus.decided
     assert e.verdict == Verdict.accepted
     assert e.reason is None
@@ -644,7 +779,7 @@ def test_evaluate_withdrawal_rejections_in_order() -> None:
     ]
     for amount, primary, reason in cases:
         e = evaluation(OperationKind.withdraw, amount, primary=primary)
-        evaluate_withdrawal(e)
+        assert evaluate_withdrawal(e) == rejected(reason)
         assert (e.verdict, e.reason) == (Verdict.rejected, reason)
         assert (e.account_delta_minor, e.counterparty_delta_minor) == (0, 0)
 
@@ -681,7 +816,7 @@ def test_evaluate_withdrawal_requires_kind_withdraw() -> None:
 def test_evaluate_transfer_accepts() -> None:
     e = evaluation(OperationKind.transfer, 30, primary=snap(30), counter=snap(5, version=2), counterparty="acc-2")
     assert_pending_fields_absent(e)
-    evaluate_transfer(e)
+    assert evaluate_transfer(e) == accepted(-30, 30)
     assert e.status == EvaluationStatus.decided
     assert e.verdict == Verdict.accepted
     assert e.reason is None
@@ -711,7 +846,7 @@ def test_evaluate_transfer_rejections_in_order() -> None:
     ]
     for amount, target, primary, counter, reason in cases:
         e = evaluation(OperationKind.transfer, amount, primary=primary, counter=counter, counterparty=target)
-        evaluate_transfer(e)
+        assert evaluate_transfer(e) == rejected(reason)
         assert (e.verdict, e.reason) == (Verdict.rejected, reason), reason
         assert (e.account_delta_minor, e.counterparty_delta_minor) == (0, 0)
 
@@ -757,7 +892,7 @@ def test_evaluate_transfer_requires_kind_transfer() -> None:
 def test_evaluate_close_accepts_empty_account() -> None:
     e = evaluation(OperationKind.close, 0, primary=snap(0, version=4))
     assert_pending_fields_absent(e)
-    evaluate_close(e)
+    assert evaluate_close(e) == accepted()
     assert e.status == EvaluationStatus.decided
     assert e.verdict == Verdict.accepted
     assert e.reason is None
@@ -779,7 +914,7 @@ def test_evaluate_close_rejections_in_order() -> None:
     ]
     for amount, primary, reason in cases:
         e = evaluation(OperationKind.close, amount, primary=primary)
-        evaluate_close(e)
+        assert evaluate_close(e) == rejected(reason)
         assert (e.verdict, e.reason) == (Verdict.rejected, reason)
         assert (e.account_delta_minor, e.counterparty_delta_minor) == (0, 0)
 
@@ -822,8 +957,7 @@ def test_honest_replicas_agree() -> None:
     faulty = evaluation(OperationKind.transfer, req=req, replica="replica-d", primary=snap(50), counter=snap(1))
     decide_evaluation(faulty)
     faulty.reason = RejectReason.insufficient_funds
-    with pytest.raises(InvariantViolation):
-        check_honest_replicas_agree([*evaluations, faulty])
+    assert violation_name(check_honest_replicas_agree, [*evaluations, faulty]) == "HonestReplicasAgree"
     check_honest_replicas_agree([*evaluations, faulty], is_trusted=lambda rid: rid != "replica-d")
     # A different attempt is a different round: no comparison across attempts.
     later = evaluation(OperationKind.transfer, req=req, replica="replica-a", attempt=2, primary=snap(5), counter=snap(1))
@@ -898,8 +1032,7 @@ def test_a_failing_evaluation_is_recorded_as_faulted_not_decided() -> None:
     assert e.verdict is None and e.reason is None and e.decision is None
     check_evaluation(e)  # fault present exactly when faulted; no decided field
     e.fault = None
-    with pytest.raises(InvariantViolation):
-        check_evaluation(e)
+    assert_broken(e, check_decided_fields_presence, "Evaluation.fault")
 
 
 @pytest.mark.allium("rule-failure.RecordEvaluationFault.1")
@@ -912,14 +1045,16 @@ def test_record_evaluation_fault_requires_pending() -> None:
     assert e.status == EvaluationStatus.decided and e.fault is None and e.decision == decision
 
 
+@pytest.mark.allium("rule-failure.EvaluateDeposit.1")
 def test_decide_evaluation_rejects_a_non_pending_evaluation_without_recording_a_fault() -> None:
     e = evaluation(OperationKind.deposit, 5, primary=snap(0))
     evaluate_deposit(e)
-    with pytest.raises(Rejected):
-        decide_evaluation(e)
+    r = refusal(decide_evaluation, e)
+    assert (r.rule, r.clause) == ("EvaluateDeposit", 1)
     assert e.status == EvaluationStatus.decided and e.fault is None
 
 
+@pytest.mark.allium("rule-success.RecordEvaluationFault", "invariant.HonestReplicasAgree")
 def test_every_honest_replica_faults_alike_and_none_decides() -> None:
     """The bug is deterministic: all replicas fault with the same cause; no Decision exists to agree on."""
     replicas = [evaluation(OperationKind.transfer, 5, primary=BROKEN, counter=snap(0), counterparty="b",
@@ -942,3 +1077,393 @@ def test_surface_provides_evaluation_faulted() -> None:
     event = boundary.fault(e, info.value.cause)
     assert event == EvaluationFaulted(evaluation=e, cause=info.value.cause)
     assert e.status == EvaluationStatus.faulted and e.fault == info.value.cause
+
+
+# The absent snapshot ---------------------------------------------------------------------
+
+
+@pytest.mark.allium("entity-fields.AccountSnapshot", "value-equality.AccountSnapshot")
+def test_absent_snapshot_is_not_present_no_status_balance_0_version_0() -> None:
+    """Settled decision: an account that does not exist is (False, None, 0, 0), primary and counterparty alike."""
+    absent = AccountSnapshot.absent()
+    assert (absent.present, absent.status, absent.balance_minor, absent.version) == (False, None, 0, 0)
+    assert absent == AccountSnapshot(present=False, status=None, balance_minor=0, version=0)
+    assert AccountSnapshot(present=False) == absent  # the field defaults are the absent values
+    # Evaluation.of copies it field by field, for the primary and (by default) the counterparty.
+    e = Evaluation.of(request(OperationKind.open), 1, "replica-a", AccountSnapshot.absent())
+    assert (e.primary_present, e.primary_status, e.primary_balance_minor, e.primary_version) == (False, None, 0, 0)
+    assert (e.counter_present, e.counter_status, e.counter_balance_minor, e.counter_version) == (False, None, 0, 0)
+    assert e.primary == absent and e.counterparty == absent
+    check_evaluation(e)
+    # It is decided as a missing account.
+    assert evaluate_open(e) == accepted()
+    assert evaluate(envelope(OperationKind.deposit, 5), absent, absent) == rejected(RejectReason.account_missing)
+    d = evaluate(envelope(OperationKind.transfer, 5, counterparty="acc-2"), snap(10), absent)
+    assert d == rejected(RejectReason.counterparty_missing)
+
+
+# Inclusive bounds: both sides of every bound, per Evaluate rule --------------------------
+
+EVALUATE_RULES: dict[OperationKind, typing.Callable[..., Decision]] = {
+    OperationKind.open: evaluate_open,
+    OperationKind.deposit: evaluate_deposit,
+    OperationKind.withdraw: evaluate_withdrawal,
+    OperationKind.transfer: evaluate_transfer,
+    OperationKind.close: evaluate_close,
+}
+RULE_NAMES: dict[OperationKind, str] = {
+    OperationKind.open: "EvaluateOpen",
+    OperationKind.deposit: "EvaluateDeposit",
+    OperationKind.withdraw: "EvaluateWithdrawal",
+    OperationKind.transfer: "EvaluateTransfer",
+    OperationKind.close: "EvaluateClose",
+}
+
+
+def decide_case(
+    kind: OperationKind,
+    amount: typing.Any,
+    primary: AccountSnapshot,
+    counter: AccountSnapshot = ABSENT,
+    counterparty: str | None = None,
+    config: Config | None = None,
+) -> Decision:
+    """Decide one input through its Evaluate rule; check the returned Decision, the
+    Evaluation's fields, the invariants and a replay through evaluate all agree."""
+    e = evaluation(kind, amount, primary=primary, counter=counter, counterparty=counterparty)
+    args = (e,) if config is None else (e, config)
+    d = EVALUATE_RULES[kind](*args)
+    assert isinstance(d, Decision)
+    assert e.status is EvaluationStatus.decided
+    assert (e.verdict, e.reason, e.account_delta_minor, e.counterparty_delta_minor) == (
+        d.verdict,
+        d.reason,
+        d.account_delta_minor,
+        d.counterparty_delta_minor,
+    )
+    assert e.decision == d
+    check_evaluation(e)
+    assert replay(e, config or Config()) == d
+    return d
+
+
+@pytest.mark.allium(
+    "rule-success.EvaluateOpen",
+    "when-set.EvaluateOpen.Evaluation.verdict",
+    "when-set.EvaluateOpen.Evaluation.reason",
+    "when-set.EvaluateOpen.Evaluation.account_delta_minor",
+    "when-set.EvaluateOpen.Evaluation.counterparty_delta_minor",
+)
+def test_evaluate_open_bounds() -> None:
+    assert decide_case(OperationKind.open, 0, ABSENT) == accepted()
+    assert decide_case(OperationKind.open, 1, ABSENT) == rejected(RejectReason.invalid_amount)
+    assert decide_case(OperationKind.open, -1, ABSENT) == rejected(RejectReason.invalid_amount)
+    assert evaluate(envelope(OperationKind.open, False), ABSENT, ABSENT) == rejected(RejectReason.invalid_amount)  # type: ignore[arg-type]
+    assert decide_case(OperationKind.open, 0, snap(0)) == rejected(RejectReason.account_exists)
+    assert decide_case(OperationKind.open, 1, snap(0)) == rejected(RejectReason.invalid_amount)
+
+
+@pytest.mark.allium(
+    "rule-success.EvaluateDeposit",
+    "when-set.EvaluateDeposit.Evaluation.verdict",
+    "when-set.EvaluateDeposit.Evaluation.reason",
+    "when-set.EvaluateDeposit.Evaluation.account_delta_minor",
+    "when-set.EvaluateDeposit.Evaluation.counterparty_delta_minor",
+)
+def test_evaluate_deposit_bounds() -> None:
+    k = OperationKind.deposit
+    assert decide_case(k, 1, snap(0)) == accepted(1)
+    assert decide_case(k, 0, snap(0)) == rejected(RejectReason.invalid_amount)
+    assert decide_case(k, -1, snap(0)) == rejected(RejectReason.invalid_amount)
+    assert decide_case(k, MAX_AMOUNT, snap(0)) == accepted(MAX_AMOUNT)
+    assert decide_case(k, MAX_AMOUNT + 1, snap(0)) == rejected(RejectReason.invalid_amount)
+    assert decide_case(k, 5, snap(MAX_BALANCE - 5)) == accepted(5)
+    assert decide_case(k, 6, snap(MAX_BALANCE - 5)) == rejected(RejectReason.balance_limit)
+    assert decide_case(k, MAX_AMOUNT, snap(MAX_BALANCE - MAX_AMOUNT)) == accepted(MAX_AMOUNT)
+    assert decide_case(k, MAX_AMOUNT, snap(MAX_BALANCE - MAX_AMOUNT + 1)) == rejected(RejectReason.balance_limit)
+
+
+@pytest.mark.allium(
+    "rule-success.EvaluateWithdrawal",
+    "when-set.EvaluateWithdrawal.Evaluation.verdict",
+    "when-set.EvaluateWithdrawal.Evaluation.reason",
+    "when-set.EvaluateWithdrawal.Evaluation.account_delta_minor",
+    "when-set.EvaluateWithdrawal.Evaluation.counterparty_delta_minor",
+)
+def test_evaluate_withdrawal_bounds() -> None:
+    k = OperationKind.withdraw
+    assert decide_case(k, 1, snap(1)) == accepted(-1)
+    assert decide_case(k, 0, snap(1)) == rejected(RejectReason.invalid_amount)
+    assert decide_case(k, -1, snap(1)) == rejected(RejectReason.invalid_amount)
+    assert decide_case(k, MAX_AMOUNT, snap(MAX_AMOUNT)) == accepted(-MAX_AMOUNT)
+    assert decide_case(k, MAX_AMOUNT + 1, snap(MAX_BALANCE)) == rejected(RejectReason.invalid_amount)
+    assert decide_case(k, 100, snap(100)) == accepted(-100)  # the whole balance
+    assert decide_case(k, 101, snap(100)) == rejected(RejectReason.insufficient_funds)
+
+
+@pytest.mark.allium(
+    "rule-success.EvaluateTransfer",
+    "when-set.EvaluateTransfer.Evaluation.verdict",
+    "when-set.EvaluateTransfer.Evaluation.reason",
+    "when-set.EvaluateTransfer.Evaluation.account_delta_minor",
+    "when-set.EvaluateTransfer.Evaluation.counterparty_delta_minor",
+)
+def test_evaluate_transfer_bounds() -> None:
+    k = OperationKind.transfer
+
+    def t(amount: int, primary: AccountSnapshot, counter: AccountSnapshot) -> Decision:
+        return decide_case(k, amount, primary, counter, counterparty="acc-2")
+
+    assert t(1, snap(1), snap(0)) == accepted(-1, 1)
+    assert t(0, snap(1), snap(0)) == rejected(RejectReason.invalid_amount)
+    assert t(-1, snap(1), snap(0)) == rejected(RejectReason.invalid_amount)
+    assert t(MAX_AMOUNT, snap(MAX_AMOUNT), snap(0)) == accepted(-MAX_AMOUNT, MAX_AMOUNT)
+    assert t(MAX_AMOUNT + 1, snap(MAX_BALANCE), snap(0)) == rejected(RejectReason.invalid_amount)
+    assert t(30, snap(30), snap(0)) == accepted(-30, 30)  # the whole balance
+    assert t(31, snap(30), snap(0)) == rejected(RejectReason.insufficient_funds)
+    # The counterparty's balance limit admits exactly max_balance_minor.
+    assert t(5, snap(100), snap(MAX_BALANCE - 5)) == accepted(-5, 5)
+    assert t(6, snap(100), snap(MAX_BALANCE - 5)) == rejected(RejectReason.balance_limit)
+    assert t(1, snap(1), snap(MAX_BALANCE)) == rejected(RejectReason.balance_limit)
+
+
+@pytest.mark.allium(
+    "rule-success.EvaluateClose",
+    "when-set.EvaluateClose.Evaluation.verdict",
+    "when-set.EvaluateClose.Evaluation.reason",
+    "when-set.EvaluateClose.Evaluation.account_delta_minor",
+    "when-set.EvaluateClose.Evaluation.counterparty_delta_minor",
+)
+def test_evaluate_close_bounds() -> None:
+    k = OperationKind.close
+    assert decide_case(k, 0, snap(0)) == accepted()
+    assert decide_case(k, 1, snap(0)) == rejected(RejectReason.invalid_amount)
+    assert decide_case(k, -1, snap(0)) == rejected(RejectReason.invalid_amount)
+    assert evaluate(envelope(k, False), snap(0), ABSENT) == rejected(RejectReason.invalid_amount)  # type: ignore[arg-type]
+    assert decide_case(k, 0, snap(1)) == rejected(RejectReason.balance_not_zero)
+    assert decide_case(k, 0, snap(-1)) == rejected(RejectReason.balance_not_zero)
+
+
+@pytest.mark.allium(
+    "rule-success.EvaluateDeposit",
+    "rule-success.EvaluateWithdrawal",
+    "rule-success.EvaluateTransfer",
+    "contract-signature.DeterministicEvaluation.evaluate",
+)
+def test_rules_read_the_pinned_config_they_are_given() -> None:
+    """ConfigIsPinned: the two bounds come from the replica's Config, through every path."""
+    tight = Config(max_amount_minor=10, max_balance_minor=100)
+    assert decide_case(OperationKind.deposit, 10, snap(90), config=tight) == accepted(10)
+    assert decide_case(OperationKind.deposit, 11, snap(0), config=tight) == rejected(RejectReason.invalid_amount)
+    assert decide_case(OperationKind.deposit, 10, snap(91), config=tight) == rejected(RejectReason.balance_limit)
+    assert decide_case(OperationKind.withdraw, 11, snap(50), config=tight) == rejected(RejectReason.invalid_amount)
+    assert decide_case(OperationKind.withdraw, 10, snap(50), config=tight) == accepted(-10)
+    t = "acc-2"
+    assert decide_case(OperationKind.transfer, 11, snap(50), snap(0), t, tight) == rejected(RejectReason.invalid_amount)
+    assert decide_case(OperationKind.transfer, 10, snap(50), snap(91), t, tight) == rejected(RejectReason.balance_limit)
+    assert decide_case(OperationKind.transfer, 10, snap(50), snap(90), t, tight) == accepted(-10, 10)
+    # The host and the surface pass their config on.
+    e = evaluation(OperationKind.deposit, 11, primary=snap(0))
+    assert decide_evaluation(e, tight) == rejected(RejectReason.invalid_amount)
+    env = envelope(OperationKind.withdraw, 11)
+    assert EvaluationBoundary(tight).evaluate(env, snap(50), ABSENT) == rejected(RejectReason.invalid_amount)
+    assert EvaluationBoundary().evaluate(env, snap(50), ABSENT) == accepted(-11)
+
+
+# Refusals name the rule and the clause, and change nothing ------------------------------
+
+
+@pytest.mark.allium(
+    "rule-failure.EvaluateOpen.2",
+    "rule-failure.EvaluateDeposit.2",
+    "rule-failure.EvaluateWithdrawal.2",
+    "rule-failure.EvaluateTransfer.2",
+    "rule-failure.EvaluateClose.2",
+)
+def test_an_evaluation_no_rule_handles_is_refused_and_stays_pending() -> None:
+    req = dataclasses.replace(request(OperationKind.deposit, 5), kind="bogus")
+    e = Evaluation.of(req, 1, "replica-a", snap(10))
+    before = state_of(e)
+    r = refusal(decide_evaluation, e)
+    assert (r.rule, r.clause) == ("Evaluation.created", 0)
+    # It quotes each Evaluate rule's own refusal (requires #2, the kind).
+    for name in ("EvaluateOpen", "EvaluateDeposit", "EvaluateWithdrawal", "EvaluateTransfer", "EvaluateClose"):
+        assert f"{name} requires #2 failed" in r.why
+    assert state_of(e) == before and e.status is EvaluationStatus.pending and e.fault is None
+    check_evaluation(e)
+    # Each rule refuses it on its own, by clause 2.
+    for kind, rule in EVALUATE_RULES.items():
+        rr = refusal(rule, e)
+        assert (rr.rule, rr.clause) == (RULE_NAMES[kind], 2)
+    assert state_of(e) == before
+
+
+@pytest.mark.allium(
+    "rule-failure.EvaluateOpen.1",
+    "rule-failure.EvaluateDeposit.1",
+    "rule-failure.EvaluateWithdrawal.1",
+    "rule-failure.EvaluateTransfer.1",
+    "rule-failure.EvaluateClose.1",
+)
+def test_the_host_passes_on_the_rules_own_refusal_of_a_decided_evaluation() -> None:
+    for kind, name in RULE_NAMES.items():
+        e = evaluation(kind, 0, primary=snap(0))
+        first = decide_evaluation(e)
+        before = state_of(e)
+        r = refusal(decide_evaluation, e)
+        assert (r.rule, r.clause) == (name, 1)
+        r = refusal(EVALUATE_RULES[kind], e)
+        assert (r.rule, r.clause) == (name, 1)
+        assert state_of(e) == before and e.decision == first
+
+
+# Faults: a bug is a fault, never a Decision ----------------------------------------------
+
+
+class _Exploding:
+    """A snapshot that breaks its own types: reading ``present`` raises."""
+
+    def __init__(self, error: Exception) -> None:
+        self._error = error
+
+    @property
+    def present(self) -> bool:
+        raise self._error
+
+
+@pytest.mark.allium("contract-signature.DeterministicEvaluation.evaluate", "rule-success.RecordEvaluationFault")
+def test_a_fault_has_a_one_line_cause_naming_the_error() -> None:
+    env = envelope(OperationKind.deposit, 5)
+    with pytest.raises(EvaluationFault) as info:
+        evaluate(env, _Exploding(ValueError("bad row\n   version   missing")), ABSENT)  # type: ignore[arg-type]
+    assert info.value.cause == "ValueError: bad row version missing"
+    assert str(info.value) == info.value.cause
+    assert isinstance(info.value.__cause__, ValueError)
+    with pytest.raises(EvaluationFault) as info:
+        evaluate(env, _Exploding(RuntimeError()), ABSENT)  # type: ignore[arg-type]
+    assert info.value.cause == "RuntimeError"
+    # The host records exactly that cause on the evaluation.
+    e = evaluation(OperationKind.withdraw, 5, primary=BROKEN)
+    with pytest.raises(EvaluationFault) as info:
+        decide_evaluation(e)
+    assert e.fault == info.value.cause
+    assert e.fault == "TypeError: balance_minor None is not a signed 64-bit integer"
+
+
+@pytest.mark.allium(
+    "rule-success.EvaluateDeposit",
+    "rule-success.EvaluateWithdrawal",
+    "rule-success.EvaluateTransfer",
+    "rule-success.EvaluateClose",
+    "rule-success.RecordEvaluationFault",
+)
+def test_a_rule_whose_decision_code_fails_writes_nothing_and_signals_a_fault() -> None:
+    cases = [
+        (OperationKind.deposit, 5, BROKEN, ABSENT, None),
+        (OperationKind.withdraw, 5, BROKEN, ABSENT, None),
+        (OperationKind.transfer, 5, BROKEN, snap(0), "acc-2"),
+        (OperationKind.close, 0, BROKEN, ABSENT, None),
+    ]
+    for kind, amount, primary, counter, target in cases:
+        e = evaluation(kind, amount, primary=primary, counter=counter, counterparty=target)
+        with pytest.raises(EvaluationFault) as info:
+            EVALUATE_RULES[kind](e)
+        assert info.value.cause.startswith("TypeError: ")
+        assert_pending_fields_absent(e)  # no Decision was written: still pending, no fault yet
+        # The host records it (RecordEvaluationFault) and returns no Decision.
+        with pytest.raises(EvaluationFault) as hosted:
+            decide_evaluation(e)
+        assert hosted.value.cause == info.value.cause
+        assert (e.status, e.fault, e.decision) == (EvaluationStatus.faulted, info.value.cause, None)
+        assert (e.verdict, e.reason, e.account_delta_minor, e.counterparty_delta_minor) == (None,) * 4
+        check_evaluation(e)
+
+
+@pytest.mark.allium("rule-success.RecordEvaluationFault", "rule-failure.RecordEvaluationFault.1")
+def test_record_evaluation_fault_returns_the_faulted_evaluation_and_refuses_twice() -> None:
+    e = evaluation(OperationKind.deposit, 5, primary=snap(0))
+    out = record_evaluation_fault(e, "TypeError: first")
+    assert out is e
+    assert (out.status, out.fault) == (EvaluationStatus.faulted, "TypeError: first")
+    r = refusal(record_evaluation_fault, e, "TypeError: second")
+    assert (r.rule, r.clause) == ("RecordEvaluationFault", 1)
+    assert e.fault == "TypeError: first" and e.status is EvaluationStatus.faulted
+
+
+# HonestReplicasAgree, field by field ----------------------------------------------------
+
+
+@pytest.mark.allium("invariant.HonestReplicasAgree")
+def test_honest_replicas_disagreeing_on_any_field_is_named() -> None:
+    req = request(OperationKind.withdraw, 5)
+
+    def decided(replica: str, **fields: typing.Any) -> Evaluation:
+        e = evaluation(OperationKind.withdraw, req=req, replica=replica, primary=snap(10))
+        assert decide_evaluation(e) == accepted(-5)
+        for name, value in fields.items():
+            setattr(e, name, value)
+        return e
+
+    base = decided("replica-a")
+    for fields in (
+        {"verdict": Verdict.rejected},
+        {"reason": RejectReason.insufficient_funds},
+        {"account_delta_minor": -4},
+        {"counterparty_delta_minor": 1},
+    ):
+        other = decided("replica-b", **fields)
+        assert violation_name(check_honest_replicas_agree, [base, other]) == "HonestReplicasAgree"
+        # A fenced (untrusted) replica is not held to it, on either side.
+        check_honest_replicas_agree([base, other], is_trusted=lambda rid: rid != "replica-b")
+        check_honest_replicas_agree([other, base], is_trusted=lambda rid: rid != "replica-b")
+    # Evaluations that are not decided carry no decision to compare.
+    pending = evaluation(OperationKind.withdraw, req=req, replica="replica-c", primary=snap(10))
+    faulted = evaluation(OperationKind.withdraw, req=req, replica="replica-d", primary=snap(10))
+    record_evaluation_fault(faulted, "TypeError: boom")
+    check_honest_replicas_agree([pending, base, faulted, decided("replica-e")])
+    # Different requests (another client with the same request_id) are not compared.
+    other_client = request(OperationKind.withdraw, 5)
+    other_client = dataclasses.replace(other_client, client_id="client-2")
+    e2 = evaluation(OperationKind.withdraw, req=other_client, replica="replica-b", primary=snap(1))
+    assert decide_evaluation(e2) == rejected(RejectReason.insufficient_funds)
+    check_honest_replicas_agree([base, e2])
+    other_id = request(OperationKind.withdraw, 5, request_id="req-2")
+    e3 = evaluation(OperationKind.withdraw, req=other_id, replica="replica-b", primary=snap(1))
+    decide_evaluation(e3)
+    check_honest_replicas_agree([base, e3])
+
+
+# The Evaluation's request inputs -----------------------------------------------------------
+
+
+@pytest.mark.allium("surface-exposure.EvaluationBoundary")
+def test_evaluation_envelope_is_the_requests_envelope() -> None:
+    """NoHiddenInputs: the Evaluation's Envelope is exactly the one its Request carries."""
+    e = evaluation(OperationKind.transfer, 7, primary=snap(9), counter=snap(1), counterparty="acc-2")
+    assert e.envelope == envelope_of(e.request)
+    assert e.envelope == envelope(OperationKind.transfer, 7, counterparty="acc-2")
+    assert EvaluationBoundary().evaluate(e.envelope, e.primary, e.counterparty) == accepted(-7, 7)
+    assert e.primary == snap(9) and e.counterparty == snap(1)
+
+
+@pytest.mark.allium("contract-signature.DeterministicEvaluation.evaluate")
+def test_a_balance_outside_signed_64_bits_is_a_fault_not_a_reason() -> None:
+    """@guidance checked 64-bit arithmetic + Totality: the int64 limits are valid, one beyond is a fault."""
+    lo, hi = -(2**63), 2**63 - 1
+    close = envelope(OperationKind.close)
+    assert evaluate(close, snap(hi), ABSENT) == rejected(RejectReason.balance_not_zero)
+    assert evaluate(close, snap(lo), ABSENT) == rejected(RejectReason.balance_not_zero)
+    for bad in (hi + 1, lo - 1, True, "0", 0.0):
+        with pytest.raises(EvaluationFault) as info:
+            evaluate(close, snap(bad), ABSENT)  # type: ignore[arg-type]
+        assert info.value.cause == f"TypeError: balance_minor {bad!r} is not a signed 64-bit integer"
+    deposit = envelope(OperationKind.deposit, 1)
+    assert evaluate(deposit, snap(hi), ABSENT) == rejected(RejectReason.balance_limit)
+    with pytest.raises(EvaluationFault):
+        evaluate(deposit, snap(hi + 1), ABSENT)
+    transfer = envelope(OperationKind.transfer, 1, counterparty="acc-2")
+    assert evaluate(transfer, snap(5), snap(hi)) == rejected(RejectReason.balance_limit)
+    with pytest.raises(EvaluationFault):
+        evaluate(transfer, snap(5), snap(hi + 1))
+    with pytest.raises(EvaluationFault):
+        evaluate(envelope(OperationKind.withdraw, 1), snap(lo - 1), ABSENT)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -264,7 +266,7 @@ def test_quorum_outnumbers_faults() -> None:
         Config(fault_budget=-1, replica_count=1, commit_quorum=1),
     ]
     for config in unsafe:
-        with pytest.raises(InvariantViolation):
+        with pytest.raises(InvariantViolation, match=r"^QuorumOutnumbersFaults: "):
             check_quorum_outnumbers_faults(config)
 
 
@@ -375,7 +377,7 @@ def test_replica_when_presence_through_lifecycle() -> None:
     assert replica.fenced_at is None and replica.recovery_started_at is None
     replica.check_when_presence()
     replica.fenced_at = T0  # corrupt: active with fenced_at
-    with pytest.raises(InvariantViolation):
+    with pytest.raises(InvariantViolation, match=r"^Replica.fenced_at: present"):
         replica.check_when_presence()
 
 
@@ -394,7 +396,7 @@ def test_round_when_presence() -> None:
     assert round.agreed_digest is not None and round.committed_at is not None
     round.check_when_presence()
     round.committed_at = None
-    with pytest.raises(InvariantViolation):
+    with pytest.raises(InvariantViolation, match=r"^Round.committed_at: absent"):
         round.check_when_presence()
 
 
@@ -408,14 +410,14 @@ def test_replica_undeclared_transitions_rejected() -> None:
     world = World(active=1, recovering=1)
     active, recovering = world.replicas
     for target in (ReplicaStatus.recovering, ReplicaStatus.retired):
-        with pytest.raises(TransitionRejected):
+        with pytest.raises(TransitionRejected, match=r"^Replica.status requires #0 "):
             active.transition_to(target)
     assert active.status == ReplicaStatus.active
-    with pytest.raises(TransitionRejected):
+    with pytest.raises(TransitionRejected, match=r"^Replica.status requires #0 "):
         recovering.transition_to(ReplicaStatus.retired)
     assert recovering.status == ReplicaStatus.recovering
     # a rule cannot drive an undeclared edge either: active cannot be retired
-    with pytest.raises(Rejected):
+    with pytest.raises(Rejected, match=r"^RetireReplica requires #2 "):
         world.clerk.retire_replica(RESPONDER, active)
     assert active.status == ReplicaStatus.active
 
@@ -429,9 +431,9 @@ def test_replica_retired_is_terminal() -> None:
     assert replica.status == ReplicaStatus.retired
     assert REPLICA_TRANSITIONS[ReplicaStatus.retired] == frozenset()
     for target in ReplicaStatus:
-        with pytest.raises(TransitionRejected):
+        with pytest.raises(TransitionRejected, match=r"^Replica.status requires #0 "):
             replica.transition_to(target)
-    with pytest.raises(Rejected):
+    with pytest.raises(Rejected, match=r"^RecoverReplica requires #2 "):
         world.clerk.recover_replica(RESPONDER, replica)
     assert replica.status == ReplicaStatus.retired
 
@@ -440,14 +442,14 @@ def test_replica_retired_is_terminal() -> None:
 def test_round_undeclared_transitions_rejected() -> None:
     world = World(active=3)
     round = world.open()
-    with pytest.raises(TransitionRejected):
+    with pytest.raises(TransitionRejected, match=r"^Round.status requires #0 "):
         round.transition_to(RoundStatus.committed)  # collecting -> committed skips agreement
     assert round.status == RoundStatus.collecting
     world.vote(round, world.replicas[0])
     world.vote(round, world.replicas[1])
-    with pytest.raises(TransitionRejected):
+    with pytest.raises(TransitionRejected, match=r"^Round.status requires #0 "):
         round.transition_to(RoundStatus.diverged)  # agreed -> diverged is undeclared
-    with pytest.raises(TransitionRejected):
+    with pytest.raises(TransitionRejected, match=r"^Round.status requires #0 "):
         round.transition_to(RoundStatus.collecting)
     assert round.status == RoundStatus.agreed
 
@@ -468,10 +470,10 @@ def test_round_terminal_states() -> None:
     for terminal_round in (committed, diverged, superseded):
         assert ROUND_TRANSITIONS[terminal_round.status] == frozenset()
         for target in RoundStatus:
-            with pytest.raises(TransitionRejected):
+            with pytest.raises(TransitionRejected, match=r"^Round.status requires #0 "):
                 terminal_round.transition_to(target)
     # rules leave terminal rounds alone
-    with pytest.raises(Rejected):
+    with pytest.raises(Rejected, match=r"^CommitRound requires #2 "):
         world.clerk.commit_round(proposal)
     assert committed.status == RoundStatus.committed
 
@@ -495,12 +497,12 @@ def test_open_round_creates_collecting_round() -> None:
     assert round.votes == [] and round.agreed_digest is None
     world.clerk.check_invariants()
     # the same read set redelivered does not open a second round for the attempt
-    with pytest.raises(Rejected):
+    with pytest.raises(Rejected, match=r"^OpenRound requires #0 "):
         world.clerk.open_round(read)
     assert len(world.clerk.rounds) == 1
     check_one_round_per_attempt(world.clerk.rounds)
     twin = Round(request=read.request, read_set=read, attempt=2, epoch=1, opened_at=T0, deadline=T0)
-    with pytest.raises(InvariantViolation):
+    with pytest.raises(InvariantViolation, match=r"^OneRoundPerAttempt: "):
         check_one_round_per_attempt([round, twin])
 
 
@@ -509,7 +511,7 @@ def test_open_round_requires_ready_read_set() -> None:
     world = World(active=3)
     with pytest.raises(Rejected) as err:
         world.clerk.open_round(make_read(ready=False))
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("OpenRound", 1)
     assert world.clerk.rounds == []
 
 
@@ -518,7 +520,7 @@ def test_open_round_requires_current_epoch() -> None:
     world = World(active=3)
     with pytest.raises(Rejected) as err:
         world.clerk.open_round(make_read(epoch=0))
-    assert err.value.clause == 2
+    assert (err.value.rule, err.value.clause) == ("OpenRound", 2)
     assert world.clerk.rounds == [] and world.dispatched == []
 
 
@@ -543,7 +545,7 @@ def test_announce_round_requires_collecting() -> None:
     before = len(world.heard)
     with pytest.raises(Rejected) as err:
         world.clerk.announce_round(round)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("AnnounceRound", 1)
     assert len(world.heard) == before
 
 
@@ -577,7 +579,7 @@ def test_dispatch_round_requires_collecting() -> None:
     world.clerk.replicas.append(Replica(replica_id="late", node=make_node("late"), status=ReplicaStatus.active))
     with pytest.raises(Rejected) as err:
         world.clerk.dispatch_round(round)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("DispatchRound", 1)
     assert world.clerk.find_evaluation(round.request, 1, "late") is None
 
 
@@ -588,7 +590,7 @@ def test_dispatch_round_requires_ready_read_set() -> None:
     round = Round(request=loading.request, read_set=loading, attempt=1, epoch=1, opened_at=T0, deadline=T0 + SECOND)
     with pytest.raises(Rejected) as err:
         world.clerk.dispatch_round(round)
-    assert err.value.clause == 2
+    assert (err.value.rule, err.value.clause) == ("DispatchRound", 2)
     assert world.dispatched == []
 
 
@@ -636,7 +638,7 @@ def test_cast_vote_requires_decided() -> None:
     round = world.open()
     with pytest.raises(Rejected) as err:
         world.clerk.cast_vote(world.evaluation_of(round, world.replicas[0]))
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("CastVote", 1)
     assert round.votes == []
 
 
@@ -647,7 +649,7 @@ def test_cast_vote_requires_round() -> None:
     stray = dataclasses.replace(decide(world.evaluation_of(round, world.replicas[0])), attempt=9)
     with pytest.raises(Rejected) as err:
         world.clerk.cast_vote(stray)
-    assert err.value.clause == 2
+    assert (err.value.rule, err.value.clause) == ("CastVote", 2)
     assert world.clerk.votes == []
 
 
@@ -658,7 +660,7 @@ def test_cast_vote_requires_replica() -> None:
     ghost = dataclasses.replace(decide(world.evaluation_of(round, world.replicas[0])), replica_id="ghost")
     with pytest.raises(Rejected) as err:
         world.clerk.cast_vote(ghost)
-    assert err.value.clause == 3
+    assert (err.value.rule, err.value.clause) == ("CastVote", 3)
     assert round.votes == []
 
 
@@ -670,12 +672,12 @@ def test_cast_vote_once_per_replica() -> None:
     first = world.clerk.cast_vote(evaluation)
     with pytest.raises(Rejected) as err:
         world.clerk.cast_vote(evaluation)
-    assert err.value.clause == 4
+    assert (err.value.rule, err.value.clause) == ("CastVote", 4)
     assert round.votes == [first]
     check_one_vote_per_replica_per_round(world.clerk.votes)
     world.clerk.check_invariants()
     twin = dataclasses.replace(first)
-    with pytest.raises(InvariantViolation):
+    with pytest.raises(InvariantViolation, match=r"^OneVotePerReplicaPerRound: "):
         check_one_vote_per_replica_per_round([first, twin])
 
 
@@ -722,7 +724,7 @@ def test_reach_agreement_requires_collecting() -> None:
     round, _ = agreed_round(world)
     with pytest.raises(Rejected) as err:
         world.clerk.reach_agreement(round.votes[0])
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("ReachAgreement", 1)
     assert len(world.submitted) == 1
 
 
@@ -740,7 +742,7 @@ def test_reach_agreement_requires_active_voter() -> None:
     assert round.status == RoundStatus.collecting and world.submitted == []
     with pytest.raises(Rejected) as err:
         world.clerk.reach_agreement(late)
-    assert err.value.clause == 3
+    assert (err.value.rule, err.value.clause) == ("ReachAgreement", 3)
 
 
 @pytest.mark.allium("rule-failure.ReachAgreement.4")
@@ -750,7 +752,7 @@ def test_reach_agreement_requires_quorum_support() -> None:
     first = world.vote(round, world.replicas[0])
     with pytest.raises(Rejected) as err:
         world.clerk.reach_agreement(first)
-    assert err.value.clause == 4
+    assert (err.value.rule, err.value.clause) == ("ReachAgreement", 4)
     assert round.status == RoundStatus.collecting and round.agreed_digest is None
 
 
@@ -764,9 +766,10 @@ def test_reach_agreement_requires_ready_read_set() -> None:
     assert round.status == RoundStatus.collecting and world.submitted == []
     with pytest.raises(Rejected) as err:
         world.clerk.reach_agreement(second)
-    assert err.value.clause == 5
+    assert (err.value.rule, err.value.clause) == ("ReachAgreement", 5)
 
 
+@pytest.mark.allium("rule-success.ReachAgreement", "rule-entity-creation.ReachAgreement.1")
 def test_reach_agreement_never_proposes_an_unverified_payload() -> None:
     world = World(active=3)
     round = world.open()
@@ -834,7 +837,7 @@ def test_flag_late_dissent_requires_agreed_or_committed() -> None:
     first = world.vote(round, world.replicas[0])
     with pytest.raises(Rejected) as err:
         world.clerk.flag_late_dissent(first)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("FlagLateDissent", 1)
     assert not [e for e in world.heard if isinstance(e, DissentDetected)]
 
 
@@ -846,7 +849,7 @@ def test_flag_late_dissent_ignores_matching_vote() -> None:
     assert late.digest == round.agreed_digest
     with pytest.raises(Rejected) as err:
         world.clerk.flag_late_dissent(late)
-    assert err.value.clause == 2
+    assert (err.value.rule, err.value.clause) == ("FlagLateDissent", 2)
     assert world.replicas[2].status == ReplicaStatus.active
 
 
@@ -861,7 +864,7 @@ def test_fence_dissenter_emits_replica_fenced_once() -> None:
     # a second fence of the same (now fenced) replica is refused
     with pytest.raises(Rejected) as err:
         world.clerk.fence_dissenter(late)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("FenceDissenter", 1)
     assert world.replicas[2].dissents == 1
     assert len([e for e in world.heard if isinstance(e, ReplicaFenced)]) == 1
 
@@ -891,7 +894,7 @@ def test_count_repeat_dissent_requires_inactive_replica() -> None:
     vote = world.vote(round, world.replicas[0])
     with pytest.raises(Rejected) as err:
         world.clerk.count_repeat_dissent(vote)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("CountRepeatDissent", 1)
     assert world.replicas[0].dissents == 0
 
 
@@ -938,7 +941,7 @@ def test_diverge_requires_collecting() -> None:
     late = world.vote(round, world.replicas[2], delta=1)
     with pytest.raises(Rejected) as err:
         world.clerk.diverge_round(late)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("DivergeRound", 1)
     assert round.status == RoundStatus.agreed
 
 
@@ -953,7 +956,7 @@ def test_diverge_requires_missing_quorum() -> None:
     assert len(round.support(matching.digest)) == 2
     with pytest.raises(Rejected) as err:
         world.clerk.diverge_round(matching)
-    assert err.value.clause == 2
+    assert (err.value.rule, err.value.clause) == ("DivergeRound", 2)
     assert round.status == RoundStatus.collecting
 
 
@@ -965,7 +968,7 @@ def test_diverge_waits_for_every_eligible_replica() -> None:
     second = world.vote(round, world.replicas[1], delta=2)
     with pytest.raises(Rejected) as err:
         world.clerk.diverge_round(second)
-    assert err.value.clause == 3
+    assert (err.value.rule, err.value.clause) == ("DivergeRound", 3)
     assert round.status == RoundStatus.collecting
     assert not [e for e in world.heard if isinstance(e, RoundDiverged)]
 
@@ -987,7 +990,7 @@ def test_a_vote_of_a_replica_fenced_elsewhere_does_not_count_towards_divergence(
     assert len(r1.votes) == len(world.clerk.eligible_replicas())  # the old count would diverge here
     with pytest.raises(Rejected) as err:
         world.clerk.diverge_round(lone)
-    assert err.value.clause == 3 and r1.status == RoundStatus.collecting
+    assert (err.value.rule, err.value.clause) == ("DivergeRound", 3) and r1.status == RoundStatus.collecting
     world.vote(r1, other)
     assert r1.status == RoundStatus.agreed and world.submitted[-1].account_delta_minor == 500
     assert not [e for e in world.heard if isinstance(e, RoundDiverged)]
@@ -1013,7 +1016,7 @@ def test_repeated_divergence_quarantines() -> None:
     assert world.clerk.find_round(first.request, 4) is None
     with pytest.raises(Rejected) as err:
         world.clerk.retry_diverged_round(current)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("RetryDivergedRound", 1)
     assert len(world.submitted) == 1
     proposal = world.submitted[0]
     assert proposal.request is first.request and proposal.attempt == 3 and proposal.epoch == 1
@@ -1033,7 +1036,7 @@ def test_quarantine_requires_last_attempt() -> None:
     round = world.open()
     with pytest.raises(Rejected) as err:
         world.clerk.quarantine_request(round)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("QuarantineRequest", 1)
     assert world.submitted == [] and world.clerk.incidents == []
 
 
@@ -1068,7 +1071,7 @@ def test_commit_round() -> None:
     check_commits_have_quorum(world.clerk.rounds, world.clerk.config)
     world.clerk.check_invariants()
     round.votes.pop()  # a committed round without quorum violates the invariant
-    with pytest.raises(InvariantViolation):
+    with pytest.raises(InvariantViolation, match=r"^CommitsHaveQuorum: "):
         check_commits_have_quorum([round], world.clerk.config)
 
 
@@ -1079,7 +1082,7 @@ def test_commit_round_requires_round() -> None:
     stray = dataclasses.replace(proposal, attempt=5)
     with pytest.raises(Rejected) as err:
         world.clerk.commit_round(commit(stray, T0))
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("CommitRound", 1)
     assert world.clerk.rounds[0].status == RoundStatus.agreed
 
 
@@ -1092,7 +1095,7 @@ def test_commit_round_requires_agreed() -> None:
                          expected_primary_version=7, expected_counter_version=0)
     with pytest.raises(Rejected) as err:
         world.clerk.commit_round(commit(premature, T0))
-    assert err.value.clause == 2
+    assert (err.value.rule, err.value.clause) == ("CommitRound", 2)
     assert round.status == RoundStatus.collecting and round.committed_at is None
 
 
@@ -1115,7 +1118,7 @@ def test_supersede_refused_requires_round() -> None:
     stray = dataclasses.replace(proposal, attempt=4, status=ProposalStatus.conflicted)
     with pytest.raises(Rejected) as err:
         world.clerk.supersede_refused(stray)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("SupersedeRefused", 1)
     assert round.status == RoundStatus.agreed
 
 
@@ -1127,7 +1130,7 @@ def test_supersede_refused_requires_agreed() -> None:
     refused = dataclasses.replace(proposal, status=ProposalStatus.duplicate, sequence=None, committed_at=None)
     with pytest.raises(Rejected) as err:
         world.clerk.supersede_refused(refused)
-    assert err.value.clause == 2
+    assert (err.value.rule, err.value.clause) == ("SupersedeRefused", 2)
     assert round.status == RoundStatus.committed and round.agreed_digest is not None
 
 
@@ -1169,7 +1172,7 @@ def test_redispatch_slow_round() -> None:
     world.qualify(world.replicas[2])
     world.clock.advance(SECOND - timedelta(milliseconds=1))
     assert world.clerk.tick() == []  # not before the deadline
-    with pytest.raises(Rejected):
+    with pytest.raises(Rejected, match=r"^RedispatchSlowRound requires #0 "):
         world.clerk.redispatch_slow_round(round)
     world.clock.advance(timedelta(milliseconds=1))
     fired = world.clerk.tick()
@@ -1190,7 +1193,7 @@ def test_redispatch_requires_collecting() -> None:
     deadline = round.deadline
     with pytest.raises(Rejected) as err:
         world.clerk.redispatch_slow_round(round)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("RedispatchSlowRound", 1)
     assert round.deadline == deadline and world.clerk.tick() == []
 
 
@@ -1202,7 +1205,7 @@ def test_redispatch_requires_quorum_of_eligible() -> None:
     deadline = round.deadline
     with pytest.raises(Rejected) as err:
         world.clerk.redispatch_slow_round(round)
-    assert err.value.clause == 2
+    assert (err.value.rule, err.value.clause) == ("RedispatchSlowRound", 2)
     assert round.deadline == deadline
 
 
@@ -1234,7 +1237,7 @@ def test_stall_requires_collecting() -> None:
     world.clock.advance(SECOND)
     with pytest.raises(Rejected) as err:
         world.clerk.stall_round(round)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("StallRound", 1)
     assert round.stalled is False
 
 
@@ -1246,7 +1249,7 @@ def test_stall_requires_not_stalled() -> None:
     world.clerk.stall_round(round)
     with pytest.raises(Rejected) as err:
         world.clerk.stall_round(round)
-    assert err.value.clause == 2
+    assert (err.value.rule, err.value.clause) == ("StallRound", 2)
     assert len([e for e in world.heard if isinstance(e, QuorumUnavailable)]) == 1
 
 
@@ -1257,7 +1260,7 @@ def test_stall_requires_too_few_eligible() -> None:
     world.clock.advance(SECOND)
     with pytest.raises(Rejected) as err:
         world.clerk.stall_round(round)
-    assert err.value.clause == 3
+    assert (err.value.rule, err.value.clause) == ("StallRound", 3)
     assert round.stalled is False
 
 
@@ -1314,7 +1317,7 @@ def test_register_replica() -> None:
     check_replica_per_node(world.clerk.replicas)
     world.clerk.check_invariants()
     clash = Replica(replica_id="other", node=node)
-    with pytest.raises(InvariantViolation):
+    with pytest.raises(InvariantViolation, match=r"^ReplicaPerNode: "):
         check_replica_per_node([replica, clash])
 
 
@@ -1323,7 +1326,7 @@ def test_register_replica_once_per_node_id() -> None:
     world = World(active=1)
     with pytest.raises(Rejected) as err:
         world.clerk.register_replica(make_node("node-1"))
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("RegisterReplica", 1)
     assert len(world.clerk.replicas) == 1
     check_replica_per_node(world.clerk.replicas)
 
@@ -1359,7 +1362,7 @@ def test_begin_recovery_requires_replica() -> None:
     stranger = make_node("stranger", NodeStatus.joining)
     with pytest.raises(Rejected) as err:
         world.clerk.begin_recovery_on_rejoin(stranger)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("BeginRecoveryOnRejoin", 1)
     assert [r.replica_id for r in world.clerk.replicas] == ["node-1"]
 
 
@@ -1370,7 +1373,7 @@ def test_begin_recovery_requires_fenced() -> None:
     replica.node.status = NodeStatus.joining
     with pytest.raises(Rejected) as err:
         world.clerk.begin_recovery_on_rejoin(replica.node)
-    assert err.value.clause == 2
+    assert (err.value.rule, err.value.clause) == ("BeginRecoveryOnRejoin", 2)
     assert replica.status == ReplicaStatus.active and replica.recovery_started_at is None
 
 
@@ -1388,7 +1391,7 @@ def test_recover_replica_requires_responder() -> None:
     world, replica = fenced_world()
     with pytest.raises(Rejected) as err:
         world.clerk.recover_replica(OBSERVER, replica)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("RecoverReplica", 1)
     assert replica.status == ReplicaStatus.fenced
 
 
@@ -1398,7 +1401,7 @@ def test_recover_replica_requires_fenced() -> None:
     replica = world.replicas[0]
     with pytest.raises(Rejected) as err:
         world.clerk.recover_replica(RESPONDER, replica)
-    assert err.value.clause == 2
+    assert (err.value.rule, err.value.clause) == ("RecoverReplica", 2)
     assert replica.status == ReplicaStatus.active
 
 
@@ -1440,7 +1443,7 @@ def test_check_conformance_requires_recovering() -> None:
     replica, vector = world.replicas[0], world.clerk.add_conformance_vector("late", "d")
     with pytest.raises(Rejected) as err:
         world.clerk.check_conformance(replica, vector, vector.expected_digest)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("CheckConformance", 1)
     assert world.clerk.find_check(replica, vector, replica.recoveries) is None
     assert replica.conformance_passed == RUN
 
@@ -1453,7 +1456,7 @@ def test_check_conformance_counts_each_vector_once_per_recovery() -> None:
     for _ in range(RUN):  # the same right answer, replayed, proves nothing more
         with pytest.raises(Rejected) as err:
             world.clerk.conformance_digest(replica, vector, vector.expected_digest)
-        assert err.value.clause == 2
+        assert (err.value.rule, err.value.clause) == ("CheckConformance", 2)
     assert replica.conformance_passed == 1 and replica.status == ReplicaStatus.recovering
 
 
@@ -1469,7 +1472,7 @@ def test_count_conformance_requires_a_match() -> None:
     world, replica = recovering_world()
     with pytest.raises(Rejected) as err:
         world.clerk.count_conformance(check_for(world, replica, world.corpus[0], matches=False))
-    assert err.value.clause == 1 and replica.conformance_passed == 0
+    assert (err.value.rule, err.value.clause) == ("CountConformance", 1) and replica.conformance_passed == 0
 
 
 @pytest.mark.allium("rule-failure.CountConformance.2")
@@ -1477,7 +1480,7 @@ def test_count_conformance_requires_recovering() -> None:
     world, replica = fenced_world()
     with pytest.raises(Rejected) as err:
         world.clerk.count_conformance(check_for(world, replica, world.corpus[0], matches=True))
-    assert err.value.clause == 2 and replica.conformance_passed == RUN
+    assert (err.value.rule, err.value.clause) == ("CountConformance", 2) and replica.conformance_passed == RUN
 
 
 @pytest.mark.allium("rule-failure.CountConformance.3")
@@ -1486,7 +1489,7 @@ def test_count_conformance_leaves_the_last_match_to_pass_conformance() -> None:
     replica.conformance_passed = RUN - 1
     with pytest.raises(Rejected) as err:
         world.clerk.count_conformance(check_for(world, replica, world.corpus[0], matches=True))
-    assert err.value.clause == 3 and replica.conformance_passed == RUN - 1
+    assert (err.value.rule, err.value.clause) == ("CountConformance", 3) and replica.conformance_passed == RUN - 1
 
 
 @pytest.mark.allium("rule-failure.PassConformance.1")
@@ -1495,7 +1498,7 @@ def test_pass_conformance_requires_a_match() -> None:
     replica.conformance_passed = RUN - 1
     with pytest.raises(Rejected) as err:
         world.clerk.pass_conformance(check_for(world, replica, world.corpus[0], matches=False))
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("PassConformance", 1)
     assert replica.status == ReplicaStatus.recovering
 
 
@@ -1505,7 +1508,7 @@ def test_pass_conformance_requires_recovering() -> None:
     replica.conformance_passed = RUN - 1
     with pytest.raises(Rejected) as err:
         world.clerk.pass_conformance(check_for(world, replica, world.corpus[0], matches=True))
-    assert err.value.clause == 2
+    assert (err.value.rule, err.value.clause) == ("PassConformance", 2)
     assert replica.status == ReplicaStatus.fenced
 
 
@@ -1514,24 +1517,27 @@ def test_pass_conformance_requires_enough_vectors() -> None:
     world, replica = recovering_world()
     with pytest.raises(Rejected) as err:
         world.clerk.pass_conformance(check_for(world, replica, world.corpus[0], matches=True))
-    assert err.value.clause == 3
+    assert (err.value.rule, err.value.clause) == ("PassConformance", 3)
     assert replica.status == ReplicaStatus.recovering and replica.recovery_started_at is not None
 
 
+@pytest.mark.allium("rule-failure.FailConformance.2", "surface-provides.ConformanceHarness")
 def test_a_clean_self_report_readmits_nobody() -> None:
     """Settled decision: the replica's own report of a clean replay is not evidence."""
     world, replica = recovering_world()
     for vectors in (world.clerk.config.conformance_vectors, 10**9):
-        with pytest.raises(Rejected):
+        with pytest.raises(Rejected, match=r"^FailConformance requires #2 "):
             world.clerk.conformance_replayed(replica, vectors, 0)
-        with pytest.raises(Rejected):
+        with pytest.raises(Rejected, match=r"^FailConformance requires #2 "):
             ConformanceHarness(world.clerk, replica).conformance_replayed(vectors, 0)
     assert replica.status == ReplicaStatus.recovering and not replica.is_eligible
 
 
+@pytest.mark.allium("config-default.conformance_vectors", "rule-success.PassConformance")
 def test_a_full_default_conformance_run() -> None:
     """With the default config the Clerk compares 10,000 digests before readmitting."""
     world = World(active=0, recovering=1, config=Config())
+    assert world.clerk.config.conformance_vectors == 10_000
     replica = world.replicas[0]
     vectors = world.corpus
     assert len(vectors) == 10_000
@@ -1569,7 +1575,7 @@ def test_fail_conformance_check_requires_a_mismatch() -> None:
     world, replica = recovering_world()
     with pytest.raises(Rejected) as err:
         world.clerk.fail_conformance_check(check_for(world, replica, world.corpus[0], matches=True))
-    assert err.value.clause == 1 and replica.status == ReplicaStatus.recovering
+    assert (err.value.rule, err.value.clause) == ("FailConformanceCheck", 1) and replica.status == ReplicaStatus.recovering
 
 
 @pytest.mark.allium("rule-failure.FailConformanceCheck.2")
@@ -1578,7 +1584,7 @@ def test_fail_conformance_check_requires_recovering() -> None:
     replica = world.replicas[0]
     with pytest.raises(Rejected) as err:
         world.clerk.fail_conformance_check(check_for(world, replica, world.corpus[0], matches=False))
-    assert err.value.clause == 2 and replica.status == ReplicaStatus.active
+    assert (err.value.rule, err.value.clause) == ("FailConformanceCheck", 2) and replica.status == ReplicaStatus.active
 
 
 @pytest.mark.allium(
@@ -1603,7 +1609,7 @@ def test_fail_conformance_requires_recovering() -> None:
     replica = world.replicas[0]
     with pytest.raises(Rejected) as err:
         world.clerk.fail_conformance(replica, 100, 3)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("FailConformance", 1)
     assert replica.status == ReplicaStatus.active and replica.fenced_at is None
 
 
@@ -1613,7 +1619,7 @@ def test_fail_conformance_requires_mismatch() -> None:
     replica = world.replicas[0]
     with pytest.raises(Rejected) as err:
         world.clerk.fail_conformance(replica, 100, 0)
-    assert err.value.clause == 2
+    assert (err.value.rule, err.value.clause) == ("FailConformance", 2)
     assert replica.status == ReplicaStatus.recovering
 
 
@@ -1631,7 +1637,7 @@ def test_retire_replica_requires_responder() -> None:
     world, replica = fenced_world()
     with pytest.raises(Rejected) as err:
         world.clerk.retire_replica(OBSERVER, replica)
-    assert err.value.clause == 1
+    assert (err.value.rule, err.value.clause) == ("RetireReplica", 1)
     assert replica.status == ReplicaStatus.fenced
 
 
@@ -1641,7 +1647,7 @@ def test_retire_replica_requires_fenced() -> None:
     replica = world.replicas[0]
     with pytest.raises(Rejected) as err:
         world.clerk.retire_replica(RESPONDER, replica)
-    assert err.value.clause == 2
+    assert (err.value.rule, err.value.clause) == ("RetireReplica", 2)
     assert replica.status == ReplicaStatus.recovering
 
 
@@ -1657,9 +1663,9 @@ def test_conformance_harness_faces_non_retired_replicas() -> None:
     ConformanceHarness(world.clerk, replica)
     world.clerk.retire_replica(RESPONDER, replica)
     assert not is_replica_host(replica)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied, match=r"^ConformanceHarness requires #0 "):
         ConformanceHarness(world.clerk, replica)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied, match=r"^ConformanceHarness requires #0 "):
         ConformanceHarness(world.clerk, RESPONDER)  # type: ignore[arg-type]
 
 
@@ -1669,9 +1675,9 @@ def test_conformance_harness_exposes_and_provides() -> None:
     harness = ConformanceHarness(world.clerk, replica)
     assert harness.exposes() == {"status": ReplicaStatus.fenced, "dissents": 1, "conformance_passed": RUN}
     assert harness.provides() == frozenset()
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied, match=r"^ConformanceHarness requires #0 "):
         harness.conformance_replayed(10000, 1)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied, match=r"^ConformanceHarness requires #0 "):
         harness.conformance_digest(world.corpus[0], world.corpus[0].expected_digest)
     world.clerk.recover_replica(RESPONDER, replica)
     assert harness.provides() == frozenset({"ConformanceDigest", "ConformanceReplayed"})
@@ -1687,14 +1693,14 @@ def test_responder_surfaces_face_responders_only() -> None:
     world, replica = fenced_world()
     assert is_replica_responder(RESPONDER) and not is_replica_responder(OBSERVER)
     ReplicaMaintenance(world.clerk, RESPONDER, replica)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied, match=r"^ReplicaMaintenance requires #0 "):
         ReplicaMaintenance(world.clerk, OBSERVER, replica)
     round = world.open("req-x")
     RoundInspection(world.clerk, RESPONDER, round)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDenied, match=r"^RoundInspection requires #0 "):
         RoundInspection(world.clerk, OBSERVER, round)
     agreed = world.clerk.rounds[0]
-    with pytest.raises(AccessDenied):  # context: Round where status = collecting
+    with pytest.raises(AccessDenied, match=r"^RoundInspection requires #0 "):  # context: Round where status = collecting
         RoundInspection(world.clerk, RESPONDER, agreed)
 
 
@@ -1864,7 +1870,7 @@ def test_cast_fault_vote_requires_a_faulted_evaluation() -> None:
     round = world.open()
     with pytest.raises(Rejected) as err:
         world.clerk.cast_fault_vote(world.evaluation_of(round, world.replicas[0]))
-    assert err.value.clause == 1 and round.votes == []
+    assert (err.value.rule, err.value.clause) == ("CastFaultVote", 1) and round.votes == []
 
 
 @pytest.mark.allium("rule-failure.CastFaultVote.2")
@@ -1875,7 +1881,7 @@ def test_cast_fault_vote_requires_a_round() -> None:
     evaluation.attempt = 9
     with pytest.raises(Rejected) as err:
         world.clerk.cast_fault_vote(evaluation)
-    assert err.value.clause == 2 and round.votes == []
+    assert (err.value.rule, err.value.clause) == ("CastFaultVote", 2) and round.votes == []
 
 
 @pytest.mark.allium("rule-failure.CastFaultVote.3")
@@ -1886,7 +1892,7 @@ def test_cast_fault_vote_requires_a_known_replica() -> None:
     evaluation.replica_id = "stranger"
     with pytest.raises(Rejected) as err:
         world.clerk.cast_fault_vote(evaluation)
-    assert err.value.clause == 3 and round.votes == []
+    assert (err.value.rule, err.value.clause) == ("CastFaultVote", 3) and round.votes == []
 
 
 @pytest.mark.allium("rule-failure.CastFaultVote.4")
@@ -1897,7 +1903,7 @@ def test_cast_fault_vote_once_per_replica() -> None:
     world.clerk.cast_fault_vote(evaluation)
     with pytest.raises(Rejected) as err:
         world.clerk.cast_fault_vote(evaluation)
-    assert err.value.clause == 4 and len(round.votes) == 1
+    assert (err.value.rule, err.value.clause) == ("CastFaultVote", 4) and len(round.votes) == 1
 
 
 @pytest.mark.allium("rule-failure.ReachAgreement.2")
@@ -1908,7 +1914,7 @@ def test_a_fault_vote_is_never_proposed() -> None:
     assert round.status == RoundStatus.collecting
     with pytest.raises(Rejected) as err:
         world.clerk.reach_agreement(first)
-    assert err.value.clause == 2  # refused before support is even counted
+    assert (err.value.rule, err.value.clause) == ("ReachAgreement", 2)  # refused before support is even counted
     fault_vote(world, round, world.replicas[1])
     assert round.status == RoundStatus.diverged  # a quorum of faults diverges (FaultRound)...
     assert world.submitted == []  # ...and is never proposed
@@ -1947,7 +1953,7 @@ def test_fault_round_requires_collecting() -> None:
     late = fault_vote(world, round, world.replicas[2])
     with pytest.raises(Rejected) as err:
         world.clerk.fault_round(late)
-    assert err.value.clause == 1 and round.status == RoundStatus.agreed
+    assert (err.value.rule, err.value.clause) == ("FaultRound", 1) and round.status == RoundStatus.agreed
 
 
 @pytest.mark.allium("rule-failure.FaultRound.2")
@@ -1957,7 +1963,7 @@ def test_fault_round_requires_a_fault_vote() -> None:
     vote = world.vote(round, world.replicas[0])
     with pytest.raises(Rejected) as err:
         world.clerk.fault_round(vote)
-    assert err.value.clause == 2 and round.status == RoundStatus.collecting
+    assert (err.value.rule, err.value.clause) == ("FaultRound", 2) and round.status == RoundStatus.collecting
 
 
 @pytest.mark.allium("rule-failure.FaultRound.3")
@@ -1968,7 +1974,7 @@ def test_one_fault_is_a_dissent_not_a_diverged_round() -> None:
     lone = fault_vote(world, round, world.replicas[0])
     with pytest.raises(Rejected) as err:
         world.clerk.fault_round(lone)
-    assert err.value.clause == 3 and round.status == RoundStatus.collecting
+    assert (err.value.rule, err.value.clause) == ("FaultRound", 3) and round.status == RoundStatus.collecting
     world.vote(round, world.replicas[1])
     world.vote(round, world.replicas[2])
     assert round.status == RoundStatus.agreed and world.submitted[-1].account_delta_minor == 500
@@ -2027,6 +2033,7 @@ def test_an_honest_quorum_signs_and_the_ledger_commits() -> None:
     assert wired.store.account("acc-1").balance_minor == 1_500
 
 
+@pytest.mark.allium("rule-success.CastVote")
 def test_a_coordinator_without_the_keys_commits_nothing() -> None:
     """The coordinator signs for the replicas itself (it has no keys): the Ledger refuses."""
     wired = Wired(signer=lambda replica_id, statement: vote_signature("coordinator", statement))
@@ -2039,6 +2046,7 @@ def test_a_coordinator_without_the_keys_commits_nothing() -> None:
     assert wired.store.account("acc-1").balance_minor == 1_000
 
 
+@pytest.mark.allium("rule-success.CastVote")
 def test_a_wrong_read_set_is_refused_even_with_honest_signatures() -> None:
     """The coordinator (or a cache bug) hands the replicas balance 100 at the right version
     (the store holds 1,000): honest replicas reject a withdrawal of 500 as insufficient_funds.
@@ -2055,3 +2063,726 @@ def test_a_wrong_read_set_is_refused_even_with_honest_signatures() -> None:
     assert proposal.reason == RejectReason.insufficient_funds
     assert proposal.status == ProposalStatus.conflicted
     assert wired.store.outcome_for("client-1", "req-w") is None
+
+
+# ---------------------------------------------------------------------------
+# Normative test vectors (CastVote, CastFaultVote, QuarantineRequest @guidance)
+# ---------------------------------------------------------------------------
+# The hex strings are copied from the spec; spaces there separate fields.
+
+D1_BYTES = bytes.fromhex(
+    "6c65646765722e636c65726b2e6465636973696f6e2e763100" "00000003632d31" "00000003722d35"
+    "0000000000000002" "000000086163636570746564" "00" "fffffffffffffd44" "00000000000002bc"
+)
+D1_DIGEST = "09d45cd4fc6d588965a289071f70e50201b7535be800f8e8ad72631ec6fdd557"
+D2_DIGEST = "21e09e31c0fec2d6e9f56f8d73fae7e1e8cd9e40dbf57487314cfa63e57f1694"
+F1_BYTES = bytes.fromhex(
+    "6c65646765722e636c65726b2e6661756c742e763100" "00000003632d31" "00000003722d37" "0000000000000003"
+)
+F1_DIGEST = "7b5c5a0056f67866fa75438035f64a162c6dbce1f1d94d6cd45dbe4a5b9870fd"
+Q1_BYTES = bytes.fromhex(
+    "6c65646765722e636c65726b2e71756172616e74696e652e763100" "00000003632d31" "00000003722d37"
+    "0000000872656a6563746564" "010000000b71756172616e74696e6564" "0000000000000000" "0000000000000000"
+)
+Q1_DIGEST = "6076bd809dbda5fea2d34f24aeb7a89bc13b9282f08fc6d66f5318e39bb91574"
+
+
+def c1_request(request_id: str) -> Request:
+    """A request of client "c-1", as the spec's vectors use."""
+    return dataclasses.replace(make_request(request_id), client_id="c-1")
+
+
+@pytest.mark.allium("rule-success.CastVote", "rule-entity-creation.CastVote.1")
+def test_decision_digest_vector_d1_through_a_cast_vote() -> None:
+    assert hashlib.sha256(D1_BYTES).hexdigest() == D1_DIGEST  # the spec's bytes and digest agree
+    assert decision_digest_of("c-1", "r-5", 2, Verdict.accepted, None, -700, 700) == D1_DIGEST
+    world = World(active=3)
+    round = world.clerk.open_round(make_read(c1_request("r-5"), attempt=2))
+    evaluation = decide(world.evaluation_of(round, world.replicas[0]), delta=-700)
+    evaluation.counterparty_delta_minor = 700
+    assert decision_digest(evaluation) == D1_DIGEST
+    vote = world.clerk.cast_vote(evaluation)
+    assert vote.digest == D1_DIGEST  # the vote the replica ships is the normative digest
+    assert (vote.account_delta_minor, vote.counterparty_delta_minor) == (-700, 700)
+
+
+@pytest.mark.allium("rule-success.CastVote")
+def test_decision_digest_vector_d2_with_a_reason() -> None:
+    assert decision_digest_of(
+        "c-1", "r-6", 1, Verdict.rejected, RejectReason.insufficient_funds, 0, 0
+    ) == D2_DIGEST
+    # verdict and reason may be given by name: the encoding is of the name
+    assert decision_digest_of("c-1", "r-6", 1, "rejected", "insufficient_funds", 0, 0) == D2_DIGEST
+    # each bound field changes the digest (key, attempt and Decision are all hashed)
+    variants = [
+        ("c-2", "r-6", 1, Verdict.rejected, RejectReason.insufficient_funds, 0, 0),
+        ("c-1", "r-7", 1, Verdict.rejected, RejectReason.insufficient_funds, 0, 0),
+        ("c-1", "r-6", 2, Verdict.rejected, RejectReason.insufficient_funds, 0, 0),
+        ("c-1", "r-6", 1, Verdict.accepted, RejectReason.insufficient_funds, 0, 0),
+        ("c-1", "r-6", 1, Verdict.rejected, None, 0, 0),
+        ("c-1", "r-6", 1, Verdict.rejected, RejectReason.insufficient_funds, 1, 0),
+        ("c-1", "r-6", 1, Verdict.rejected, RejectReason.insufficient_funds, 0, 1),
+    ]
+    assert all(decision_digest_of(*v) != D2_DIGEST for v in variants)
+
+
+@pytest.mark.allium("rule-success.CastFaultVote", "rule-entity-creation.CastFaultVote.1")
+def test_fault_digest_vector_f1_through_a_fault_vote() -> None:
+    assert hashlib.sha256(F1_BYTES).hexdigest() == F1_DIGEST  # the spec's bytes and digest agree
+    assert fault_digest(c1_request("r-7"), 3) == F1_DIGEST
+    world = World(active=3)
+    round = world.clerk.open_round(make_read(c1_request("r-7"), attempt=3))
+    vote = world.clerk.cast_fault_vote(fault(world.evaluation_of(round, world.replicas[0])))
+    assert vote.digest == F1_DIGEST
+    assert fault_digest(c1_request("r-7"), 2) != F1_DIGEST
+
+
+@pytest.mark.allium("rule-success.QuarantineRequest", "rule-entity-creation.QuarantineRequest.1")
+def test_quarantine_digest_vector_q1_whatever_the_attempt() -> None:
+    assert hashlib.sha256(Q1_BYTES).hexdigest() == Q1_DIGEST  # the spec's bytes and digest agree
+    assert quarantine_digest(c1_request("r-7")) == Q1_DIGEST
+    for max_attempts in (3, 1):
+        world = World(active=3, config=Config(conformance_vectors=RUN, max_attempts=max_attempts))
+        round = world.clerk.open_round(make_read(c1_request("r-7"), attempt=max_attempts))
+        round.transition_to(RoundStatus.diverged)
+        proposal = world.clerk.quarantine_request(round)
+        assert proposal.digest == Q1_DIGEST and proposal.attempt == max_attempts
+        assert world.submitted == [proposal]
+
+
+# ---------------------------------------------------------------------------
+# Limits are inclusive (settled decision "Are the Clerk's thresholds inclusive?")
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium("invariant.QuorumOutnumbersFaults")
+def test_the_default_shaped_config_starts() -> None:
+    clerk = Clerk(Journal(epoch=1), clock=FakeClock(),
+                  config=Config(fault_budget=1, replica_count=3, commit_quorum=2))
+    assert (clerk.config.fault_budget, clerk.config.replica_count, clerk.config.commit_quorum) == (1, 3, 2)
+    check_quorum_outnumbers_faults(clerk.config)
+    clerk.check_invariants()
+
+
+@pytest.mark.allium("invariant.QuorumOutnumbersFaults")
+@pytest.mark.parametrize(
+    ("f", "n", "q", "needs"),
+    [
+        (1, 3, 1, ["commit_quorum >= 2"]),
+        (1, 3, 3, ["replica_count >= 4"]),
+        (2, 1, 1, ["commit_quorum >= 3", "replica_count >= 5"]),
+        (-1, 1, 1, []),
+    ],
+)
+def test_an_unsafe_config_is_refused_naming_values_and_needs(f: int, n: int, q: int, needs: list[str]) -> None:
+    config = Config(fault_budget=f, replica_count=n, commit_quorum=q)
+    with pytest.raises(InvariantViolation) as err:
+        Clerk(Journal(epoch=1), clock=FakeClock(), config=config)
+    message = str(err.value)
+    assert message.startswith("QuorumOutnumbersFaults: ")
+    for part in (f"fault_budget={f}", f"replica_count={n}", f"commit_quorum={q}", *needs):
+        assert part in message
+    with pytest.raises(InvariantViolation, match=r"^QuorumOutnumbersFaults: "):
+        check_quorum_outnumbers_faults(config)
+
+
+@pytest.mark.allium("rule-success.ReachAgreement", "rule-failure.ReachAgreement.4")
+def test_exactly_commit_quorum_matching_digests_agree() -> None:
+    config = Config(fault_budget=1, replica_count=4, commit_quorum=3, conformance_vectors=RUN)
+    world = World(active=4, config=config)
+    round = world.open()
+    first = world.vote(round, world.replicas[0])
+    second = world.vote(round, world.replicas[1])
+    assert round.status == RoundStatus.collecting and world.submitted == []
+    with pytest.raises(Rejected) as err:  # one fewer than commit_quorum does not agree
+        world.clerk.reach_agreement(second)
+    assert (err.value.rule, err.value.clause) == ("ReachAgreement", 4)
+    third = world.vote(round, world.replicas[2])
+    assert round.status == RoundStatus.agreed and round.agreed_digest == first.digest == third.digest
+    assert len(world.submitted) == 1 and world.submitted[0].digest == first.digest
+
+
+@pytest.mark.allium("temporal.RedispatchSlowRound", "temporal.StallRound",
+                    "rule-failure.StallRound.3", "rule-failure.RedispatchSlowRound.2")
+def test_eligible_replicas_equal_to_the_quorum_redispatch_and_one_fewer_stall() -> None:
+    world = World(active=3)
+    world.replicas[2].node.status = NodeStatus.down
+    round = world.open()
+    assert len(world.clerk.eligible_replicas()) == world.clerk.config.commit_quorum == 2
+    world.clock.advance(SECOND)  # now == deadline: the temporal trigger fires at it
+    with pytest.raises(Rejected) as err:
+        world.clerk.stall_round(round)
+    assert (err.value.rule, err.value.clause) == ("StallRound", 3)
+    fired = world.clerk.tick()
+    assert [type(e) for e in fired] == [DispatchRound] and fired[0].round is round
+    assert not round.stalled and round.deadline == world.clock.now + SECOND
+    world.replicas[1].node.status = NodeStatus.down  # one eligible replica, below the quorum
+    world.clock.advance(SECOND)
+    with pytest.raises(Rejected) as err:
+        world.clerk.redispatch_slow_round(round)
+    assert (err.value.rule, err.value.clause) == ("RedispatchSlowRound", 2)
+    fired = world.clerk.tick()
+    assert [type(e) for e in fired] == [QuorumUnavailable] and fired[0].round is round
+    assert round.stalled and round.status == RoundStatus.collecting
+    assert world.clerk.tick() == []  # does not re-fire
+
+
+@pytest.mark.allium("rule-success.DivergeRound", "rule-failure.DivergeRound.3")
+def test_a_round_diverges_once_counted_votes_equal_eligible_replicas() -> None:
+    world = World(active=3)
+    round = world.open()
+    world.vote(round, world.replicas[0], delta=1)
+    second = world.vote(round, world.replicas[1], delta=2)
+    with pytest.raises(Rejected) as err:
+        world.clerk.diverge_round(second)
+    assert (err.value.rule, err.value.clause) == ("DivergeRound", 3)
+    assert round.status == RoundStatus.collecting
+    world.vote(round, world.replicas[2], delta=3)
+    assert round.status == RoundStatus.diverged
+
+
+@pytest.mark.allium("rule-success.CountConformance", "rule-success.PassConformance",
+                    "transition-edge.Replica.recovering.active")
+def test_the_last_matching_check_returns_the_replica_and_the_one_before_only_counts() -> None:
+    world, replica = recovering_world()
+    assert world.clerk.config.conformance_vectors == 3
+    seen = []
+    for vector in world.corpus:
+        world.clerk.conformance_digest(replica, vector, vector.expected_digest)
+        seen.append((replica.status, replica.conformance_passed))
+    assert seen == [(ReplicaStatus.recovering, 1), (ReplicaStatus.recovering, 2), (ReplicaStatus.active, 3)]
+    assert replica.recovery_started_at is None and replica.fenced_at is None
+
+
+@pytest.mark.allium("rule-success.RetryDivergedRound", "rule-failure.RetryDivergedRound.1",
+                    "rule-failure.QuarantineRequest.1")
+def test_an_attempt_below_max_attempts_is_retried_and_the_one_equal_is_quarantined() -> None:
+    world = World(active=3)
+    assert world.clerk.config.max_attempts == 3
+    second = world.clerk.open_round(make_read(attempt=2))
+    second.transition_to(RoundStatus.diverged)
+    with pytest.raises(Rejected) as err:
+        world.clerk.quarantine_request(second)
+    assert (err.value.rule, err.value.clause) == ("QuarantineRequest", 1)
+    third = world.clerk.retry_diverged_round(second)
+    assert third is world.clerk.find_round(make_request(), 3)
+    assert (third.attempt, third.read_set, third.status) == (3, second.read_set, RoundStatus.collecting)
+    third.transition_to(RoundStatus.diverged)
+    with pytest.raises(Rejected) as err:
+        world.clerk.retry_diverged_round(third)
+    assert (err.value.rule, err.value.clause) == ("RetryDivergedRound", 1)
+    proposal = world.clerk.quarantine_request(third)
+    assert proposal is world.submitted[-1] and proposal.attempt == 3
+    assert world.clerk.find_round(make_request(), 4) is None
+
+
+# ---------------------------------------------------------------------------
+# Refusals name the rule and clause (clause 0: the trigger does not apply)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium("rule-failure.CommitRound.1", "rule-failure.SupersedeRefused.1")
+def test_proposal_rules_refuse_a_status_they_do_not_handle() -> None:
+    world = World(active=3)
+    round, proposal = agreed_round(world)
+    assert proposal.status == ProposalStatus.pending
+    with pytest.raises(Rejected) as err:
+        world.clerk.commit_round(proposal)
+    assert (err.value.rule, err.value.clause) == ("CommitRound", 0)
+    with pytest.raises(Rejected) as err:
+        world.clerk.supersede_refused(proposal)
+    assert (err.value.rule, err.value.clause) == ("SupersedeRefused", 0)
+    commit(proposal, world.clock.now)
+    with pytest.raises(Rejected) as err:
+        world.clerk.supersede_refused(proposal)
+    assert (err.value.rule, err.value.clause) == ("SupersedeRefused", 0)
+    assert round.status == RoundStatus.agreed and round.committed_at is None
+    for refused in (ProposalStatus.duplicate, ProposalStatus.conflicted, ProposalStatus.fenced):
+        other = World(active=3)
+        other_round, other_proposal = agreed_round(other)
+        other_proposal.status = refused
+        with pytest.raises(Rejected) as err:
+            other.clerk.commit_round(other_proposal)
+        assert (err.value.rule, err.value.clause) == ("CommitRound", 0)
+        assert other.clerk.on_proposal_status(other_proposal) is other_round
+        assert other_round.status == RoundStatus.superseded and other_round.agreed_digest is None
+
+
+@pytest.mark.allium("rule-failure.BeginRecoveryOnRejoin.1")
+def test_begin_recovery_refuses_a_node_that_is_not_joining() -> None:
+    world, replica = fenced_world()
+    for status in (NodeStatus.backup, NodeStatus.down, NodeStatus.primary):
+        replica.node.status = status
+        with pytest.raises(Rejected) as err:
+            world.clerk.begin_recovery_on_rejoin(replica.node)
+        assert (err.value.rule, err.value.clause) == ("BeginRecoveryOnRejoin", 0)
+        assert replica.status == ReplicaStatus.fenced and replica.recovery_started_at is None
+    replica.node.status = NodeStatus.joining
+    assert world.clerk.on_node_joining(replica.node) is replica
+    assert replica.status == ReplicaStatus.recovering
+
+
+@pytest.mark.allium("temporal.RedispatchSlowRound", "temporal.StallRound")
+def test_timeout_rules_refuse_before_the_deadline() -> None:
+    world = World(active=3)
+    world.replicas[1].node.status = NodeStatus.down
+    world.replicas[2].node.status = NodeStatus.down
+    round = world.open()
+    world.clock.advance(SECOND - timedelta(microseconds=1))
+    for rule, name in ((world.clerk.redispatch_slow_round, "RedispatchSlowRound"),
+                       (world.clerk.stall_round, "StallRound")):
+        with pytest.raises(Rejected) as err:
+            rule(round)
+        assert (err.value.rule, err.value.clause) == (name, 0)
+    assert world.clerk.tick() == [] and not round.stalled and round.deadline == T0 + SECOND
+
+
+@pytest.mark.allium("invariant.OneRoundPerAttempt")
+def test_no_rule_opens_a_second_round_for_an_attempt() -> None:
+    world = World(active=3)
+    first = world.open()
+    with pytest.raises(Rejected) as err:
+        world.clerk.open_round(make_read())
+    assert (err.value.rule, err.value.clause) == ("OpenRound", 0)
+    first.transition_to(RoundStatus.diverged)
+    world.clerk.open_round(make_read(attempt=2))
+    with pytest.raises(Rejected) as err:
+        world.clerk.retry_diverged_round(first)
+    assert (err.value.rule, err.value.clause) == ("RetryDivergedRound", 0)
+    assert [r.attempt for r in world.clerk.rounds] == [1, 2]
+    check_one_round_per_attempt(world.clerk.rounds)
+
+
+# ---------------------------------------------------------------------------
+# ResumeStalledRounds (@guidance)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium("rule-success.ResumeStalledRounds", "rule-chained.ResumeStalledRounds.DispatchRound")
+def test_only_collecting_stalled_rounds_resume() -> None:
+    world = World(active=3, recovering=1)
+    clerk = world.clerk
+    world.replicas[1].node.status = NodeStatus.down
+    world.replicas[2].node.status = NodeStatus.down
+    a, b, diverged, superseded = (world.open(f"req-{k}") for k in "abcd")
+    world.clock.advance(SECOND)
+    assert [type(e) for e in clerk.tick()] == [QuorumUnavailable] * 4
+    diverged.transition_to(RoundStatus.diverged)
+    superseded.transition_to(RoundStatus.superseded)
+    fresh = world.open("req-e")  # collecting, not stalled
+    world.clock.advance(timedelta(milliseconds=300))
+    deadlines = {id(r): r.deadline for r in (diverged, superseded, fresh)}
+    # fired for a replica that is not active, the rule is refused and changes nothing
+    mark = len(clerk.events)
+    with pytest.raises(Rejected) as err:
+        clerk.resume_stalled_rounds(world.replicas[3])
+    assert (err.value.rule, err.value.clause) == ("ResumeStalledRounds", 0)
+    assert a.stalled and b.stalled and a.deadline == T0 + SECOND and len(clerk.events) == mark
+    resumed = clerk.resume_stalled_rounds(world.replicas[0])
+    assert resumed == [a, b]
+    assert not a.stalled and not b.stalled
+    assert a.deadline == b.deadline == world.clock.now + SECOND
+    assert [(type(e), e.round) for e in clerk.events[mark:]] == [(DispatchRound, a), (DispatchRound, b)]
+    assert {id(r): r.deadline for r in (diverged, superseded, fresh)} == deadlines
+    assert diverged.stalled and superseded.stalled and not fresh.stalled
+
+
+# ---------------------------------------------------------------------------
+# ReachAgreement never proposes on a claimed digest alone (@guidance)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium("rule-success.ReachAgreement")
+def test_a_quorum_whose_payloads_do_not_hash_to_the_claim_proposes_nothing() -> None:
+    world = World(active=3)
+    round = world.open()
+    claimed = decision_digest_of("client-1", "req-1", 1, Verdict.accepted, None, 500, 0)
+    liars = []
+    for replica in world.replicas[:2]:
+        vote = Vote(round=round, replica=replica, digest=claimed, verdict=Verdict.accepted, reason=None,
+                    account_delta_minor=9_999, counterparty_delta_minor=0, cast_at=T0)
+        round.votes.append(vote)
+        world.clerk.votes.append(vote)
+        liars.append(vote)
+    mark = len(world.clerk.events)
+    with pytest.raises(Rejected) as err:
+        world.clerk.reach_agreement(liars[1])
+    assert (err.value.rule, err.value.clause) == ("ReachAgreement", 0)
+    assert round.status == RoundStatus.collecting and round.agreed_digest is None
+    assert world.submitted == [] and world.clerk.proposals == [] and world.clerk.endorsements == []
+    assert world.clerk.events[mark:] == []
+    assert all(r.status == ReplicaStatus.active for r in world.replicas)
+
+
+# ---------------------------------------------------------------------------
+# Returned values and emitted triggers, in order
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.allium("rule-chained.ReachAgreement.DissentDetected", "rule-chained.FenceDissenter.ReplicaFenced",
+                    "rule-chained.AnnounceRound.DispatchRound")
+def test_the_clerk_emits_its_triggers_in_order() -> None:
+    world = World(active=3)
+    clerk = world.clerk
+    mark = len(clerk.events)
+    round = world.open()
+    assert [(type(e), e.round) for e in clerk.events[mark:]] == [(DispatchRound, round)]
+    assert world.heard[-1] is clerk.events[-1]  # listeners hear what is recorded
+    mark = len(clerk.events)
+    world.vote(round, world.replicas[0], delta=500)
+    dissent = world.vote(round, world.replicas[2], delta=9)
+    assert clerk.events[mark:] == []
+    world.vote(round, world.replicas[1], delta=500)
+    emitted = clerk.events[mark:]
+    assert [type(e) for e in emitted] == [DissentDetected, ReplicaFenced]
+    assert emitted[0].vote is dissent
+    assert (emitted[1].replica, emitted[1].round) == (world.replicas[2], round)
+    late_world = World(active=3)
+    late_round, _ = agreed_round(late_world)
+    mark = len(late_world.clerk.events)
+    late = late_world.vote(late_round, late_world.replicas[2], delta=1)
+    assert [type(e) for e in late_world.clerk.events[mark:]] == [DissentDetected, ReplicaFenced]
+    assert late_world.clerk.events[mark].vote is late
+
+
+@pytest.mark.allium("rule-success.FenceDissenter", "rule-success.CountRepeatDissent",
+                    "rule-success.FlagLateDissent", "rule-success.FaultRound", "rule-success.CommitRound",
+                    "rule-success.RegisterReplica", "rule-success.RetireReplica", "rule-success.RecoverReplica")
+def test_rules_return_what_they_made() -> None:
+    world = World(active=3)
+    clerk = world.clerk
+    round, proposal = agreed_round(world)
+    late = world.vote(round, world.replicas[2], delta=1)  # fenced by the chain
+    assert world.replicas[2].status == ReplicaStatus.fenced
+    flagged = clerk.flag_late_dissent(late)
+    assert isinstance(flagged, DissentDetected) and flagged.vote is late
+    counted = clerk.count_repeat_dissent(late)
+    assert counted is world.replicas[2] and counted.dissents == 3  # fence, re-flag, this count
+    committed = clerk.commit_round(commit(proposal, world.clock.now))
+    assert committed is round and round.committed_at == world.clock.now
+    recovered = clerk.recover_replica(RESPONDER, world.replicas[2])
+    assert recovered is world.replicas[2]
+    node = make_node("node-9")
+    registered = clerk.register_replica(node)
+    assert registered is clerk.find_replica("node-9") and registered.node is node
+    fresh = World(active=3)
+    fround = fresh.open()
+    fresh.clerk.cast_fault_vote(fault(fresh.evaluation_of(fround, fresh.replicas[0])))
+    fresh.clerk.cast_fault_vote(fault(fresh.evaluation_of(fround, fresh.replicas[1])))
+    assert fround.status == RoundStatus.diverged
+    assert [type(e) for e in fresh.clerk.events if isinstance(e, RoundDiverged)] == [RoundDiverged]
+    direct_world = World(active=3)
+    dround = direct_world.open()
+    direct_world.clerk.cast_fault_vote(fault(direct_world.evaluation_of(dround, direct_world.replicas[0])))
+    twin = Vote(round=dround, replica=direct_world.replicas[1], digest=fault_digest(dround.request, 1),
+                verdict=Verdict.rejected, reason=None, account_delta_minor=0, counterparty_delta_minor=0,
+                cast_at=T0)
+    dround.votes.append(twin)
+    event = direct_world.clerk.fault_round(twin)
+    assert isinstance(event, RoundDiverged) and event.round is dround
+    fenced = direct_world.clerk.fence_dissenter(twin)
+    assert isinstance(fenced, ReplicaFenced) and fenced.replica is direct_world.replicas[1]
+    assert fenced.round is dround
+    retired = direct_world.clerk.retire_replica(RESPONDER, direct_world.replicas[1])
+    assert retired is direct_world.replicas[1] and retired.status == ReplicaStatus.retired
+
+
+@pytest.mark.allium("entity-relationship.Round.votes", "rule-success.CommitRound")
+def test_rounds_belong_to_a_request_by_its_key() -> None:
+    world = World(active=3)
+    round = world.open()
+    copy = make_request("req-1")
+    assert copy is not round.request
+    assert (copy.client_id, copy.request_id) == (round.request.client_id, round.request.request_id)
+    assert world.clerk.find_round(copy, 1) is round
+    assert world.clerk.find_round(make_request("req-2"), 1) is None
+    assert world.clerk.find_round(copy, 2) is None
+    evaluation = decide(world.evaluation_of(round, world.replicas[0]))
+    assert world.clerk.find_evaluation(copy, 1, "node-1") is evaluation
+    evaluation.request = copy
+    vote = world.clerk.cast_vote(evaluation)
+    assert vote.round is round and round.votes == [vote]
+    world.vote(round, world.replicas[1])
+    proposal = world.submitted[-1]
+    proposal.request = make_request("req-1")
+    assert world.clerk.commit_round(commit(proposal, world.clock.now)) is round
+    assert round.status == RoundStatus.committed
+
+
+# ---------------------------------------------------------------------------
+# The combined check names each broken invariant and `when` field
+# ---------------------------------------------------------------------------
+
+
+def _committed_world() -> tuple[World, Round]:
+    world = World(active=3)
+    round, proposal = agreed_round(world)
+    world.clerk.commit_round(commit(proposal, world.clock.now))
+    world.clerk.check_invariants()
+    return world, round
+
+
+def _break_quorum(world: World, round: Round) -> None:
+    round.votes.pop()
+
+
+def _break_one_vote(world: World, round: Round) -> None:
+    world.clerk.votes.append(dataclasses.replace(round.votes[0]))
+
+
+def _break_one_round(world: World, round: Round) -> None:
+    world.clerk.rounds.append(Round(request=make_request("req-1"), read_set=round.read_set, attempt=1,
+                                    epoch=1, opened_at=T0, deadline=T0))
+
+
+def _break_config(world: World, round: Round) -> None:
+    world.clerk.config = Config(fault_budget=1, commit_quorum=1)
+
+
+def _break_replica_per_node(world: World, round: Round) -> None:
+    world.clerk.replicas.append(Replica(replica_id="twin", node=world.replicas[0].node,
+                                        status=ReplicaStatus.recovering, recovery_started_at=T0))
+
+
+def _set(attr: str, value: Any, target: str = "replica") -> Callable[[World, Round], None]:
+    def breaker(world: World, round: Round) -> None:
+        setattr(world.replicas[0] if target == "replica" else round, attr, value)
+    return breaker
+
+
+def _agreed_without_digest(world: World, round: Round) -> None:
+    fresh = world.open("req-9")
+    world.vote(fresh, world.replicas[0])
+    world.vote(fresh, world.replicas[1])
+    assert fresh.status == RoundStatus.agreed
+    fresh.agreed_digest = None
+
+
+def _collecting_with_digest(world: World, round: Round) -> None:
+    world.open("req-9").agreed_digest = "ab" * 32
+
+
+def _recovering_without_start(world: World, round: Round) -> None:
+    replica = world.clerk.register_replica(make_node("node-9"))
+    replica.recovery_started_at = None
+
+
+def _combined_check_names(world: World, name: str) -> None:
+    """The Clerk's combined check fails, naming exactly `name`."""
+    with pytest.raises(InvariantViolation) as err:
+        world.clerk.check_invariants()
+    assert str(err.value).startswith(f"{name}: ")
+
+
+@pytest.mark.allium("invariant.CommitsHaveQuorum")
+def test_the_combined_check_names_commits_have_quorum() -> None:
+    world, round = _committed_world()
+    _break_quorum(world, round)
+    with pytest.raises(InvariantViolation, match=r"^CommitsHaveQuorum: "):
+        check_commits_have_quorum(world.clerk.rounds, world.clerk.config)
+    _combined_check_names(world, "CommitsHaveQuorum")
+
+
+@pytest.mark.allium("invariant.OneVotePerReplicaPerRound")
+def test_the_combined_check_names_one_vote_per_replica_per_round() -> None:
+    world, round = _committed_world()
+    _break_one_vote(world, round)
+    with pytest.raises(InvariantViolation, match=r"^OneVotePerReplicaPerRound: "):
+        check_one_vote_per_replica_per_round(world.clerk.votes)
+    _combined_check_names(world, "OneVotePerReplicaPerRound")
+
+
+@pytest.mark.allium("invariant.OneRoundPerAttempt")
+def test_the_combined_check_names_one_round_per_attempt() -> None:
+    world, round = _committed_world()
+    _break_one_round(world, round)
+    with pytest.raises(InvariantViolation, match=r"^OneRoundPerAttempt: "):
+        check_one_round_per_attempt(world.clerk.rounds)
+    _combined_check_names(world, "OneRoundPerAttempt")
+
+
+@pytest.mark.allium("invariant.QuorumOutnumbersFaults")
+def test_the_combined_check_names_quorum_outnumbers_faults() -> None:
+    world, round = _committed_world()
+    _break_config(world, round)
+    with pytest.raises(InvariantViolation, match=r"^QuorumOutnumbersFaults: "):
+        check_quorum_outnumbers_faults(world.clerk.config)
+    _combined_check_names(world, "QuorumOutnumbersFaults")
+
+
+@pytest.mark.allium("invariant.ReplicaPerNode")
+def test_the_combined_check_names_replica_per_node() -> None:
+    world, round = _committed_world()
+    _break_replica_per_node(world, round)
+    with pytest.raises(InvariantViolation, match=r"^ReplicaPerNode: "):
+        check_replica_per_node(world.clerk.replicas)
+    _combined_check_names(world, "ReplicaPerNode")
+
+
+@pytest.mark.allium(
+    "when-presence.Replica.fenced_at",
+    "when-presence.Replica.recovery_started_at",
+    "when-presence.Round.agreed_digest",
+    "when-presence.Round.committed_at",
+)
+@pytest.mark.parametrize(
+    ("breaker", "name"),
+    [
+        (_set("fenced_at", T0), "Replica.fenced_at"),
+        (_set("recovery_started_at", T0), "Replica.recovery_started_at"),
+        (_recovering_without_start, "Replica.recovery_started_at"),
+        (_set("committed_at", None, "round"), "Round.committed_at"),
+        (_agreed_without_digest, "Round.agreed_digest"),
+        (_collecting_with_digest, "Round.agreed_digest"),
+    ],
+    ids=["active-fenced_at", "active-recovery_started_at", "recovering-no-start", "committed-no-time",
+         "agreed-no-digest", "collecting-digest"],
+)
+def test_the_combined_check_names_each_broken_when_field(breaker: Any, name: str) -> None:
+    world, round = _committed_world()
+    breaker(world, round)
+    _combined_check_names(world, name)
+
+
+@pytest.mark.allium("when-presence.Replica.fenced_at", "when-presence.Round.committed_at")
+def test_when_fields_present_against_their_status_are_named() -> None:
+    world, round = _committed_world()
+    fenced_world_, replica = fenced_world()
+    replica.fenced_at = None
+    with pytest.raises(InvariantViolation, match=r"^Replica\.fenced_at: absent"):
+        replica.check_when_presence()
+    agreed_world = World(active=3)
+    agreed, _ = agreed_round(agreed_world)
+    agreed.committed_at = T0
+    with pytest.raises(InvariantViolation, match=r"^Round\.committed_at: present"):
+        agreed_world.clerk.check_invariants()
+
+
+# ---------------------------------------------------------------------------
+# FencingIsAudited (@guarantee of ReplicaMaintenance), broken each way alone
+# ---------------------------------------------------------------------------
+
+
+def _audited_world() -> tuple[World, Replica]:
+    """node-3 fenced on a dissenting vote, recovered, and returned on compared checks."""
+    world = World(active=3)
+    round = world.open()
+    world.vote(round, world.replicas[0])
+    world.vote(round, world.replicas[2], delta=9)
+    world.vote(round, world.replicas[1])
+    replica = world.replicas[2]
+    assert replica.status == ReplicaStatus.fenced
+    world.clerk.check_fencing_is_audited()  # every fence the Clerk makes records its evidence
+    world.clerk.recover_replica(RESPONDER, replica)
+    world.qualify(replica)
+    world.clerk.check_fencing_is_audited()
+    return world, replica
+
+
+def _fence_on_unrecorded_vote(world: World, replica: Replica) -> None:
+    replica_vote = next(v for v in world.clerk.votes if v.replica is replica)
+    stray = dataclasses.replace(replica_vote)
+    world.clerk.fence_audit[0] = (replica, stray)
+
+
+def _fence_on_unrecorded_check(world: World, replica: Replica) -> None:
+    check = check_for(world, replica, world.corpus[0], matches=False)
+    world.clerk.fence_audit.append((replica, check))
+
+
+def _fence_on_other_replicas_vote(world: World, replica: Replica) -> None:
+    other_vote = next(v for v in world.clerk.votes if v.replica is world.replicas[0])
+    world.clerk.fence_audit[0] = (replica, other_vote)
+
+
+def _fence_on_a_matching_check(world: World, replica: Replica) -> None:
+    matching = next(c for c in world.clerk.conformance_checks if c.replica is replica and c.matches)
+    world.clerk.fence_audit.append((replica, matching))
+
+
+def _return_on_no_check(world: World, replica: Replica) -> None:
+    world.clerk.return_audit[:] = [(r, c) for r, c in world.clerk.return_audit if r is not replica]
+
+
+def _return_on_a_mismatching_check(world: World, replica: Replica) -> None:
+    mismatch = check_for(world, replica, world.corpus[0], matches=False)
+    world.clerk.return_audit.append((replica, mismatch))
+
+
+def _return_on_an_earlier_recovery(world: World, replica: Replica) -> None:
+    earlier = next(c for c in world.clerk.conformance_checks if c.replica is replica and c.recovery == 1)
+    world.clerk.return_audit.append((replica, earlier))
+
+
+@pytest.mark.allium("rule-success.FenceDissenter", "rule-success.PassConformance")
+@pytest.mark.parametrize(
+    "breaker",
+    [
+        _fence_on_unrecorded_vote,
+        _fence_on_unrecorded_check,
+        _fence_on_other_replicas_vote,
+        _fence_on_a_matching_check,
+        _return_on_no_check,
+        _return_on_a_mismatching_check,
+        _return_on_an_earlier_recovery,
+    ],
+)
+def test_fencing_is_audited_breaks_each_way(breaker: Any) -> None:
+    world, replica = _audited_world()
+    breaker(world, replica)
+    with pytest.raises(InvariantViolation, match=r"^FencingIsAudited: "):
+        world.clerk.check_fencing_is_audited()
+
+
+@pytest.mark.allium("rule-failure.PassConformance.3", "rule-success.PassConformance",
+                    "rule-success.FailConformanceCheck")
+def test_conformance_rules_return_the_replica_and_stand_on_the_limit() -> None:
+    world, replica = recovering_world()
+    world.clerk.conformance_digest(replica, world.corpus[0], world.corpus[0].expected_digest)
+    assert replica.conformance_passed == RUN - 2
+    # the match before the last one only counts: PassConformance refuses it
+    with pytest.raises(Rejected) as err:
+        world.clerk.pass_conformance(check_for(world, replica, world.corpus[1], matches=True))
+    assert (err.value.rule, err.value.clause) == ("PassConformance", 3)
+    assert replica.conformance_passed == RUN - 2 and replica.status == ReplicaStatus.recovering
+    counted = world.clerk.count_conformance(check_for(world, replica, world.corpus[1], matches=True))
+    assert counted is replica and replica.conformance_passed == RUN - 1
+    passed = world.clerk.pass_conformance(check_for(world, replica, world.corpus[2], matches=True))
+    assert passed is replica and replica.status == ReplicaStatus.active
+    again, other = recovering_world()
+    failed = again.clerk.fail_conformance_check(check_for(again, other, again.corpus[0], matches=False))
+    assert failed is other and other.status == ReplicaStatus.fenced and other.fenced_at == again.clock.now
+
+
+@pytest.mark.allium("surface-provides.ConformanceHarness", "rule-success.FailConformance")
+def test_a_recovering_host_reports_a_failed_replay_through_the_harness() -> None:
+    world, replica = recovering_world()
+    reported = ConformanceHarness(world.clerk, replica).conformance_replayed(10, 2)
+    assert reported is replica and replica.status == ReplicaStatus.fenced
+    assert replica.recovery_started_at is None and replica.fenced_at == world.clock.now
+
+
+@pytest.mark.allium("rule-success.ReachAgreement", "rule-success.DivergeRound")
+def test_vote_rules_called_directly_return_their_result() -> None:
+    world = World(active=3)
+    round = world.open()
+    first = world.vote(round, world.replicas[0])
+    twin = Vote(round=round, replica=world.replicas[1], digest=first.digest, verdict=first.verdict,
+                reason=None, account_delta_minor=first.account_delta_minor,
+                counterparty_delta_minor=first.counterparty_delta_minor, cast_at=T0)
+    round.votes.append(twin)
+    world.clerk.votes.append(twin)
+    proposal = world.clerk.reach_agreement(twin)
+    assert proposal is world.submitted[-1] and proposal.digest == first.digest
+    assert round.status == RoundStatus.agreed
+    split = World(active=3)
+    sround = split.open()
+    votes = []
+    for i, replica in enumerate(split.replicas):
+        vote = Vote(round=sround, replica=replica, digest=f"{i}" * 64, verdict=Verdict.accepted, reason=None,
+                    account_delta_minor=i, counterparty_delta_minor=0, cast_at=T0)
+        sround.votes.append(vote)
+        votes.append(vote)
+    event = split.clerk.diverge_round(votes[-1])
+    assert isinstance(event, RoundDiverged) and event.round is sround
+    assert sround.status == RoundStatus.diverged

@@ -3,11 +3,13 @@ rules, principal rules, invariants and surfaces."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
 import struct
 import typing
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -158,6 +160,16 @@ def funded_state() -> Scenario:
     sc.commit(OperationKind.open, "B")
     sc.commit(OperationKind.deposit, "A", delta=500)
     return sc
+
+
+@contextlib.contextmanager
+def refused(rule: str, clause: int, kind: type[Rejected] = Rejected) -> Iterator[None]:
+    """Expect a refusal of ``kind`` naming ``rule`` and ``clause`` (clause 0: not a requires)."""
+    with pytest.raises(kind) as info:
+        yield
+    assert (info.value.rule, info.value.clause) == (rule, clause), str(info.value)
+    # The refusal also says why, and its message carries rule, clause and reason.
+    assert info.value.why and str(info.value) == f"{rule} requires #{clause} failed: {info.value.why}"
 
 
 def field_names(cls: type) -> list[str]:
@@ -525,14 +537,14 @@ def test_account_active_to_closed_via_apply_close() -> None:
 
 @pytest.mark.allium("transition-rejected.Account.status")
 def test_account_undeclared_transition_rejected() -> None:
-    with pytest.raises(TransitionRejected):
+    with refused("Account.status", 0, TransitionRejected):
         check_account_transition(AccountStatus.closed, AccountStatus.active)
     # No rule reopens a closed account: a second close is refused, state unchanged.
     sc = funded_state()
     sc.commit(OperationKind.close, "B")
     before = snapshot(sc.state)
     again = make_outcome(make_request(OperationKind.close, "B", request_id="again"), sequence=50)
-    with pytest.raises(Rejected):
+    with refused("ApplyClose", 5):
         apply_close(sc.state, again)
     assert snapshot(sc.state) == before and sc.state.accounts["B"].status is AccountStatus.closed
 
@@ -541,7 +553,7 @@ def test_account_undeclared_transition_rejected() -> None:
 def test_account_closed_is_terminal() -> None:
     assert ACCOUNT_TRANSITIONS[AccountStatus.closed] == frozenset()
     for target in AccountStatus:
-        with pytest.raises(TransitionRejected):
+        with refused("Account.status", 0, TransitionRejected):
             check_account_transition(AccountStatus.closed, target)
 
 
@@ -659,10 +671,10 @@ def test_client_suspended_to_revoked() -> None:
 
 @pytest.mark.allium("transition-rejected.ApiClient.status")
 def test_client_undeclared_transitions_rejected() -> None:
-    with pytest.raises(TransitionRejected):
+    with refused("ApiClient.status", 0, TransitionRejected):
         check_api_client_transition(ApiClientStatus.revoked, ApiClientStatus.active)
     client = ApiClient(client_id="c", status=ApiClientStatus.active)
-    with pytest.raises(Rejected):
+    with refused("ReinstateClient", 2):
         reinstate_client(responder(), client)  # active -> active is not a declared edge
     assert client.status is ApiClientStatus.active
 
@@ -671,12 +683,13 @@ def test_client_undeclared_transitions_rejected() -> None:
 def test_client_revoked_is_terminal() -> None:
     assert API_CLIENT_TRANSITIONS[ApiClientStatus.revoked] == frozenset()
     client = ApiClient(client_id="c", status=ApiClientStatus.revoked)
-    for rule in (suspend_client, reinstate_client, revoke_client):
-        with pytest.raises(Rejected):
+    for name, rule in (("SuspendClient", suspend_client), ("ReinstateClient", reinstate_client),
+                       ("RevokeClient", revoke_client)):
+        with refused(name, 2):
             rule(responder(), client)
         assert client.status is ApiClientStatus.revoked
     for target in ApiClientStatus:
-        with pytest.raises(TransitionRejected):
+        with refused("ApiClient.status", 0, TransitionRejected):
             check_api_client_transition(ApiClientStatus.revoked, target)
 
 
@@ -725,7 +738,7 @@ def test_apply_open_rejects_rejected_verdict() -> None:
     outcome = make_outcome(make_request(OperationKind.open), Verdict.rejected, reason=RejectReason.account_exists)
     with pytest.raises(Rejected) as info:
         apply_open(state, outcome)
-    assert info.value.clause == 1 and "A" not in state.accounts and outcome.applied is False
+    assert (info.value.rule, info.value.clause) == ("ApplyOpen", 1) and "A" not in state.accounts and outcome.applied is False
 
 
 @pytest.mark.allium("rule-failure.ApplyOpen.2")
@@ -734,7 +747,7 @@ def test_apply_open_rejects_other_kind() -> None:
     outcome = make_outcome(make_request(OperationKind.deposit), account_delta_minor=1)
     with pytest.raises(Rejected) as info:
         apply_open(state, outcome)
-    assert info.value.clause == 2 and state.accounts == {} and outcome.applied is False
+    assert (info.value.rule, info.value.clause) == ("ApplyOpen", 2) and state.accounts == {} and outcome.applied is False
 
 
 @pytest.mark.allium("rule-failure.ApplyOpen.3")
@@ -744,7 +757,7 @@ def test_apply_open_rejects_applied_outcome() -> None:
     outcome.applied = True
     with pytest.raises(Rejected) as info:
         apply_open(state, outcome)
-    assert info.value.clause == 3 and state.accounts == {} and state.books.applied_outcomes == 0
+    assert (info.value.rule, info.value.clause) == ("ApplyOpen", 3) and state.accounts == {} and state.books.applied_outcomes == 0
 
 
 @pytest.mark.allium("rule-failure.ApplyOpen.4")
@@ -754,7 +767,7 @@ def test_apply_open_rejects_existing_account() -> None:
     outcome = make_outcome(make_request(OperationKind.open, "A", request_id="dup"), sequence=40)
     with pytest.raises(Rejected) as info:
         apply_open(sc.state, outcome)
-    assert info.value.clause == 4 and snapshot(sc.state) == before
+    assert (info.value.rule, info.value.clause) == ("ApplyOpen", 4) and snapshot(sc.state) == before
     assert sc.state.accounts["A"].balance_minor == 500 and outcome.applied is False
 
 
@@ -786,7 +799,7 @@ def test_apply_single_account_change_rejects_rejected_verdict() -> None:
     before = snapshot(sc.state)
     with pytest.raises(Rejected) as info:
         apply_single_account_change(sc.state, _single_change_outcome(verdict=Verdict.rejected))
-    assert info.value.clause == 1 and snapshot(sc.state) == before
+    assert (info.value.rule, info.value.clause) == ("ApplySingleAccountChange", 1) and snapshot(sc.state) == before
 
 
 @pytest.mark.allium("rule-failure.ApplySingleAccountChange.2")
@@ -795,7 +808,7 @@ def test_apply_single_account_change_rejects_other_kind() -> None:
     before = snapshot(sc.state)
     with pytest.raises(Rejected) as info:
         apply_single_account_change(sc.state, _single_change_outcome(kind=OperationKind.close))
-    assert info.value.clause == 2 and snapshot(sc.state) == before
+    assert (info.value.rule, info.value.clause) == ("ApplySingleAccountChange", 2) and snapshot(sc.state) == before
 
 
 @pytest.mark.allium("rule-failure.ApplySingleAccountChange.3")
@@ -806,7 +819,7 @@ def test_apply_single_account_change_rejects_applied_outcome() -> None:
     before = snapshot(sc.state)
     with pytest.raises(Rejected) as info:
         apply_single_account_change(sc.state, outcome)
-    assert info.value.clause == 3 and snapshot(sc.state) == before
+    assert (info.value.rule, info.value.clause) == ("ApplySingleAccountChange", 3) and snapshot(sc.state) == before
     assert sc.state.accounts["A"].balance_minor == 500
 
 
@@ -817,7 +830,7 @@ def test_apply_single_account_change_rejects_missing_account() -> None:
     outcome = _single_change_outcome(account_id="ghost")
     with pytest.raises(Rejected) as info:
         apply_single_account_change(sc.state, outcome)
-    assert info.value.clause == 4 and snapshot(sc.state) == before and outcome.applied is False
+    assert (info.value.rule, info.value.clause) == ("ApplySingleAccountChange", 4) and snapshot(sc.state) == before and outcome.applied is False
 
 
 @pytest.mark.allium("rule-success.ApplyTransfer")
@@ -852,7 +865,7 @@ def test_apply_transfer_rejects_rejected_verdict() -> None:
     before = snapshot(sc.state)
     with pytest.raises(Rejected) as info:
         apply_transfer(sc.state, _transfer_outcome(verdict=Verdict.rejected))
-    assert info.value.clause == 1 and snapshot(sc.state) == before
+    assert (info.value.rule, info.value.clause) == ("ApplyTransfer", 1) and snapshot(sc.state) == before
 
 
 @pytest.mark.allium("rule-failure.ApplyTransfer.2")
@@ -861,7 +874,7 @@ def test_apply_transfer_rejects_other_kind() -> None:
     before = snapshot(sc.state)
     with pytest.raises(Rejected) as info:
         apply_transfer(sc.state, _transfer_outcome(kind=OperationKind.withdraw))
-    assert info.value.clause == 2 and snapshot(sc.state) == before
+    assert (info.value.rule, info.value.clause) == ("ApplyTransfer", 2) and snapshot(sc.state) == before
 
 
 @pytest.mark.allium("rule-failure.ApplyTransfer.3")
@@ -872,7 +885,7 @@ def test_apply_transfer_rejects_applied_outcome() -> None:
     before = snapshot(sc.state)
     with pytest.raises(Rejected) as info:
         apply_transfer(sc.state, outcome)
-    assert info.value.clause == 3 and snapshot(sc.state) == before
+    assert (info.value.rule, info.value.clause) == ("ApplyTransfer", 3) and snapshot(sc.state) == before
 
 
 @pytest.mark.allium("rule-failure.ApplyTransfer.4")
@@ -882,7 +895,7 @@ def test_apply_transfer_rejects_missing_source() -> None:
     outcome = _transfer_outcome(source="ghost")
     with pytest.raises(Rejected) as info:
         apply_transfer(sc.state, outcome)
-    assert info.value.clause == 4 and snapshot(sc.state) == before and outcome.applied is False
+    assert (info.value.rule, info.value.clause) == ("ApplyTransfer", 4) and snapshot(sc.state) == before and outcome.applied is False
 
 
 @pytest.mark.allium("rule-failure.ApplyTransfer.5")
@@ -893,7 +906,7 @@ def test_apply_transfer_rejects_missing_target() -> None:
         outcome = _transfer_outcome(target=target)
         with pytest.raises(Rejected) as info:
             apply_transfer(sc.state, outcome)
-        assert info.value.clause == 5 and snapshot(sc.state) == before
+        assert (info.value.rule, info.value.clause) == ("ApplyTransfer", 5) and snapshot(sc.state) == before
     assert sc.state.accounts["A"].balance_minor == 500
 
 
@@ -924,7 +937,7 @@ def test_apply_close_rejects_rejected_verdict() -> None:
     before = snapshot(sc.state)
     with pytest.raises(Rejected) as info:
         apply_close(sc.state, _close_outcome(verdict=Verdict.rejected))
-    assert info.value.clause == 1 and snapshot(sc.state) == before
+    assert (info.value.rule, info.value.clause) == ("ApplyClose", 1) and snapshot(sc.state) == before
 
 
 @pytest.mark.allium("rule-failure.ApplyClose.2")
@@ -933,7 +946,7 @@ def test_apply_close_rejects_other_kind() -> None:
     before = snapshot(sc.state)
     with pytest.raises(Rejected) as info:
         apply_close(sc.state, _close_outcome(kind=OperationKind.open))
-    assert info.value.clause == 2 and snapshot(sc.state) == before
+    assert (info.value.rule, info.value.clause) == ("ApplyClose", 2) and snapshot(sc.state) == before
 
 
 @pytest.mark.allium("rule-failure.ApplyClose.3")
@@ -944,7 +957,7 @@ def test_apply_close_rejects_applied_outcome() -> None:
     before = snapshot(sc.state)
     with pytest.raises(Rejected) as info:
         apply_close(sc.state, outcome)
-    assert info.value.clause == 3 and snapshot(sc.state) == before
+    assert (info.value.rule, info.value.clause) == ("ApplyClose", 3) and snapshot(sc.state) == before
     assert sc.state.accounts["B"].status is AccountStatus.active
 
 
@@ -955,7 +968,7 @@ def test_apply_close_rejects_missing_account() -> None:
     outcome = _close_outcome("ghost")
     with pytest.raises(Rejected) as info:
         apply_close(sc.state, outcome)
-    assert info.value.clause == 4 and snapshot(sc.state) == before and outcome.applied is False
+    assert (info.value.rule, info.value.clause) == ("ApplyClose", 4) and snapshot(sc.state) == before and outcome.applied is False
 
 
 @pytest.mark.allium("rule-failure.ApplyClose.5")
@@ -967,7 +980,7 @@ def test_apply_close_rejects_closed_account() -> None:
     before = snapshot(sc.state)
     with pytest.raises(Rejected) as info:
         apply_close(sc.state, _close_outcome())
-    assert info.value.clause == 5 and snapshot(sc.state) == before
+    assert (info.value.rule, info.value.clause) == ("ApplyClose", 5) and snapshot(sc.state) == before
     assert b.closed_at == closed_at and b.status is AccountStatus.closed
 
 
@@ -991,7 +1004,7 @@ def test_apply_rejection_rejects_accepted_verdict() -> None:
     outcome = make_outcome(make_request(OperationKind.open))
     with pytest.raises(Rejected) as info:
         apply_rejection(state, outcome)
-    assert info.value.clause == 1 and outcome.applied is False and state.books.applied_outcomes == 0
+    assert (info.value.rule, info.value.clause) == ("ApplyRejection", 1) and outcome.applied is False and state.books.applied_outcomes == 0
 
 
 @pytest.mark.allium("rule-failure.ApplyRejection.2")
@@ -1001,7 +1014,7 @@ def test_apply_rejection_rejects_applied_outcome() -> None:
     apply_rejection(state, outcome)
     with pytest.raises(Rejected) as info:
         apply_rejection(state, outcome)  # a replayed commit cannot apply twice
-    assert info.value.clause == 2 and state.books.applied_outcomes == 1
+    assert (info.value.rule, info.value.clause) == ("ApplyRejection", 2) and state.books.applied_outcomes == 1
 
 
 # Principal rules ------------------------------------------------------------------------------
@@ -1021,7 +1034,7 @@ def test_enrol_operator_rejects_existing_name() -> None:
     first = enrol_operator(state, "rita", OperatorRole.observer)
     with pytest.raises(Rejected) as info:
         enrol_operator(state, "rita", OperatorRole.responder)
-    assert info.value.clause == 1
+    assert (info.value.rule, info.value.clause) == ("EnrolOperator", 1)
     assert state.operators == {"rita": first} and first.role is OperatorRole.observer
 
 
@@ -1040,7 +1053,7 @@ def test_register_client_rejects_existing_id() -> None:
     suspend_client(responder(), client)
     with pytest.raises(Rejected) as info:
         register_client(state, "acme")
-    assert info.value.clause == 1
+    assert (info.value.rule, info.value.clause) == ("RegisterClient", 1)
     assert state.clients == {"acme": client} and client.status is ApiClientStatus.suspended
 
 
@@ -1056,7 +1069,7 @@ def test_suspend_client_requires_responder() -> None:
     client = ApiClient(client_id="c")
     with pytest.raises(Rejected) as info:
         suspend_client(observer(), client)
-    assert info.value.clause == 1 and client.status is ApiClientStatus.active
+    assert (info.value.rule, info.value.clause) == ("SuspendClient", 1) and client.status is ApiClientStatus.active
 
 
 @pytest.mark.allium("rule-failure.SuspendClient.2")
@@ -1064,7 +1077,7 @@ def test_suspend_client_requires_active() -> None:
     client = ApiClient(client_id="c", status=ApiClientStatus.suspended)
     with pytest.raises(Rejected) as info:
         suspend_client(responder(), client)
-    assert info.value.clause == 2 and client.status is ApiClientStatus.suspended
+    assert (info.value.rule, info.value.clause) == ("SuspendClient", 2) and client.status is ApiClientStatus.suspended
 
 
 @pytest.mark.allium("rule-success.ReinstateClient")
@@ -1079,7 +1092,7 @@ def test_reinstate_client_requires_responder() -> None:
     client = ApiClient(client_id="c", status=ApiClientStatus.suspended)
     with pytest.raises(Rejected) as info:
         reinstate_client(observer(), client)
-    assert info.value.clause == 1 and client.status is ApiClientStatus.suspended
+    assert (info.value.rule, info.value.clause) == ("ReinstateClient", 1) and client.status is ApiClientStatus.suspended
 
 
 @pytest.mark.allium("rule-failure.ReinstateClient.2")
@@ -1087,7 +1100,7 @@ def test_reinstate_client_requires_suspended() -> None:
     client = ApiClient(client_id="c", status=ApiClientStatus.revoked)
     with pytest.raises(Rejected) as info:
         reinstate_client(responder(), client)
-    assert info.value.clause == 2 and client.status is ApiClientStatus.revoked
+    assert (info.value.rule, info.value.clause) == ("ReinstateClient", 2) and client.status is ApiClientStatus.revoked
 
 
 @pytest.mark.allium("rule-success.RevokeClient")
@@ -1103,7 +1116,7 @@ def test_revoke_client_requires_responder() -> None:
     client = ApiClient(client_id="c")
     with pytest.raises(Rejected) as info:
         revoke_client(observer(), client)
-    assert info.value.clause == 1 and client.status is ApiClientStatus.active
+    assert (info.value.rule, info.value.clause) == ("RevokeClient", 1) and client.status is ApiClientStatus.active
 
 
 @pytest.mark.allium("rule-failure.RevokeClient.2")
@@ -1111,7 +1124,7 @@ def test_revoke_client_requires_not_revoked() -> None:
     client = ApiClient(client_id="c", status=ApiClientStatus.revoked)
     with pytest.raises(Rejected) as info:
         revoke_client(responder(), client)
-    assert info.value.clause == 2 and client.status is ApiClientStatus.revoked
+    assert (info.value.rule, info.value.clause) == ("RevokeClient", 2) and client.status is ApiClientStatus.revoked
 
 
 # Top-level invariants ----------------------------------------------------------------------------
@@ -1156,7 +1169,7 @@ def test_one_outcome_per_request() -> None:
     before = snapshot(sc.state)
     # The unique index refuses a second outcome for the same key; nothing changes.
     dup = make_outcome(first.request, Verdict.rejected, reason=RejectReason.account_exists, sequence=100)
-    with pytest.raises(Rejected):
+    with refused("Outcome.created", 0):
         sc.state.record_outcome(dup)
     assert snapshot(sc.state) == before and dup.applied is False
     # The same request id under another client is a different key.
@@ -1176,10 +1189,10 @@ def test_every_outcome_applied() -> None:
     before = snapshot(sc.state)
     orphan = make_outcome(make_request(OperationKind.deposit, "ghost", request_id="g"),
                           account_delta_minor=5, sequence=200)
-    with pytest.raises(Rejected):
+    with refused("Outcome.created", 0):
         sc.state.record_outcome(orphan)
     assert snapshot(sc.state) == before and orphan.request.outcome is None
-    with pytest.raises(Rejected):
+    with refused("Outcome.created", 0):
         apply_outcome(sc.state, orphan)
     with pytest.raises(InvariantViolation, match="EveryOutcomeApplied"):
         check_every_outcome_applied([orphan])
@@ -1207,7 +1220,7 @@ def test_sequence_is_total() -> None:
     check_sequence_is_total(sc.state.outcomes.values())
     before = snapshot(sc.state)
     reused = make_outcome(make_request(OperationKind.open, "N", request_id="new"), sequence=sequences[0])
-    with pytest.raises(Rejected):
+    with refused("Outcome.created", 0):
         sc.state.record_outcome(reused)
     assert snapshot(sc.state) == before and "N" not in sc.state.accounts
     with pytest.raises(InvariantViolation, match="SequenceIsTotal"):
@@ -1260,7 +1273,7 @@ def test_provisioning_surface() -> None:
     assert state.operators["rita"] is op and state.clients["acme"] is client
     # Still provided afterwards: no when-conditions; the rules' own requires still apply.
     assert surface.available_operations() == ("EnrolOperator", "RegisterClient")
-    with pytest.raises(Rejected):
+    with refused("RegisterClient", 1):
         surface.register_client("acme")
 
 
@@ -1270,7 +1283,7 @@ def test_client_administration_faces_responders_only() -> None:
     assert is_client_administrator(responder()) and not is_client_administrator(observer())
     surface = ClientAdministration(responder(), client)
     assert surface.admin.role is OperatorRole.responder
-    with pytest.raises(AccessDenied):
+    with refused("ClientAdministration", 0, AccessDenied):
         ClientAdministration(observer(), client)
 
 
@@ -1287,7 +1300,7 @@ def test_client_administration_provides_by_status() -> None:
     client = ApiClient(client_id="acme")
     surface = ClientAdministration(responder(), client)
     assert surface.available_operations() == ("SuspendClient", "RevokeClient")
-    with pytest.raises(Rejected):
+    with refused("ClientAdministration", 0):
         surface.reinstate()
     surface.suspend()
     assert client.status is ApiClientStatus.suspended
@@ -1298,5 +1311,604 @@ def test_client_administration_provides_by_status() -> None:
     assert client.status is ApiClientStatus.revoked
     assert surface.available_operations() == ()
     for op in (surface.suspend, surface.reinstate, surface.revoke):
-        with pytest.raises(Rejected):
+        with refused("ClientAdministration", 0):
             op()
+
+
+# Normative test vectors (resolved question "What are the canonical bytes, exactly?") -------------
+
+
+def _hex(spaced: str) -> bytes:
+    """The spec writes the vectors as hex with a space between fields; spaces are not bytes."""
+    return bytes.fromhex("".join(spaced.split()))
+
+
+VECTOR_E1 = Envelope(request_id="r-1", client_id="c-1", kind=OperationKind.deposit, account_id="acc-1",
+                     counterparty_id=None, owner=None, amount_minor=250)
+VECTOR_E1_BYTES = _hex("""
+    00000003636531 00000008456e76656c6f7065 00000003722d31
+    00000003632d31 000000076465706f736974 000000056163632d31 00 00
+    00000000000000fa""")
+VECTOR_E1_FINGERPRINT = "ce1:c8ebe8d71cf5b20153f2f8b63173c892ebc1497ff0ce7b03653c0816d295c0f9"
+
+VECTOR_E2 = Envelope(request_id="r-2", client_id="c-1", kind=OperationKind.transfer, account_id="acc-1",
+                     counterparty_id="acc-2", owner="Zo\u00eb", amount_minor=-5)
+VECTOR_E2_BYTES = _hex("""
+    00000003636531 00000008456e76656c6f7065 00000003722d32
+    00000003632d31 000000087472616e73666572 000000056163632d31
+    01000000056163632d32 01000000045a6fc3ab fffffffffffffffb""")
+VECTOR_E2_FINGERPRINT = "ce1:4728da4c1f565183d09ffd753fdbd6241f7b33ca46a35e3b86de14a204249e06"
+
+VECTOR_O1_BYTES = _hex("""
+    00000003636531 000000074f7574636f6d65 00000003722d33 00000003632d31
+    000000087472616e73666572 000000086163636570746564 00
+    000000056163632d31 01000000056163632d32 fffffffffffffd44
+    00000000000002bc""")
+VECTOR_O1_DIGEST = "ce1:41024c6a30ea28a11ebfc03ea59d8692191cf716ce58bc4578cf16108f386450"
+
+VECTOR_O2_BYTES = _hex("""
+    00000003636531 000000074f7574636f6d65 00000003722d34 00000003632d31
+    000000087769746864726177 0000000872656a6563746564
+    0100000012696e73756666696369656e745f66756e6473 000000056163632d31
+    00 0000000000000000 0000000000000000""")
+VECTOR_O2_DIGEST = "ce1:eb4ba9a662e8a55fffac225ba5288aaf86e6052e8adbb4248940bc083ffc6d88"
+
+
+def vector_o1(*, epoch: int = 1, sequence: int = 1) -> Outcome:
+    """Vector O1: accepted transfer r-3 of c-1, acc-1 -> acc-2, deltas -700 / 700."""
+    req = make_request(OperationKind.transfer, "acc-1", counterparty_id="acc-2", amount_minor=700,
+                       request_id="r-3", client_id="c-1")
+    return make_outcome(req, account_delta_minor=-700, counterparty_delta_minor=700,
+                        epoch=epoch, sequence=sequence)
+
+
+def vector_o2(*, epoch: int = 1, sequence: int = 1) -> Outcome:
+    """Vector O2: withdraw r-4 of c-1 rejected for insufficient_funds, no counterparty, zero deltas."""
+    req = make_request(OperationKind.withdraw, "acc-1", amount_minor=10, request_id="r-4", client_id="c-1")
+    return make_outcome(req, Verdict.rejected, reason=RejectReason.insufficient_funds,
+                        epoch=epoch, sequence=sequence)
+
+
+def _vectors() -> dict[str, tuple[bytes, str]]:
+    """Every vector encoded and hashed by the unit, in the calling thread."""
+    o1, o2 = vector_o1(), vector_o2()
+    return {
+        "E1": (encode_envelope(VECTOR_E1), fingerprint(VECTOR_E1)),
+        "E2": (encode_envelope(VECTOR_E2), fingerprint(VECTOR_E2)),
+        "O1": (encode_outcome(o1), outcome_digest(o1)),
+        "O2": (encode_outcome(o2), outcome_digest(o2)),
+    }
+
+
+EXPECTED_VECTORS = {
+    "E1": (VECTOR_E1_BYTES, VECTOR_E1_FINGERPRINT),
+    "E2": (VECTOR_E2_BYTES, VECTOR_E2_FINGERPRINT),
+    "O1": (VECTOR_O1_BYTES, VECTOR_O1_DIGEST),
+    "O2": (VECTOR_O2_BYTES, VECTOR_O2_DIGEST),
+}
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.fingerprint")
+def test_envelope_vectors_e1_e2_byte_for_byte() -> None:
+    assert encode_envelope(VECTOR_E1) == VECTOR_E1_BYTES
+    assert fingerprint(VECTOR_E1) == ENCODING.fingerprint(VECTOR_E1) == VECTOR_E1_FINGERPRINT
+    assert encode_envelope(VECTOR_E2) == VECTOR_E2_BYTES
+    assert fingerprint(VECTOR_E2) == ENCODING.fingerprint(VECTOR_E2) == VECTOR_E2_FINGERPRINT
+    # "Zoë" is three characters and four UTF-8 bytes: the prefix counts bytes.
+    assert b"\x00\x00\x00\x04Zo\xc3\xab" in VECTOR_E2_BYTES
+    # The api's argument order and a Request's own fingerprint give the same digest.
+    assert fingerprint_of("c-1", "r-2", OperationKind.transfer, "acc-1", "acc-2", "Zo\u00eb", -5) \
+        == VECTOR_E2_FINGERPRINT
+    req = new_request(VECTOR_E1, channel=Channel.log, received_at=T0, partition=2, offset=5)
+    assert req.fingerprint == VECTOR_E1_FINGERPRINT
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.outcome_digest", "invariant.Outcome.DigestSealsContent")
+def test_outcome_vectors_o1_o2_byte_for_byte() -> None:
+    for make, data, digest in ((vector_o1, VECTOR_O1_BYTES, VECTOR_O1_DIGEST),
+                               (vector_o2, VECTOR_O2_BYTES, VECTOR_O2_DIGEST)):
+        # "any epoch, sequence and time": commit metadata and applied are not encoded.
+        for epoch, sequence in ((1, 1), (9, 12345)):
+            outcome = make(epoch=epoch, sequence=sequence)
+            outcome.applied = epoch > 1
+            assert encode_outcome(outcome) == data
+            assert outcome_digest(outcome) == ENCODING.outcome_digest(outcome) == digest
+            assert outcome.digest == digest
+            check_digest_seals_content(outcome)
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.fingerprint",
+                    "contract-signature.CanonicalEncoding.outcome_digest")
+def test_vectors_identical_from_a_new_thread() -> None:
+    """The per-thread buffer must not change the bytes: a fresh thread computes the same vectors."""
+    import threading
+
+    results: list[dict[str, tuple[bytes, str]]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(_vectors())
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    # Dirty this thread's buffer with a longer record first: leftovers must not leak.
+    encode_envelope(dataclasses.replace(VECTOR_E2, owner="x" * 500))
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and errors == []
+    assert results == [EXPECTED_VECTORS]
+    assert _vectors() == EXPECTED_VECTORS
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.fingerprint")
+def test_encoding_refuses_absent_required_fields_and_foreign_types() -> None:
+    """A required field that is absent, a Boolean or a float is refused, never encoded."""
+    for name in ("request_id", "client_id", "kind", "account_id", "amount_minor"):
+        with pytest.raises(ValueError, match="absent"):
+            fingerprint(dataclasses.replace(VECTOR_E1, **{name: None}))
+    for bad in (True, False, 2.5, 250.0):
+        with pytest.raises(TypeError):
+            fingerprint(dataclasses.replace(VECTOR_E1, amount_minor=bad))
+    with pytest.raises(TypeError):
+        fingerprint(dataclasses.replace(VECTOR_E1, owner=1.5))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        fingerprint(dataclasses.replace(VECTOR_E1, counterparty_id=True))  # type: ignore[arg-type]
+    # Integers are signed 64-bit: both ends are inclusive, one past either end is refused.
+    low = dataclasses.replace(VECTOR_E1, amount_minor=-(2**63))
+    high = dataclasses.replace(VECTOR_E1, amount_minor=2**63 - 1)
+    assert encode_envelope(low)[-8:] == b"\x80" + b"\x00" * 7
+    assert encode_envelope(high)[-8:] == b"\x7f" + b"\xff" * 7
+    for value in (-(2**63) - 1, 2**63):
+        with pytest.raises(OverflowError):
+            fingerprint(dataclasses.replace(VECTOR_E1, amount_minor=value))
+    outcome = vector_o1()
+    for name in ("request_id", "client_id", "kind", "verdict", "account_id",
+                 "account_delta_minor", "counterparty_delta_minor"):
+        broken = vector_o1()
+        setattr(broken, name, None)
+        with pytest.raises(ValueError, match="absent"):
+            outcome_digest(broken)
+    outcome.applied = True
+    outcome.reason = True  # type: ignore[assignment]
+    with pytest.raises(TypeError):
+        outcome_digest(outcome)
+
+
+# Refusals name rule and clause ------------------------------------------------------------------
+
+
+@pytest.mark.allium("rule-success.ApplyOpen", "rule-success.ApplySingleAccountChange",
+                    "rule-success.ApplyTransfer", "rule-success.ApplyClose", "rule-success.ApplyRejection")
+def test_record_outcome_reports_the_apply_rule() -> None:
+    state = CoreState()
+    cases = [
+        (make_outcome(make_request(OperationKind.open, "A", request_id="o1"), sequence=1), "ApplyOpen"),
+        (make_outcome(make_request(OperationKind.open, "B", request_id="o2"), sequence=2), "ApplyOpen"),
+        (make_outcome(make_request(OperationKind.deposit, "A", amount_minor=9, request_id="d"),
+                      account_delta_minor=9, sequence=3), "ApplySingleAccountChange"),
+        (make_outcome(make_request(OperationKind.withdraw, "A", amount_minor=2, request_id="w"),
+                      account_delta_minor=-2, sequence=4), "ApplySingleAccountChange"),
+        (make_outcome(make_request(OperationKind.transfer, "A", counterparty_id="B", amount_minor=7,
+                                   request_id="t"), account_delta_minor=-7, counterparty_delta_minor=7,
+                      sequence=5), "ApplyTransfer"),
+        (make_outcome(make_request(OperationKind.close, "A", request_id="x"), Verdict.rejected,
+                      reason=RejectReason.balance_not_zero, sequence=6), "ApplyRejection"),
+        (make_outcome(make_request(OperationKind.withdraw, "B", amount_minor=7, request_id="w2"),
+                      account_delta_minor=-7, sequence=7), "ApplySingleAccountChange"),
+        (make_outcome(make_request(OperationKind.close, "B", request_id="c"), sequence=8), "ApplyClose"),
+    ]
+    for number, (outcome, rule) in enumerate(cases, start=1):
+        assert state.record_outcome(outcome) == rule
+        assert outcome.applied is True and state.outcome_for("c1", outcome.request_id) is outcome
+        assert state.books.applied_outcomes == number == len(state.outcomes)
+        check_all_invariants(state)
+    assert state.books.accepted_outcomes == 7 and state.books.net_inflow_minor == 0
+    assert state.accounts["B"].status is AccountStatus.closed
+    assert (state.accounts["A"].balance_minor, state.accounts["A"].version) == (0, 4)
+
+
+@pytest.mark.allium("invariant.EveryOutcomeApplied")
+def test_unapplicable_outcome_refusal_quotes_every_apply_rule() -> None:
+    """An Outcome no Apply rule accepts: Outcome.created, clause 0, quoting each rule's refusal."""
+    sc = funded_state()
+    before = snapshot(sc.state)
+    orphan = make_outcome(make_request(OperationKind.deposit, "ghost", request_id="g"),
+                          account_delta_minor=5, sequence=200)
+    with pytest.raises(Rejected) as info:
+        sc.state.record_outcome(orphan)
+    assert (info.value.rule, info.value.clause) == ("Outcome.created", 0)
+    message = str(info.value)
+    assert message.startswith("Outcome.created requires #0 failed")
+    for expected in ("ApplyOpen requires #2 failed", "ApplySingleAccountChange requires #4 failed",
+                     "ApplyTransfer requires #2 failed", "ApplyClose requires #2 failed",
+                     "ApplyRejection requires #1 failed"):
+        assert expected in message
+    # The undo of a failed commit: nothing at all changed, and the request is not linked.
+    assert snapshot(sc.state) == before and orphan.applied is False and orphan.request.outcome is None
+    assert sc.state.outcome_for("c1", "g") is None and 200 not in sc.state.sequences
+    # EveryOutcomeApplied still holds: the refused outcome never became observable.
+    check_every_outcome_applied(sc.state.outcomes.values())
+    check_all_invariants(sc.state)
+    # apply_outcome alone refuses the same way.
+    with pytest.raises(Rejected) as again:
+        apply_outcome(sc.state, orphan)
+    assert (again.value.rule, again.value.clause) == ("Outcome.created", 0)
+    assert str(again.value) == message
+    # An outcome already applied is refused by every rule's own "not applied" clause.
+    done = next(iter(sc.state.outcomes.values()))
+    with pytest.raises(Rejected) as replay:
+        apply_outcome(sc.state, done)
+    assert (replay.value.rule, replay.value.clause) == ("Outcome.created", 0)
+    assert "ApplyOpen requires #3 failed" in str(replay.value)
+    assert snapshot(sc.state) == before
+
+
+@pytest.mark.allium("invariant.OneOutcomePerRequest", "invariant.SequenceIsTotal")
+def test_taken_key_or_sequence_is_refused_as_outcome_created() -> None:
+    sc = funded_state()
+    before = snapshot(sc.state)
+    first = sc.state.outcome_for("c1", "r1")
+    assert first is not None
+    dup = make_outcome(first.request, Verdict.rejected, reason=RejectReason.account_exists, sequence=100)
+    with pytest.raises(Rejected) as info:
+        sc.state.record_outcome(dup)
+    assert (info.value.rule, info.value.clause) == ("Outcome.created", 0)
+    assert snapshot(sc.state) == before and dup.applied is False and first.request.outcome is first
+    reused = make_outcome(make_request(OperationKind.open, "N", request_id="new"), sequence=first.sequence)
+    with pytest.raises(Rejected) as info:
+        sc.state.record_outcome(reused)
+    assert (info.value.rule, info.value.clause) == ("Outcome.created", 0)
+    assert snapshot(sc.state) == before and reused.applied is False and reused.request.outcome is None
+    assert sc.state.sequences == {1, 2, 3}
+    # Both uniqueness invariants still hold after the refused inserts.
+    check_one_outcome_per_request(sc.state.outcomes.values())
+    check_sequence_is_total(sc.state.outcomes.values())
+    check_all_invariants(sc.state)
+
+
+@pytest.mark.allium("transition-rejected.Account.status", "transition-rejected.ApiClient.status")
+def test_undeclared_transitions_name_the_status_field() -> None:
+    for current in AccountStatus:
+        for target in AccountStatus:
+            if target in ACCOUNT_TRANSITIONS[current]:
+                check_account_transition(current, target)
+                continue
+            with pytest.raises(TransitionRejected) as info:
+                check_account_transition(current, target)
+            assert (info.value.rule, info.value.clause) == ("Account.status", 0)
+    declared = {(ApiClientStatus.active, ApiClientStatus.suspended), (ApiClientStatus.suspended, ApiClientStatus.active),
+                (ApiClientStatus.active, ApiClientStatus.revoked), (ApiClientStatus.suspended, ApiClientStatus.revoked)}
+    for current in ApiClientStatus:
+        for target in ApiClientStatus:
+            if (current, target) in declared:
+                check_api_client_transition(current, target)
+                continue
+            with pytest.raises(TransitionRejected) as info:
+                check_api_client_transition(current, target)
+            assert (info.value.rule, info.value.clause) == ("ApiClient.status", 0)
+    assert {(c, t) for c, ts in API_CLIENT_TRANSITIONS.items() for t in ts} == declared
+    assert {(c, t) for c, ts in ACCOUNT_TRANSITIONS.items() for t in ts} == {
+        (AccountStatus.active, AccountStatus.closed)}
+
+
+# Surfaces refuse by name -------------------------------------------------------------------------
+
+
+@pytest.mark.allium("surface-actor.ClientAdministration")
+def test_client_administration_refuses_non_responder_by_name() -> None:
+    client = ApiClient(client_id="acme")
+    with pytest.raises(AccessDenied) as info:
+        ClientAdministration(observer(), client)
+    assert (info.value.rule, info.value.clause) == ("ClientAdministration", 0)
+    assert client.status is ApiClientStatus.active
+
+
+@pytest.mark.allium("surface-provides.ClientAdministration")
+def test_client_administration_refuses_unprovided_operations_by_name() -> None:
+    """Each operation offered where it is not provided is refused by the surface, not the rule."""
+    not_provided = [
+        (ApiClientStatus.suspended, "suspend"),
+        (ApiClientStatus.revoked, "suspend"),
+        (ApiClientStatus.active, "reinstate"),
+        (ApiClientStatus.revoked, "reinstate"),
+        (ApiClientStatus.revoked, "revoke"),
+    ]
+    for status, op in not_provided:
+        client = ApiClient(client_id="acme", status=status)
+        surface = ClientAdministration(responder(), client)
+        with pytest.raises(Rejected) as info:
+            getattr(surface, op)()
+        assert (info.value.rule, info.value.clause) == ("ClientAdministration", 0), (status, op)
+        assert client.status is status
+    provided = {
+        ApiClientStatus.active: ("SuspendClient", "RevokeClient"),
+        ApiClientStatus.suspended: ("ReinstateClient", "RevokeClient"),
+        ApiClientStatus.revoked: (),
+    }
+    for status, ops in provided.items():
+        assert ClientAdministration(responder(), ApiClient(client_id="x", status=status)) \
+            .available_operations() == ops
+    # A provided operation runs its rule.
+    for status, op, after in ((ApiClientStatus.active, "suspend", ApiClientStatus.suspended),
+                              (ApiClientStatus.suspended, "reinstate", ApiClientStatus.active),
+                              (ApiClientStatus.active, "revoke", ApiClientStatus.revoked),
+                              (ApiClientStatus.suspended, "revoke", ApiClientStatus.revoked)):
+        client = ApiClient(client_id="acme", status=status)
+        getattr(ClientAdministration(responder(), client), op)()
+        assert client.status is after
+
+
+@pytest.mark.allium("surface-provides.Provisioning")
+def test_provisioning_refusals_are_the_rules_own() -> None:
+    state = CoreState()
+    surface = Provisioning(state)
+    surface.enrol_operator("rita", OperatorRole.observer)
+    surface.register_client("acme")
+    with pytest.raises(Rejected) as info:
+        surface.enrol_operator("rita", OperatorRole.responder)
+    assert (info.value.rule, info.value.clause) == ("EnrolOperator", 1)
+    with pytest.raises(Rejected) as info:
+        surface.register_client("acme")
+    assert (info.value.rule, info.value.clause) == ("RegisterClient", 1)
+    assert state.operators["rita"].role is OperatorRole.observer and len(state.clients) == 1
+
+
+# Each invariant broken alone: its own check and the combined checks name it ----------------------
+
+
+def _healthy() -> Scenario:
+    """A state where every invariant holds, with each kind of outcome committed."""
+    sc = full_history()
+    check_all_invariants(sc.state)
+    sc.state.check_invariants()
+    return sc
+
+
+def _fails_naming(check: Callable[[], None], name: str) -> None:
+    with pytest.raises(InvariantViolation) as info:
+        check()
+    assert str(info.value).startswith(f"{name}:"), str(info.value)
+
+
+def _reseal(outcome: Outcome) -> None:
+    """Keep DigestSealsContent true so that only the invariant under test is broken."""
+    outcome.digest = outcome_digest(outcome)
+
+
+def _outcome_of(sc: Scenario, kind: OperationKind, verdict: Verdict = Verdict.accepted) -> Outcome:
+    return next(o for o in sc.state.outcomes.values() if o.kind is kind and o.verdict is verdict)
+
+
+def _break_outcome(name: str, sc: Scenario) -> Outcome:
+    if name == "RejectionHasNoEffect":
+        o = _outcome_of(sc, OperationKind.withdraw, Verdict.rejected)
+        o.account_delta_minor = -1
+    elif name == "RejectionCarriesReason":
+        o = _outcome_of(sc, OperationKind.withdraw, Verdict.rejected)
+        o.reason = None
+    elif name == "AcceptanceCarriesNoReason":
+        o = _outcome_of(sc, OperationKind.deposit)
+        o.reason = RejectReason.quarantined
+    elif name == "TransfersNetToZero":
+        o = _outcome_of(sc, OperationKind.transfer)
+        o.counterparty_delta_minor += 1
+    elif name == "OnlyTransfersTouchCounterparty":
+        o = _outcome_of(sc, OperationKind.deposit)
+        o.counterparty_delta_minor = 1
+    else:
+        raise AssertionError(name)
+    _reseal(o)
+    return o
+
+
+OUTCOME_CHECKS = {
+    "RejectionHasNoEffect": check_rejection_has_no_effect,
+    "RejectionCarriesReason": check_rejection_carries_reason,
+    "AcceptanceCarriesNoReason": check_acceptance_carries_no_reason,
+    "TransfersNetToZero": check_transfers_net_to_zero,
+    "OnlyTransfersTouchCounterparty": check_only_transfers_touch_counterparty,
+}
+
+
+@pytest.mark.allium("invariant.Outcome.RejectionHasNoEffect", "invariant.Outcome.RejectionCarriesReason",
+                    "invariant.Outcome.AcceptanceCarriesNoReason", "invariant.Outcome.TransfersNetToZero",
+                    "invariant.Outcome.OnlyTransfersTouchCounterparty")
+@pytest.mark.parametrize("name", list(OUTCOME_CHECKS))
+def test_outcome_invariant_broken_alone_is_named_everywhere(name: str) -> None:
+    sc = _healthy()
+    broken = _break_outcome(name, sc)
+    for other, check in OUTCOME_CHECKS.items():
+        if other != name:
+            check(broken)  # really broken alone
+    check_digest_seals_content(broken)
+    _fails_naming(lambda: OUTCOME_CHECKS[name](broken), name)
+    _fails_naming(lambda: check_outcome(broken), name)
+    _fails_naming(lambda: check_outcome(broken, seal=False), name)
+    _fails_naming(lambda: check_all_invariants(sc.state), name)
+    _fails_naming(lambda: check_all_invariants(sc.state, seal=False), name)
+    _fails_naming(sc.state.check_invariants, name)
+
+
+@pytest.mark.allium("invariant.Outcome.DigestSealsContent")
+def test_digest_seal_broken_alone_is_named_everywhere() -> None:
+    sc = _healthy()
+    o = _outcome_of(sc, OperationKind.transfer)
+    o.digest = "ce1:" + "0" * 64
+    for check in OUTCOME_CHECKS.values():
+        check(o)
+    _fails_naming(lambda: check_digest_seals_content(o), "DigestSealsContent")
+    _fails_naming(lambda: check_outcome(o), "DigestSealsContent")
+    _fails_naming(lambda: check_all_invariants(sc.state), "DigestSealsContent")
+    _fails_naming(sc.state.check_invariants, "DigestSealsContent")
+    # seal=False is for digests made by another scheme: it skips only this check.
+    check_outcome(o, seal=False)
+    check_all_invariants(sc.state, seal=False)
+
+
+def _break_account(name: str, sc: Scenario) -> Account:
+    """Break one Account invariant, keeping MoneyIsConserved and the others true."""
+    state = sc.state
+    if name == "NonNegativeBalance":
+        a = state.accounts["A"]
+        a.balance_minor, state.books.net_inflow_minor = -1, state.books.net_inflow_minor - 601
+    elif name == "BalanceWithinLimit":
+        a = state.accounts["A"]
+        extra = state.config.max_balance_minor + 1 - a.balance_minor
+        a.balance_minor += extra
+        state.books.net_inflow_minor += extra
+    elif name == "ClosedAccountIsEmpty":
+        a = state.accounts["B"]
+        a.balance_minor += 5
+        state.books.net_inflow_minor += 5
+    elif name == "VersionCountsChanges":
+        a = state.accounts["A"]
+        a.version = 0
+    elif name == "Account.closed_at":
+        a = state.accounts["A"]
+        a.closed_at = T0
+    else:
+        raise AssertionError(name)
+    return a
+
+
+ACCOUNT_CHECKS: dict[str, Callable[[Account], None]] = {
+    "NonNegativeBalance": check_non_negative_balance,
+    "BalanceWithinLimit": check_balance_within_limit,
+    "ClosedAccountIsEmpty": check_closed_account_is_empty,
+    "VersionCountsChanges": check_version_counts_changes,
+    "Account.closed_at": check_closed_at_presence,
+}
+
+
+@pytest.mark.allium("invariant.Account.NonNegativeBalance", "invariant.Account.BalanceWithinLimit",
+                    "invariant.Account.ClosedAccountIsEmpty", "invariant.Account.VersionCountsChanges",
+                    "when-presence.Account.closed_at")
+@pytest.mark.parametrize("name", list(ACCOUNT_CHECKS))
+def test_account_invariant_broken_alone_is_named_everywhere(name: str) -> None:
+    sc = _healthy()
+    broken = _break_account(name, sc)
+    for other, check in ACCOUNT_CHECKS.items():
+        if other != name:
+            check(broken)
+    check_money_is_conserved(sc.state)
+    _fails_naming(lambda: ACCOUNT_CHECKS[name](broken), name)
+    _fails_naming(lambda: check_account(broken), name)
+    _fails_naming(lambda: check_all_invariants(sc.state), name)
+    _fails_naming(sc.state.check_invariants, name)
+
+
+@pytest.mark.allium("invariant.Account.NonNegativeBalance", "invariant.Account.BalanceWithinLimit",
+                    "invariant.Account.VersionCountsChanges")
+def test_account_limits_are_inclusive() -> None:
+    """balance >= 0, balance <= max_balance_minor and version >= 1 all hold at the bound itself."""
+    config = Config(max_balance_minor=100)
+    state = CoreState(config=config)
+    state.record_outcome(make_outcome(make_request(OperationKind.open, "A", request_id="o"), sequence=1))
+    state.record_outcome(make_outcome(make_request(OperationKind.deposit, "A", amount_minor=100,
+                                                   request_id="d"), account_delta_minor=100, sequence=2))
+    a = state.accounts["A"]
+    check_balance_within_limit(a, config)
+    check_account(a, config)
+    check_all_invariants(state)  # the combined check uses the state's own config
+    a.balance_minor, state.books.net_inflow_minor = 101, 101
+    _fails_naming(lambda: check_balance_within_limit(a, config), "BalanceWithinLimit")
+    _fails_naming(lambda: check_account(a, config), "BalanceWithinLimit")
+    _fails_naming(lambda: check_all_invariants(state), "BalanceWithinLimit")
+    check_balance_within_limit(a)  # the default limit is far higher
+    a.balance_minor, state.books.net_inflow_minor = 0, 0
+    check_non_negative_balance(a)
+    a.version = 1
+    check_version_counts_changes(a)
+    check_all_invariants(state)
+    default_limit = Config().max_balance_minor
+    check_balance_within_limit(Account(account_id="M", owner="o", opened_at=T0, balance_minor=default_limit))
+    _fails_naming(lambda: check_balance_within_limit(
+        Account(account_id="M", owner="o", opened_at=T0, balance_minor=default_limit + 1)),
+        "BalanceWithinLimit")
+
+
+def _break_top_level(name: str, sc: Scenario) -> None:
+    state = sc.state
+    outcomes = list(state.outcomes.values())
+    if name == "MoneyIsConserved":
+        state.books.net_inflow_minor += 1
+    elif name == "OneOutcomePerRequest":
+        first = outcomes[0]
+        twin = make_outcome(first.request, sequence=999)
+        twin.applied = True
+        state.outcomes[("alias", "key")] = twin  # a second outcome for the same (client_id, request_id)
+        state.books.applied_outcomes += 1
+    elif name == "EveryOutcomeApplied":
+        outcomes[-1].applied = False
+    elif name == "AppliedCountMatchesOutcomes":
+        state.books.applied_outcomes += 1
+    elif name == "SequenceIsTotal":
+        outcomes[-1].sequence = outcomes[0].sequence
+    elif name == "OutcomeMatchesItsRequest":
+        outcomes[-1].request.account_id = "elsewhere"
+    elif name == "UniqueAccountIds":
+        state.accounts["A-twin"] = Account(account_id="A", owner="x", opened_at=T0)
+    else:
+        raise AssertionError(name)
+
+
+TOP_LEVEL_CHECKS: dict[str, Callable[[CoreState], None]] = {
+    "MoneyIsConserved": check_money_is_conserved,
+    "OneOutcomePerRequest": lambda s: check_one_outcome_per_request(s.outcomes.values()),
+    "EveryOutcomeApplied": lambda s: check_every_outcome_applied(s.outcomes.values()),
+    "AppliedCountMatchesOutcomes": check_applied_count_matches_outcomes,
+    "SequenceIsTotal": lambda s: check_sequence_is_total(s.outcomes.values()),
+    "OutcomeMatchesItsRequest": lambda s: check_outcome_matches_its_request(s.outcomes.values()),
+    "UniqueAccountIds": lambda s: check_unique_account_ids(s.accounts.values()),
+}
+
+
+@pytest.mark.allium("invariant.MoneyIsConserved", "invariant.OneOutcomePerRequest",
+                    "invariant.EveryOutcomeApplied", "invariant.AppliedCountMatchesOutcomes",
+                    "invariant.SequenceIsTotal", "invariant.OutcomeMatchesItsRequest",
+                    "invariant.UniqueAccountIds")
+@pytest.mark.parametrize("name", list(TOP_LEVEL_CHECKS))
+def test_top_level_invariant_broken_alone_is_named_everywhere(name: str) -> None:
+    sc = _healthy()
+    _break_top_level(name, sc)
+    for other, check in TOP_LEVEL_CHECKS.items():
+        if other != name:
+            check(sc.state)
+    for account in sc.state.accounts.values():
+        check_account(account, sc.state.config)
+    for outcome in sc.state.outcomes.values():
+        check_outcome(outcome)
+    _fails_naming(lambda: TOP_LEVEL_CHECKS[name](sc.state), name)
+    _fails_naming(lambda: check_all_invariants(sc.state), name)
+    _fails_naming(lambda: check_all_invariants(sc.state, seal=False), name)
+    _fails_naming(sc.state.check_invariants, name)
+
+
+@pytest.mark.allium("invariant.OutcomeMatchesItsRequest")
+@pytest.mark.parametrize("field_name,value", [
+    ("request_id", "other-r"), ("client_id", "other-c"), ("kind", OperationKind.close), ("account_id", "Z"),
+])
+def test_outcome_must_match_its_request_on_each_field(field_name: str, value: object) -> None:
+    """Each of the four equalities is checked on its own."""
+    req = make_request(OperationKind.deposit, "A", amount_minor=1, request_id="m")
+    outcome = make_outcome(req, account_delta_minor=1)
+    check_outcome_matches_its_request([outcome])
+    setattr(req, field_name, value)
+    _fails_naming(lambda: check_outcome_matches_its_request([outcome]), "OutcomeMatchesItsRequest")
+
+
+@pytest.mark.allium("invariant.OneOutcomePerRequest", "invariant.SequenceIsTotal", "invariant.UniqueAccountIds")
+def test_uniqueness_invariants_compare_the_whole_key() -> None:
+    """Same request_id under another client, or same client with another request_id, is distinct."""
+    a = make_outcome(make_request(OperationKind.open, "A", request_id="r", client_id="c1"), sequence=1)
+    b = make_outcome(make_request(OperationKind.open, "B", request_id="r", client_id="c2"), sequence=2)
+    c = make_outcome(make_request(OperationKind.open, "C", request_id="s", client_id="c1"), sequence=3)
+    check_one_outcome_per_request([a, b, c])
+    check_sequence_is_total([a, b, c])
+    check_unique_account_ids([Account(account_id=i, owner="o", opened_at=T0) for i in ("A", "B", "C")])
+    _fails_naming(lambda: check_one_outcome_per_request([a, b, c, make_outcome(a.request, sequence=4)]),
+                  "OneOutcomePerRequest")
+    c.sequence = 1
+    _fails_naming(lambda: check_sequence_is_total([a, b, c]), "SequenceIsTotal")

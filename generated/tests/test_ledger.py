@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from contextlib import contextmanager
 import hmac
 from datetime import datetime, timedelta, timezone
 
@@ -36,8 +37,10 @@ from ledger.ledger import (
     CheckpointAdvanced,
     Config,
     DeadLetter,
+    DeadLetterAcknowledged,
     DeadLetterHistory,
     DeadLetterQueue,
+    DeadLetterRecorded,
     DeadLetterStatus,
     Disposition,
     Endorsement,
@@ -831,6 +834,7 @@ def test_a_failing_commit_is_undone_to_its_savepoint_and_refused(store: LedgerSt
     assert_invariants(store)
 
 
+@pytest.mark.allium("rule-success.CommitProposal")
 def test_commit_batch_applies_in_arrival_order_and_isolates_a_poison_proposal(store: LedgerStore) -> None:
     open_account(store, "a")
     d1 = make_proposal(store, make_request("d1", account_id="a"))
@@ -853,6 +857,7 @@ def test_commit_batch_applies_in_arrival_order_and_isolates_a_poison_proposal(st
     assert_invariants(store)
 
 
+@pytest.mark.allium("rule-success.CommitProposal")
 def test_group_committer_settles_the_batch_mates_of_a_poison_proposal(store: LedgerStore) -> None:
     open_account(store, "a")
     committer = GroupCommitter(store)
@@ -881,6 +886,7 @@ class FailingStore(LedgerStore):
         return super().transaction()
 
 
+@pytest.mark.allium("rule-success.CommitProposal")
 def test_a_failed_flush_hands_back_every_proposal_it_took() -> None:
     store = FailingStore(clock=StepClock())
     create_epoch_claim(store, EpochClaim(node_id="n1", expected_epoch=0))
@@ -895,6 +901,7 @@ def test_a_failed_flush_hands_back_every_proposal_it_took() -> None:
     assert first.status is ProposalStatus.committed and committer.pending == []
 
 
+@pytest.mark.allium("rule-success.CommitProposal")
 def test_group_committer_flushes_when_full_or_lingered() -> None:
     store = LedgerStore(clock=StepClock(), config=Config(commit_batch_max=2, commit_linger_micros=2_000))
     create_epoch_claim(store, EpochClaim(node_id="n1", expected_epoch=0))
@@ -1508,3 +1515,785 @@ def test_the_store_refuses_a_signed_vote_quorum_below_f_plus_one() -> None:
     store = fresh_store()
     object.__setattr__(store.config, "endorsement_quorum", 1)  # corrupted after start-up
     assert not INVARIANTS["EndorsementQuorumOutnumbersFaults"](store)
+
+
+# Normative vectors of the signed-vote encodings (RefuseUnendorsedProposal guidance) --------------
+
+R1_BYTES = bytes.fromhex(
+    "6c65646765722e726561642d7365742e763100" "01" "0100000006616374697665"
+    "00000000000005dc" "0000000000000003" "00" "00" "0000000000000000" "0000000000000000"
+)
+R1 = "6fa12660507a26c1a8610ff3dc41dc337ad62b4c9618903949bb19322899e058"
+R2 = "87d0a1ca9cb79aacd7db03cb995dafc01a047182191adde5928c895af0b10d06"
+S1_BYTES = (
+    bytes.fromhex("6c65646765722e766f74652e763100" "00000003632d31" "00000003722d35"
+                  "0000000000000002" "00000040")
+    + R1.encode("ascii")
+    + bytes.fromhex("01000000086163636570746564" "00" "fffffffffffffd44" "00000000000002bc")
+)
+S1_SIGNATURE = "4a1a40396eb81b3dbbc500303106fcc39febb86b6a6b9a2700f1b277eb5b8765"
+S2_SIGNATURE = "54ce00335d34ebee75b664877aed79af188e167be2905279a509e711f3945a58"
+
+
+@pytest.mark.allium("rule-failure.RefuseUnendorsedProposal.5")
+def test_read_set_digest_matches_the_normative_vectors() -> None:
+    assert hashlib.sha256(R1_BYTES).hexdigest() == R1
+    assert read_set_digest(True, AccountStatus.active, 1500, 3, False, None, 0, 0) == R1
+    assert read_set_digest(True, AccountStatus.active, 1500, 3, True, AccountStatus.closed, 0, 2) == R2
+
+
+@pytest.mark.allium("rule-failure.RefuseUnendorsedProposal.5")
+def test_the_store_digests_its_own_rows_as_the_vectors_do(store: LedgerStore) -> None:
+    """stored_read_set_digest reads present, status, balance and version of both rows (absent: 0, 0)."""
+    open_account(store, "p")
+    open_account(store, "q")
+    primary, counter = store.account("p"), store.account("q")
+    assert primary is not None and counter is not None
+    primary.balance_minor, primary.version = 1500, 3
+    alone = make_request("x", account_id="p", amount_minor=5)
+    assert stored_read_set_digest(store, alone) == R1
+    missing_counter = make_request("y", kind=OperationKind.transfer, account_id="p", counterparty_id="nobody")
+    assert stored_read_set_digest(store, missing_counter) == R1
+    counter.status, counter.balance_minor, counter.version = AccountStatus.closed, 0, 2
+    with_counter = make_request("z", kind=OperationKind.transfer, account_id="p", counterparty_id="q")
+    assert stored_read_set_digest(store, with_counter) == R2
+
+
+def test_vote_statement_and_signature_match_the_normative_vectors() -> None:
+    s1 = vote_statement("c-1", "r-5", 2, R1, Verdict.accepted, None, -700, 700)
+    assert s1 == S1_BYTES
+    assert vote_signature("k-1", s1) == S1_SIGNATURE == sign("k-1", S1_BYTES)
+    s2 = vote_statement("c-1", "r-6", 1, R1, Verdict.rejected, RejectReason.insufficient_funds, 0, 0)
+    assert vote_signature("k-1", s2) == S2_SIGNATURE
+
+
+@pytest.mark.allium("rule-failure.RefuseUnendorsedProposal.5", "rule-success.RefuseUnendorsedProposal")
+def test_the_store_accepts_the_vector_signature_as_an_endorsement() -> None:
+    """With f = 0 one vote is a quorum: S1's signature under "k-1" over R1 endorses exactly that decision."""
+    store = LedgerStore(clock=StepClock(), config=Config(fault_budget=0))
+    create_epoch_claim(store, EpochClaim(node_id="n1", expected_epoch=0))
+    open_account(store, "p")
+    primary = store.account("p")
+    assert primary is not None
+    primary.balance_minor, primary.version = 1500, 3
+    create_replica_key(store, ReplicaKey(replica_id="rk", key="k-1"))
+    request = make_request("r-5", client_id="c-1", kind=OperationKind.transfer, account_id="p",
+                           counterparty_id="nobody", amount_minor=700)
+    proposal = make_proposal(store, request, delta=-700, counter_delta=700, attempt=2, signed=False)
+    create_endorsement(store, Endorsement(request=request, attempt=2, replica_id="rk", read_set_digest=R1,
+                                          signature=S1_SIGNATURE))
+    assert endorsed(store, proposal)
+    with pytest.raises(Rejected) as info:
+        refuse_unendorsed_proposal(store, proposal)
+    assert (info.value.rule, info.value.clause) == ("RefuseUnendorsedProposal", 5)
+    other_attempt = make_proposal(store, request, delta=-700, counter_delta=700, attempt=1, signed=False)
+    assert not endorsed(store, other_attempt)
+    assert refuse_unendorsed_proposal(store, other_attempt) is other_attempt
+    assert other_attempt.status is ProposalStatus.conflicted
+
+
+def endorsement_of(store: LedgerStore, proposal: Proposal, replica_id: str, key: str,
+                   read_digest: str | None = None) -> Endorsement:
+    """One replica's signed vote for `proposal`, built here from the spec's definitions."""
+    request = proposal.request
+    digest = stored_read_set_digest(store, request) if read_digest is None else read_digest
+    statement = vote_statement(request.client_id, request.request_id, proposal.attempt, digest,
+                               proposal.verdict, proposal.reason, proposal.account_delta_minor,
+                               proposal.counterparty_delta_minor)
+    return Endorsement(request=request, attempt=proposal.attempt, replica_id=replica_id,
+                       read_set_digest=digest, signature=sign(key, statement))
+
+
+def bad_vote(store: LedgerStore, proposal: Proposal, case: str) -> Endorsement:
+    """A vote that cannot count, of the kind named by `case`."""
+    if case == "no key":
+        return endorsement_of(store, proposal, "r-unknown", "some-key")
+    if case == "empty key":
+        create_replica_key(store, ReplicaKey(replica_id="r-empty", key=""))
+        return endorsement_of(store, proposal, "r-empty", "")
+    if case == "second vote":
+        return endorsement_of(store, proposal, "r0", KEYS["r0"])
+    if case == "wrong signature":
+        return endorsement_of(store, proposal, "r2", "not-r2s-key")
+    assert case == "other read set"
+    return endorsement_of(store, proposal, "r2", KEYS["r2"], read_digest=R1)
+
+
+@pytest.mark.allium("rule-success.RefuseUnendorsedProposal", "rule-failure.RefuseUnendorsedProposal.5")
+@pytest.mark.parametrize("case", ["no key", "empty key", "second vote", "wrong signature", "other read set"])
+@pytest.mark.parametrize("valid", [2, 1])
+def test_a_vote_that_cannot_count_is_skipped_never_fatal(store: LedgerStore, case: str, valid: int) -> None:
+    open_account(store, "a")
+    provision(store)
+    proposal = make_proposal(store, make_request(f"d-{valid}", account_id="a", amount_minor=40), signed=False)
+    votes = [bad_vote(store, proposal, case)]
+    votes += [endorsement_of(store, proposal, r, KEYS[r]) for r in ("r0", "r1")[:valid]]
+    for vote in votes:
+        create_endorsement(store, vote)
+    assert endorsed(store, proposal) is (valid == store.config.endorsement_quorum)
+    settled = submit_proposal(store, proposal)
+    if valid == store.config.endorsement_quorum:
+        assert settled.status is ProposalStatus.committed
+        assert store.account("a").balance_minor == 40  # type: ignore[union-attr]
+    else:
+        assert settled.status is ProposalStatus.conflicted
+        assert store.account("a").balance_minor == 0 and store.outcome_for("client-1", "d-1") is None  # type: ignore[union-attr]
+
+
+# sound_effect, one condition at a time, through the commit (DetectStaleSnapshot guidance) --------
+
+LIMIT = 1_000  # core config.max_balance_minor in these tests
+
+
+def limit_store() -> LedgerStore:
+    """A store with core's balance limit at LIMIT; accounts a (100), b (0), c (closed), d (1), m (LIMIT - 10)."""
+    from ledger.core import Config as CoreConfig
+    store = LedgerStore(clock=StepClock(), core=CoreState(config=CoreConfig(max_balance_minor=LIMIT)))
+    create_epoch_claim(store, EpochClaim(node_id="n1", expected_epoch=0))
+    for account_id in ("a", "b", "c", "d", "m"):
+        open_account(store, account_id)
+    fund(store, "a", 100)
+    fund(store, "d", 1)
+    fund(store, "m", LIMIT - 10)
+    closing = make_proposal(store, make_request("close-c", kind=OperationKind.close, account_id="c", amount_minor=0),
+                            delta=0)
+    assert submit_proposal(store, closing).status is ProposalStatus.committed
+    return store
+
+
+D, W, T, O, C = (OperationKind.deposit, OperationKind.withdraw, OperationKind.transfer, OperationKind.open,
+                 OperationKind.close)
+ACC, REJ = Verdict.accepted, Verdict.rejected
+SOUND_CASES = [
+    # (case, kind, account, counterparty, amount, delta, counter_delta, verdict, commits)
+    ("rejection moving nothing", W, "a", None, 500, 0, 0, REJ, True),
+    ("rejection moving only the account", W, "a", None, 500, -5, 0, REJ, False),
+    ("rejection moving only the counterparty", T, "a", "b", 500, 0, 5, REJ, False),
+    ("open of a new account", O, "new", None, 0, 0, 0, ACC, True),
+    ("open of an existing account", O, "a", None, 0, 0, 0, ACC, False),
+    ("open with an account delta", O, "new", None, 0, 1, 0, ACC, False),
+    ("open with a counterparty delta", O, "new", None, 0, 0, 1, ACC, False),
+    ("deposit", D, "a", None, 10, 10, 0, ACC, True),
+    ("deposit of 0", D, "a", None, 0, 0, 0, ACC, False),
+    ("deposit of 1", D, "a", None, 1, 1, 0, ACC, True),
+    ("deposit to an absent account", D, "zzz", None, 10, 10, 0, ACC, False),
+    ("deposit to a closed account", D, "c", None, 10, 10, 0, ACC, False),
+    ("deposit delta one over", D, "a", None, 10, 11, 0, ACC, False),
+    ("deposit delta one under", D, "a", None, 10, 9, 0, ACC, False),
+    ("deposit delta of the wrong sign", D, "a", None, 10, -10, 0, ACC, False),
+    ("deposit moving a counterparty", D, "a", None, 10, 10, 1, ACC, False),
+    ("deposit to exactly the limit", D, "m", None, 10, 10, 0, ACC, True),
+    ("deposit one beyond the limit", D, "m", None, 11, 11, 0, ACC, False),
+    ("withdraw", W, "a", None, 10, -10, 0, ACC, True),
+    ("withdraw of 0", W, "a", None, 0, 0, 0, ACC, False),
+    ("withdraw of 1", W, "a", None, 1, -1, 0, ACC, True),
+    ("withdraw from an absent account", W, "zzz", None, 10, -10, 0, ACC, False),
+    ("withdraw from a closed account", W, "c", None, 10, -10, 0, ACC, False),
+    ("withdraw delta one over", W, "a", None, 10, -11, 0, ACC, False),
+    ("withdraw delta one under", W, "a", None, 10, -9, 0, ACC, False),
+    ("withdraw delta of the wrong sign", W, "a", None, 10, 10, 0, ACC, False),
+    ("withdraw moving a counterparty", W, "a", None, 10, -10, 1, ACC, False),
+    ("withdraw to exactly 0", W, "a", None, 100, -100, 0, ACC, True),
+    ("withdraw one below 0", W, "a", None, 101, -101, 0, ACC, False),
+    ("transfer", T, "a", "b", 10, -10, 10, ACC, True),
+    ("transfer of 0", T, "a", "b", 0, 0, 0, ACC, False),
+    ("transfer of 1", T, "a", "b", 1, -1, 1, ACC, True),
+    ("transfer from an absent account", T, "zzz", "b", 10, -10, 10, ACC, False),
+    ("transfer from a closed account", T, "c", "b", 10, -10, 10, ACC, False),
+    ("transfer delta one over", T, "a", "b", 10, -11, 10, ACC, False),
+    ("transfer delta one under", T, "a", "b", 10, -9, 10, ACC, False),
+    ("transfer delta of the wrong sign", T, "a", "b", 10, 10, 10, ACC, False),
+    ("transfer to the same account", T, "a", "a", 10, -10, 10, ACC, False),
+    ("transfer to an absent counterparty", T, "a", "zzz", 10, -10, 10, ACC, False),
+    ("transfer to a closed counterparty", T, "a", "c", 10, -10, 10, ACC, False),
+    ("transfer counterparty delta one over", T, "a", "b", 10, -10, 11, ACC, False),
+    ("transfer counterparty delta one under", T, "a", "b", 10, -10, 9, ACC, False),
+    ("transfer counterparty delta of the wrong sign", T, "a", "b", 10, -10, -10, ACC, False),
+    ("transfer leaving exactly 0", T, "a", "b", 100, -100, 100, ACC, True),
+    ("transfer leaving one below 0", T, "a", "b", 101, -101, 101, ACC, False),
+    ("transfer to exactly the limit", T, "a", "m", 10, -10, 10, ACC, True),
+    ("transfer one beyond the limit", T, "a", "m", 11, -11, 11, ACC, False),
+    ("close of an empty account", C, "b", None, 0, 0, 0, ACC, True),
+    ("close with a balance of 1", C, "d", None, 0, 0, 0, ACC, False),
+    ("close with an account delta", C, "b", None, 0, -1, 0, ACC, False),
+    ("close with a counterparty delta", C, "b", None, 0, 0, 1, ACC, False),
+    ("close of a closed account", C, "c", None, 0, 0, 0, ACC, False),
+]
+
+
+@pytest.mark.allium("rule-success.DetectStaleSnapshot", "rule-failure.CommitProposal.4",
+                    "rule-failure.DetectStaleSnapshot.5")
+@pytest.mark.parametrize(("case", "kind", "account", "counter", "amount", "delta", "counter_delta", "verdict",
+                          "commits"), SOUND_CASES, ids=[c[0] for c in SOUND_CASES])
+def test_sound_effect_one_condition_at_a_time(case: str, kind: OperationKind, account: str, counter: str | None,
+                                              amount: int, delta: int, counter_delta: int, verdict: Verdict,
+                                              commits: bool) -> None:
+    """Versions match and the decision is endorsed; only the named condition of sound_effect varies."""
+    store = limit_store()
+    reason = None if verdict is Verdict.accepted else RejectReason.insufficient_funds
+    request = make_request("x", kind=kind, account_id=account, counterparty_id=counter, amount_minor=amount)
+    proposal = make_proposal(store, request, verdict=verdict, reason=reason, delta=delta, counter_delta=counter_delta)
+    assert endorsed(store, proposal)
+    before = {a: (acc.balance_minor, acc.version, acc.status) for a, acc in store.accounts.items()}
+    assert sound_effect(store, proposal) is commits
+    settled = submit_proposal(store, proposal)
+    if commits:
+        assert settled.status is ProposalStatus.committed
+        assert store.outcome_for("client-1", "x") is request.outcome is not None
+        check_all_invariants(store.core, seal=True)
+    else:
+        assert settled.status is ProposalStatus.conflicted
+        assert store.outcome_for("client-1", "x") is None and request.outcome is None
+        assert {a: (acc.balance_minor, acc.version, acc.status) for a, acc in store.accounts.items()} == before
+
+
+# The undo of a failed settlement (CommitProposal guidance) ------------------------------------------
+
+
+def full_state(store: LedgerStore) -> tuple[object, ...]:
+    """Everything a failed settlement must leave as it was."""
+    return (
+        store.journal.next_sequence,
+        {a: (acc.status, acc.balance_minor, acc.version, acc.owner, acc.closed_at) for a, acc in store.accounts.items()},
+        (store.books.net_inflow_minor, store.books.applied_outcomes, store.books.accepted_outcomes),
+        dict(store.outcomes),
+        set(store.core.sequences),
+        dict(store.positions),
+        {p: (c.next_offset, c.advanced_at) for p, c in store.checkpoints.items()},
+    )
+
+
+def failing_settlement(store: LedgerStore, kind: OperationKind) -> Proposal:
+    """A sound, endorsed proposal of `kind` on a log request without an offset: it fails when its
+    Position is recorded, after its Outcome was inserted and applied."""
+    account, counter, amount, delta, counter_delta = {
+        OperationKind.open: ("fresh", None, 0, 0, 0),
+        OperationKind.deposit: ("a", None, 70, 70, 0),
+        OperationKind.transfer: ("a", "b", 30, -30, 30),
+    }[kind]
+    request = make_request(f"bad-{kind.value}", kind=kind, account_id=account, counterparty_id=counter,
+                           amount_minor=amount, channel=Channel.log, partition=0, offset=None)
+    return make_proposal(store, request, delta=delta, counter_delta=counter_delta)
+
+
+@pytest.mark.allium("rule-failure.CommitProposal.4", "rule-success.CommitProposal")
+@pytest.mark.parametrize("kind", [OperationKind.open, OperationKind.deposit, OperationKind.transfer])
+def test_a_failed_settlement_leaves_nothing_behind(store: LedgerStore, kind: OperationKind) -> None:
+    open_account(store, "a")
+    open_account(store, "b")
+    fund(store, "a", 100)
+    create_checkpoint(store, Checkpoint(partition=0, next_offset=0, advanced_at=T0))
+    create_position(store, Position(partition=0, offset=0, disposition=Disposition.committed, recorded_at=T0))
+    bad = failing_settlement(store, kind)
+    assert sound_effect(store, bad) and endorsed(store, bad)
+    before = full_state(store)
+    sequence = store.journal.next_sequence
+    heard: list[object] = []
+    store.subscribe(heard.append)
+    assert submit_proposal(store, bad) is bad
+    assert bad.status is ProposalStatus.conflicted and (bad.sequence, bad.committed_at) == (None, None)
+    assert full_state(store) == before
+    assert bad.request.outcome is None and store.outcome_for("client-1", bad.request.request_id) is None
+    assert store.account("fresh") is None
+    assert heard == [ProposalSettled(proposal=bad, outcome=None)]  # nothing of the undone commit
+    # The next sound proposal takes the very sequence number the failed one had taken.
+    retry_request = dataclasses.replace(bad.request, channel=Channel.rest, partition=None)
+    retry = make_proposal(store, retry_request, delta=bad.account_delta_minor,
+                          counter_delta=bad.counterparty_delta_minor)
+    outcome_count = store.books.applied_outcomes
+    assert submit_proposal(store, retry).status is ProposalStatus.committed
+    assert retry.sequence == sequence and store.journal.next_sequence == sequence + 1
+    assert store.books.applied_outcomes == outcome_count + 1
+    assert_invariants(store)
+
+
+@pytest.mark.allium("rule-success.CommitProposal")
+def test_listeners_hear_each_settlement_once_and_only_after_commit(store: LedgerStore) -> None:
+    open_account(store, "a")
+    heard: list[tuple[object, bool]] = []
+    store.subscribe(lambda event: heard.append((event, store._txn is None)))
+    fenced = make_proposal(store, make_request("f", account_id="a"), epoch=0)
+    good = make_proposal(store, make_request("g", account_id="a"))
+    stale = make_proposal(store, make_request("s", account_id="a"))  # on the version before g
+    duplicate = make_proposal(store, make_request("g", account_id="a"), attempt=2)
+    settled = commit_batch(store, [fenced, good, stale, duplicate])
+    assert settled == [fenced, good, stale, duplicate]
+    assert [p.status for p in settled] == [ProposalStatus.fenced, ProposalStatus.committed,
+                                           ProposalStatus.conflicted, ProposalStatus.duplicate]
+    assert all(after_commit for _, after_commit in heard)
+    outcome = store.outcome_for("client-1", "g")
+    assert [event for event, _ in heard] == [
+        ProposalSettled(proposal=fenced, outcome=None),
+        OutcomeCommitted(outcome=outcome),  # type: ignore[arg-type]
+        ProposalSettled(proposal=good, outcome=outcome),
+        ProposalSettled(proposal=stale, outcome=None),
+        ProposalSettled(proposal=duplicate, outcome=outcome),
+    ]
+
+
+# Refusals name rule (or entity) and clause --------------------------------------------------------
+
+
+@pytest.mark.allium("transition-rejected.EpochClaim.status", "transition-terminal.EpochClaim.status",
+                    "transition-rejected.Proposal.status", "transition-terminal.Proposal.status",
+                    "transition-rejected.DeadLetter.status", "transition-terminal.DeadLetter.status")
+def test_undeclared_and_terminal_transitions_name_the_status_and_clause_0(store: LedgerStore) -> None:
+    proposal = make_proposal(store, make_request("p"), signed=False)
+    letter = dead_letter(3)
+    granted = EpochClaim(node_id="n", expected_epoch=0, status=EpochClaimStatus.granted, granted_epoch=1)
+    cases = [
+        (EpochClaim(node_id="n", expected_epoch=0), EpochClaimStatus.pending, "EpochClaim.status", "undeclared"),
+        (granted, EpochClaimStatus.refused, "EpochClaim.status", "terminal"),
+        (proposal, ProposalStatus.pending, "Proposal.status", "undeclared"),
+        (letter, DeadLetterStatus.held, "DeadLetter.status", "undeclared"),
+    ]
+    for status in (ProposalStatus.committed, ProposalStatus.duplicate, ProposalStatus.conflicted, ProposalStatus.fenced):
+        settled = make_proposal(store, make_request(f"t-{status.value}"), signed=False)
+        settled.status = status
+        cases.append((settled, ProposalStatus.pending, "Proposal.status", "terminal"))
+    acked = DeadLetter(partition=0, offset=1, payload_digest="d", cause="c", attempts=1, quarantined_at=T0,
+                       status=DeadLetterStatus.acknowledged, acknowledged_by=responder(), acknowledged_at=T0)
+    cases.append((acked, DeadLetterStatus.held, "DeadLetter.status", "terminal"))
+    for entity, target, name, kind in cases:
+        with pytest.raises(TransitionRejected) as info:
+            entity.transition_to(target)  # type: ignore[attr-defined]
+        assert (info.value.rule, info.value.clause) == (name, 0)
+        assert info.value.why.startswith(kind)
+    # Declared moves pass the check.
+    EpochClaim(node_id="n", expected_epoch=0).transition_to(EpochClaimStatus.refused)
+    proposal.transition_to(ProposalStatus.fenced)
+    letter.transition_to(DeadLetterStatus.acknowledged)
+
+
+@pytest.mark.allium("rule-failure.CommitProposal.1")
+def test_a_settled_proposal_submitted_again_is_refused_before_anything_is_written(store: LedgerStore) -> None:
+    open_account(store, "a")
+    done = submit_proposal(store, make_proposal(store, make_request("d", account_id="a")))
+    assert done.status is ProposalStatus.committed
+    fresh = make_proposal(store, make_request("e", account_id="a"))
+    heard: list[object] = []
+    store.subscribe(heard.append)
+    before = (list(store.proposals), full_state(store))
+    with pytest.raises(Rejected) as info:
+        submit_proposal(store, done)
+    assert (info.value.rule, info.value.clause) == ("Proposal.created", 0)
+    with pytest.raises(Rejected) as info:
+        commit_batch(store, [fresh, done])
+    assert (info.value.rule, info.value.clause) == ("Proposal.created", 0)
+    assert (list(store.proposals), full_state(store)) == before and heard == []
+    assert fresh.status is ProposalStatus.pending
+
+
+@pytest.mark.allium("rule-success.AdvanceCheckpoint")
+def test_second_checkpoint_and_second_replica_key_are_refused_naming_their_creation(store: LedgerStore) -> None:
+    first = Checkpoint(partition=4, next_offset=7, advanced_at=T0)
+    assert create_checkpoint(store, first) is first
+    with pytest.raises(Rejected) as info:
+        create_checkpoint(store, Checkpoint(partition=4, next_offset=0, advanced_at=T0))
+    assert (info.value.rule, info.value.clause) == ("Checkpoint.created", 0)
+    assert store.checkpoint(4) is first and first.next_offset == 7
+    key = ReplicaKey(replica_id="r9", key="k9")
+    assert create_replica_key(store, key) is key
+    with pytest.raises(Rejected) as info:
+        create_replica_key(store, ReplicaKey(replica_id="r9", key="other"))
+    assert (info.value.rule, info.value.clause) == ("ReplicaKey.created", 0)
+    assert store.replica_keys["r9"] is key
+
+
+@pytest.mark.allium("invariant.OnePositionPerOffset")
+def test_a_second_position_for_an_offset_is_refused_naming_the_invariant(store: LedgerStore) -> None:
+    create_checkpoint(store, Checkpoint(partition=0, next_offset=0, advanced_at=T0))
+    first = Position(partition=0, offset=2, disposition=Disposition.committed, recorded_at=T0)
+    heard: list[object] = []
+    store.subscribe(heard.append)
+    assert create_position(store, first) is first
+    assert heard == [PositionRecorded(position=first)]
+    with pytest.raises(InvariantViolation) as info:
+        create_position(store, Position(partition=0, offset=2, disposition=Disposition.duplicate, recorded_at=T0))
+    assert "OnePositionPerOffset" in str(info.value)
+    assert store.position(0, 2) is first and len(store.positions) == 1 and len(heard) == 1
+    # The same offset on another partition is another position.
+    other = create_position(store, Position(partition=1, offset=2, disposition=Disposition.duplicate, recorded_at=T0))
+    assert store.position(1, 2) is other
+
+
+@pytest.mark.allium("when-presence.Proposal.sequence", "when-presence.Proposal.committed_at",
+                    "when-presence.DeadLetter.acknowledged_by", "when-presence.DeadLetter.acknowledged_at")
+def test_entities_whose_when_fields_contradict_their_status_are_refused_when_built(store: LedgerStore) -> None:
+    base = make_proposal(store, make_request("w"), signed=False)
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(Proposal)}
+    for status, sequence, committed_at in [
+        (ProposalStatus.committed, 1, None), (ProposalStatus.committed, None, T0),
+        (ProposalStatus.pending, 1, None), (ProposalStatus.conflicted, None, T0),
+    ]:
+        with pytest.raises(ValueError):
+            Proposal(**{**fields, "status": status, "sequence": sequence, "committed_at": committed_at})
+    built = Proposal(**{**fields, "status": ProposalStatus.committed, "sequence": 1, "committed_at": T0})
+    assert (built.sequence, built.committed_at) == (1, T0)
+    letter = {"partition": 0, "offset": 1, "payload_digest": "d", "cause": "c", "attempts": 1, "quarantined_at": T0}
+    for status, by, at in [
+        (DeadLetterStatus.acknowledged, None, T0), (DeadLetterStatus.acknowledged, responder(), None),
+        (DeadLetterStatus.held, responder(), None), (DeadLetterStatus.held, None, T0),
+    ]:
+        with pytest.raises(ValueError):
+            DeadLetter(**letter, status=status, acknowledged_by=by, acknowledged_at=at)  # type: ignore[arg-type]
+
+
+# Invariant checks name exactly the invariant that is broken ---------------------------------------
+
+
+def named(store: LedgerStore) -> set[str]:
+    """The invariant names check_invariants reports (empty when every invariant holds)."""
+    try:
+        check_invariants(store)
+    except InvariantViolation as violation:
+        return {name for name in INVARIANTS if name in str(violation)}
+    return set()
+
+
+def populated_store() -> LedgerStore:
+    store = fresh_store()
+    run_every_rule(store)
+    assert named(store) == set()
+    return store
+
+
+def committed_proposals(store: LedgerStore) -> list[Proposal]:
+    return [p for p in store.proposals if p.status is ProposalStatus.committed]
+
+
+BREAKS = {
+    "OneGrantPerEpoch": lambda s: s.grants.append(EpochGrant(epoch=s.journal.epoch, node_id="x", granted_at=T0)),
+    "JournalHoldsLatestEpoch": lambda s: s.grants.append(EpochGrant(epoch=s.journal.epoch + 1, node_id="x",
+                                                                    granted_at=T0)),
+    "CommitsCarryGrantedEpochs": lambda s: setattr(committed_proposals(s)[0], "epoch", s.journal.epoch + 1),
+    "CommittedOutcomesNeverChange": lambda s: setattr(committed_proposals(s)[0].request.outcome, "digest", "x"),
+    "CommittedSequencesBelowNext": lambda s: setattr(committed_proposals(s)[-1], "sequence", s.journal.next_sequence),
+    "OnePositionPerOffset": lambda s: s.positions.__setitem__((0, 1), Position(
+        partition=0, offset=0, disposition=Disposition.duplicate, recorded_at=T0)),
+    "DeadLettersHavePositions": lambda s: s.dead_letters.append(dead_letter(50)),
+    "EndorsementQuorumOutnumbersFaults": lambda s: setattr(s, "config", Config(fault_budget=2, endorsement_quorum=2)),
+}
+
+
+def assert_breaking_reports_only(name: str) -> None:
+    """Break invariant `name` alone in a store every rule has run on: exactly its name is reported."""
+    store = populated_store()
+    BREAKS[name](store)
+    assert named(store) == {name}
+    assert [n for n, holds in INVARIANTS.items() if not holds(store)] == [name]
+
+
+@pytest.mark.allium("invariant.OneGrantPerEpoch")
+def test_breaking_one_grant_per_epoch_alone_reports_it() -> None:
+    assert_breaking_reports_only("OneGrantPerEpoch")
+
+
+@pytest.mark.allium("invariant.JournalHoldsLatestEpoch")
+def test_breaking_journal_holds_latest_epoch_alone_reports_it() -> None:
+    assert_breaking_reports_only("JournalHoldsLatestEpoch")
+
+
+@pytest.mark.allium("invariant.CommitsCarryGrantedEpochs")
+def test_breaking_commits_carry_granted_epochs_alone_reports_it() -> None:
+    assert_breaking_reports_only("CommitsCarryGrantedEpochs")
+
+
+@pytest.mark.allium("invariant.CommittedOutcomesNeverChange")
+def test_breaking_committed_outcomes_never_change_alone_reports_it() -> None:
+    assert_breaking_reports_only("CommittedOutcomesNeverChange")
+
+
+@pytest.mark.allium("invariant.CommittedSequencesBelowNext")
+def test_breaking_committed_sequences_below_next_alone_reports_it() -> None:
+    assert_breaking_reports_only("CommittedSequencesBelowNext")
+
+
+@pytest.mark.allium("invariant.OnePositionPerOffset")
+def test_breaking_one_position_per_offset_alone_reports_it() -> None:
+    assert_breaking_reports_only("OnePositionPerOffset")
+
+
+@pytest.mark.allium("invariant.DeadLettersHavePositions")
+def test_breaking_dead_letters_have_positions_alone_reports_it() -> None:
+    assert_breaking_reports_only("DeadLettersHavePositions")
+
+
+@pytest.mark.allium("invariant.EndorsementQuorumOutnumbersFaults")
+def test_breaking_endorsement_quorum_outnumbers_faults_alone_reports_it() -> None:
+    assert_breaking_reports_only("EndorsementQuorumOutnumbersFaults")
+
+
+@pytest.mark.allium("invariant.CommittedSequencesBelowNext", "invariant.OnePositionPerOffset",
+                    "invariant.CommitsCarryGrantedEpochs", "invariant.JournalHoldsLatestEpoch",
+                    "invariant.EndorsementQuorumOutnumbersFaults")
+def test_invariants_hold_at_their_edges_and_the_combined_check_names_every_broken_one() -> None:
+    store = populated_store()
+    last = committed_proposals(store)[-1]
+    last.sequence = store.journal.next_sequence - 1  # the greatest sequence still below next
+    committed_proposals(store)[0].epoch = store.journal.epoch  # a commit in the current epoch
+    store.config = Config(fault_budget=2, endorsement_quorum=3)  # exactly f + 1
+    assert store.grant_for(store.journal.epoch) is not None  # a grant of exactly journal.epoch
+    assert INVARIANTS["JournalHoldsLatestEpoch"](store) and INVARIANTS["CommitsCarryGrantedEpochs"](store)
+    assert named(store) == set()
+    store.config = Config(fault_budget=-1, endorsement_quorum=5)  # no negative fault budget
+    assert named(store) == {"EndorsementQuorumOutnumbersFaults"}
+    store.config = Config()
+    for name in ("CommittedSequencesBelowNext", "OnePositionPerOffset", "DeadLettersHavePositions"):
+        BREAKS[name](store)
+    assert named(store) == {"CommittedSequencesBelowNext", "OnePositionPerOffset", "DeadLettersHavePositions"}
+
+
+@pytest.mark.allium("invariant.EndorsementQuorumOutnumbersFaults")
+def test_the_start_up_refusal_names_the_config_and_the_least_quorum() -> None:
+    with pytest.raises(InvariantViolation) as info:
+        LedgerStore(clock=StepClock(), config=Config(fault_budget=2, endorsement_quorum=2))
+    message = str(info.value)
+    assert "EndorsementQuorumOutnumbersFaults" in message
+    assert "fault_budget=2" in message and "endorsement_quorum=2" in message and "at least 3" in message
+    with pytest.raises(InvariantViolation):
+        check_endorsement_quorum(Config(fault_budget=-1, endorsement_quorum=0))
+    check_endorsement_quorum(Config(fault_budget=2, endorsement_quorum=3))
+    assert LedgerStore(clock=StepClock(), config=Config(fault_budget=2)).config.endorsement_quorum == 3
+
+
+# Every rule's success returns what it settled ------------------------------------------------------
+
+
+@pytest.mark.allium("rule-success.GrantEpoch", "rule-success.RefuseEpoch")
+def test_epoch_rules_return_the_grant_and_the_claim_and_keep_every_claim(store: LedgerStore) -> None:
+    winner = EpochClaim(node_id="n2", expected_epoch=1)
+    store.claims.append(winner)
+    grant = grant_epoch(store, winner)
+    assert isinstance(grant, EpochGrant) and store.grant_for(2) is grant
+    assert (grant.epoch, grant.node_id, winner.granted_epoch) == (2, "n2", 2)
+    loser = EpochClaim(node_id="n3", expected_epoch=1)
+    assert refuse_epoch(store, loser) is loser and loser.status is EpochClaimStatus.refused
+    settled = [create_epoch_claim(store, EpochClaim(node_id=f"n{i}", expected_epoch=2)) for i in (4, 5)]
+    assert [c.status for c in settled] == [EpochClaimStatus.granted, EpochClaimStatus.refused]
+    assert all(c in store.claims for c in settled) and len(store.claims) == 4
+    assert [c.status for c in store.claims[1:]] == [EpochClaimStatus.granted, EpochClaimStatus.granted,
+                                                     EpochClaimStatus.refused]
+
+
+@pytest.mark.allium("rule-success.FenceStaleProposal", "rule-success.DetectDuplicateProposal",
+                    "rule-success.RefuseUnendorsedProposal", "rule-success.DetectStaleSnapshot",
+                    "rule-success.CommitProposal")
+def test_commit_rules_return_what_they_settled(store: LedgerStore) -> None:
+    open_account(store, "a")
+    heard: list[object] = []
+    store.subscribe(heard.append)
+    fenced = make_proposal(store, make_request("f", account_id="a"), epoch=0)
+    assert fence_stale_proposal(store, fenced) is fenced and fenced.status is ProposalStatus.fenced
+    good = make_proposal(store, make_request("g", account_id="a"))
+    outcome = commit_proposal(store, good)
+    assert isinstance(outcome, Outcome) and store.outcome_for("client-1", "g") is outcome
+    assert outcome.sequence == good.sequence and good.request.outcome is outcome
+    again = make_proposal(store, make_request("g", account_id="a"), attempt=2)
+    assert detect_duplicate_proposal(store, again) is again and again.status is ProposalStatus.duplicate
+    unsigned = make_proposal(store, make_request("u", account_id="a"), signed=False)
+    assert refuse_unendorsed_proposal(store, unsigned) is unsigned and unsigned.status is ProposalStatus.conflicted
+    stale = make_proposal(store, make_request("s", account_id="a"), primary_version=1)
+    assert detect_stale_snapshot(store, stale) is stale and stale.status is ProposalStatus.conflicted
+    assert heard == [
+        ProposalSettled(proposal=fenced, outcome=None),
+        OutcomeCommitted(outcome=outcome),
+        ProposalSettled(proposal=good, outcome=outcome),
+        ProposalSettled(proposal=again, outcome=outcome),
+        ProposalSettled(proposal=unsigned, outcome=None),
+        ProposalSettled(proposal=stale, outcome=None),
+    ]
+
+
+@pytest.mark.allium("rule-success.AdvanceCheckpoint", "rule-success.RecordDeadLetterPosition",
+                    "rule-success.AcknowledgeDeadLetter", "rule-entity-creation.RecordDeadLetterPosition.1")
+def test_position_rules_return_the_checkpoint_the_position_and_the_letter(store: LedgerStore) -> None:
+    checkpoint = create_checkpoint(store, Checkpoint(partition=0, next_offset=0, advanced_at=T0))
+    heard: list[object] = []
+    store.subscribe(heard.append)
+    later = create_position(store, Position(partition=0, offset=1, disposition=Disposition.committed, recorded_at=T0))
+    assert checkpoint.next_offset == 0 and heard == [PositionRecorded(position=later)]
+    letter = dead_letter(0)
+    store.dead_letters.append(letter)
+    position = record_dead_letter_position(store, letter)
+    assert store.position(0, 0) is position
+    assert (position.partition, position.offset, position.disposition, position.recorded_at) == (
+        0, 0, Disposition.quarantined, letter.quarantined_at)
+    assert checkpoint.next_offset == 2
+    assert heard[1:] == [PositionRecorded(position=position), CheckpointAdvanced(checkpoint=checkpoint)]
+    store.positions[(0, 2)] = Position(partition=0, offset=2, disposition=Disposition.committed, recorded_at=T0)
+    returned = advance_checkpoint(store, store.positions[(0, 2)])
+    assert returned is checkpoint and checkpoint.next_offset == 3
+    acked = acknowledge_dead_letter(store, responder("ann"), letter)
+    assert acked is letter and letter.acknowledged_by.name == "ann"  # type: ignore[union-attr]
+    assert heard[-1] == DeadLetterAcknowledged(letter=letter)
+
+
+@pytest.mark.allium("rule-success.RecordDeadLetterPosition")
+def test_creating_a_dead_letter_is_heard_with_its_position_and_checkpoint(store: LedgerStore) -> None:
+    checkpoint = create_checkpoint(store, Checkpoint(partition=0, next_offset=0, advanced_at=T0))
+    heard: list[object] = []
+    store.subscribe(heard.append)
+    letter = dead_letter(0)
+    assert create_dead_letter(store, letter) is letter and store.held_dead_letters() == [letter]
+    position = store.position(0, 0)
+    assert position is not None and position.disposition is Disposition.quarantined
+    assert heard == [DeadLetterRecorded(letter=letter), PositionRecorded(position=position),
+                     CheckpointAdvanced(checkpoint=checkpoint)]
+
+
+# Surfaces refuse as a whole and name themselves ------------------------------------------------------
+
+
+@pytest.mark.allium("surface-actor.DeadLetterQueue", "surface-actor.DeadLetterHistory")
+def test_surfaces_refuse_non_responders_on_an_empty_store(store: LedgerStore) -> None:
+    for surface in (DeadLetterQueue, DeadLetterHistory):
+        with pytest.raises(AccessDenied) as info:
+            surface.open(store, observer())
+        assert (info.value.rule, info.value.clause) == (surface.__name__, 0)
+        assert surface.open(store, responder()) == []
+
+
+@pytest.mark.allium("surface-provides.DeadLetterQueue", "surface-actor.DeadLetterQueue")
+def test_acknowledging_a_letter_no_longer_held_is_refused_by_the_surface(store: LedgerStore) -> None:
+    letter = create_dead_letter(store, dead_letter(0))
+    first = DeadLetterQueue(store, responder("ann"), letter)
+    second = DeadLetterQueue(store, responder("bob"), letter)
+    with pytest.raises(AccessDenied) as denied:
+        DeadLetterQueue(store, observer(), letter)
+    assert (denied.value.rule, denied.value.clause) == ("DeadLetterQueue", 0)
+    assert first.acknowledge() is letter
+    acknowledged_at = letter.acknowledged_at
+    heard: list[object] = []
+    store.subscribe(heard.append)
+    assert second.provides() == ()
+    with pytest.raises(Rejected) as info:
+        second.acknowledge()
+    assert (info.value.rule, info.value.clause) == ("DeadLetterQueue", 0)
+    assert letter.acknowledged_by.name == "ann" and letter.acknowledged_at == acknowledged_at  # type: ignore[union-attr]
+    assert heard == []
+    with pytest.raises(Rejected) as info:
+        DeadLetterQueue(store, responder("cy"), letter)
+    assert (info.value.rule, info.value.clause) == ("DeadLetterQueue", 0)
+    history = DeadLetterHistory.open(store, responder("cy"))
+    assert [h.letter for h in history] == [letter]
+    with pytest.raises(AccessDenied) as denied:
+        DeadLetterHistory(store, observer(), letter)
+    assert (denied.value.rule, denied.value.clause) == ("DeadLetterHistory", 0)
+    held = create_dead_letter(store, dead_letter(1))
+    with pytest.raises(Rejected) as info:
+        DeadLetterHistory(store, responder("cy"), held)  # context letter: acknowledged ones only
+    assert (info.value.rule, info.value.clause) == ("DeadLetterHistory", 0)
+
+
+# A transaction is all or nothing (CommitProposal guidance) -------------------------------------------
+
+
+@pytest.mark.allium("rule-success.CommitProposal")
+def test_a_commit_that_fails_outside_a_batch_is_undone_as_a_whole(store: LedgerStore) -> None:
+    """commit_proposal called on its own: its effects happen all together or not at all."""
+    open_account(store, "a")
+    create_checkpoint(store, Checkpoint(partition=0, next_offset=0, advanced_at=T0))
+    bad = failing_settlement(store, OperationKind.deposit)
+    before = full_state(store)
+    heard: list[object] = []
+    store.subscribe(heard.append)
+    with pytest.raises(ValueError):
+        commit_proposal(store, bad)
+    assert full_state(store) == before and heard == []
+    assert bad.status is ProposalStatus.pending and (bad.sequence, bad.committed_at) == (None, None)
+    assert bad.request.outcome is None
+
+
+class FsyncFailingStore(LedgerStore):
+    """A store whose next outermost transaction fails as it commits, after every write was made."""
+
+    fail_commit = False
+
+    @contextmanager
+    def transaction(self):  # type: ignore[override]
+        if self._txn is not None:
+            with super().transaction() as txn:
+                yield txn
+            return
+        with super().transaction() as txn:
+            yield txn
+            if self.fail_commit:
+                self.fail_commit = False
+                raise ConnectionError("fsync failed")
+
+
+@pytest.mark.allium("rule-success.CommitProposal", "rule-success.RecordDeadLetterPosition")
+def test_a_flush_that_fails_at_commit_undoes_the_batch_and_hands_it_back() -> None:
+    store = FsyncFailingStore(clock=StepClock())
+    create_epoch_claim(store, EpochClaim(node_id="n1", expected_epoch=0))
+    create_checkpoint(store, Checkpoint(partition=0, next_offset=0, advanced_at=T0))
+    open_account(store, "a")
+    committer = GroupCommitter(store)
+    batch = [
+        make_proposal(store, log_request("o-n", 0, kind=OperationKind.open, account_id="n", amount_minor=0), delta=0),
+        make_proposal(store, log_request("d-a", 1, account_id="a", amount_minor=25)),
+    ]
+    for i, proposal in enumerate(batch):
+        committer.offer(proposal, now_micros=i)
+    before = (full_state(store), list(store.proposals))
+    heard: list[object] = []
+    store.subscribe(heard.append)
+    store.fail_commit = True
+    with pytest.raises(ConnectionError):
+        committer.flush()
+    assert (full_state(store), list(store.proposals)) == before and heard == []
+    assert store.account("n") is None and store.position(0, 0) is None
+    assert committer.pending == batch and all(p.status is ProposalStatus.pending for p in batch)
+    assert committer.flush() == batch
+    assert [p.status for p in batch] == [ProposalStatus.committed, ProposalStatus.committed]
+    assert [p.sequence for p in batch] == [before[0][0], before[0][0] + 1]  # type: ignore[index]
+    assert store.checkpoint(0).next_offset == 2  # type: ignore[union-attr]
+    # A dead letter created in a transaction that fails is not held either.
+    store.fail_commit = True
+    with pytest.raises(ConnectionError):
+        create_dead_letter(store, dead_letter(2))
+    assert store.dead_letters == [] and store.position(0, 2) is None
+    assert_invariants(store)
+
+
+@pytest.mark.allium("entity-fields.EpochClaim", "entity-fields.Proposal", "entity-fields.DeadLetter")
+def test_statuses_read_back_as_text_become_their_enum(store: LedgerStore) -> None:
+    """A store adapter rebuilds entities from text columns: the status field is still the enum."""
+    claim = EpochClaim(node_id="n", expected_epoch=0, status="refused")  # type: ignore[arg-type]
+    assert claim.status is EpochClaimStatus.refused
+    base = make_proposal(store, make_request("txt"), signed=False)
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(Proposal)}
+    proposal = Proposal(**{**fields, "status": "fenced"})
+    assert proposal.status is ProposalStatus.fenced and proposal.is_refused
+    letter = DeadLetter(partition=0, offset=1, payload_digest="d", cause="c", attempts=1, quarantined_at=T0,
+                        status="held")  # type: ignore[arg-type]
+    assert letter.status is DeadLetterStatus.held
+
+
+@pytest.mark.allium("rule-success.CommitProposal")
+def test_the_linger_counts_from_the_first_queued_proposal_and_is_inclusive() -> None:
+    store = LedgerStore(clock=StepClock(), config=Config(commit_batch_max=3, commit_linger_micros=2_000))
+    create_epoch_claim(store, EpochClaim(node_id="n1", expected_epoch=0))
+    committer = GroupCommitter(store)
+    assert committer.poll(10_000) == [] and committer.flush() == []  # nothing queued, nothing settled
+    p1 = make_proposal(store, make_request("o1", kind=OperationKind.open, account_id="a"), delta=0)
+    p2 = make_proposal(store, make_request("o2", kind=OperationKind.open, account_id="b"), delta=0)
+    assert committer.offer(p1, 1_000) == [] and committer.offer(p2, 2_500) == []
+    assert committer.poll(2_999) == [] and p1.status is ProposalStatus.pending
+    assert committer.poll(3_000) == [p1, p2]  # p1 has waited exactly commit_linger_micros
+    assert (p1.status, p2.status) == (ProposalStatus.committed, ProposalStatus.committed)
+
+
+@pytest.mark.allium("rule-success.CommitProposal")
+def test_each_batch_of_commit_batch_max_is_its_own_transaction() -> None:
+    """Listeners hear a batch once it commits, before the next batch settles."""
+    store = LedgerStore(clock=StepClock(), config=Config(commit_batch_max=1))
+    create_epoch_claim(store, EpochClaim(node_id="n1", expected_epoch=0))
+    p1 = make_proposal(store, make_request("o1", kind=OperationKind.open, account_id="a"), delta=0)
+    p2 = make_proposal(store, make_request("o2", kind=OperationKind.open, account_id="b"), delta=0)
+    seen: list[tuple[str, ProposalStatus]] = []
+    store.subscribe(lambda event: seen.append((event.proposal.request.request_id, p2.status))
+                    if isinstance(event, ProposalSettled) else None)
+    assert commit_batch(store, [p1, p2]) == [p1, p2]
+    assert seen == [("o1", ProposalStatus.pending), ("o2", ProposalStatus.committed)]
