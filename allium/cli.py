@@ -525,8 +525,10 @@ def fix_status(rev: str, specs: str) -> None:
 @click.option("--exchange-dir", default=".allium/exchange", show_default=True, type=click.Path(file_okay=False))
 @click.option("--rounds", type=click.IntRange(0, 3), default=3, show_default=True,
               help="Feedback rounds at most: failing tests are sent back to the model with the request.")
+@click.option("--recheck", multiple=True, metavar="UNIT",
+              help="Test and check UNIT even if it is up to date, and ask again with what is found (repeatable).")
 def fix_run(specs: tuple[str, ...], output: str, package: str | None, provider_name: str, model: str | None,
-            transcripts: str, exchange_dir: str, rounds: int) -> None:
+            transcripts: str, exchange_dir: str, rounds: int, recheck: tuple[str, ...]) -> None:
     """Regenerate the units a spec edit made stale, run their tests, and feed failures back."""
     from pathlib import Path
 
@@ -540,7 +542,7 @@ def fix_run(specs: tuple[str, ...], output: str, package: str | None, provider_n
     try:
         provider = registry.factory(provider_name)(registry.Settings(store, exchange_dir, _ProgressLine()))
         result = run_loop(the_plan, provider, store, Path(output), rounds=rounds, on_event=_progress(False),
-                          model=model)
+                          model=model, recheck=[u.name for u in _units(the_plan, recheck)])
     except AlliumError as exc:
         raise click.ClickException(f"{exc}\n{output}/ was left unchanged") from None
     for unit, failures in sorted(result.failing.items()):

@@ -69,7 +69,8 @@ def with_feedback(request: Request, text: str) -> Request:
 
 def feedback_text(round_no: int, rounds: int, failures: Sequence[str]) -> str:
     lines = [f"# Feedback: round {round_no} of {rounds}",
-             "Your previous answer for this unit was written and its tests were run. These failed:", ""]
+             "Your previous answer for this unit was written and its tests were run and checked against",
+             "the specs. These failed, or prove nothing for the obligation they are tagged with:", ""]
     lines += [f"- {f}" for f in failures[:MAX_FAILURES]]
     if len(failures) > MAX_FAILURES:
         lines.append(f"- ... and {len(failures) - MAX_FAILURES} more")
@@ -80,6 +81,7 @@ def feedback_text(round_no: int, rounds: int, failures: Sequence[str]) -> str:
 
 def unit_test_failures(output: Path, unit: Unit, timeout: float = 600.0) -> list[str]:
     """Run the unit's test files in `output`; one line per failing test (id: message)."""
+    output = output.resolve()  # pytest runs in output: a relative --rootdir would point below it
     tests = [output / f for f in unit.files if f.startswith("tests/")]
     tests = [t for t in tests if t.exists()]
     if not tests:
@@ -99,6 +101,34 @@ def unit_test_failures(output: Path, unit: Unit, timeout: float = 600.0) -> list
             return [f"{unit.name}: the tests could not be collected: {' | '.join(tail)}"]
     return [f"{t['nodeid']}: {(t.get('message') or t.get('outcome'))[:MAX_MESSAGE]}"
             for t in entries if t.get("outcome") in ("failed", "error")]
+
+
+def unit_findings(plan: Plan, output: Path, unit: Unit) -> list[str]:
+    """What `allium check` holds against the unit's tests without running them:
+    vacuous tests in its test files and its obligations that no test covers.
+
+    Passing tests that prove nothing are as much a reason to ask again as
+    failing ones, and the model can only fix what it is told."""
+    from allium.verify.coverage import verify_package
+    from allium.verify.report import UNCOVERED, VACUOUS_TEST
+
+    report = verify_package([str(plan.root)], output)
+    lines = []
+    for finding in report.findings:
+        where = _relative(Path(finding.file), output) if finding.file else ""
+        line = finding.span.start.line if finding.span else 0
+        if finding.code == VACUOUS_TEST and where.startswith("tests/") and unit.allows(where):
+            lines.append(f"{where}:{line}: {finding.message}")
+        elif finding.code == UNCOVERED and any(finding.file.endswith(f) for f in unit.spec_files):
+            lines.append(f"uncovered: {finding.message}")
+    return lines
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def _consume_answers(provider: Provider, units: Sequence[Unit]) -> None:
@@ -128,14 +158,25 @@ def _save_state(path: Path, state: Mapping[str, object]) -> None:
 
 def run_loop(plan: Plan, provider: Provider, store: TranscriptStore, output: Path, *, rounds: int = 3,
              state_path: Path = STATE_FILE, on_event: Callable[[str, str], None] | None = None,
-             run_tests: Callable[[Path, Unit], list[str]] = unit_test_failures,
-             **generator_options: object) -> LoopResult:
+             run_tests: Callable[[Path, Unit], list[str]] | None = None,
+             recheck: Sequence[str] = (), **generator_options: object) -> LoopResult:
     """Generate the stale units (and those awaiting feedback), test them, and ask again.
 
-    A unit whose tests still fail after `rounds` feedback rounds is given up
-    (listed in `gave_up`, its failures in `failing`); its state is cleared."""
+    `run_tests` defaults to the unit's failing tests plus what `allium check`
+    finds against them (vacuous tests, uncovered obligations). Units named in
+    `recheck` are tested first even when they are up to date, and asked again
+    with their findings as a first feedback round. A unit whose tests still
+    fail after `rounds` feedback rounds is given up (listed in `gave_up`, its
+    failures in `failing`); its state is cleared."""
     state = _load_state(state_path)
     result = LoopResult(rounds=0)
+    def test_and_check(out: Path, unit: Unit) -> list[str]:
+        return unit_test_failures(out, unit) + unit_findings(plan, out, unit)
+
+    run_tests = run_tests or test_and_check
+    for name in recheck:
+        if name not in state and (failures := run_tests(output, plan.unit(name))):
+            state[name] = {"round": 1, "feedback": feedback_text(1, rounds, failures)}
     while True:
         names = {u.name for u in runner.select_units(plan, output)} | set(state)
         units = [u for u in plan.units if u.name in names]
