@@ -1056,15 +1056,36 @@ def test_decide_evaluation_rejects_a_non_pending_evaluation_without_recording_a_
 
 @pytest.mark.allium("rule-success.RecordEvaluationFault", "invariant.HonestReplicasAgree")
 def test_every_honest_replica_faults_alike_and_none_decides() -> None:
-    """The bug is deterministic: all replicas fault with the same cause; no Decision exists to agree on."""
-    replicas = [evaluation(OperationKind.transfer, 5, primary=BROKEN, counter=snap(0), counterparty="b",
-                           replica=f"replica-{i}") for i in range(3)]
+    """The bug is deterministic: all replicas fault with the same cause; no Decision exists to agree on.
+
+    HonestReplicasAgree compares decided evaluations only, so it holds after
+    RecordEvaluationFault on every replica, and a faulted evaluation never
+    counts as a disagreeing vote against a replica that did decide.
+    """
+    req = request(OperationKind.transfer, 5, counterparty="acc-2")
+    replicas = [evaluation(OperationKind.transfer, req=req, primary=BROKEN, counter=snap(0), replica=f"replica-{i}")
+                for i in range(3)]
     causes = set()
-    for e in replicas:
+    for i, e in enumerate(replicas):
         with pytest.raises(EvaluationFault):
             decide_evaluation(e)
         causes.add(e.fault)
+        # The invariant holds after every RecordEvaluationFault the host applied.
+        check_honest_replicas_agree(replicas[: i + 1])
     assert len(causes) == 1 and all(e.decision is None for e in replicas)
+    assert all(e.status is EvaluationStatus.faulted for e in replicas)
+    # A trusted replica of the same attempt that did decide is not contradicted
+    # by the faulted ones: a fault carries no Decision to compare.
+    decided = evaluation(OperationKind.transfer, req=req, primary=snap(10), counter=snap(0), replica="replica-3")
+    assert decide_evaluation(decided) == accepted(-5, 5)
+    check_honest_replicas_agree([*replicas, decided])
+    check_honest_replicas_agree([decided, *replicas])
+    # The check is live on the same set: a second decided replica that answers
+    # differently for the same attempt is named, faults or no faults around it.
+    dissenter = evaluation(OperationKind.transfer, req=req, primary=snap(1), counter=snap(0), replica="replica-4")
+    assert decide_evaluation(dissenter) == rejected(RejectReason.insufficient_funds)
+    assert violation_name(check_honest_replicas_agree, [*replicas, decided, dissenter]) == "HonestReplicasAgree"
+    check_honest_replicas_agree([*replicas, decided, dissenter], is_trusted=lambda rid: rid != "replica-4")
 
 
 @pytest.mark.allium("surface-provides.EvaluationBoundary", "surface-actor.EvaluationBoundary")
