@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from benchmarks import asgi_servers
 
 SPIN = ("import os, sys, time\n"
@@ -52,3 +54,20 @@ def test_tiny_run_against_uvicorn_asyncio(tmp_path: Path) -> None:
     assert row["server_cpu_ms_per_1k"] > 0 and row["server_cpu_ms_per_1k_vs_baseline"] == 1.0
     assert doc["stops"]["uvicorn-asyncio"]["stop_s"] < 10
     assert len(doc["runs"]) == 2
+
+
+def test_await_timeout_variants_time_out_and_run(capsys) -> None:
+    """benchmarks/await_timeout.py: every variant it times must really enforce its
+    deadline (checked before timing), else its figure would flatter it."""
+    from benchmarks import await_timeout
+    assert await_timeout.main(["--requests", "8", "--rounds", "1", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for name in await_timeout.VARIANTS:
+        assert f" {name} " in out
+
+
+def test_await_timeout_rejects_a_variant_without_a_deadline(monkeypatch) -> None:
+    from benchmarks import await_timeout
+    monkeypatch.setitem(await_timeout.VARIANTS, "call_later", await_timeout.bare)
+    with pytest.raises(SystemExit, match="call_later does not enforce its deadline"):
+        await_timeout.main(["--requests", "4", "--rounds", "1", "--repeats", "1"])
