@@ -52,6 +52,7 @@ def test_tiny_run_against_uvicorn_asyncio(tmp_path: Path) -> None:
     assert row["errors"] == 0 and row["dropped"] == 0  # every answer was the app's 200 outcome
     assert row["achieved"] > 200 and 0 < row["p50_ms"] <= row["p99_ms"]
     assert row["server_cpu_ms_per_1k"] > 0 and row["server_cpu_ms_per_1k_vs_baseline"] == 1.0
+    assert 0 < row["busiest_thread_ms_per_1k"] <= row["server_cpu_ms_per_1k"]
     assert doc["stops"]["uvicorn-asyncio"]["stop_s"] < 10
     assert len(doc["runs"]) == 2
 
