@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import os
 import socket
+import sys
 import time
 import typing
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from ledger.node_http_schema import openapi_document
 from ledger.node_log import PartitionConsumer, payload_digest
 from ledger.node_pipeline import Answer, Pipeline
 from ledger.node_ports import LeaseView, LogPort, StorePort
-from ledger.node_runtime import NodeRuntime, bind, serve
+from ledger.node_runtime import NodeRuntime, bind, make_server, serve
 from ledger.node_wire import WireClient, WireError
 from ledger.node_votes import (
     LocalVoteService, PeerVoteClient, Tally, ballot_is_signed, body_signature, evaluate_items, sign_ballot,
@@ -1652,3 +1653,134 @@ def test_the_lean_wire_client_keeps_connections_alive_and_bounds_every_exchange(
 
     with pytest.raises(WireError):
         run(refused())
+
+
+# Amended guidance: the event loop and HTTP parser, a submission's bounded wait ----------------
+
+
+def _loop_seen_by_node_main(monkeypatch: Any) -> tuple[int, str, int]:
+    """Run node_main with _amain replaced by a probe: (exit code, loop class, port it was given)."""
+    import ledger.node_runtime as runtime_module
+
+    seen: dict[str, Any] = {}
+
+    async def probe(node_settings: NodeSettings, sock: socket.socket) -> int:
+        loop = asyncio.get_running_loop()
+        seen["loop"] = f"{type(loop).__module__}.{type(loop).__qualname__}"
+        seen["port"] = sock.getsockname()[1]
+        sock.close()
+        return 0
+
+    monkeypatch.setattr(runtime_module, "_amain", probe)
+    monkeypatch.setenv("LEDGER_CLUSTER_KEY", "z" * 32)
+    base = free_base_port(1)
+    code = node_main(["--id", "n1", "--ordinal", "1", "--nodes", "3", "--base-port", str(base),
+                      "--store", "fake://", "--log", "fake://"])
+    return code, seen.get("loop", ""), seen.get("port", -1) - base
+
+
+@pytest.mark.allium("rule-success.StartNode")
+def test_a_node_runs_on_uvloop_with_httptools_when_they_can_be_imported(monkeypatch: Any) -> None:
+    """StartNode's @guidance and the settled ASGI decision: uvicorn with httptools on uvloop."""
+    pytest.importorskip("uvloop")
+    pytest.importorskip("httptools")
+    code, loop, offset = _loop_seen_by_node_main(monkeypatch)
+    assert code == 0 and offset == 1  # node 1 listens on base_port + 1
+    assert loop == "uvloop.Loop"  # the node's own loop, which uvicorn serves on
+    config = make_server(NodeApp(SimpleNamespace())).config  # type: ignore[arg-type]
+    assert (config.loop, config.http) == ("uvloop", "httptools")
+
+
+@pytest.mark.allium("rule-success.StartNode")
+def test_a_node_falls_back_to_asyncio_and_h11_when_uvloop_and_httptools_cannot_be_imported(
+        monkeypatch: Any) -> None:
+    """StartNode's @guidance: loop "asyncio" without uvloop; http "h11" without httptools."""
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # "import uvloop" now raises ImportError
+    monkeypatch.setitem(sys.modules, "httptools", None)
+    code, loop, offset = _loop_seen_by_node_main(monkeypatch)
+    assert code == 0 and offset == 1
+    assert loop.startswith("asyncio.") and "uvloop" not in loop
+    config = make_server(NodeApp(SimpleNamespace())).config  # type: ignore[arg-type]
+    assert (config.loop, config.http) == ("asyncio", "h11")
+
+
+@pytest.mark.allium("rule-success.AdmitRequest", "rule-success.AnswerPending")
+def test_an_undecided_submission_gets_202_and_the_pipeline_still_decides_it() -> None:
+    """AdmitRequest: a wait bounded by sync_wait_micros ends in 202, never in dropping the
+    request; a resubmission with the same id (what a client does after a 202 whose status
+    stays 404) joins it and is decided exactly once."""
+    store = FakeStore()
+    opened(store, ("acc-k", 10))
+
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with _Leader(store) as (runtime, c):
+            pipeline = runtime.pipeline
+            assert pipeline is not None
+            gate = asyncio.Event()
+            pipeline.voters = {n: GatedVoter(v, gate)  # type: ignore[misc]
+                               for n, v in pipeline.voters.items()}
+            runtime.response_wait = 0.1
+            started = time.monotonic()
+            out["first"] = await c.post("/v1/requests", json=body_of(env("k1", account="acc-k", amount=4)))
+            out["waited"] = time.monotonic() - started
+            ticket = pipeline._inflight.get(("c1", "k1"))
+            out["kept"] = ticket is not None and not ticket.future.done()
+            out["pending_status"] = None if ticket is None else ticket.pending.status
+            out["status_before"] = await c.get("/v1/requests/c1/k1")
+            out["again"] = await c.post("/v1/requests", json=body_of(env("k1", account="acc-k", amount=4)))
+            gate.set()
+            for _ in range(200):
+                out["status_after"] = await c.get("/v1/requests/c1/k1")
+                if out["status_after"].status_code == 200:
+                    break
+                await asyncio.sleep(0.01)
+            out["committed"] = [i.envelope.request_id for batch in store.commits for i in batch]
+            out["replay"] = await c.post("/v1/requests", json=body_of(env("k1", account="acc-k", amount=4)))
+        return out
+
+    out = run(scenario())
+    assert out["first"].status_code == 202 and out["first"].json()["status"] == "pending"
+    assert 0.09 <= out["waited"] < 1.5  # bounded by the (shortened) sync wait, not the vote timeout
+    assert out["kept"] and out["pending_status"] is PendingStatus.voting  # the pipeline keeps it
+    assert out["status_before"].status_code == 404
+    assert out["again"].status_code == 202  # joined the first, not queued twice
+    assert out["status_after"].status_code == 200 and out["status_after"].json()["account_delta_minor"] == 4
+    assert out["replay"].status_code == 200 and out["replay"].json()["replayed"] is True
+    assert out["committed"] == ["k1"]  # decided once although submitted twice while undecided
+    assert store.accounts_by_id["acc-k"].balance_minor == 14
+
+
+@pytest.mark.allium("rule-success.AdmitRequest")
+def test_a_bounded_wait_costs_no_task_per_submission() -> None:
+    """AdmitRequest's @guidance: asyncio.timeout, not asyncio.wait_for (a task per request)."""
+    store = FakeStore()
+    opened(store, ("acc-t", 0))
+    count = 20
+
+    async def scenario() -> tuple[int, list[Answer]]:
+        async with _Leader(store) as (runtime, _c):
+            pipeline = runtime.pipeline
+            assert pipeline is not None
+            gate = asyncio.Event()
+            pipeline.voters = {n: GatedVoter(v, gate)  # type: ignore[misc]
+                               for n, v in pipeline.voters.items()}
+            runtime.response_wait = 0.3
+            before = len(asyncio.all_tasks())
+            waiters = [asyncio.ensure_future(runtime.submit_rest(env(f"t{i}", account="acc-t", amount=1), False))
+                       for i in range(count)]
+            await asyncio.sleep(0.1)  # every submission is admitted and waiting
+            extra = len(asyncio.all_tasks()) - before - count  # beyond the callers' own tasks
+            answers = await asyncio.gather(*waiters)
+            gate.set()
+            for _ in range(200):
+                if len(store.outcomes) == count:
+                    break
+                await asyncio.sleep(0.01)
+            return extra, answers
+
+    extra, answers = run(scenario())
+    # The in-flight batch holds one vote task per voter; wait_for would add one per submission.
+    assert extra <= 3, f"{extra} tasks beyond the submissions' own"
+    assert [a.status for a in answers] == [202] * count
+    assert len(store.outcomes) == count  # all still decided after their 202
