@@ -204,12 +204,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--client-ceiling", action="store_true")
     p.add_argument("--ports", type=lambda s: [int(x) for x in s.split(",")], default=None,
                    help="use the nodes already listening on these loopback ports (REST path only)")
+    p.add_argument("--repeat", type=int, default=1, help="sweeps, each on a fresh deployment; medians per rate")
     p.add_argument("--json", type=Path)
     p.add_argument("--plot", type=Path)
     args = p.parse_args(argv)
     if args.ports and args.path != "rest":
         p.error("--ports drives an existing deployment over REST only; add --path rest")
     return args
+
+
+MEDIAN_FIELDS = ("achieved", "p50_ms", "p99_ms", "p999_ms", "max_ms", "errors", "dropped", "client_cpu_us_per_op")
+
+
+def medians(runs: list[list[dict]]) -> list[dict]:
+    """Per (path, offered rate), the median of each figure over the runs: one
+    run on two shared cores moves with its neighbours, a median less so."""
+    from statistics import median
+    rows: dict[tuple[str, float], list[dict]] = {}
+    for results in runs:
+        for r in results:
+            rows.setdefault((r["path"], r["offered"]), []).append(r)
+    out = []
+    for (path, offered), rs in rows.items():
+        row_ = {"path": path, "offered": offered, "runs": len(rs), "sent": rs[0]["sent"]}
+        for key in MEDIAN_FIELDS:
+            values = [r[key] for r in rs if key in r]
+            if values:
+                row_[key] = median(values)
+        out.append(row_)
+    return out
+
+
+def repeated(args: argparse.Namespace) -> dict:
+    """`--repeat N` sweeps, each on a fresh deployment; medians per rate."""
+    outs = []
+    for i in range(args.repeat):
+        if args.repeat > 1:
+            print(f"-- run {i + 1} of {args.repeat}", flush=True)
+        outs.append(asyncio.run(run_service(args)))
+    if len(outs) == 1:
+        return outs[0]
+    out = dict(outs[0], results=medians([o["results"] for o in outs]), runs=[o["results"] for o in outs],
+               history={"safe": all(o["history"]["safe"] for o in outs), "ok": all(o["history"]["ok"] for o in outs),
+                        "runs": [o["history"] for o in outs]})
+    print(f"medians of {len(outs)} runs:\n{HEADER}")
+    for r in out["results"]:
+        print(row(r))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    out = asyncio.run(run_ceiling(args) if args.client_ceiling else run_service(args))
+    out = asyncio.run(run_ceiling(args)) if args.client_ceiling else repeated(args)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     if args.plot:

@@ -126,3 +126,11 @@ def test_a_202_whose_outcome_never_shows_is_resubmitted_with_the_same_id(monkeyp
     attempt = asyncio.run(load.send_rest(Target(), op, clock(), clock() + 5, clock, b"{}"))
     assert attempt.status == 200 and op.answered
     assert calls.count("POST") == 2 and calls.count("GET") >= 2
+
+
+def test_repeated_sweeps_report_the_median_of_each_figure_per_rate() -> None:
+    runs = [[{"path": "rest", "offered": 1000, "sent": 8000, "achieved": a, "p99_ms": p, "dropped": d}]
+            for a, p, d in ((990, 80.0, 0), (700, 900.0, 5), (995, 70.0, 0))]
+    (row,) = showcase_load.medians(runs)
+    assert row == {"path": "rest", "offered": 1000, "runs": 3, "sent": 8000,
+                   "achieved": 990, "p99_ms": 80.0, "dropped": 0}
