@@ -21,7 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from allium.diagnostics import Diagnostic
 from allium.generate import runner
+from allium.generate.lockfile import LOCKFILE_NAME
 from allium.generate.units import Plan, Unit
 from allium.providers.base import Provider, Request
 from allium.providers.transcripts import TranscriptStore
@@ -103,18 +105,24 @@ def unit_test_failures(output: Path, unit: Unit, timeout: float = 600.0) -> list
             for t in entries if t.get("outcome") in ("failed", "error")]
 
 
-def unit_findings(plan: Plan, output: Path, unit: Unit) -> list[str]:
+def package_findings(plan: Plan, output: Path) -> list[Diagnostic]:
+    """`allium check` of the whole generated package against the specs, without running its
+    tests: one pytest collection, shared by every unit of a round."""
+    from allium.verify.coverage import verify_package
+
+    return list(verify_package([str(plan.root)], output).findings)
+
+
+def unit_findings(plan: Plan, output: Path, unit: Unit, findings: Sequence[Diagnostic] | None = None) -> list[str]:
     """What `allium check` holds against the unit's tests without running them:
     vacuous tests in its test files and its obligations that no test covers.
 
     Passing tests that prove nothing are as much a reason to ask again as
     failing ones, and the model can only fix what it is told."""
-    from allium.verify.coverage import verify_package
     from allium.verify.report import UNCOVERED, VACUOUS_TEST
 
-    report = verify_package([str(plan.root)], output)
     lines = []
-    for finding in report.findings:
+    for finding in package_findings(plan, output) if findings is None else findings:
         where = _relative(Path(finding.file), output) if finding.file else ""
         line = finding.span.start.line if finding.span else 0
         if finding.code == VACUOUS_TEST and where.startswith("tests/") and unit.allows(where):
@@ -170,8 +178,17 @@ def run_loop(plan: Plan, provider: Provider, store: TranscriptStore, output: Pat
     failures in `failing`); its state is cleared."""
     state = _load_state(state_path)
     result = LoopResult(rounds=0)
+
+    checked: dict[tuple[Path, int], list[Diagnostic]] = {}  # package findings per state of the lockfile
+
     def test_and_check(out: Path, unit: Unit) -> list[str]:
-        return unit_test_failures(out, unit) + unit_findings(plan, out, unit)
+        # Checking is package-wide; a round's units share it, a write (a new lock) redoes it.
+        lock = out / LOCKFILE_NAME
+        key = (out, lock.stat().st_mtime_ns if lock.exists() else 0)
+        if key not in checked:
+            checked.clear()
+            checked[key] = package_findings(plan, out)
+        return unit_test_failures(out, unit) + unit_findings(plan, out, unit, checked[key])
 
     run_tests = run_tests or test_and_check
     for name in recheck:

@@ -169,11 +169,12 @@ class Generator:
     def requests(self, units: Sequence[Unit]) -> dict[str, Request]:
         from allium.prompt.builder import build_request
 
+        lock = lockfile.load(self.output / lockfile.LOCKFILE_NAME) if self.amend else None
         return {u.name: build_request(u, self.plan, self.model, self.max_tokens, code_root=self.output,
-                                      current=self.current_files(u))
+                                      current=self.current_files(u, lock))
                 for u in units}
 
-    def current_files(self, unit: Unit) -> dict[str, str] | None:
+    def current_files(self, unit: Unit, lock: lockfile.Lockfile | None) -> dict[str, str] | None:
         """The unit's files as last generated, for the model to amend, or None to ask afresh.
 
         Amending keeps what still meets the spec (and the Python API other
@@ -181,7 +182,6 @@ class Generator:
         one-line spec edit. Files that differ from the lock are never sent."""
         if not self.amend or unit.name in self._fresh:
             return None
-        lock = lockfile.load(self.output / lockfile.LOCKFILE_NAME)
         entry = lock.units.get(unit.name) if lock else None
         if entry is None:
             return None
