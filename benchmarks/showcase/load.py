@@ -178,9 +178,19 @@ async def _poll_outcome(target: RestTarget, path: str, clock: Callable[[], float
     return None
 
 
+# The scheduler wakes at most once per tick and starts every request that fell
+# due since. Sleeping until each request's own due time instead asked the event
+# loop for sub-millisecond timers, which libuv rounds to zero: the client spun a
+# whole core at any rate and left the service one core of the two.
+TICK_S = 0.001
+
+
 async def open_loop(rate: float, count: int, launch: Callable[[int, float], Awaitable[None]],
                     clock: Callable[[], float]) -> float:
-    """Start request i at start + i / rate; returns the start time. Awaits all."""
+    """Start request i at start + i / rate; returns the start time. Awaits all.
+
+    Latency is measured from the scheduled time, so starting a request up to
+    one tick late shows up in its latency rather than hiding."""
     start = clock() + 0.05
     tasks = []
     i = 0
@@ -188,7 +198,7 @@ async def open_loop(rate: float, count: int, launch: Callable[[int, float], Awai
         due = start + i / rate
         now = clock()
         if due > now:
-            await asyncio.sleep(due - now)
+            await asyncio.sleep(max(due - now, TICK_S))
             continue
         while i < count and start + i / rate <= now:
             tasks.append(asyncio.ensure_future(launch(i, start + i / rate)))

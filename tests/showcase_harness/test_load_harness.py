@@ -134,3 +134,33 @@ def test_repeated_sweeps_report_the_median_of_each_figure_per_rate() -> None:
     (row,) = showcase_load.medians(runs)
     assert row == {"path": "rest", "offered": 1000, "runs": 3, "sent": 8000,
                    "achieved": 990, "p99_ms": 80.0, "dropped": 0}
+
+
+def test_the_open_loop_scheduler_never_asks_for_sub_tick_sleeps(monkeypatch) -> None:
+    """A sleep shorter than a tick spins the event loop (libuv rounds it to zero)
+    and cost the client a whole core; every request must still start on time or
+    late, never early, and all of them must start."""
+    import asyncio
+
+    from benchmarks.showcase import load
+
+    sleeps: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float) -> None:
+        sleeps.append(delay)
+        await real_sleep(delay)
+
+    monkeypatch.setattr(load.asyncio, "sleep", recording_sleep)
+    started: list[tuple[float, float]] = []
+
+    async def launch(i: int, due: float) -> None:
+        started.append((due, load.monotonic()))
+
+    count = 500
+    asyncio.run(load.open_loop(10_000, count, launch, load.monotonic))
+    assert len(started) == count
+    assert min(sleeps) >= load.TICK_S
+    assert all(at >= due for due, at in started)
+    # 500 requests at 10,000/s span 50 ms: about 50 ticks, not one wake per request.
+    assert len(sleeps) <= 100
