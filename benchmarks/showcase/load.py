@@ -9,6 +9,7 @@ omission). Every try and every answer is kept as a history.Op for the checker.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
 from dataclasses import dataclass, field
@@ -178,6 +179,19 @@ async def _poll_outcome(target: RestTarget, path: str, clock: Callable[[], float
     return None
 
 
+def quiet_gc() -> None:
+    """Keep the garbage collector from pausing the client mid-run.
+
+    The client holds every request of the run (the history the checker needs),
+    hundreds of thousands of objects that each full collection walked while
+    sends and answers waited: at 5,000 ops/s the client's own pauses alone made
+    p99 158 ms against 55 ms with this. What exists now is frozen out of every
+    later collection, and young collections run less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 # The scheduler wakes at most once per tick and starts every request that fell
 # due since. Sleeping until each request's own due time instead asked the event
 # loop for sub-millisecond timers, which libuv rounds to zero: the client spun a
@@ -191,6 +205,7 @@ async def open_loop(rate: float, count: int, launch: Callable[[int, float], Awai
 
     Latency is measured from the scheduled time, so starting a request up to
     one tick late shows up in its latency rather than hiding."""
+    quiet_gc()
     start = clock() + 0.05
     tasks = []
     i = 0

@@ -164,3 +164,27 @@ def test_the_open_loop_scheduler_never_asks_for_sub_tick_sleeps(monkeypatch) -> 
     assert all(at >= due for due, at in started)
     # 500 requests at 10,000/s span 50 ms: about 50 ticks, not one wake per request.
     assert len(sleeps) <= 100
+
+
+def test_the_open_loop_freezes_what_the_run_prepared_out_of_collections(monkeypatch) -> None:
+    """Ops built before the load starts must never be walked by a collection
+    during it: a full collection over a run's history paused the client."""
+    import asyncio
+    import gc
+
+    from benchmarks.showcase import load
+
+    threshold = gc.get_threshold()
+    prepared = [{"op": i} for i in range(20_000)]
+
+    async def launch(i: int, due: float) -> None:
+        return None
+
+    try:
+        gc.unfreeze()
+        asyncio.run(load.open_loop(1000, 3, launch, load.monotonic))
+        assert gc.get_freeze_count() >= len(prepared)
+        assert gc.get_threshold()[0] >= 10_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
