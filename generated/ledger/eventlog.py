@@ -25,6 +25,13 @@ end of the log. Callers use exactly these names::
 module function, and ``await publish_operation(log, envelope)`` (rule
 PublishOperation) appends an Envelope's JSON to its account's partition.
 
+The embedded log group-commits (rule PublishOperation @guidance): appends
+that arrive while its thread is busy wait in a queue, and the thread writes
+every append queued at that moment (at most ``EmbeddedLog.GROUP_MAX``) in one
+``BEGIN IMMEDIATE`` transaction. Each caller still gets its own offset, only
+after that transaction committed; if it fails, every append of the group
+raises and none is stored. Grouping is internal: ``append`` is unchanged.
+
 Errors: :class:`~ledger.core.Rejected` when a rule's ``requires`` fails
 (unknown URL scheme, log not open, negative amount), ValueError for a
 partition outside ``[0, partitions)``, :class:`EventLogError` when the file
@@ -48,7 +55,9 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -481,14 +490,69 @@ def _retry_while_busy(step: Callable[[], _T], deadline: float, *, pause: float =
         pause = min(pause * 2, 0.1)
 
 
+@dataclass(eq=False, slots=True)
+class _PendingAppend:
+    """One append waiting in the embedded log's group-commit queue.
+
+    ``future`` belongs to ``loop``, the event loop of the caller awaiting it;
+    the log's thread settles it through that loop, never directly.
+    """
+
+    partition: int
+    payload: str
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[int]
+
+
+def _assign_offsets(partitions: list[int], last_offsets: dict[int, int]) -> list[int]:
+    """Offsets for a group of appends, in arrival order (rule PublishOperation @guidance).
+
+    ``partitions[i]`` is the partition of the i-th append of the group and
+    ``last_offsets[p]`` the last stored offset of partition p; each append
+    gets the next offset of its own partition, so offsets stay dense
+    (@invariant DenseOffsets) and follow arrival order within a partition.
+    """
+    following = dict(last_offsets)
+    offsets: list[int] = []
+    for partition in partitions:
+        following[partition] += 1
+        offsets.append(following[partition])
+    return offsets
+
+
+def _settle_on_loop(outcomes: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
+    """Runs on a caller's event loop: hand each append of a group its offset or its error."""
+    for future, outcome in outcomes:
+        if future.done():  # the caller was cancelled meanwhile; nobody awaits this
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
 class EmbeddedLog(_LogBase):
     """contract EventLog over one SQLite file (backend embedded).
 
-    Every call runs on one dedicated thread (sqlite3 connections are not
-    shared between threads), so the event loop never blocks on the file.
-    Several processes may append at once: BEGIN IMMEDIATE takes the write
-    lock before the next offset is computed, so two appenders never pick the
-    same offset and the primary key would refuse it if they did.
+    Every call runs on one dedicated thread, the log's thread (sqlite3
+    connections are not shared between threads), so the event loop never
+    blocks on the file. Several processes may append at once: BEGIN
+    IMMEDIATE takes the write lock before the next offsets are computed, so
+    two appenders never pick the same offset and the primary key would
+    refuse it if they did.
+
+    rule PublishOperation @guidance, group commit: ``append`` puts its record
+    in a queue and waits. When the log's thread is idle the first append
+    starts it at once (no added latency); appends that arrive while it is
+    busy (writing a group, reading, or waiting for another process's lock)
+    wait, and the thread then writes every append queued at that moment, at
+    most GROUP_MAX, in one BEGIN IMMEDIATE transaction. One transaction and
+    one fsync per group instead of per record, and one thread hand-off per
+    group instead of per call, is what makes a single producer cheap (one
+    transaction per append cost the client 177 us of CPU per record). Each
+    caller gets its own offset once the transaction holding its record has
+    committed (AppendIsDurable); if the transaction fails, every append of
+    the group raises EventLogError and none of them is stored.
 
     rule OpenLog @guidance: several processes may open one *new* file at
     the same moment. The busy timeout is set when the connection is made,
@@ -501,12 +565,24 @@ class EmbeddedLog(_LogBase):
     BUSY_TIMEOUT_MS = 5000
     #: How long open() keeps retrying while other processes hold the lock.
     OPEN_TIMEOUT_S = 30.0
+    #: Most appends written in one group-commit transaction ("at most a few
+    #: hundred"): bounds the transaction's size, its lock hold time and the
+    #: number of callers one failure fails.
+    GROUP_MAX = 256
 
     def __init__(self, connection: Connection, config: Config) -> None:
         super().__init__(connection, config)
         self.path = connection.url[len(SQLITE_SCHEME):]
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        # Group-commit state, guarded by _queue_lock (appends may come from
+        # any thread's event loop; the log's thread drains the queue).
+        # Invariant: the queue is non-empty only while _draining is True,
+        # i.e. while a drain job is scheduled on or running in the log's thread.
+        self._queue: deque[_PendingAppend] = deque()
+        self._queue_lock = threading.Lock()
+        self._draining = False
+        self._accepting = False
 
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         assert self._executor is not None and self._db is not None
@@ -530,6 +606,8 @@ class EmbeddedLog(_LogBase):
         except BaseException:
             await self._release()
             raise
+        with self._queue_lock:
+            self._accepting = True
         connection_ready(self.connection)
 
     def _connect(self, deadline: float) -> sqlite3.Connection:
@@ -607,6 +685,10 @@ class EmbeddedLog(_LogBase):
             close_log(self.connection)
 
     async def _release(self) -> None:
+        # Refuse new appends first; appends already queued are still written:
+        # the drain job runs before db.close on the single-threaded executor.
+        with self._queue_lock:
+            self._accepting = False
         executor, db = self._executor, self._db
         self._executor, self._db = None, None
         if executor is None:
@@ -616,31 +698,121 @@ class EmbeddedLog(_LogBase):
         executor.shutdown(wait=True)
 
     async def append(self, partition: int, payload: str) -> int:
-        """EventLog.append: one IMMEDIATE transaction takes max(offset) + 1 and inserts."""
+        """EventLog.append with group commit (rule PublishOperation @guidance).
+
+        Queues the record for the log's thread and returns its offset once
+        the transaction holding it has committed. Raises EventLogError, and
+        stores nothing, when that transaction fails.
+        """
         self._require_open("append")
         self._check_partition(partition)
         if not isinstance(payload, str):
             raise TypeError("payload must be str (the JSON text of an Envelope)")
+        # Refuse text SQLite cannot store (lone surrogates) here, alone: in
+        # the group it would fail every other caller's append with it.
+        payload.encode("utf-8")
+        loop = asyncio.get_running_loop()
+        pending = _PendingAppend(partition, payload, loop, loop.create_future())
+        self._enqueue(pending)
+        # ASSUMPTION: a caller cancelled while its append still waits in the
+        # queue is dropped from the group, so a cancelled append is never
+        # stored behind its caller's back; once the thread has taken it, the
+        # transaction runs to its end (as any cancelled I/O may have).
+        return await pending.future
 
-        def insert(db: sqlite3.Connection) -> int:
-            db.execute("BEGIN IMMEDIATE")
+    def _enqueue(self, pending: _PendingAppend) -> None:
+        """Queue one append; schedule a drain on the log's thread unless one is pending."""
+        with self._queue_lock:
+            if not self._accepting or self._executor is None or self._db is None:
+                raise Rejected("append", 1, "log connection is closing, not open")
+            self._queue.append(pending)
+            if self._draining:
+                return  # the running drain takes it with the next group
+            self._draining = True
             try:
-                (offset,) = db.execute(
-                    'SELECT COALESCE(MAX("offset"), 0) + 1 FROM log_records WHERE "partition" = ?',
-                    (partition,)).fetchone()
-                db.execute('INSERT INTO log_records ("partition", "offset", payload) VALUES (?, ?, ?)',
-                           (partition, offset, payload))
-                db.execute("COMMIT")
+                self._executor.submit(self._drain, self._db)
             except BaseException:
-                if db.in_transaction:  # BEGIN itself may have failed (busy)
-                    db.execute("ROLLBACK")
+                self._queue.pop()
+                self._draining = False
                 raise
-            return int(offset)
 
+    def _take_group(self) -> list[_PendingAppend]:
+        """Under _queue_lock: every queued append still awaited, in arrival order, up to GROUP_MAX."""
+        group: list[_PendingAppend] = []
+        while self._queue and len(group) < self.GROUP_MAX:
+            pending = self._queue.popleft()
+            # Reading another loop's future state from this thread is a
+            # benign race: at worst a just-cancelled append is still written.
+            if not pending.future.done():
+                group.append(pending)
+        return group
+
+    def _drain(self, db: sqlite3.Connection) -> None:
+        """The log's thread: write queued appends one group per transaction until none is left.
+
+        ``db`` is the connection at scheduling time: close() runs db.close on
+        this same thread only after this drain has returned.
+        """
+        while True:
+            with self._queue_lock:
+                group = self._take_group()
+                if not group:
+                    self._draining = False
+                    return
+            outcomes: list[int | BaseException]
+            try:
+                offsets = self._write_group(db, group)
+                outcomes = list(offsets)
+            except BaseException as exc:  # every append of the group raises; none is stored
+                outcomes = [self._group_error(pending, len(group), exc) for pending in group]
+            self._settle(group, outcomes)
+
+    @staticmethod
+    def _write_group(db: sqlite3.Connection, group: list[_PendingAppend]) -> list[int]:
+        """One BEGIN IMMEDIATE transaction storing the whole group; its offsets in group order."""
+        db.execute("BEGIN IMMEDIATE")
         try:
-            return await self._run(insert)
-        except sqlite3.Error as exc:
-            raise EventLogError(f"append to partition {partition} failed: {exc}") from exc
+            partitions = [pending.partition for pending in group]
+            last_offsets = {
+                partition: int(db.execute(
+                    'SELECT COALESCE(MAX("offset"), 0) FROM log_records WHERE "partition" = ?',
+                    (partition,)).fetchone()[0])
+                for partition in dict.fromkeys(partitions)
+            }
+            offsets = _assign_offsets(partitions, last_offsets)
+            db.executemany('INSERT INTO log_records ("partition", "offset", payload) VALUES (?, ?, ?)',
+                           [(pending.partition, offset, pending.payload)
+                            for pending, offset in zip(group, offsets, strict=True)])
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # BEGIN itself may have failed (busy)
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error as exc:  # the original error is the one to report
+                    _log.warning("eventlog: rollback of a failed group failed: %s", exc)
+            raise
+        return offsets
+
+    @staticmethod
+    def _group_error(pending: _PendingAppend, size: int, cause: BaseException) -> EventLogError:
+        """A caller's own exception for a failed group (callers must not share one instance)."""
+        error = EventLogError(f"append to partition {pending.partition} failed: "
+                              f"{type(cause).__name__}: {cause} (group of {size} appends, "
+                              f"none stored)")
+        error.__cause__ = cause
+        return error
+
+    @staticmethod
+    def _settle(group: list[_PendingAppend], outcomes: list[int | BaseException]) -> None:
+        """Hand each caller its outcome through its own event loop, one callback per loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int | BaseException]]] = {}
+        for pending, outcome in zip(group, outcomes, strict=True):
+            by_loop.setdefault(pending.loop, []).append((pending.future, outcome))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_on_loop, settled)
+            except RuntimeError:  # that loop is closed: nobody awaits these appends any more
+                _log.debug("eventlog: %d append results for a closed event loop dropped", len(settled))
 
     async def read(self, partition: int, from_offset: int, max_count: int) -> list[LogRecord]:
         """EventLog.read: up to max_count records from from_offset, in offset order.

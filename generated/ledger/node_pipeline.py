@@ -23,7 +23,7 @@ from ledger.node import (
     answer_pending, commit_batch, fail_batch, form_batch, refuse_pending,
 )
 from ledger.node_ports import PortUnavailable, StorePort
-from ledger.node_votes import FAULT_DIGEST, ItemDecision, Tally, evaluate_items
+from ledger.node_votes import FAULT_DIGEST, ItemDecision, LocalVoteService, Tally, evaluate_items
 
 log = logging.getLogger("ledger.node.pipeline")
 
@@ -60,18 +60,80 @@ def outcome_answer(outcome: Any, replayed: bool) -> Answer:
     return Answer(200, body)
 
 
-@dataclass(eq=False)
+# What a submission's shared deadline timer settles a still-waiting waiter with
+# (AdmitRequest: sync_wait_micros passed).  The caller that armed the deadline
+# turns it into its 202; it is compared by identity, never sent to a client.
+DEFERRED = Answer(202, {"status": "pending"})
+
+
+@dataclass(eq=False, slots=True)
 class Ticket:
-    """A Pending and the future its waiter awaits; attempts counts version-conflict retries."""
+    """A Pending and the future its waiter awaits; attempts counts version-conflict retries.
+
+    ``key`` is (client_id, request_id) for a REST submission, which later submissions
+    of the same request join while it is in flight; each of those waits on its own
+    future in ``joined``, so a deadline that ends one wait ends no other.
+    """
 
     pending: Pending
     future: asyncio.Future[Answer]
     fingerprint: str
     attempts: int = 1
+    key: tuple[str, str] | None = None
+    joined: list[asyncio.Future[Answer]] | None = None
 
     def settle(self, answer: Answer) -> None:
+        """Answer every waiter still waiting (one whose deadline passed already has its 202)."""
         if not self.future.done():
             self.future.set_result(answer)
+        if self.joined is not None:
+            for waiter in self.joined:
+                if not waiter.done():
+                    waiter.set_result(answer)
+
+    def join(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Answer]:
+        """A waiter for a second submission of this request (AdmitRequest: not queued twice)."""
+        waiter: asyncio.Future[Answer] = loop.create_future()
+        if self.joined is None:
+            self.joined = []
+        self.joined.append(waiter)
+        return waiter
+
+
+def _defer(bucket: list[asyncio.Future[Answer]]) -> None:
+    """The shared deadline fired: every waiter of its millisecond still waiting gets DEFERRED."""
+    for waiter in bucket:
+        if not waiter.done():
+            waiter.set_result(DEFERRED)
+
+
+class SharedDeadlines:
+    """AdmitRequest's @guidance: bound each submission's wait for its answer with ONE
+    deadline timer shared by the submissions admitted within the same millisecond.
+
+    ``add`` files a waiter under the millisecond its deadline falls in; the first
+    waiter of a millisecond arms one ``loop.call_at`` for the end of it, which settles
+    every waiter of that millisecond still waiting with DEFERRED (its caller answers
+    202).  Per submission this is one list append: no task (asyncio.wait_for), no
+    Timeout object and timer handle (asyncio.timeout), no done-callback.  A deadline
+    is rounded up to its millisecond, so a wait is at least the one asked for and at
+    most 1 ms longer.  A waiter answered in time stays in its bucket until the timer
+    fires (at most the wait), where it is skipped.
+    """
+
+    __slots__ = ("_slot", "_bucket")
+
+    def __init__(self) -> None:
+        self._slot = -1
+        self._bucket: list[asyncio.Future[Answer]] = []
+
+    def add(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Answer], wait_seconds: float) -> None:
+        """Settle ``waiter`` with DEFERRED once ``wait_seconds`` passed, unless answered before."""
+        slot = int((loop.time() + wait_seconds) * 1000.0) + 1
+        if slot != self._slot:
+            self._slot, self._bucket = slot, []
+            loop.call_at(slot / 1000.0, _defer, self._bucket)
+        self._bucket.append(waiter)
 
 
 @dataclass(frozen=True)
@@ -104,7 +166,7 @@ class Pipeline:
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._inflight: dict[tuple[str, str], Ticket] = {}
+        self._inflight: dict[tuple[str, str], Ticket] = {}  # REST tickets queued or in flight
         self._batch_ids = itertools.count(1)
         self._closed = False
         self._task: asyncio.Task[None] | None = None
@@ -137,11 +199,22 @@ class Pipeline:
 
     async def submit(self, envelope: Envelope, channel: Channel, partition: int | None = None,
                      offset: int | None = None) -> Answer:
+        """AdmitRequest, waiting for the answer however long it takes (the log consumer's way)."""
+        waiter = self.admit(envelope, channel, partition, offset)
+        if isinstance(waiter, Answer):
+            return waiter
+        return await waiter
+
+    def admit(self, envelope: Envelope, channel: Channel, partition: int | None = None,
+              offset: int | None = None) -> asyncio.Future[Answer] | Answer:
         """AdmitRequest's @guidance: join an in-flight twin, or queue (no store read first).
 
-        Replays and reused ids are found by the commit transaction itself (duplicate
-        -> 200 replayed, fingerprint_mismatch -> 409), so admission costs no store
-        round trip per request.
+        Returns the future the submission's answer arrives on, or the answer itself when
+        it is refused at once.  The caller may stop waiting (its deadline, its client
+        gone): the request stays queued or in flight and is still decided, and any other
+        waiter still gets the answer.  Replays and reused ids are found by the commit
+        transaction itself (duplicate -> 200 replayed, fingerprint_mismatch -> 409), so
+        admission costs no store round trip per request.
         """
         if self._closed:
             return unavailable("unavailable", "this node is no longer the primary")
@@ -152,7 +225,8 @@ class Pipeline:
                 return Answer(422, {"error": "invalid_amount", "detail": exc.why})
             return unavailable("unavailable", exc.why)
         fp = fingerprint(envelope)
-        ticket = Ticket(pending, asyncio.get_running_loop().create_future(), fp)
+        loop = asyncio.get_running_loop()
+        ticket = Ticket(pending, loop.create_future(), fp)
         if channel is Channel.rest:
             # ASSUMPTION: only REST submissions are joined to a twin: a log record's own
             # offset must reach the store so its checkpoint passes it.
@@ -161,15 +235,17 @@ class Pipeline:
             if twin is not None:
                 if twin.fingerprint != fp:
                     return conflict("a different request with this id is in flight", "fingerprint_mismatch")
-                return await asyncio.shield(twin.future)
+                return twin.join(loop)
+            ticket.key = key
             self._inflight[key] = ticket
-            ticket.future.add_done_callback(lambda _f, k=key, t=ticket: self._forget(k, t))
         self._queue.append(ticket)
         self._wakeup.set()
-        return await asyncio.shield(ticket.future)
+        return ticket.future
 
-    def _forget(self, key: tuple[str, str], ticket: Ticket) -> None:
-        if self._inflight.get(key) is ticket:
+    def _release(self, ticket: Ticket) -> None:
+        """A decided request is no longer in flight: a later submission is queued anew."""
+        key = ticket.key
+        if key is not None and self._inflight.get(key) is ticket:
             del self._inflight[key]
 
     # Batching ---------------------------------------------------------------------------------
@@ -211,8 +287,10 @@ class Pipeline:
             reads = await self.store.accounts(_account_ids(items))
         except PortUnavailable as exc:
             return self._fail(batch, tickets, "store_unavailable", str(exc))
+        # AgreeOnBatch's @guidance: the batch is evaluated once here; this replica's
+        # ballot is signed over this evaluation and the commit uses it too.
         own = evaluate_items(items, reads)
-        tally = await self._collect(batch, items, reads)
+        tally = await self._collect(batch, items, reads, own)
         self._count_round(tally)
         agreed = tally.agreed()
         ok = [i for i, digest in enumerate(agreed) if _committable(digest, own[i])]
@@ -237,10 +315,16 @@ class Pipeline:
             await self._answer(tickets[i], own[i], result, batch.epoch)
         return batch
 
-    async def _collect(self, batch: Batch, items: list[Envelope], reads: list[Any]) -> Tally:
-        """Ask every voter in parallel; stop at full f + 1 agreement or vote_timeout_micros."""
+    async def _collect(self, batch: Batch, items: list[Envelope], reads: list[Any],
+                       own: Sequence[ItemDecision]) -> Tally:
+        """Ask every voter in parallel; stop at full f + 1 agreement or vote_timeout_micros.
+
+        This node's own in-process replica signs ``own``, the evaluation the commit
+        uses, instead of evaluating the same items a second time; every other voter
+        evaluates for itself.
+        """
         tally = Tally.open(batch.batch_id, batch.epoch, batch.size, self.config.faults_tolerated, self.keys)
-        tasks = {asyncio.ensure_future(voter.vote(batch.batch_id, batch.epoch, items, reads)): node_id
+        tasks = {asyncio.ensure_future(self._ballot_of(node_id, voter, batch, items, reads, own)): node_id
                  for node_id, voter in self.voters.items()}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.vote_timeout_micros / 1e6
@@ -264,6 +348,13 @@ class Pipeline:
                 task.add_done_callback(_drain)
         self.faulty_voters |= tally.faulty
         return tally
+
+    def _ballot_of(self, node_id: str, voter: VoteService, batch: Batch, items: list[Envelope],
+                   reads: list[Any], own: Sequence[ItemDecision]) -> Any:
+        """The coroutine of one voter's ballot: the own replica's over ``own``."""
+        if node_id == self.process.node_id and isinstance(voter, LocalVoteService):
+            return voter.vote_evaluated(batch.batch_id, batch.epoch, items, own)
+        return voter.vote(batch.batch_id, batch.epoch, items, reads)
 
     def _count_round(self, tally: Tally) -> None:
         """StepDown's @guidance: stepdown_failed_rounds rounds in a row without f + 1 valid
@@ -342,11 +433,13 @@ class Pipeline:
 
     def _settle(self, ticket: Ticket, answer: Answer) -> None:
         answer_pending(ticket.pending, _Answered(ticket.pending.envelope.request_id))
+        self._release(ticket)
         ticket.settle(answer)
 
     def _refuse(self, ticket: Ticket, cause: str, detail: str) -> None:
         if ticket.pending.status in (PendingStatus.queued, PendingStatus.voting):
             refuse_pending(ticket.pending)
+        self._release(ticket)
         ticket.settle(unavailable(cause, detail))
 
     def _fail(self, batch: Batch, tickets: Sequence[Ticket], cause: str, detail: str) -> Batch:
@@ -383,4 +476,5 @@ def _account_ids(items: Sequence[Envelope]) -> set[str]:
     return ids
 
 
-__all__ = ["Answer", "Pipeline", "Ticket", "conflict", "outcome_answer", "unavailable", "Verdict"]
+__all__ = ["Answer", "DEFERRED", "Pipeline", "SharedDeadlines", "Ticket", "conflict", "outcome_answer",
+           "unavailable", "Verdict"]

@@ -159,7 +159,7 @@ def evaluate_items(items: Sequence[Envelope], reads: Iterable[Any]) -> list[Item
     return out
 
 
-def _faulty_digests(fault: Fault, items: Sequence[Envelope], decided: list[ItemDecision]) -> list[str]:
+def _faulty_digests(fault: Fault, items: Sequence[Envelope], decided: Sequence[ItemDecision]) -> list[str]:
     """The digests a replica with an injected fault reports (InjectFault's @guidance)."""
     if fault is Fault.lie_about_digests:
         return [secrets.token_hex(32) for _ in decided]
@@ -193,7 +193,25 @@ class LocalVoteService:
         """VoteService.vote: a signed ballot with one digest per item."""
         if self.fault is Fault.slow_votes:
             await asyncio.sleep(self.slow_seconds)
-        digests = _faulty_digests(self.fault, items, evaluate_items(items, reads))
+        return self.ballot(batch_id, epoch, items, evaluate_items(items, reads))
+
+    async def vote_evaluated(self, batch_id: str, epoch: int, items: Sequence[Envelope],
+                             decided: Sequence[ItemDecision]) -> Ballot:
+        """VoteService.vote for the primary's own replica, over an evaluation already made.
+
+        AgreeOnBatch's @guidance: the primary evaluates a batch once; its own ballot is
+        signed over the same evaluation its commit uses (``decided`` is
+        ``evaluate_items(items, reads)``), not a second evaluate of the same items.  An
+        injected fault still applies (a slow vote still sleeps first).
+        """
+        if self.fault is Fault.slow_votes:
+            await asyncio.sleep(self.slow_seconds)
+        return self.ballot(batch_id, epoch, items, decided)
+
+    def ballot(self, batch_id: str, epoch: int, items: Sequence[Envelope],
+               decided: Sequence[ItemDecision]) -> Ballot:
+        """Sign (after this replica's injected fault, if any) the digests of ``decided``."""
+        digests = _faulty_digests(self.fault, items, decided)
         return sign_ballot(self._key, self.node_id, batch_id, epoch, digests)
 
 

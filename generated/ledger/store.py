@@ -549,25 +549,44 @@ async def _load_batch_state(tx: _Tx, items: Sequence[CommitItem], journal: _Jour
         )
     partitions = sorted({i.partition for i in items if i.channel is Channel.log and i.partition is not None})
     if partitions:
+        # The checkpoints first: their values bound the position lookup's key ranges.
         state.checkpoints = await _checkpoints(tx, partitions)
-        state.taken = await _positions_from_checkpoint(tx, partitions)
+        state.taken = await _positions_from_checkpoint(tx, partitions, state.checkpoints)
     return state
 
 
-async def _positions_from_checkpoint(tx: _Tx, partitions: Sequence[int]) -> set[tuple[int, int]]:
+# One key range of the positions primary key: (log_partition = ?, log_offset >= ?).
+_POSITIONS_FROM = "SELECT log_partition, log_offset FROM positions WHERE log_partition = ? AND log_offset >= ?"
+# Partitions per UNION ALL statement: well under SQLite's default limit of 500
+# terms in a compound SELECT, and one statement for any usual batch.
+_RANGES_PER_STATEMENT = 64
+
+
+async def _positions_from_checkpoint(
+    tx: _Tx, partitions: Sequence[int], checkpoints: Mapping[int, int]
+) -> set[tuple[int, int]]:
     """The recorded positions at or above each partition's checkpoint.
 
     Those below it are implied by the checkpoint. The ones above it (a
     dead letter recorded ahead, say) are what the batch's in-memory checkpoint
     walks over as its items fill the gaps before them.
+
+    CommitItems' Cost guidance: each partition is read as one range of the
+    primary key, ``log_partition = ? AND log_offset >= <its next_offset>``, the
+    ranges joined by UNION ALL, so the lookup visits only the positions at or
+    above the checkpoints, however long the partitions' histories are. (A join
+    to checkpoints with ``COALESCE(next_offset, 1)`` as the lower bound cannot
+    bound the index: it visited every position the partition ever had.)
     """
-    rows = await tx.fetchall(
-        "SELECT p.log_partition, p.log_offset FROM positions p "
-        "LEFT JOIN checkpoints c ON c.log_partition = p.log_partition "
-        f"WHERE p.log_partition IN ({_marks(len(partitions))}) AND p.log_offset >= COALESCE(c.next_offset, ?)",
-        [*partitions, _FIRST_OFFSET],
-    )
-    return {(r[0], r[1]) for r in rows}
+    taken: set[tuple[int, int]] = set()
+    for first in range(0, len(partitions), _RANGES_PER_STATEMENT):
+        chunk = partitions[first:first + _RANGES_PER_STATEMENT]
+        args: list[int] = []
+        for partition in chunk:
+            args += [partition, checkpoints.get(partition, _FIRST_OFFSET)]
+        rows = await tx.fetchall(" UNION ALL ".join([_POSITIONS_FROM] * len(chunk)), args)
+        taken.update((r[0], r[1]) for r in rows)
+    return taken
 
 
 async def _checkpoints(tx: _Tx, partitions: Sequence[int]) -> dict[int, int]:
@@ -895,7 +914,9 @@ async def _advance_checkpoint(tx: _Tx, partition: int, now_micros: int) -> None:
     """ledger's AdvanceCheckpoint: move next_offset over the contiguous run of positions.
 
     A partition's checkpoint is created at the first offset (1) the first time
-    one of its positions is recorded.
+    one of its positions is recorded. The run is found from one key range of
+    the positions primary key starting at the checkpoint (CommitItems' Cost
+    guidance), so advancing never visits the partition's history below it.
     """
     await tx.execute(
         "INSERT INTO checkpoints (log_partition, next_offset, advanced_at_micros) VALUES (?, ?, ?) "
@@ -905,22 +926,26 @@ async def _advance_checkpoint(tx: _Tx, partition: int, now_micros: int) -> None:
     row = await tx.fetchone("SELECT next_offset FROM checkpoints WHERE log_partition = ?", (partition,))
     assert row is not None
     start = row[0]
-    if await tx.fetchone(
-        "SELECT 1 FROM positions WHERE log_partition = ? AND log_offset = ?", (partition, start)
-    ) is None:
-        return
-    # first_unrecorded_offset(partition, start): one past the end of the run starting at start.
-    gap = await tx.fetchone(
-        "SELECT MIN(p.log_offset) + 1 FROM positions p WHERE p.log_partition = ? AND p.log_offset >= ? "
-        "AND NOT EXISTS (SELECT 1 FROM positions q WHERE q.log_partition = p.log_partition "
-        "AND q.log_offset = p.log_offset + 1)",
-        (partition, start),
-    )
-    assert gap is not None and gap[0] is not None
-    await tx.execute(
-        "UPDATE checkpoints SET next_offset = ?, advanced_at_micros = ? WHERE log_partition = ?",
-        (gap[0], now_micros, partition),
-    )
+    recorded = await tx.fetchall(f"{_POSITIONS_FROM} ORDER BY log_offset", (partition, start))
+    next_offset = _first_unrecorded_offset(start, (r[1] for r in recorded))
+    if next_offset != start:
+        await tx.execute(
+            "UPDATE checkpoints SET next_offset = ?, advanced_at_micros = ? WHERE log_partition = ?",
+            (next_offset, now_micros, partition),
+        )
+
+
+def _first_unrecorded_offset(start: int, recorded: Iterable[int]) -> int:
+    """ledger's first_unrecorded_offset: one past the run of offsets start, start + 1, ...
+
+    ``recorded`` holds the partition's recorded offsets at or above ``start``, ascending.
+    """
+    next_offset = start
+    for offset in recorded:
+        if offset != next_offset:
+            break
+        next_offset += 1
+    return next_offset
 
 
 # --------------------------------------------------------------------------- the shared store

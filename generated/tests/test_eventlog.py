@@ -10,13 +10,16 @@ stream and subject prefixes, so tests never see each other's records.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import inspect
+import math
 import multiprocessing
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -517,6 +520,8 @@ def test_bad_arguments_are_refused(target: LogTarget) -> None:
                 await log.read(0, 1, -1)
             with pytest.raises(TypeError):
                 await log.append(0, b"bytes")  # type: ignore[arg-type]
+            with pytest.raises(ValueError):  # a lone surrogate is not storable text
+                await log.append(0, "\ud800")
             assert await log.end_offset(0) == 0
         finally:
             await log.close()
@@ -589,6 +594,277 @@ def test_publish_operation_requires_non_negative_amount(target: LogTarget) -> No
     refusal, end = run(scenario())
     assert (refusal.rule, refusal.clause) == ("PublishOperation", 2)
     assert end == 0
+
+
+@pytest.mark.allium("rule-success.PublishOperation", "rule-entity-creation.PublishOperation.1",
+                    "contract-signature.EventLog.append")
+def test_many_concurrent_publishes_get_dense_offsets_in_arrival_order(target: LogTarget) -> None:
+    """rule PublishOperation @guidance: many concurrent appends get dense, distinct
+    offsets, in order of arrival per partition, each caller its own."""
+    count = 200
+
+    async def scenario() -> tuple[list[Envelope], list[Appended], dict[int, list[LogRecord]]]:
+        log = await opened(target)
+        try:
+            envelopes = [envelope(f"acc-{i % 9}", i, f"r-{i}") for i in range(count)]
+            # Tasks run, and so call append, in creation order: that is the arrival order.
+            appended = await asyncio.gather(*(publish_operation(log, e) for e in envelopes))
+            stored = {p: await log.read(p, 1, 1000) for p in range(4)}
+            return envelopes, list(appended), stored
+        finally:
+            await log.close()
+
+    envelopes, appended, stored = run(scenario())
+    by_partition: dict[int, list[Appended]] = {}
+    for sent, got in zip(envelopes, appended, strict=True):
+        assert got.partition == partition_of(sent.account_id, 4)
+        assert got.payload == envelope_json(sent)
+        by_partition.setdefault(got.partition, []).append(got)
+    assert sum(len(v) for v in by_partition.values()) == count
+    for partition, in_arrival_order in by_partition.items():
+        # dense, distinct and in arrival order: the k-th caller of a partition got offset k
+        assert [a.offset for a in in_arrival_order] == list(range(1, len(in_arrival_order) + 1))
+        assert stored[partition] == [LogRecord(partition=partition, offset=a.offset, payload=a.payload)
+                                     for a in in_arrival_order]
+
+
+# --------------------------------------------------------------------------
+# rule PublishOperation @guidance: group commit on the embedded log
+# --------------------------------------------------------------------------
+
+#: How long the tests below let the log's thread (or the event loop) run before
+#: they look: generous, because the tests are only right if that has happened.
+SETTLE_S = 0.2
+
+
+@contextlib.contextmanager
+def write_lock_held(path: Path) -> Iterator[Callable[[], None]]:
+    """Another writer holds the file's write lock (as another process appending would)
+    until ``release()`` is called; the log's thread waits for it in BEGIN IMMEDIATE."""
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            blocker.execute("ROLLBACK")
+
+    try:
+        yield release
+    finally:
+        release()
+        blocker.close()
+
+
+def wal_commits(db_path: Path) -> int:
+    """How many transactions have committed into the WAL of ``db_path``.
+
+    SQLite's WAL file format: a 32-byte header (page size at bytes 8-12,
+    salts at 16-24), then frames of a 24-byte header plus one page; a frame
+    whose "database size after commit" (bytes 4-8) is non-zero ends a
+    transaction. Frames whose salts differ from the header's are left over
+    from before a WAL reset and not counted.
+    """
+    data = db_path.with_name(db_path.name + "-wal").read_bytes()
+    if len(data) < 32:
+        return 0
+    page_size = int.from_bytes(data[8:12], "big")
+    salts = data[16:24]
+    commits, position = 0, 32
+    while position + 24 + page_size <= len(data):
+        frame_header = data[position:position + 24]
+        if frame_header[8:16] != salts:
+            break
+        commits += int.from_bytes(frame_header[4:8], "big") != 0
+        position += 24 + page_size
+    return commits
+
+
+async def opened_embedded(path: Path) -> EmbeddedLog:
+    log = open_log(f"sqlite:///{path}", 4, config=Config(read_wait_micros=FAST_READ))
+    assert isinstance(log, EmbeddedLog)
+    await log.open()
+    return log
+
+
+@pytest.mark.allium("rule-success.PublishOperation", "rule-entity-creation.PublishOperation.1",
+                    "contract-signature.EventLog.append")
+def test_embedded_appends_queued_while_busy_commit_together(tmp_path: Path) -> None:
+    """Group commit: appends that arrive while the log's thread is busy are written
+    together, at most GROUP_MAX per BEGIN IMMEDIATE transaction, not one each.
+
+    The thread is kept busy by another writer's lock: the first append waits for
+    it in BEGIN IMMEDIATE while the others queue. None returns before the
+    transaction holding its record has committed (AppendIsDurable).
+    """
+    path = tmp_path / "group.db"
+    queued = 299  # more than one group's worth: the cap must split them
+    assert queued > EmbeddedLog.GROUP_MAX
+
+    async def scenario() -> dict[str, Any]:
+        log = await opened_embedded(path)
+        try:
+            commits_before = wal_commits(path)
+            with write_lock_held(path) as release:
+                first = asyncio.create_task(log.append(0, "first"))
+                await asyncio.sleep(SETTLE_S)  # the log's thread has taken it and waits for the lock
+                envelopes = [envelope(f"acc-{i % 9}", i, f"r-{i}") for i in range(queued)]
+                tasks = [asyncio.create_task(publish_operation(log, e)) for e in envelopes]
+                await asyncio.sleep(SETTLE_S)
+                returned_early = first.done() or any(t.done() for t in tasks)
+                release()
+            first_offset = await first
+            appended = await asyncio.gather(*tasks)
+            commits = wal_commits(path) - commits_before
+            # Another connection sees every record as soon as its append returned.
+            with contextlib.closing(sqlite3.connect(path)) as other:
+                visible = other.execute("SELECT COUNT(*) FROM log_records").fetchone()[0]
+            return {"early": returned_early, "first": first_offset, "envelopes": envelopes,
+                    "appended": appended, "commits": commits, "visible": visible}
+        finally:
+            await log.close()
+
+    got = run(scenario())
+    assert not got["early"], "an append returned before its transaction committed"
+    assert got["first"] == 1
+    groups = math.ceil(queued / EmbeddedLog.GROUP_MAX)
+    # one transaction for the first append (or for none, had it joined the group),
+    # then every queued append in as few groups as the cap allows: not one each
+    assert groups <= got["commits"] <= 1 + groups, f"{got['commits']} transactions for {queued + 1} appends"
+    assert got["visible"] == queued + 1
+    seen: dict[int, int] = {0: 1}  # partition -> last offset handed out, in arrival order
+    for sent, appended in zip(got["envelopes"], got["appended"], strict=True):
+        partition = partition_of(sent.account_id, 4)
+        assert (appended.partition, appended.payload) == (partition, envelope_json(sent))
+        assert appended.offset == seen.get(partition, 0) + 1, "offsets dense, in arrival order"
+        seen[partition] = appended.offset
+
+
+@pytest.mark.allium("contract-signature.EventLog.append")
+def test_embedded_group_whose_transaction_fails_stores_nothing_and_fails_every_append(
+        tmp_path: Path) -> None:
+    """A group whose commit fails leaves no record and raises for each append.
+
+    One record of the group is refused by a trigger, so the transaction fails
+    after the other records were inserted into it: all of them must be rolled
+    back, every caller of the group must get EventLogError, and the log goes
+    on with the same dense offsets afterwards.
+    """
+    path = tmp_path / "poison.db"
+    names = ["a-0", "b-1", "poison", "c-2", "d-3", "e-4"]
+
+    async def scenario() -> dict[str, Any]:
+        log = await opened_embedded(path)
+        try:
+            await log.append(0, "before")
+            with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as admin:
+                admin.execute("CREATE TRIGGER refuse_poison BEFORE INSERT ON log_records "
+                              "WHEN NEW.payload LIKE '%\"request_id\":\"poison\"%' "
+                              "BEGIN SELECT RAISE(ABORT, 'poisoned record'); END")
+            ends_before = [await log.end_offset(p) for p in range(4)]
+            with write_lock_held(path) as release:
+                first = asyncio.create_task(log.append(1, "first"))
+                await asyncio.sleep(SETTLE_S)  # the thread has taken it: the rest form one group
+                group = [asyncio.create_task(publish_operation(log, envelope(f"acc-{i}", 10, name)))
+                         for i, name in enumerate(names)]
+                await asyncio.sleep(SETTLE_S)
+                release()
+            first_offset = await first
+            outcomes = await asyncio.gather(*group, return_exceptions=True)
+            ends_after = [await log.end_offset(p) for p in range(4)]
+            records = {p: await log.read(p, 1, 100) for p in range(4)}
+            later = await publish_operation(log, envelope("acc-0", 10, "later"))
+            return {"first": first_offset, "outcomes": outcomes, "before": ends_before,
+                    "after": ends_after, "records": records, "later": later}
+        finally:
+            await log.close()
+
+    got = run(scenario())
+    assert got["first"] == 1
+    for name, outcome in zip(names, got["outcomes"], strict=True):
+        assert isinstance(outcome, EventLogError), f"{name}: {outcome!r}"
+        assert "poisoned record" in str(outcome) and "none stored" in str(outcome)
+    assert len({id(o) for o in got["outcomes"]}) == len(names)  # each caller its own error
+    expected_ends = list(got["before"])
+    expected_ends[1] += 1  # only "first", committed in its own transaction
+    assert got["after"] == expected_ends
+    payloads = [r.payload for records in got["records"].values() for r in records]
+    assert sorted(payloads) == ["before", "first"]
+    later_partition = partition_of("acc-0", 4)
+    assert got["later"].offset == expected_ends[later_partition] + 1  # still dense
+
+
+@pytest.mark.allium("contract-signature.EventLog.append")
+def test_embedded_append_cancelled_while_queued_is_never_stored(tmp_path: Path) -> None:
+    """An append whose caller gave up while it still waited in the queue is dropped
+    from its group: it is not stored behind the caller's back, and takes no offset."""
+    path = tmp_path / "cancel.db"
+
+    async def scenario() -> tuple[int, list[LogRecord]]:
+        log = await opened_embedded(path)
+        try:
+            with write_lock_held(path) as release:
+                first = asyncio.create_task(log.append(0, "first"))
+                await asyncio.sleep(SETTLE_S)
+                given_up = asyncio.create_task(log.append(1, "given up"))
+                kept = asyncio.create_task(log.append(1, "kept"))
+                await asyncio.sleep(SETTLE_S)
+                given_up.cancel()
+                await asyncio.sleep(SETTLE_S)
+                release()
+            await first
+            offset = await kept
+            with pytest.raises(asyncio.CancelledError):
+                await given_up
+            return offset, await log.read(1, 1, 10)
+        finally:
+            await log.close()
+
+    offset, records = run(scenario())
+    assert offset == 1
+    assert records == [LogRecord(partition=1, offset=1, payload="kept")]
+
+
+@pytest.mark.allium("rule-success.CloseLog", "contract-signature.EventLog.append")
+def test_embedded_close_writes_queued_appends_and_refuses_new_ones(tmp_path: Path) -> None:
+    """close() lets the appends already queued commit (their callers get offsets)
+    and refuses appends made once closing has begun."""
+    path = tmp_path / "closing.db"
+
+    async def scenario() -> tuple[list[int], Rejected, ConnectionStatus]:
+        log = await opened_embedded(path)
+        with write_lock_held(path) as release:
+            first = asyncio.create_task(log.append(2, "first"))
+            await asyncio.sleep(SETTLE_S)
+            queued = [asyncio.create_task(log.append(2, f"queued-{i}")) for i in range(3)]
+            await asyncio.sleep(SETTLE_S)
+            closing = asyncio.create_task(log.close())
+            await asyncio.sleep(SETTLE_S)
+            with pytest.raises(Rejected) as refused:
+                await log.append(3, "too late")
+            release()
+        offsets = [await first] + list(await asyncio.gather(*queued))
+        await closing
+        return offsets, refused.value, log.connection.status
+
+    offsets, refused, status = run(scenario())
+    assert offsets == [1, 2, 3, 4]
+    assert refused.clause == 1 and "not open" in refused.why
+    assert status is ConnectionStatus.closed
+
+    async def read_back() -> tuple[list[LogRecord], int]:
+        log = await opened_embedded(path)
+        try:
+            return await log.read(2, 1, 10), await log.end_offset(3)
+        finally:
+            await log.close()
+
+    records, late_end = run(read_back())
+    assert [(r.offset, r.payload) for r in records] == \
+        [(1, "first"), (2, "queued-0"), (3, "queued-1"), (4, "queued-2")]
+    assert late_end == 0  # the append refused while closing was not stored
 
 
 def test_envelope_json_round_trip_and_errors() -> None:
@@ -669,7 +945,7 @@ def test_two_processes_append_to_one_sqlite_file(tmp_path: Path) -> None:
 
     records = run(read_back())
     assert [r.offset for r in records] == list(range(1, 2 * count + 1))
-    for name, offsets in zip(("p", "q"), outputs):
+    for name, offsets in zip(("p", "q"), outputs, strict=True):
         # each process's records sit at exactly the offsets append returned, in its own order
         assert [records[o - 1].payload for o in offsets] == [f"{name}-{i}" for i in range(count)]
 

@@ -1725,7 +1725,7 @@ def test_an_undecided_submission_gets_202_and_the_pipeline_still_decides_it() ->
             out["first"] = await c.post("/v1/requests", json=body_of(env("k1", account="acc-k", amount=4)))
             out["waited"] = time.monotonic() - started
             ticket = pipeline._inflight.get(("c1", "k1"))
-            out["kept"] = ticket is not None and not ticket.future.done()
+            out["kept"] = ticket is not None  # still in flight, though its first waiter had its 202
             out["pending_status"] = None if ticket is None else ticket.pending.status
             out["status_before"] = await c.get("/v1/requests/c1/k1")
             out["again"] = await c.post("/v1/requests", json=body_of(env("k1", account="acc-k", amount=4)))
@@ -1753,7 +1753,7 @@ def test_an_undecided_submission_gets_202_and_the_pipeline_still_decides_it() ->
 
 @pytest.mark.allium("rule-success.AdmitRequest")
 def test_a_bounded_wait_costs_no_task_per_submission() -> None:
-    """AdmitRequest's @guidance: asyncio.timeout, not asyncio.wait_for (a task per request)."""
+    """AdmitRequest's @guidance: a shared deadline timer, not asyncio.wait_for (a task per request)."""
     store = FakeStore()
     opened(store, ("acc-t", 0))
     count = 20
@@ -1784,3 +1784,256 @@ def test_a_bounded_wait_costs_no_task_per_submission() -> None:
     assert extra <= 3, f"{extra} tasks beyond the submissions' own"
     assert [a.status for a in answers] == [202] * count
     assert len(store.outcomes) == count  # all still decided after their 202
+
+
+# Amended guidance: uvicorn options, the garbage collector, one deadline timer per
+# millisecond of admissions, one evaluation of a batch on the primary ----------------------
+
+
+@pytest.mark.allium("rule-success.StartNode")
+def test_the_http_server_has_no_proxy_headers_middleware_and_no_access_log() -> None:
+    """StartNode's @guidance: nodes listen on loopback behind no proxy; both cost CPU per request."""
+    import logging
+
+    app = NodeApp(SimpleNamespace())  # type: ignore[arg-type]
+    config = make_server(app).config
+    assert config.proxy_headers is False and config.access_log is False
+    config.load()
+    # uvicorn wraps the app in ProxyHeadersMiddleware unless proxy_headers is off: the
+    # node's own ASGI callable must be what serves every request.
+    assert config.loaded_app is app
+    assert not logging.getLogger("uvicorn.access").hasHandlers()
+
+
+@pytest.mark.allium("rule-success.StartNode")
+def test_node_main_tunes_the_garbage_collector_after_opening_the_store_and_log_before_serving(
+        monkeypatch: Any) -> None:
+    """StartNode's @guidance: gc.collect(), gc.freeze(), gc.set_threshold(50_000, 50, 100),
+    once the store and the log are open and before serving."""
+    import gc
+    import signal
+
+    import ledger.node_runtime as runtime_module
+
+    calls: list[Any] = []
+
+    async def open_store(cls: Any, url: str) -> StorePort:
+        calls.append("store")
+        return store_port(FakeStore())
+
+    async def open_log(cls: Any, url: str, partitions: int | None = None) -> LogPort:
+        calls.append("log")
+        return LogPort(FakeLog())
+
+    async def fake_serve(runtime: NodeRuntime, sock: socket.socket, stop_event: Any = None,
+                         announce: bool = False) -> int:
+        calls.append("serve")
+        sock.close()
+        await runtime.log.close()
+        await runtime.store.close()
+        return 0
+
+    monkeypatch.setattr(StorePort, "open", classmethod(open_store))
+    monkeypatch.setattr(LogPort, "open", classmethod(open_log))
+    monkeypatch.setattr(runtime_module, "serve", fake_serve)
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(gc, "set_threshold", lambda *t: calls.append(("set_threshold", t)))
+    monkeypatch.setenv("LEDGER_CLUSTER_KEY", "g" * 32)
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
+    base = free_base_port(1)
+    code = node_main(["--id", "n1", "--ordinal", "1", "--nodes", "3", "--base-port", str(base),
+                      "--store", "fake://", "--log", "fake://"])
+    assert code == 0
+    assert calls == ["store", "log", "collect", "freeze", ("set_threshold", (50_000, 50, 100)), "serve"]
+    # The graceful-stop handlers go with the node's loop (none stays bound to a closed loop).
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == handlers
+
+
+def _record_timers(loop: asyncio.AbstractEventLoop) -> list[float]:
+    """Every loop.call_at from now on (call_later, asyncio.timeout and sleep go through it)."""
+    whens: list[float] = []
+    real_call_at = loop.call_at
+
+    def call_at(when: float, callback: Any, *args: Any, context: Any = None) -> Any:
+        whens.append(when)
+        return real_call_at(when, callback, *args, context=context)
+
+    loop.call_at = call_at  # type: ignore[method-assign]
+    return whens
+
+
+@pytest.mark.allium("rule-success.AdmitRequest")
+def test_submissions_admitted_within_one_millisecond_share_one_deadline_timer() -> None:
+    """AdmitRequest's @guidance: one deadline timer (loop.call_at) shared by the submissions
+    admitted within the same millisecond, settling each still-waiting one with its 202; not
+    asyncio.timeout or asyncio.wait_for per request."""
+    store = FakeStore()
+    opened(store, ("acc-m", 0))
+    wait = 0.3
+
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with _Leader(store) as (runtime, _c):
+            pipeline = runtime.pipeline
+            assert pipeline is not None
+            gate = asyncio.Event()
+            pipeline.voters = {n: GatedVoter(v, gate)  # type: ignore[misc]
+                               for n, v in pipeline.voters.items()}
+            runtime.response_wait = wait
+            loop = asyncio.get_running_loop()
+            whens = _record_timers(loop)
+            # The loop's clock is held still while each burst is admitted, so a burst
+            # lies within one millisecond however busy the machine is.
+            frozen = loop.time()
+            loop.time = lambda: frozen  # type: ignore[method-assign]
+            first = [asyncio.ensure_future(runtime.submit_rest(env(f"m{i}", account="acc-m", amount=1), False))
+                     for i in range(20)]
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            loop.time = lambda: frozen + 0.0015  # type: ignore[method-assign]  # the next millisecond
+            second = [asyncio.ensure_future(runtime.submit_rest(env(f"n{i}", account="acc-m", amount=1), False))
+                      for i in range(5)]
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            del loop.time  # the real clock again
+            out["deadline_timers"] = [w - frozen for w in whens if wait - 0.01 < w - frozen < wait + 0.01]
+            started = time.monotonic()
+            out["answers"] = await asyncio.gather(*first, *second)
+            out["waited"] = time.monotonic() - started
+            gate.set()
+            for _ in range(300):
+                if len(store.outcomes) == 25:
+                    break
+                await asyncio.sleep(0.01)
+            del loop.call_at
+        return out
+
+    out = run(scenario())
+    # asyncio.timeout per request armed 25 timers here; one per millisecond arms two.
+    assert len(out["deadline_timers"]) == 2, out["deadline_timers"]
+    first_at, second_at = sorted(out["deadline_timers"])
+    # Each deadline is its admission's wait rounded up to the millisecond.
+    assert wait <= first_at <= wait + 0.0011 and 0.0009 <= second_at - first_at <= 0.0026
+    assert [a.status for a in out["answers"]] == [202] * 25
+    assert all(a.body["status"] == "pending" and a.body["location"].startswith("/v1/requests/c1/")
+               for a in out["answers"])
+    assert 0.2 < out["waited"] < 1.5  # they waited for their deadline, not for the votes
+    assert len(store.outcomes) == 25  # every deferred submission is still decided
+
+
+@pytest.mark.allium("rule-success.AdmitRequest", "rule-success.AnswerPending")
+def test_a_deadline_or_a_gone_waiter_ends_only_its_own_wait() -> None:
+    """A submission deferred with 202, or whose waiter went away, stays in flight; a second
+    submission of it joins it and gets the decided answer, and it is committed once."""
+    store = FakeStore()
+    opened(store, ("acc-j", 5))
+
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with _Leader(store) as (runtime, _c):
+            pipeline = runtime.pipeline
+            assert pipeline is not None
+            gate = asyncio.Event()
+            pipeline.voters = {n: GatedVoter(v, gate)  # type: ignore[misc]
+                               for n, v in pipeline.voters.items()}
+            runtime.response_wait = 0.05
+            out["first"] = await runtime.submit_rest(env("j1", account="acc-j", amount=3), False)
+            runtime.response_wait = 5.0
+            gone = asyncio.ensure_future(runtime.submit_rest(env("j1", account="acc-j", amount=3), False))
+            joined = asyncio.ensure_future(runtime.submit_rest(env("j1", account="acc-j", amount=3), False))
+            await asyncio.sleep(0.02)
+            gone.cancel()  # the client went away
+            await asyncio.sleep(0.02)
+            gate.set()
+            out["joined"] = await joined
+            out["gone"] = gone.cancelled()
+            out["committed"] = [i.envelope.request_id for batch in store.commits for i in batch]
+            out["after"] = await runtime.submit_rest(env("j1", account="acc-j", amount=3), False)
+        return out
+
+    out = run(scenario())
+    assert out["first"].status == 202 and out["gone"]
+    assert out["joined"].status == 200 and out["joined"].body["replayed"] is False
+    assert out["joined"].body["account_delta_minor"] == 3
+    assert out["committed"] == ["j1"]  # in flight once, although submitted three times
+    assert out["after"].status == 200 and out["after"].body["replayed"] is True  # a new ticket: the replay
+    assert store.accounts_by_id["acc-j"].balance_minor == 8
+
+
+class PresignedVoter:
+    """A peer replica whose digests were computed before the test counts evaluations."""
+
+    def __init__(self, node_id: str, key: bytes, digests: list[str]) -> None:
+        self.node_id, self.key, self.digests = node_id, key, digests
+
+    async def vote(self, batch_id: str, epoch: int, items: Any, reads: Any) -> Ballot:
+        return sign_ballot(self.key, self.node_id, batch_id, epoch, self.digests)
+
+
+@pytest.mark.allium("rule-success.AgreeOnBatch", "contract-signature.VoteService.vote")
+def test_the_primary_evaluates_a_batch_once_and_signs_its_ballot_over_that_evaluation(
+        monkeypatch: Any) -> None:
+    """AgreeOnBatch's @guidance: the primary's own replica signs its ballot over the same
+    evaluation the commit uses, not a second evaluate of the same items."""
+    import ledger.node_votes as votes
+
+    store = FakeStore()
+    opened(store, ("acc-e", 100), ("acc-f", 0))
+    items = [env("e1", "withdraw", "acc-e", 30), env("e2", "transfer", "acc-e", 50, counterparty="acc-f"),
+             env("e3", "withdraw", "acc-e", 40)]
+    reads = run(store.accounts({"acc-e", "acc-f"}))
+    honest = [d.digest for d in evaluate_items(items, reads)]
+    ks = keys(3)
+    store.epoch, store.holder, store.expires = 1, "n1", time.monotonic() + 60
+    # f + 1 = 2: the batch commits only if this primary's own ballot is valid and agrees
+    # with the one reachable peer, digest for digest.
+    voters: dict[str, Any] = {"n1": LocalVoteService("n1", ks["n1"]),
+                              "n2": PresignedVoter("n2", ks["n2"], honest), "n3": UnreachableVoter()}
+    pipe = Pipeline(process(NodeStatus.leader, epoch=1), Config(batch_linger_micros=20_000), store_port(store),
+                    voters, ks, lambda: T0, lambda: None)
+    evaluated: list[str] = []
+    real_evaluate = votes.evaluate
+
+    def counting_evaluate(envelope: Envelope, primary: Any, counter: Any) -> Any:
+        evaluated.append(envelope.request_id)
+        return real_evaluate(envelope, primary, counter)
+
+    monkeypatch.setattr(votes, "evaluate", counting_evaluate)
+
+    async def scenario() -> list[Answer]:
+        return list(await asyncio.gather(*(pipe.submit(e, Channel.rest) for e in items)))
+
+    answers = run(with_pipeline(pipe, scenario()))
+    assert len(store.commits) == 1  # one batch of the three items
+    assert evaluated == ["e1", "e2", "e3"]  # once each: the ballot and the commit share it
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert [a.body["verdict"] for a in answers] == ["accepted", "accepted", "rejected"]
+    assert [item.digest for item in store.commits[0]] == honest  # the digests the ballots agreed on
+
+
+@pytest.mark.allium("rule-success.InjectFault", "rule-success.FailBatch")
+def test_a_primary_with_an_injected_fault_still_votes_it_over_its_one_evaluation() -> None:
+    """InjectFault applies to the primary's own ballot although it reuses the commit's
+    evaluation: with one peer unreachable, its lying ballot leaves no f + 1 agreement."""
+    ks = keys(3)
+
+    def pipeline_with(own_fault: Fault, store: FakeStore) -> Pipeline:
+        store.epoch, store.holder, store.expires = 1, "n1", time.monotonic() + 60
+        voters: dict[str, Any] = {"n1": LocalVoteService("n1", ks["n1"], own_fault),
+                                  "n2": LocalVoteService("n2", ks["n2"]), "n3": UnreachableVoter()}
+        return Pipeline(process(NodeStatus.leader, epoch=1), Config(batch_linger_micros=500,
+                                                                    vote_timeout_micros=300_000),
+                        store_port(store), voters, ks, lambda: T0, lambda: None)
+
+    results = {}
+    for fault in (Fault.none, Fault.lie_about_digests, Fault.corrupt_outcomes):
+        store = FakeStore()
+        opened(store, ("acc-1", 10))
+        pipe = pipeline_with(fault, store)
+        results[fault] = (run(with_pipeline(pipe, pipe.submit(env("r1"), Channel.rest))), store)
+    honest, store = results[Fault.none]
+    assert honest.status == 200 and len(store.commits) == 1
+    for fault in (Fault.lie_about_digests, Fault.corrupt_outcomes):
+        answer, store = results[fault]
+        assert answer.status == 503 and answer.body["error"] == "no_agreement" and store.commits == []

@@ -8,13 +8,15 @@ each test in a fresh schema (@invariant SameBehaviourOnEveryBackend).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import itertools
 import shutil
+import sqlite3
 import tempfile
 import typing
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +37,7 @@ from ledger.core import (
     outcome_digest,
 )
 from ledger.core import Config as CoreConfig
+from ledger.ledger import Config as LedgerConfig
 from ledger.ledger import DeadLetterStatus, Disposition, ProposalStatus
 from ledger.store import (
     DATABASE_TRANSITIONS,
@@ -912,6 +915,143 @@ def test_concurrent_batches_from_two_stores_never_lose_an_update(store_url: str)
     assert sorted(str(r.disposition or r.refusal) for r in flat) == [
         "Disposition.committed", "StoreRefusal.version_conflict"]
     assert accounts["acc"] == (20, 3, AccountStatus.active) and violated == []
+
+
+# --------------------------------------------------------------------------- commit cost
+
+HISTORY = 3_000  # log records behind the long partition's checkpoint
+BATCH_MAX = LedgerConfig().commit_batch_max
+
+
+def quarantined(partition: int, offset: int) -> CommitItem:
+    """A log record the consumer quarantined: a committed rejection that touches no account."""
+    return item(envelope(OperationKind.deposit, "q", 1), verdict=Verdict.rejected,
+                reason=RejectReason.quarantined, partition=partition, offset=offset)
+
+
+async def fill_partition(store: Any, epoch: int, partition: int, count: int) -> None:
+    """Commit offsets 1..count of ``partition`` through the store, commit_batch_max at a time."""
+    for first in range(1, count + 1, BATCH_MAX):
+        batch = [quarantined(partition, o) for o in range(first, min(first + BATCH_MAX, count + 1))]
+        results = await store.commit(epoch, batch)
+        assert all(r.disposition is Disposition.committed for r in results)
+    assert await store.next_offset(partition) == count + 1
+
+
+@dataclasses.dataclass
+class Statement:
+    sql: str  # as SQLite ran it, parameters expanded
+    steps: int = 0  # SQLite VM instructions it executed: at least one per row it visited
+
+
+@contextlib.asynccontextmanager
+async def sqlite_probe(store: Any) -> AsyncIterator[list[Statement]]:
+    """Record every statement the store's SQLite connection runs, and the work each does.
+
+    The trace callback marks where each statement starts; a progress handler
+    called on every VM instruction charges the instruction to the statement
+    running. This reaches into the store's private connection and thread on
+    purpose: the cost of a commit is not part of the public API.
+    """
+    statements: list[Statement] = []
+
+    def on_step() -> int:
+        if statements:
+            statements[-1].steps += 1
+        return 0  # 0: carry on
+
+    def install() -> None:
+        store._conn.set_trace_callback(lambda sql: statements.append(Statement(sql)))
+        store._conn.set_progress_handler(on_step, 1)
+
+    def remove() -> None:
+        store._conn.set_trace_callback(None)
+        store._conn.set_progress_handler(None, 1)
+
+    await store._on_thread(install)
+    try:
+        yield statements
+    finally:
+        await store._on_thread(remove)
+
+
+def reads_positions(statement: Statement) -> bool:
+    return statement.sql.lstrip().upper().startswith("SELECT") and " positions " in f"{statement.sql} "
+
+
+def query_plan(path: Path, sql: str) -> list[str]:
+    """EXPLAIN QUERY PLAN of one statement, on a connection of the test's own."""
+    conn = sqlite3.connect(path)
+    try:
+        return [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    finally:
+        conn.close()
+
+
+@pytest.mark.allium("rule-success.CommitItems")
+def test_a_commit_costs_the_same_after_a_long_history(tmp_path: Path) -> None:
+    """CommitItems' Cost guidance: the position lookup is a key range from the checkpoint.
+
+    Partition 1 has HISTORY records behind its checkpoint, partition 2 has 10;
+    each has one dead letter recorded just ahead of its checkpoint, which the
+    lookup must find (the committed item's checkpoint walks over it). The
+    position lookups of a one-item commit must do the same work on both, and
+    less than one VM step per record of history: they never visit it.
+    """
+    path = tmp_path / "ledger.db"
+    checkpoints = {1: HISTORY + 1, 2: 11}
+
+    async def scenario(store: Any) -> dict[int, tuple[list[CommitResult], int, list[Statement]]]:
+        epoch = await leader(store)
+        for partition, checkpoint in checkpoints.items():
+            await fill_partition(store, epoch, partition, checkpoint - 1)
+            assert await store.dead_letter(partition, checkpoint + 1, "sha256:x", "not an Envelope")
+        measured = {}
+        for partition, checkpoint in checkpoints.items():
+            async with sqlite_probe(store) as statements:
+                results = await store.commit(epoch, [quarantined(partition, checkpoint)])
+            measured[partition] = results, await store.next_offset(partition), statements
+        return measured
+
+    measured = with_store(f"sqlite:///{path}", scenario)
+    lookup_steps, commit_steps = {}, {}
+    for partition, (results, next_offset, statements) in measured.items():
+        assert results == [CommitResult(disposition=Disposition.committed, sequence=results[0].sequence)]
+        assert next_offset == checkpoints[partition] + 2  # it found the dead letter ahead
+        lookups = [s for s in statements if reads_positions(s)]
+        assert lookups, "the commit read no positions"
+        lookup_steps[partition] = sum(s.steps for s in lookups)
+        commit_steps[partition] = sum(s.steps for s in statements)
+        for statement in statements:
+            plan = query_plan(path, statement.sql)
+            # Every lookup of the batch is bounded by an index: no full scan of any table.
+            assert not [line for line in plan if line.startswith("SCAN")], (statement.sql, plan)
+        for statement in lookups:
+            for line in query_plan(path, statement.sql):
+                if "positions" in line:  # a SEARCH on both key columns, never the partition alone
+                    assert line.startswith("SEARCH") and "(log_partition=? AND log_offset" in line, (
+                        statement.sql, line)
+    # SQLite calls the progress handler about, not exactly, every instruction: a few steps of slack.
+    assert lookup_steps[1] <= lookup_steps[2] + 8, lookup_steps
+    assert commit_steps[1] <= commit_steps[2] + 16, commit_steps
+    assert lookup_steps[1] < HISTORY // 10, lookup_steps  # far fewer steps than records of history
+
+
+@pytest.mark.allium("rule-success.CommitItems")
+def test_one_batch_over_more_partitions_than_one_lookup_statement_holds(store_url: str) -> None:
+    """Every partition's key range is read, whichever statement of the lookup it falls in."""
+    partitions = range(100, 100 + BATCH_MAX // 2)  # 128: more than one UNION ALL statement's worth
+
+    async def scenario(store: Any) -> tuple[list[CommitResult], list[int]]:
+        epoch = await leader(store)
+        for partition in partitions:  # offset 2 quarantined ahead of each checkpoint
+            assert await store.dead_letter(partition, 2, "sha256:x", "bad")
+        results = await store.commit(epoch, [quarantined(partition, 1) for partition in partitions])
+        return results, [await store.next_offset(partition) for partition in partitions]
+
+    results, next_offsets = with_store(store_url, scenario)
+    assert all(r.disposition is Disposition.committed for r in results)
+    assert next_offsets == [3] * len(partitions)  # every checkpoint walked over its letter
 
 
 # --------------------------------------------------------------------------- dead letters
