@@ -8,13 +8,16 @@ the store refuses a record beyond its partition's checkpoint (out_of_order), so
 when any record of a window is answered 503 the rest of the window is dropped
 and the next window reads again from store.next_offset, retrying the refused
 record before anything after it.  A failed read admits nothing; an empty read
-is polled again within milliseconds (backing off to 50 ms).
+is polled again within milliseconds (backing off to 50 ms).  A window's records
+are queued together without a task per record: all are admitted in offset order,
+then their answers are awaited in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,7 +33,10 @@ from ledger.node_ports import LogPort, PortUnavailable, StorePort
 
 log = logging.getLogger("ledger.node.log")
 
-Submit = Callable[[Envelope, Channel, int, int], Awaitable[Answer]]
+# How the consumer admits a record: Pipeline.admit, which queues it at once and returns
+# the future its answer arrives on (or the answer itself when it is refused at once).
+# A coroutine function is accepted too; it is then only queued when awaited.
+Submit = Callable[[Envelope, Channel, int, int], "Answer | Awaitable[Answer]"]
 
 # ASSUMPTION: node.allium says an item agreed as "fault" is never committed and is
 # answered 503, which leaves a log record's checkpoint where it is.  An evaluation
@@ -135,17 +141,24 @@ class PartitionConsumer:
     async def _decide(self, segment: list[tuple[Any, Envelope]]) -> bool:
         """Admit the records together (in offset order) and handle their answers in order.
 
-        False at the first record answered 503: the records after it are dropped.
+        ConsumeLog's @guidance: the window is queued without a task per record: every
+        record is admitted first (each admission queues it synchronously, so they enter
+        the pipeline in offset order), then their answers are awaited in order.  False
+        at the first record answered 503: the records after it are dropped (their
+        answers are still awaited, so none of them is in flight when the window is read
+        again from next_offset).
         """
         if not segment:
             return True
-        # Each submit queues synchronously before its first await, so the records
-        # enter the pipeline in offset order.
-        waits = [asyncio.ensure_future(self.submit(envelope, Channel.log, self.partition, record.offset))
-                 for record, envelope in segment]
-        answers = await asyncio.gather(*waits)
-        for (record, _), answer in zip(segment, answers):
+        # ASSUMPTION: after a 503 the dropped records' answers are still awaited (they
+        # are quick: the store refuses them out_of_order), as the whole window's were
+        # before, so no record is in flight twice when the window is read again.
+        partition, submit = self.partition, self.submit
+        waits = [submit(envelope, Channel.log, partition, record.offset) for record, envelope in segment]
+        for index, (record, _) in enumerate(segment):
+            answer = await _answer_of(waits[index])
             if not await self.handle_answer(record, answer):
+                await _drain(waits[index + 1:])
                 return False
         return True
 
@@ -179,3 +192,19 @@ class PartitionConsumer:
         log.warning("partition %d offset %d dead-lettered: %s", self.partition, record.offset, cause)
         await self.store.dead_letter(self.partition, record.offset, payload_digest(record.payload), cause)
         self.handled += 1
+
+
+async def _answer_of(wait: Answer | Awaitable[Answer]) -> Answer:
+    """The answer of one admission: given at once, or awaited."""
+    if isinstance(wait, Answer):
+        return wait
+    return await wait
+
+
+async def _drain(waits: list[Answer | Awaitable[Answer]]) -> None:
+    """Let the dropped records of a window finish; one never admitted is not admitted now."""
+    for wait in waits:
+        if inspect.iscoroutine(wait):
+            wait.close()  # a coroutine-style submit that had not queued it yet
+        elif not isinstance(wait, Answer):
+            await wait

@@ -1,9 +1,16 @@
 """The primary's pipeline: AdmitRequest, FormBatch, AgreeOnBatch, CommitBatch,
 AnswerPending, RefusePending and FailBatch wired to the store and the voters.
 
-One batch is in flight at a time: each batch reads its accounts from the store
-after the previous batch committed, so nothing the primary keeps in memory is
-trusted across batches (ClaimPrimary's @guidance).
+FormBatch's @guidance: batches overlap, at most two in flight.  While one batch
+commits, the next is formed, read and voted; commits are issued strictly in
+batch order, each after the previous one returned.  The next batch's reads are
+the store's rows overlaid with the accounts as the committing batch's accepted
+items leave them (the running reads of the primary's own evaluation), so its
+items are decided against the state they will be committed on.  No safety rests
+on that overlay: the store checks every item's expected versions and every log
+item's offset against what is really committed (version_conflict, re-queued once
+with fresh reads; out_of_order, the consumer rewinds).  Nothing kept in memory is
+trusted across epochs (ClaimPrimary's @guidance): a pipeline lives for one epoch.
 """
 
 from __future__ import annotations
@@ -19,11 +26,11 @@ from typing import Any
 
 from ledger.core import Channel, Envelope, Rejected, Verdict, fingerprint
 from ledger.node import (
-    Batch, Config, NodeProcess, Pending, PendingStatus, VoteService, admit_request, agree_on_batch,
-    answer_pending, commit_batch, fail_batch, form_batch, refuse_pending,
+    Batch, Config, NodeProcess, Pending, PendingStatus, VoteService, admit_request,
+    agree_on_batch, answer_pending, commit_batch, fail_batch, form_batch, refuse_pending,
 )
 from ledger.node_ports import PortUnavailable, StorePort
-from ledger.node_votes import FAULT_DIGEST, ItemDecision, LocalVoteService, Tally, evaluate_items
+from ledger.node_votes import FAULT_DIGEST, ItemDecision, LocalVoteService, RunningReads, Tally, evaluate_running
 
 log = logging.getLogger("ledger.node.pipeline")
 
@@ -136,6 +143,46 @@ class SharedDeadlines:
         self._bucket.append(waiter)
 
 
+@dataclass(eq=False, slots=True)
+class _Prepared:
+    """A batch that was formed, read, evaluated once and agreed on, ready for its commit.
+
+    ``chosen`` are the indexes of the items to commit (f + 1 agreed on this replica's
+    digest).  ``exact`` says every item whose effect ``running`` holds is among them,
+    and ``base_ok`` that its reads were the store's alone or overlaid with a batch
+    whose commit went through exactly as evaluated; only a batch with both is built on
+    by the next one.  Once its commit returned, ``returned`` is set and ``clean`` says
+    whether everything of it was committed exactly as evaluated.
+    """
+
+    batch: Batch
+    tickets: list[Ticket]
+    own: list[ItemDecision]
+    agreed: list[str | None]
+    chosen: list[int]
+    running: RunningReads
+    exact: bool
+    base_ok: bool
+    returned: bool = False
+    clean: bool = False
+
+
+def _trusted(prepared: _Prepared | None) -> bool:
+    """Whether the next batch may be read on ``prepared``'s overlay while it commits.
+
+    A batch read on a wrong overlay (its predecessor's commit refused or failed an
+    item) has wrong running reads for what it touched; the next batch then waits for
+    its commit and reads the store alone, so a re-queued item really gets fresh reads.
+
+    ASSUMPTION: FormBatch's overlap may give way to reading the store alone when the
+    in-flight batch's running reads are known or likely wrong (an accepted item of it
+    will not be committed, or its own reads overlaid a batch whose commit refused or
+    failed items).  That costs only overlap for one batch, never safety, and keeps
+    CommitBatch's "re-queue once with fresh reads" true under overlap.
+    """
+    return prepared is not None and prepared.exact and prepared.base_ok
+
+
 @dataclass(frozen=True)
 class _Answered:
     """The part of an Outcome that AnswerPending reads."""
@@ -164,10 +211,9 @@ class Pipeline:
         self.failed_rounds = 0
         self._queue: deque[Ticket] = deque()
         self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._inflight: dict[tuple[str, str], Ticket] = {}  # REST tickets queued or in flight
         self._batch_ids = itertools.count(1)
+        self._requeued: list[Ticket] = []  # version conflicts of the commit being answered
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self.faulty_voters: set[str] = set()
@@ -178,14 +224,17 @@ class Pipeline:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"pipeline-{self.epoch}")
 
     async def close(self, detail: str) -> None:
-        """StepDown / StopNode: refuse every queued request (503), let an in-flight batch finish."""
+        """StepDown / StopNode: refuse every queued request (503), let the in-flight batches finish.
+
+        A batch being voted is still committed (after the one committing before it), as
+        one in flight always was; nothing new is formed once closed.
+        """
         self._closed = True
         self._refuse_queued(detail)
         self._wakeup.set()
-        await self._idle.wait()
         if self._task is not None:
-            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        self._refuse_queued(detail)  # nothing can be re-queued once closed; be sure
 
     def _refuse_queued(self, detail: str) -> None:
         while self._queue:
@@ -251,30 +300,84 @@ class Pipeline:
     # Batching ---------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while not self._closed:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            if self._closed:
-                break
-            while self._queue and not self._closed:
+        """FormBatch's @guidance: batches overlap, at most two in flight.
+
+        While one batch commits (``committing``: one task per batch, none per request)
+        the next is formed, read and voted; its commit is issued only once the previous
+        commit has returned, so commits reach the store strictly in batch order.
+        """
+        committing: asyncio.Task[None] | None = None
+        in_flight: _Prepared | None = None  # the batch whose commit ``committing`` runs
+        try:
+            while not self._closed:
+                if not self._queue:
+                    await self._wakeup.wait()
+                    self._wakeup.clear()
+                    continue
                 if len(self._queue) < self.config.batch_max:
                     await asyncio.sleep(self.config.batch_linger_micros / 1e6)
+                if committing is not None and (committing.done() or in_flight is None or in_flight.returned
+                                               or not _trusted(in_flight)):
+                    # Read the store alone: the commit's results are in it already, or its
+                    # overlay is not to be built on.  Items it re-queued join this batch.
+                    await committing
+                    committing, in_flight = None, None
                 take = min(len(self._queue), self.config.batch_max)
+                if take == 0 or self._closed:
+                    continue
                 tickets = [self._queue.popleft() for _ in range(take)]
-                if not tickets:
-                    break
-                self._idle.clear()
-                try:
-                    await self.process_batch(tickets)
-                except Exception:  # a bug must not strand waiters: they get 503
-                    log.exception("batch failed unexpectedly")
-                    for t in tickets:
-                        self._refuse(t, "internal_error", "the batch failed; retry")
-                finally:
-                    self._idle.set()
+                prepared = await self._guarded(tickets, self._prepare(tickets, in_flight), True)
+                if committing is not None:
+                    await committing  # commits in batch order, each after the previous returned
+                if prepared is None:
+                    committing, in_flight = None, None
+                    continue
+                # The base it was read on is known now: good unless it overlaid a batch
+                # whose commit did not go through exactly as evaluated.
+                prepared.base_ok = in_flight is None or in_flight.clean
+                committing = asyncio.get_running_loop().create_task(
+                    self._guarded(prepared.tickets, self._commit(prepared), False), name="pipeline-commit")
+                in_flight = prepared
+        finally:
+            if committing is not None:
+                await committing  # StopNode: wait for an in-flight commit to finish
+
+    async def _guarded(self, tickets: Sequence[Ticket], step: Any, refuse_on_cancel: bool) -> Any:
+        """Run a batch step; a bug must not strand waiters: those still voting get 503.
+
+        A ticket re-queued for a version conflict is waiting for its next batch and is
+        left alone.  A cancelled commit is not answered 503: it may have committed.
+        """
+        try:
+            return await step
+        except asyncio.CancelledError:
+            if refuse_on_cancel:
+                self._refuse_voting(tickets, "unavailable", "this node is stopping")
+            raise
+        except Exception:
+            log.exception("batch failed unexpectedly")
+            self._refuse_voting(tickets, "internal_error", "the batch failed; retry")
+            return None
+
+    def _refuse_voting(self, tickets: Sequence[Ticket], cause: str, detail: str) -> None:
+        for t in tickets:
+            if t.pending.status is PendingStatus.voting:
+                self._refuse(t, cause, detail)
 
     async def process_batch(self, tickets: list[Ticket]) -> Batch | None:
-        """FormBatch -> votes -> AgreeOnBatch / FailBatch -> CommitBatch -> answers."""
+        """FormBatch -> votes -> AgreeOnBatch / FailBatch -> CommitBatch -> answers.
+
+        One batch on its own: read from the store alone and committed before it returns.
+        """
+        prepared = await self._prepare(tickets, None)
+        if prepared is None:
+            return None
+        await self._commit(prepared)
+        return prepared.batch
+
+    async def _prepare(self, tickets: list[Ticket], in_flight: _Prepared | None) -> _Prepared | None:
+        """FormBatch, the reads (overlaid with ``in_flight``'s results), one evaluation, the
+        votes, then AgreeOnBatch or FailBatch.  None when nothing of it is to be committed."""
         try:
             batch = form_batch(self.process, f"{self.process.node_id}-{self.epoch}-{next(self._batch_ids)}",
                                [t.pending for t in tickets], self.config)
@@ -283,37 +386,81 @@ class Pipeline:
                 self._refuse(t, "unavailable", exc.why)
             return None
         items = [t.pending.envelope for t in tickets]
+        ids = _account_ids(items)
         try:
-            reads = await self.store.accounts(_account_ids(items))
+            reads = await self.store.accounts(ids)
         except PortUnavailable as exc:
-            return self._fail(batch, tickets, "store_unavailable", str(exc))
+            self._fail(batch, tickets, "store_unavailable", str(exc))
+            return None
+        if in_flight is not None:
+            reads = self._overlay(reads, ids, in_flight.running)
         # AgreeOnBatch's @guidance: the batch is evaluated once here; this replica's
-        # ballot is signed over this evaluation and the commit uses it too.
-        own = evaluate_items(items, reads)
+        # ballot is signed over this evaluation and the commit uses it too.  FormBatch's:
+        # the digests reuse the fingerprints computed at admission.
+        own, running = evaluate_running(items, reads, [t.fingerprint for t in tickets])
         tally = await self._collect(batch, items, reads, own)
         self._count_round(tally)
         agreed = tally.agreed()
-        ok = [i for i, digest in enumerate(agreed) if _committable(digest, own[i])]
-        if not ok:
-            batch = fail_batch(batch)
-            for i, t in enumerate(tickets):
-                self._refuse(t, *_not_committed(agreed[i], own[i]))
-            return batch
-        agree_on_batch(batch, tally.supporters(agreed), self.config)
+        chosen: list[int] = []
+        exact = True  # every item whose effect the running reads hold is to be committed
         for i, t in enumerate(tickets):
-            if i not in ok:
-                # Never committed, not even as a rejection (AgreeOnBatch's @guidance).
-                self._refuse(t, *_not_committed(agreed[i], own[i]))
-        chosen = [tickets[i] for i in ok]
-        commit_items = [self._commit_item(tickets[i], own[i], agreed[i]) for i in ok]
+            mine = own[i]
+            if _committable(agreed[i], mine):
+                chosen.append(i)
+                continue
+            # Never committed, not even as a rejection (AgreeOnBatch's @guidance).
+            self._refuse(t, *_not_committed(agreed[i], mine))
+            if mine.decision is not None and mine.decision.verdict is Verdict.accepted:
+                exact = False
+        if not chosen:
+            fail_batch(batch)
+            return None
+        agree_on_batch(batch, tally.supporters(agreed), self.config)
+        return _Prepared(batch, tickets, own, agreed, chosen, running, exact, in_flight is None)
+
+    def _overlay(self, rows: list[Any], ids: set[str], running: RunningReads) -> list[Any]:
+        """FormBatch's @guidance: the store's rows overlaid with the accounts as the in-flight
+        batch's accepted items leave them (its running reads, versions included).
+
+        Rows are replaced, never adjusted, so a store read that already sees that batch's
+        commit gives the same reads.  Only the accounts that batch changed are touched.
+        """
+        touched = running.changed & ids
+        if not touched:
+            return rows
+        owners = {row.account_id: row.owner for row in rows if row.account_id in touched}
+        out = [row for row in rows if row.account_id not in touched]
+        for account_id in sorted(touched):
+            snap = running.state[account_id]
+            owner = owners.get(account_id) or running.opened.get(account_id, "")
+            out.append(self.store.account_row(account_id=account_id, owner=owner, status=snap.status,
+                                              balance_minor=snap.balance_minor, version=snap.version))
+        return out
+
+    async def _commit(self, prepared: _Prepared) -> None:
+        """CommitBatch: one store.commit call with the agreed items, then every waiter's answer."""
+        batch, tickets, own, chosen = prepared.batch, prepared.tickets, prepared.own, prepared.chosen
+        agreed = prepared.agreed
+        commit_items = [self._commit_item(tickets[i], own[i], agreed[i]) for i in chosen]
         try:
             results = await self.store.commit(batch.epoch, commit_items)
         except PortUnavailable as exc:
-            return self._fail(batch, chosen, "store_unavailable", str(exc))
+            prepared.returned = True
+            self._fail(batch, [tickets[i] for i in chosen], "store_unavailable", str(exc))
+            return
         commit_batch(batch)
-        for i, result in zip(ok, results):
-            await self._answer(tickets[i], own[i], result, batch.epoch)
-        return batch
+        # ``clean`` is lowered at the first item not committed, before anything awaits, so
+        # the loop forming the next batch never sees it raised for a batch that is not.
+        prepared.clean, prepared.returned = prepared.exact, True
+        try:
+            for i, result in zip(chosen, results):
+                if result.disposition == "committed":
+                    self._settle(tickets[i], self._committed_answer(tickets[i], own[i], result, batch.epoch))
+                    continue
+                prepared.clean = False
+                await self._answer(tickets[i], own[i], result, batch.epoch)
+        finally:
+            self._flush_requeued()
 
     async def _collect(self, batch: Batch, items: list[Envelope], reads: list[Any],
                        own: Sequence[ItemDecision]) -> Tally:
@@ -377,20 +524,25 @@ class Pipeline:
             expected_primary_version=own.expected_primary_version,
             expected_counter_version=own.expected_counter_version)
 
+    def _committed_answer(self, ticket: Ticket, own: ItemDecision, result: Any, epoch: int) -> Answer:
+        """A committed item's 200: the agreed decision with the store's sequence.
+
+        ASSUMPTION: the committed outcome is exactly the agreed item with the store's
+        sequence, so it is answered without reading it back (duplicates are read back).
+        """
+        envelope, d = ticket.pending.envelope, own.decided()
+        return Answer(200, {
+            "request_id": envelope.request_id, "client_id": envelope.client_id, "kind": envelope.kind.value,
+            "verdict": d.verdict.value, "reason": _text(d.reason), "account_id": envelope.account_id,
+            "counterparty_id": envelope.counterparty_id, "account_delta_minor": d.account_delta_minor,
+            "counterparty_delta_minor": d.counterparty_delta_minor, "sequence": result.sequence,
+            "epoch": epoch, "replayed": False})
+
     async def _answer(self, ticket: Ticket, own: ItemDecision, result: Any, epoch: int) -> None:
         """CommitBatch's @guidance: map one CommitResult to the waiter's answer."""
         envelope = ticket.pending.envelope
         if result.disposition == "committed":
-            d = own.decided()
-            # ASSUMPTION: the committed outcome is exactly the agreed item with the store's
-            # sequence, so it is answered without reading it back (duplicates are read back).
-            answer = Answer(200, {
-                "request_id": envelope.request_id, "client_id": envelope.client_id, "kind": envelope.kind.value,
-                "verdict": d.verdict.value, "reason": _text(d.reason), "account_id": envelope.account_id,
-                "counterparty_id": envelope.counterparty_id, "account_delta_minor": d.account_delta_minor,
-                "counterparty_delta_minor": d.counterparty_delta_minor, "sequence": result.sequence,
-                "epoch": epoch, "replayed": False})
-            return self._settle(ticket, answer)
+            return self._settle(ticket, self._committed_answer(ticket, own, result, epoch))
         if result.disposition in ("duplicate", "quarantined"):
             try:
                 prior = await self.store.find_outcome(envelope.client_id, envelope.request_id)
@@ -417,7 +569,10 @@ class Pipeline:
         return self._refuse(ticket, refusal, f"the store refused the request: {refusal}")
 
     def _requeue(self, ticket: Ticket) -> None:
-        """version_conflict: retry once with fresh reads in the next batch.
+        """version_conflict: retry once with fresh reads in the next batch formed.
+
+        Its reads are fresh: a batch formed after this commit returned reads the store
+        alone, or overlaid with a batch that was read on a verified base (``_trusted``).
 
         ASSUMPTION: Pending has no voting -> queued edge, so the retry is a new
         Pending (attempt 2) that takes over the waiter; the first is superseded.
@@ -426,8 +581,15 @@ class Pipeline:
         fresh = Pending(envelope=p.envelope, channel=p.channel, partition=p.partition, offset=p.offset,
                         received_at=self.clock())
         ticket.pending, ticket.attempts = fresh, ticket.attempts + 1
-        self._queue.appendleft(ticket)
-        self._wakeup.set()
+        self._requeued.append(ticket)
+
+    def _flush_requeued(self) -> None:
+        """Put a commit's re-queued items at the head of the queue in their batch order (a
+        partition's log records stay in offset order)."""
+        if self._requeued:
+            self._queue.extendleft(reversed(self._requeued))
+            self._requeued.clear()
+            self._wakeup.set()
 
     # Settling ---------------------------------------------------------------------------------
 

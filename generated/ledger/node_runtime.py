@@ -53,8 +53,9 @@ EPOCH_PROBE = 8
 # 503 beyond it), so the pool can never be the bottleneck of a forward.
 MAX_HELD_SUBMISSIONS = 1024
 
-# AgreeOnBatch's @guidance: a few vote connections per peer (one batch is in flight
-# at a time; late ballots of earlier batches may still hold a connection).
+# AgreeOnBatch's @guidance: a few vote connections per peer (one batch is voted at a
+# time while at most one other commits; late ballots of earlier batches may still hold
+# a connection).
 VOTE_CONNECTIONS = 4
 
 
@@ -268,8 +269,9 @@ class NodeRuntime:
     async def _consume(self, partition: int) -> None:
         assert self.pipeline is not None
         pipeline = self.pipeline
-        consumer = PartitionConsumer(self.process, partition, self.store, self.log,
-                                     lambda e, c, p, o: pipeline.submit(e, c, p, o), self.config)
+        # ConsumeLog's @guidance: a window's records are queued together without a task
+        # per record: Pipeline.admit queues synchronously and returns the answer's future.
+        consumer = PartitionConsumer(self.process, partition, self.store, self.log, pipeline.admit, self.config)
         try:
             await consumer.run()
         except Rejected:

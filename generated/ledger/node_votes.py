@@ -17,7 +17,7 @@ import logging
 import secrets
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -85,6 +85,8 @@ class ItemDecision:
 
     ``decision`` is None (and ``digest`` is FAULT_DIGEST) when evaluate raised
     EvaluationFault for the item; ``fault`` then holds its one-line cause.
+    ``fingerprint`` is the envelope's fingerprint the digest was computed over (FormBatch's
+    @guidance: the primary computes it once, at admission, and reuses it).
     """
 
     decision: Decision | None
@@ -92,6 +94,7 @@ class ItemDecision:
     expected_counter_version: int
     digest: str
     fault: str | None = None
+    fingerprint: str | None = None
 
     @property
     def is_fault(self) -> bool:
@@ -104,59 +107,96 @@ class ItemDecision:
         return self.decision
 
 
+@dataclass(slots=True)
+class RunningReads:
+    """The running reads after an evaluation: the accounts as its accepted items leave them.
+
+    FormBatch's @guidance: while a batch commits, the next batch's reads are the store's
+    rows overlaid with these (versions included).  ``changed`` names the accounts an
+    accepted item changed; ``opened`` maps an account an accepted open created to its
+    owner (what the store records: the envelope's owner, else its client).
+    """
+
+    state: dict[str, AccountSnapshot]
+    changed: set[str]
+    opened: dict[str, str]
+
+
 def _snapshot(row: Any) -> AccountSnapshot:
     status = row.status if isinstance(row.status, AccountStatus) else AccountStatus(str(getattr(row.status, "value", row.status)))
     return AccountSnapshot(present=True, status=status, balance_minor=int(row.balance_minor), version=int(row.version))
 
 
-def item_digest(envelope: Envelope, decision: Decision, primary_version: int, counter_version: int) -> str:
-    """SHA-256 over the canonical encoding of (fingerprint, verdict, reason, deltas, versions)."""
+def item_digest(envelope: Envelope, decision: Decision, primary_version: int, counter_version: int,
+                fp: str | None = None) -> str:
+    """SHA-256 over the canonical encoding of (fingerprint, verdict, reason, deltas, versions).
+
+    ``fp`` is the envelope's fingerprint when the caller already has it (the primary
+    computed it at admission); it is computed here otherwise.
+    """
     return tagged_sha256(canonical_encoding("ItemDecision", (
-        (fingerprint(envelope), False), (decision.verdict, False), (decision.reason, True),
-        (decision.account_delta_minor, False), (decision.counterparty_delta_minor, False),
-        (primary_version, False), (counter_version, False))))
+        (fp if fp is not None else fingerprint(envelope), False), (decision.verdict, False),
+        (decision.reason, True), (decision.account_delta_minor, False),
+        (decision.counterparty_delta_minor, False), (primary_version, False), (counter_version, False))))
 
 
-def _apply(state: dict[str, AccountSnapshot], envelope: Envelope, decision: Decision) -> None:
+def _apply(running: RunningReads, envelope: Envelope, decision: Decision) -> None:
     """Update the running reads with an accepted item, as core's Apply rules would."""
+    state = running.state
     if envelope.kind is OperationKind.open:
         state[envelope.account_id] = AccountSnapshot(present=True, status=AccountStatus.active,
                                                      balance_minor=0, version=1)
+        running.changed.add(envelope.account_id)
+        running.opened[envelope.account_id] = envelope.owner if envelope.owner is not None else envelope.client_id
         return
     before = state[envelope.account_id]
     status = AccountStatus.closed if envelope.kind is OperationKind.close else before.status
     state[envelope.account_id] = AccountSnapshot(
         present=True, status=status, balance_minor=before.balance_minor + decision.account_delta_minor,
         version=before.version + 1)
+    running.changed.add(envelope.account_id)
     if envelope.kind is OperationKind.transfer and envelope.counterparty_id is not None:
         other = state[envelope.counterparty_id]
         state[envelope.counterparty_id] = AccountSnapshot(
             present=True, status=other.status,
             balance_minor=other.balance_minor + decision.counterparty_delta_minor, version=other.version + 1)
+        running.changed.add(envelope.counterparty_id)
 
 
-def evaluate_items(items: Sequence[Envelope], reads: Iterable[Any]) -> list[ItemDecision]:
-    """SameInputsSameBallot: the Arbiter over the items in order, against the running reads."""
-    state = {row.account_id: _snapshot(row) for row in reads}
+def evaluate_items(items: Sequence[Envelope], reads: Iterable[Any],
+                   fingerprints: Sequence[str] | None = None) -> list[ItemDecision]:
+    """SameInputsSameBallot: the Arbiter over the items in order, against the running reads.
+
+    ``fingerprints`` are the items' fingerprints when the caller has them already.
+    """
+    return evaluate_running(items, reads, fingerprints)[0]
+
+
+def evaluate_running(items: Sequence[Envelope], reads: Iterable[Any],
+                     fingerprints: Sequence[str] | None = None) -> tuple[list[ItemDecision], RunningReads]:
+    """evaluate_items, also returning the running reads the accepted items leave behind."""
+    running = RunningReads({row.account_id: _snapshot(row) for row in reads}, set(), {})
+    state = running.state
     absent = AccountSnapshot.absent()
     out: list[ItemDecision] = []
-    for envelope in items:
+    for index, envelope in enumerate(items):
         primary = state.get(envelope.account_id, absent)
         counter = state.get(envelope.counterparty_id, absent) if envelope.counterparty_id else absent
         counter_version = counter.version if envelope.kind is OperationKind.transfer else 0
+        fp = fingerprints[index] if fingerprints is not None else fingerprint(envelope)
         try:
             decision = evaluate(envelope, primary, counter)
         except EvaluationFault as exc:
             # No Decision for this item (arbiter's Totality): vote "fault" for it, keep the
             # running reads unchanged, and still decide the rest of the batch.
             log.warning("evaluation fault for %s/%s: %s", envelope.client_id, envelope.request_id, exc.cause)
-            out.append(ItemDecision(None, primary.version, counter_version, FAULT_DIGEST, exc.cause))
+            out.append(ItemDecision(None, primary.version, counter_version, FAULT_DIGEST, exc.cause, fp))
             continue
         out.append(ItemDecision(decision, primary.version, counter_version,
-                                item_digest(envelope, decision, primary.version, counter_version)))
+                                item_digest(envelope, decision, primary.version, counter_version, fp), None, fp))
         if decision.verdict is Verdict.accepted:
-            _apply(state, envelope, decision)
-    return out
+            _apply(running, envelope, decision)
+    return out, running
 
 
 def _faulty_digests(fault: Fault, items: Sequence[Envelope], decided: Sequence[ItemDecision]) -> list[str]:
@@ -174,7 +214,8 @@ def _faulty_digests(fault: Fault, items: Sequence[Envelope], decided: Sequence[I
             if d.verdict is Verdict.accepted:
                 d = Decision(verdict=Verdict.rejected, reason=d.reason, account_delta_minor=d.account_delta_minor,
                              counterparty_delta_minor=d.counterparty_delta_minor)
-            flipped.append(item_digest(envelope, d, item.expected_primary_version, item.expected_counter_version))
+            flipped.append(item_digest(envelope, d, item.expected_primary_version, item.expected_counter_version,
+                                       item.fingerprint))
         return flipped
     return [item.digest for item in decided]
 
@@ -220,7 +261,15 @@ class LocalVoteService:
 
 @dataclass
 class Tally:
-    """AgreeOnBatch's count: the valid ballots and, per item, the digest f + 1 agree on."""
+    """AgreeOnBatch's count: the valid ballots and, per item, the digest f + 1 agree on.
+
+    AgreeOnBatch's @guidance: tallying costs per item only where ballots differ.  Valid
+    ballots are grouped by equal digest lists (one tuple comparison per ballot and
+    group); when one list is carried by f + 1 of them and too few others remain to make
+    f + 1 for anything else, that list is agreed for every item at once.  Otherwise
+    only the items on which some ballot differs are counted one by one.  The result is
+    cached until the next valid ballot arrives (``complete`` asks after every ballot).
+    """
 
     batch_id: str
     epoch: int
@@ -229,6 +278,7 @@ class Tally:
     keys: Mapping[str, bytes]
     valid: dict[str, Ballot]
     faulty: set[str]
+    _agreed: list[str | None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def open(cls, batch_id: str, epoch: int, size: int, faults_tolerated: int, keys: Mapping[str, bytes]) -> Tally:
@@ -250,25 +300,75 @@ class Tally:
             log.warning("discarding ballot from %s for batch %s: %s", sender, self.batch_id, problem)
             return False
         self.valid[sender] = ballot
+        self._agreed = None
         return True
+
+    def _groups(self) -> list[tuple[tuple[str, ...], int]]:
+        """The distinct digest lists of the valid ballots with how many carry each, most first."""
+        lists: list[tuple[str, ...]] = []
+        counts: list[int] = []
+        for ballot in self.valid.values():
+            digests = ballot.digests
+            for g, seen in enumerate(lists):
+                if seen == digests:
+                    counts[g] += 1
+                    break
+            else:
+                lists.append(digests)
+                counts.append(1)
+        order = sorted(range(len(lists)), key=counts.__getitem__, reverse=True)
+        return [(lists[g], counts[g]) for g in order]
 
     def agreed(self) -> list[str | None]:
         """Per item, the digest that at least f + 1 valid ballots carry, else None."""
-        out: list[str | None] = []
+        if self._agreed is None:
+            self._agreed = self._count()
+        return list(self._agreed)
+
+    def _count(self) -> list[str | None]:
+        total = len(self.valid)
+        if total < self.needed:
+            return [None] * self.size
+        groups = self._groups()
+        top, top_count = groups[0]
+        if top_count >= self.needed and total - top_count < self.needed:
+            # f + 1 equal lists agree on every item; the rest cannot reach f + 1 anywhere.
+            return list(top)
+        # Some ballots differ: an item on which every list agrees has all the ballots
+        # behind it; only the other items are counted.
+        out: list[str | None] = list(top)
+        others = [digests for digests, _ in groups[1:]]
         for i in range(self.size):
-            counts = Counter(b.digests[i] for b in self.valid.values())
-            best = counts.most_common(1)
-            out.append(best[0][0] if best and best[0][1] >= self.needed else None)
+            digest = top[i]
+            if all(other[i] == digest for other in others):
+                continue  # total >= needed valid ballots carry it
+            counts: Counter[str] = Counter()
+            for digests, count in groups:
+                counts[digests[i]] += count
+            best, votes = counts.most_common(1)[0]
+            out[i] = best if votes >= self.needed else None
         return out
 
     def complete(self) -> bool:
         """Every item has its f + 1 agreement (more ballots cannot change a settled item)."""
-        return all(d is not None for d in self.agreed())
+        total = len(self.valid)
+        if total < self.needed:
+            return False
+        if self._agreed is None:
+            if total == self.needed:
+                # Every item needs every ballot: complete exactly when the lists are equal
+                # (asked after each ballot, so nothing is counted while one still differs).
+                lists = iter(self.valid.values())
+                first = next(lists).digests
+                return all(b.digests == first for b in lists)
+            self._agreed = self._count()
+        return None not in self._agreed
 
     def supporters(self, agreed: Sequence[str | None]) -> list[Ballot]:
         """The valid ballots that match every agreed digest they could (AgreeOnBatch's ballots)."""
+        whole = tuple(agreed)
         return [b for b in self.valid.values()
-                if any(a is not None and b.digests[i] == a for i, a in enumerate(agreed))]
+                if b.digests == whole or any(a is not None and b.digests[i] == a for i, a in enumerate(agreed))]
 
 
 # Wire format of POST /internal/votes ---------------------------------------------------------

@@ -83,7 +83,6 @@ from ledger.core import (
     TransitionRejected,
     Verdict,
     link_outcome,
-    new_request,
     outcome_digest,
 )
 from ledger.core import Config as CoreConfig
@@ -496,6 +495,11 @@ class _BatchState:
     net_inflow: int = 0
     applied: int = 0
     accepted: int = 0
+    # now_micros as a datetime, converted once per batch rather than once per item.
+    now_at: datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.now_at = micros_to_datetime(self.now_micros)
 
 
 @dataclass
@@ -730,20 +734,42 @@ def _apply_effect(state: _BatchState, item: CommitItem, effect: _Effect, committ
     state.accepted += 1
 
 
-def _build_outcome(item: CommitItem, epoch: int, sequence: int, committed_at: datetime) -> Outcome:
-    """``core/Outcome.created`` as CommitProposal creates it, sealed by core.outcome_digest."""
-    request = new_request(
-        item.envelope,
+def _request_of(item: CommitItem, received_at: datetime) -> Request:
+    """The ``core/Request`` a CommitItem describes, carrying the item's fingerprint as given.
+
+    CommitItems' guidance: the primary computed the fingerprint once at
+    admission and f + 1 replicas' digests over it agreed, so the commit never
+    recomputes it (nor any other value the item carries). core.new_request is
+    deliberately not used here: it hashes the envelope again.
+    """
+    env = item.envelope
+    return Request(
+        request_id=env.request_id,
+        client_id=env.client_id,
+        kind=env.kind,
+        account_id=env.account_id,
+        counterparty_id=env.counterparty_id,
+        owner=env.owner,
+        amount_minor=env.amount_minor,
         channel=item.channel,
-        # ASSUMPTION: CommitItem carries no received_at; the stored Request is
-        # stamped with its commit time.
-        received_at=committed_at,
         partition=item.partition,
         offset=item.offset,
+        fingerprint=item.fingerprint,
+        received_at=received_at,
     )
+
+
+def _build_outcome(item: CommitItem, epoch: int, sequence: int, committed_at: datetime) -> Outcome:
+    """``core/Outcome.created`` as CommitProposal creates it, sealed by core.outcome_digest.
+
+    The outcome digest is the only digest computed per committed item
+    (CommitItems' guidance); everything else is copied from the item.
+    """
     env = item.envelope
     outcome = Outcome(
-        request=request,
+        # ASSUMPTION: CommitItem carries no received_at; the stored Request is
+        # stamped with its commit time.
+        request=_request_of(item, committed_at),
         request_id=env.request_id,
         client_id=env.client_id,
         kind=env.kind,
@@ -852,7 +878,7 @@ def _commit_item(state: _BatchState, item: CommitItem, epoch: int, effect: _Effe
     sequence = state.next_sequence
     state.next_sequence += 1
     committed_at = state.now_micros
-    outcome = _build_outcome(item, epoch, sequence, micros_to_datetime(committed_at))
+    outcome = _build_outcome(item, epoch, sequence, state.now_at)
     state.outcome_rows.append(_outcome_row(item, outcome, committed_at))
     state.outcomes[item.key] = (item.fingerprint, sequence)
     if effect is not None:
@@ -1431,9 +1457,7 @@ def _outcome_from_row(row: Sequence[Any]) -> Outcome:
 def proposal_of(epoch: int, item: CommitItem) -> Proposal:
     """``ledger/Proposal.created`` exactly as rule CommitItems' ensures clause states it."""
     return Proposal(
-        request=new_request(
-            item.envelope, channel=item.channel, received_at=_EPOCH, partition=item.partition, offset=item.offset
-        ),
+        request=_request_of(item, _EPOCH),  # the item's fingerprint, as given
         attempt=1,
         epoch=epoch,
         digest=item.digest,

@@ -1379,16 +1379,17 @@ def test_a_503_in_a_window_makes_the_consumer_rewind_to_next_offset() -> None:
     answers: dict[int, list[int]] = {}
     refused_once: set[int] = set()
 
-    async def submit(e: Envelope, channel: Channel, partition: int, offset: int) -> Any:
-        if offset == 2 and offset not in refused_once:  # the first try of offset 2 fails (503)
+    def admit(e: Envelope, channel: Channel, partition: int, offset: int) -> Any:
+        """Pipeline.admit (queues at once), except that the first try of offset 2 fails (503)."""
+        if offset == 2 and offset not in refused_once:
             refused_once.add(offset)
-            answer = Answer(503, {"error": "no_agreement", "detail": "x"}, {"Retry-After": "1"})
-        else:
-            answer = await pipe.submit(e, channel, partition, offset)
-        answers.setdefault(offset, []).append(answer.status)
-        return answer
+            answers.setdefault(offset, []).append(503)
+            return Answer(503, {"error": "no_agreement", "detail": "x"}, {"Retry-After": "1"})
+        waiter = pipe.admit(e, channel, partition, offset)
+        waiter.add_done_callback(lambda f: answers.setdefault(offset, []).append(f.result().status))
+        return waiter
 
-    consumer = PartitionConsumer(pipe.process, 0, store_port(store), LogPort(flog), submit, Config())
+    consumer = PartitionConsumer(pipe.process, 0, store_port(store), LogPort(flog), admit, Config())
 
     async def scenario() -> list[bool]:
         return [await consumer.window(), await consumer.window(), await consumer.window()]
@@ -2037,3 +2038,282 @@ def test_a_primary_with_an_injected_fault_still_votes_it_over_its_one_evaluation
     for fault in (Fault.lie_about_digests, Fault.corrupt_outcomes):
         answer, store = results[fault]
         assert answer.status == 503 and answer.body["error"] == "no_agreement" and store.commits == []
+
+
+# Amended guidance: overlapping batches (FormBatch), one fingerprint per request, tallying
+# only where ballots differ (AgreeOnBatch), a window queued without a task per record -------
+
+
+class GatedStore(FakeStore):
+    """A fake store whose n-th commit waits for ``gates[n]`` (when there is one) and which
+    logs every read and every commit's start and end, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+        self.gates: list[asyncio.Event] = []
+        self.calls = 0
+
+    async def accounts(self, account_ids: set[str]) -> list[FakeAccountRow]:
+        self.events.append("read")
+        return await super().accounts(account_ids)
+
+    async def commit(self, epoch: int, items: list[FakeCommitItem]) -> list[FakeCommitResult]:
+        n, self.calls = self.calls, self.calls + 1
+        self.events.append(f"commit{n + 1}-start")
+        if n < len(self.gates):
+            await self.gates[n].wait()
+        try:
+            return await super().commit(epoch, items)
+        finally:
+            self.events.append(f"commit{n + 1}-end")
+
+
+async def until(predicate: Any, timeout: float = 1.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.002)
+    return True
+
+
+def _reads_between(events: list[str], start: str, end: str) -> int:
+    """How many store reads happened after ``start`` and before ``end``."""
+    if start not in events:
+        return 0
+    tail = events[events.index(start) + 1:]
+    return tail[:tail.index(end) if end in tail else len(tail)].count("read")
+
+
+@pytest.mark.allium("rule-success.FormBatch", "rule-entity-creation.FormBatch.1")
+def test_a_batch_formed_while_another_commits_reads_that_batchs_results() -> None:
+    """FormBatch's @guidance: while batch 1 commits, batch 2 is formed, read and voted on the
+    store's rows overlaid with batch 1's running reads (versions included): the second of two
+    withdrawals from one account sees the first, and a deposit into an account batch 1 opens
+    sees it open.  At most two batches are in flight and commits go in batch order."""
+    store = GatedStore()
+    opened(store, ("acc-a", 100))
+    store.gates = [asyncio.Event()]  # created outside a loop: fine on 3.10+
+    pipe = leader_pipeline(store)
+
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        first = [asyncio.ensure_future(pipe.submit(env("w1", "withdraw", "acc-a", 60), Channel.rest)),
+                 asyncio.ensure_future(pipe.submit(env("o1", "open", "acc-x", 0, owner="c9"), Channel.rest))]
+        assert await until(lambda: "commit1-start" in store.events)
+        second = [asyncio.ensure_future(pipe.submit(env("w2", "withdraw", "acc-a", 60), Channel.rest)),
+                  asyncio.ensure_future(pipe.submit(env("d1", "deposit", "acc-x", 5), Channel.rest))]
+        out["overlapped"] = await until(lambda: _reads_between(store.events, "commit1-start", "commit1-end") >= 1)
+        await asyncio.sleep(0.05)  # batch 2 is voted meanwhile; a third request arrives
+        third = asyncio.ensure_future(pipe.submit(env("w3", "withdraw", "acc-a", 10), Channel.rest))
+        await asyncio.sleep(0.05)
+        out["held"] = list(store.events)
+        store.gates[0].set()
+        out["answers"] = [await f for f in (*first, *second, third)]
+        return out
+
+    out = run(with_pipeline(pipe, scenario()))
+    w1, o1, w2, d1, w3 = out["answers"]
+    assert out["overlapped"], "batch 2 was not read while batch 1 committed"
+    held = out["held"]
+    # Two batches in flight: batch 2 read and voted, no third batch formed, batch 2's
+    # commit not issued before batch 1's returned.
+    assert held.count("read") == 2 and "commit2-start" not in held
+    assert store.events.index("commit1-end") < store.events.index("commit2-start")
+    assert (w1.status, w1.body["verdict"], w1.body["account_delta_minor"]) == (200, "accepted", -60)
+    assert o1.status == 200 and o1.body["verdict"] == "accepted"
+    # The second withdrawal saw the first (40 left), so it is rejected at once, not
+    # accepted on the stale 100 and refused by the store.
+    assert (w2.status, w2.body["verdict"], w2.body["reason"]) == (200, "rejected", "insufficient_funds")
+    assert (d1.status, d1.body["verdict"]) == (200, "accepted")
+    assert w3.status == 200 and w3.body["verdict"] == "accepted"
+    second = {i.envelope.request_id: i for i in store.commits[1]}
+    assert second["w2"].expected_primary_version == 2 and second["d1"].expected_primary_version == 1
+    assert [[i.envelope.request_id for i in c] for c in store.commits] == [["w1", "o1"], ["w2", "d1"], ["w3"]]
+    assert store.accounts_by_id["acc-a"].balance_minor == 30 and store.accounts_by_id["acc-x"].balance_minor == 5
+
+
+@pytest.mark.allium("rule-success.CommitBatch", "rule-success.FormBatch")
+def test_when_the_first_commit_is_refused_the_dependent_item_is_requeued_with_fresh_reads() -> None:
+    """FormBatch's @guidance: no safety rests on the overlay.  Batch 1's withdrawal is refused
+    by the store; batch 2's withdrawal, decided on batch 1's overlay, is refused
+    version_conflict, re-queued once and answered from fresh reads.  While batch 2 (read on
+    an overlay that proved wrong) commits, no batch is formed on its overlay."""
+    store = GatedStore()
+    opened(store, ("acc-a", 100))
+    store.gates = [asyncio.Event(), asyncio.Event()]
+    store.forced = ["negative_balance"]  # the store refuses commit 1's items
+    pipe = leader_pipeline(store)
+
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        w1 = asyncio.ensure_future(pipe.submit(env("w1", "withdraw", "acc-a", 60), Channel.rest))
+        assert await until(lambda: "commit1-start" in store.events)
+        w2 = asyncio.ensure_future(pipe.submit(env("w2", "withdraw", "acc-a", 30), Channel.rest))
+        out["overlapped"] = await until(lambda: _reads_between(store.events, "commit1-start", "commit1-end") >= 1)
+        await asyncio.sleep(0.05)
+        store.gates[0].set()
+        out["w1"] = await w1
+        assert await until(lambda: "commit2-start" in store.events)
+        d1 = asyncio.ensure_future(pipe.submit(env("d1", "deposit", "acc-a", 5), Channel.rest))
+        await asyncio.sleep(0.05)
+        out["reads_during_commit2"] = _reads_between(store.events, "commit2-start", "commit2-end")
+        store.gates[1].set()
+        out["w2"], out["d1"] = await w2, await d1
+        return out
+
+    out = run(with_pipeline(pipe, scenario()))
+    assert out["overlapped"], "batch 2 was not read while batch 1 committed"
+    assert out["w1"].status == 503 and out["w1"].body["error"] == "negative_balance"
+    w2, d1 = out["w2"], out["d1"]
+    assert (w2.status, w2.body["verdict"], w2.body["account_delta_minor"]) == (200, "accepted", -30)
+    assert (d1.status, d1.body["verdict"]) == (200, "accepted")
+    assert out["reads_during_commit2"] == 0  # batch 2's overlay proved wrong: not built on
+    attempts = [[(i.envelope.request_id, i.expected_primary_version) for i in c] for c in store.commits]
+    # w2 first on the overlay (version 2), refused; then re-queued with fresh reads (version 1).
+    assert attempts == [[("w1", 1)], [("w2", 2)], [("w2", 1), ("d1", 2)]]
+    assert store.accounts_by_id["acc-a"].balance_minor == 75 and store.accounts_by_id["acc-a"].version == 3
+
+
+@pytest.mark.allium("rule-success.FormBatch", "rule-success.AdmitRequest")
+def test_the_primary_computes_a_requests_fingerprint_once(monkeypatch: Any) -> None:
+    """FormBatch's @guidance: the fingerprint computed at admission is reused for the primary's
+    own item digests and for the commit item."""
+    import ledger.core as core
+    import ledger.node_pipeline as pipeline_module
+    import ledger.node_votes as votes
+
+    store = FakeStore()
+    opened(store, ("acc-f", 100), ("acc-g", 0))
+    items = [env("f1", "withdraw", "acc-f", 30), env("f2", "transfer", "acc-f", 50, counterparty="acc-g"),
+             env("f3", "deposit", "acc-g", 1)]
+    reads = run(store.accounts({"acc-f", "acc-g"}))
+    honest = [d.digest for d in evaluate_items(items, reads)]
+    ks = keys(3)
+    store.epoch, store.holder, store.expires = 1, "n1", time.monotonic() + 60
+    voters: dict[str, Any] = {"n1": LocalVoteService("n1", ks["n1"]),
+                              "n2": PresignedVoter("n2", ks["n2"], honest), "n3": UnreachableVoter()}
+    pipe = Pipeline(process(NodeStatus.leader, epoch=1), Config(batch_linger_micros=20_000), store_port(store),
+                    voters, ks, lambda: T0, lambda: None)
+    computed: list[str] = []
+
+    def counting(envelope: Envelope) -> str:
+        computed.append(envelope.request_id)
+        return core.fingerprint(envelope)
+
+    monkeypatch.setattr(pipeline_module, "fingerprint", counting)
+    monkeypatch.setattr(votes, "fingerprint", counting)
+
+    async def scenario() -> list[Answer]:
+        return list(await asyncio.gather(*(pipe.submit(e, Channel.rest) for e in items)))
+
+    answers = run(with_pipeline(pipe, scenario()))
+    assert [a.status for a in answers] == [200, 200, 200] and len(store.commits) == 1
+    assert sorted(computed) == ["f1", "f2", "f3"]  # once each, at admission
+    assert [i.fingerprint for i in store.commits[0]] == [core.fingerprint(e) for e in items]
+    assert [i.digest for i in store.commits[0]] == honest  # the digests are over the same fingerprints
+
+
+def _naive_agreed(ballots: list[Ballot], size: int, needed: int) -> list[str | None]:
+    """The reference tally: a count per item over every ballot."""
+    from collections import Counter
+
+    out: list[str | None] = []
+    for i in range(size):
+        best = Counter(b.digests[i] for b in ballots).most_common(1)
+        out.append(best[0][0] if best and best[0][1] >= needed else None)
+    return out
+
+
+@pytest.mark.allium("rule-success.AgreeOnBatch")
+def test_the_tally_counts_per_item_only_where_ballots_differ(monkeypatch: Any) -> None:
+    """AgreeOnBatch's @guidance: equal digest lists agree on every item at once; only the items
+    on which some ballot differs are counted one by one; the result is the per-item count's."""
+    import random
+
+    import ledger.node_votes as votes
+
+    counted: list[int] = []
+
+    class CountingCounter(votes.Counter):  # type: ignore[misc,name-defined]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            counted.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(votes, "Counter", CountingCounter)
+    ks = keys(3)
+    size = 64
+    honest = [f"d{i}" for i in range(size)]
+
+    def tally_of(*lists: list[str]) -> Tally:
+        t = Tally.open("b", 1, size, 1, ks)
+        for n, digests in zip(("n1", "n2", "n3"), lists):
+            assert t.add(n, sign_ballot(ks[n], n, "b", 1, digests))
+            t.complete()  # asked after every ballot, as the pipeline does
+        return t
+
+    equal = tally_of(honest, list(honest), list(honest))
+    assert equal.agreed() == honest and equal.complete() and counted == []
+    liar = tally_of(honest, [f"x{i}" for i in range(size)], list(honest))
+    assert liar.agreed() == honest and counted == []  # two equal lists outvote the third everywhere
+    one_off = list(honest)
+    one_off[7] = "other"
+    two = Tally.open("b", 1, size, 1, ks)
+    two.add("n1", sign_ballot(ks["n1"], "n1", "b", 1, honest))
+    two.add("n2", sign_ballot(ks["n2"], "n2", "b", 1, one_off))
+    assert two.agreed() == [None if i == 7 else d for i, d in enumerate(honest)] and not two.complete()
+    assert len(counted) == 1  # only item 7 was counted
+    assert two.supporters(two.agreed()) == list(two.valid.values())
+    # Whatever the ballots, the result is the per-item count's.
+    rng = random.Random(7)
+    for _ in range(200):
+        n = rng.randint(1, 3)
+        lists = [[rng.choice(["a", "b", "c"]) for _ in range(6)] for _ in range(n)]
+        t = Tally.open("b", 1, 6, 1, ks)
+        for name, digests in zip(("n1", "n2", "n3"), lists):
+            t.add(name, sign_ballot(ks[name], name, "b", 1, digests))
+        assert t.agreed() == _naive_agreed(list(t.valid.values()), 6, 2)
+        assert t.complete() == (None not in _naive_agreed(list(t.valid.values()), 6, 2))
+
+
+@pytest.mark.allium("rule-success.ConsumeLog")
+def test_a_window_is_queued_together_without_a_task_per_record() -> None:
+    """ConsumeLog's @guidance: a window's records are queued together in offset order, then
+    their answers awaited in order; no task and no gather per record (the leader's own
+    consumer, as NodeRuntime wires it to its pipeline)."""
+    store, flog = FakeStore(), FakeLog(partitions=1)
+    store.ordered = True
+    opened(store, ("acc-1", 0))
+    count = 40
+    for i in range(count):
+        run(flog.append(0, log_payload(env(f"q{i}", amount=1))))
+
+    async def scenario() -> tuple[int, list[list[int]]]:
+        runtime = NodeRuntime(settings("n1", nodes=1, base_port=1, faults_tolerated=0), store_port(store),
+                              LogPort(flog))
+        join_as_backup(runtime.process)
+        granted = await store.claim_epoch("n1", 0, 60_000_000)
+        before = len(asyncio.all_tasks())
+        await runtime.become_leader(0, granted)  # starts the pipeline and one consumer task
+        pipeline = runtime.pipeline
+        assert pipeline is not None
+        gate = asyncio.Event()
+        pipeline.voters = {n: GatedVoter(v, gate) for n, v in pipeline.voters.items()}  # type: ignore[misc]
+        try:
+            await until(lambda: pipeline.queued == 0 and len(asyncio.all_tasks()) > before + 2)
+            await asyncio.sleep(0.05)  # the window's records are queued and their batch is voted
+            extra = len(asyncio.all_tasks()) - before - 2  # beyond the pipeline's and the consumer's
+            gate.set()
+            assert await until(lambda: len(store.outcomes) == count, timeout=5)
+            return extra, [[i.offset for i in c] for c in store.commits]
+        finally:
+            gate.set()
+            await runtime.stop()
+
+    extra, commits = run(scenario())
+    # The batch being voted holds one task per voter; a task per record would add 40.
+    assert extra <= 3, f"{extra} tasks beyond the pipeline's and the consumer's"
+    assert commits == [list(range(1, count + 1))]  # the whole window in one batch, in offset order
+    assert store.accounts_by_id["acc-1"].balance_minor == count and run(store.next_offset(0)) == count + 1

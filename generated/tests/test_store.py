@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import inspect
 import itertools
 import shutil
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+import ledger.core
 from ledger.core import (
     AccountStatus,
     Books,
@@ -33,6 +35,7 @@ from ledger.core import (
     Rejected,
     TransitionRejected,
     Verdict,
+    encode_outcome,
     fingerprint,
     outcome_digest,
 )
@@ -664,6 +667,59 @@ def test_commit_creates_the_outcome_the_item_describes(store_url: str) -> None:
     assert proposal.status is ProposalStatus.pending and proposal.attempt == 1 and proposal.epoch == 1
     assert proposal.digest == "vote:t-1" and proposal.request.fingerprint == transfer_item.fingerprint
     assert (proposal.expected_primary_version, proposal.expected_counter_version) == (2, 1)
+
+
+@pytest.mark.allium("rule-success.CommitItems", "rule-entity-creation.CommitItems.1")
+def test_commit_takes_the_fingerprint_as_given_and_hashes_only_outcome_digests(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CommitItems' guidance: the fingerprint is taken as given, never recomputed.
+
+    The items carry fingerprints that are deliberately not fingerprint(envelope):
+    the primary computed them once at admission. During the commit core's
+    fingerprint function refuses to run, and every SHA-256 computed is recorded:
+    per committed item exactly one, over the outcome's canonical bytes (the
+    outcome digest DigestSealsContent needs); a duplicate and a refusal hash nothing.
+    """
+    given = "fp:as-given-at-admission"
+    env = envelope(OperationKind.open, "a", request_id="fp-1")
+    first = item(env, fp=given, partition=5, offset=1)
+    funds = deposit("a", 30, 1, fp="fp:deposit-as-given")
+    repeat = item(env, fp=given)  # the same key and the same given fingerprint: a duplicate
+    overdraw = withdraw("a", 100, 2, fp="fp:withdraw-as-given")  # refused negative_balance
+    hashed: list[bytes] = []
+    real_sha256 = hashlib.sha256
+
+    def counting_sha256(data: bytes = b"", **kw: Any) -> Any:
+        hashed.append(bytes(data))
+        return real_sha256(data, **kw)
+
+    def no_fingerprint(envelope: Envelope) -> str:
+        raise AssertionError("the commit recomputed a fingerprint the item carries")
+
+    async def scenario(store: Any) -> tuple[list[CommitResult], Any, Any, Any]:
+        epoch = await leader(store)
+        with monkeypatch.context() as patch:
+            patch.setattr(hashlib, "sha256", counting_sha256)
+            patch.setattr(ledger.core, "fingerprint", no_fingerprint)
+            results = await store.commit(epoch, [first, funds, repeat, overdraw])
+            proposal = proposal_of(epoch, first)  # the ensures clause's Proposal.created
+        return results, await store.find_outcome("c1", "fp-1"), \
+            await store.find_outcome("c1", funds.envelope.request_id), proposal
+
+    results, opened, deposited, proposal = with_store(store_url, scenario)
+    assert results == [
+        CommitResult(disposition=Disposition.committed, sequence=1),
+        CommitResult(disposition=Disposition.committed, sequence=2),
+        CommitResult(disposition=Disposition.duplicate, sequence=1),
+        CommitResult(refusal=StoreRefusal.negative_balance),
+    ]
+    assert opened.request.fingerprint == given and opened.request.fingerprint != fingerprint(env)
+    assert deposited.request.fingerprint == "fp:deposit-as-given"
+    assert proposal.request.fingerprint == given and proposal.digest == first.digest
+    # The only digests computed: one outcome digest per committed item, in order.
+    assert hashed == [encode_outcome(opened), encode_outcome(deposited)]
+    assert [opened.digest, deposited.digest] == [outcome_digest(opened), outcome_digest(deposited)]
 
 
 @pytest.mark.allium("rule-failure.CommitItems.1")
