@@ -7,10 +7,14 @@ Envelope (so the checkpoint passes it).  Records are decided in offset order:
 the store refuses a record beyond its partition's checkpoint (out_of_order), so
 when any record of a window is answered 503 the rest of the window is dropped
 and the next window reads again from store.next_offset, retrying the refused
-record before anything after it.  A failed read admits nothing; an empty read
-is polled again within milliseconds (backing off to 50 ms).  A window's records
-are queued together without a task per record: all are admitted in offset order,
-then their answers are awaited in order.
+record before anything after it.  The store is asked for next_offset only when
+the consumer starts and after such a rewind (or a failed read or store call):
+after a window whose records were all decided the checkpoint has passed its last
+record, so the next window starts right after it without a store round trip.
+A failed read admits nothing; an empty read is polled again within milliseconds
+(backing off to 50 ms).  A window's records are queued together without a task
+per record: all are admitted in offset order, then their answers are awaited in
+order.
 """
 
 from __future__ import annotations
@@ -81,6 +85,10 @@ class PartitionConsumer:
         self.handled = 0
         self.rewinds = 0  # windows cut short by a 503 (the consumer read again from next_offset)
         self._faults: dict[int, int] = {}  # offset -> evaluation_fault answers in a row
+        # Where the next window starts when it is known without asking the store: None
+        # at the start and after a rewind, a failed read or a failed store call, so the
+        # next window asks store.next_offset (ConsumeLog's @guidance).
+        self._resume_at: int | None = None
 
     @implements("ConsumeLog")
     async def run(self) -> None:
@@ -110,11 +118,24 @@ class PartitionConsumer:
         503 the rest of the window is dropped and False is returned, so the next
         window reads again from store.next_offset and retries the refused record
         before anything after it (the store refuses those out_of_order anyway).
+
+        ConsumeLog's @guidance: the store is asked for next_offset only when the
+        consumer starts and after a rewind; a fully decided window (every record
+        committed, replayed, refused for good or dead-lettered, so the checkpoint
+        has passed its last record) lets the next window start right after its last
+        record, and an empty read keeps its start, with no store round trip.
         """
-        start = await self.store.next_offset(self.partition)
+        start = self._resume_at
+        if start is None:
+            start = await self.store.next_offset(self.partition)
+        # Forgotten until this window ends decided (or empty): a 503, a failed read or
+        # a failed store call (PortUnavailable propagates) makes the next window ask the
+        # store's checkpoint again.
+        self._resume_at = None
         records = sorted(await self.log.read(self.partition, start, self.config.log_batch_max),
                          key=lambda r: r.offset)
         if not records:
+            self._resume_at = start
             return False
         # Valid records are admitted together up to the next invalid one (which is
         # dead-lettered only once everything before it is decided, so the store's
@@ -132,10 +153,18 @@ class PartitionConsumer:
             await self._dead_letter(record, f"invalid_envelope: {invalid}")
         if not await self._decide(segment):
             return self._rewind()
+        # ASSUMPTION: a window's answers all arrive after their commits returned, and a
+        # record's answer below 500 means its position is recorded (committed, duplicate,
+        # position_taken) or dead-lettered, so the checkpoint is past the last record.
+        # Were it not (another writer), the next window's records would be refused
+        # out_of_order (503) and the consumer would rewind to the store's checkpoint.
+        self._resume_at = records[-1].offset + 1
         return True
 
     def _rewind(self) -> bool:
+        """A window cut short by a 503: the next window asks store.next_offset again."""
         self.rewinds += 1
+        self._resume_at = None
         return False
 
     async def _decide(self, segment: list[tuple[Any, Envelope]]) -> bool:

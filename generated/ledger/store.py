@@ -48,8 +48,10 @@ dead_letter -> False, a refused commit item -> CommitResult.refusal).
 
 Both backends share every transaction body: each body is written once as an
 ``async def`` against ``_Tx``. PostgreSQL awaits asyncpg inside it; SQLite runs
-the same body on the store's single database thread, where none of its awaits
-ever suspends, so one operation is one thread hop and one transaction
+the same body on one of the store's two database threads (writes on the writer
+thread, read-only operations on the reader thread with a connection of its own,
+so a read never queues behind a commit), where none of its awaits ever
+suspends, so one operation is one thread hop and one transaction
 (@invariant OneTransactionPerCall, @invariant SameBehaviourOnEveryBackend).
 """
 
@@ -1486,7 +1488,7 @@ def settled_status(result: CommitResult) -> ProposalStatus:
 
 
 class _SqliteTx:
-    """A transaction on the store's thread: every ``await`` here completes without suspending."""
+    """A transaction on one of the store's two threads: every ``await`` here completes without suspending."""
 
     def __init__(self, conn: sqlite3.Connection, clock: Callable[[], int]) -> None:
         self._conn = conn
@@ -1523,11 +1525,102 @@ def _drive(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a SQLite transaction body awaited something other than the database")
 
 
+class _SqliteWorker:
+    """One SQLite connection and the single thread that alone ever uses it.
+
+    A SqliteStore has two: the writer (every write, BEGIN IMMEDIATE) and the
+    reader (the read-only operations, on a ``query_only`` connection). Work
+    on one worker runs in submission order, so ``stop()`` closes the
+    connection only after everything submitted before it has finished.
+    """
+
+    def __init__(self, role: str, path: str, clock: Callable[[], int], *, query_only: bool) -> None:
+        self.role = role
+        self._path = path
+        self._clock = clock
+        self._query_only = query_only
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ledger-sqlite-{role}")
+        self.conn: sqlite3.Connection | None = None
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on this worker's thread; a driver failure becomes StoreError."""
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except RuntimeError as exc:  # the executor was shut down: the store closed meanwhile
+            raise StoreError(f"sqlite {self.role}: store is closed") from exc
+        try:
+            return await future
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+
+    async def start(self) -> None:
+        """Open the connection on the thread; on failure the thread is gone too (nothing leaks)."""
+        try:
+            await self.call(self._open_connection)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            raise
+
+    async def stop(self) -> None:
+        """Wait for the work already submitted, close the connection, then join the thread."""
+        closing = asyncio.ensure_future(self.call(self._close_connection))
+        try:
+            # Shielded: a cancelled close() must not unqueue the connection's close.
+            await asyncio.shield(closing)
+        finally:
+            # Once the close has run the thread is idle and this join is
+            # immediate. If close() itself was cancelled, the close still runs
+            # after the in-flight work and the thread then exits by itself:
+            # never block the event loop joining it.
+            self._executor.shutdown(wait=closing.done())
+
+    def transact(self, begin: str, body: Callable[[_Tx], Coroutine[Any, Any, T]]) -> T:
+        """On the thread: run ``body`` in one transaction that commits whole or rolls back."""
+        conn = self.conn
+        if conn is None:
+            raise sqlite3.ProgrammingError(f"the {self.role} connection is closed")
+        conn.execute(begin)
+        try:
+            result = _drive(body(_SqliteTx(conn, self._clock)))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _open_connection(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            if self._query_only:
+                # The file is already in WAL mode (the writer set it, and it
+                # persists in the file); this connection refuses any write.
+                conn.execute("PRAGMA query_only = ON")
+            else:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+
+    def _close_connection(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+
+
 class SqliteStore(_SqlStore):
     """DurableStore on one SQLite file: WAL, synchronous=NORMAL, BEGIN IMMEDIATE for writes.
 
-    All database work runs on one dedicated thread per store, so the event
-    loop never blocks on storage; several processes may share the file.
+    contract DurableStore @guidance: every write runs on one dedicated writer
+    thread (a single-worker executor with its own connection); the read-only
+    operations (accounts, find_outcome, next_offset, current_lease, and the
+    read helpers) run on a second connection on its own single-worker thread,
+    so a read never queues behind a commit. WAL gives the reader the last
+    committed state without waiting for the write lock, and a read transaction
+    that begins after a commit returned sees that commit. The event loop
+    never blocks on storage; several processes may share the file.
     """
 
     backend = Backend.sqlite
@@ -1539,70 +1632,71 @@ class SqliteStore(_SqlStore):
             raise Rejected("OpenDatabase", 1, "sqlite:/// URL has no file path")
         # sqlite:////abs/path keeps its leading slash; sqlite:///rel/path is relative.
         self._clock = clock or wall_clock_micros
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._writer: _SqliteWorker | None = None
+        self._reader: _SqliteWorker | None = None
+
+    @property
+    def _conn(self) -> sqlite3.Connection | None:
+        """The writer's connection (use it only on the writer thread, through ``_on_thread``)."""
+        return self._writer.conn if self._writer is not None else None
+
+    @property
+    def _reader_conn(self) -> sqlite3.Connection | None:
+        """The reader's connection (use it only on the reader thread, through ``_on_reader_thread``)."""
+        return self._reader.conn if self._reader is not None else None
+
+    def _worker(self, worker: _SqliteWorker | None) -> _SqliteWorker:
+        if worker is None:
+            raise StoreError("sqlite: not connected")
+        return worker
 
     async def _on_thread(self, fn: Callable[[], T]) -> T:
-        assert self._executor is not None
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite: {exc}") from exc
+        """Run ``fn`` on the writer thread."""
+        return await self._worker(self._writer).call(fn)
+
+    async def _on_reader_thread(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the reader thread."""
+        return await self._worker(self._reader).call(fn)
 
     async def _connect(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
-
-        def connect() -> None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            try:
-                conn.execute("PRAGMA busy_timeout = 5000")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-
+        # The writer connects first: it creates the file and puts it in WAL
+        # mode, which the reader's connection then inherits from the file.
+        writer = _SqliteWorker("writer", self.path, self._clock, query_only=False)
+        await writer.start()
+        reader = _SqliteWorker("reader", self.path, self._clock, query_only=True)
         try:
-            await self._on_thread(connect)
+            await reader.start()
         except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            await writer.stop()  # a failed open leaves no thread and no connection behind
             raise
+        self._writer, self._reader = writer, reader
 
     async def _disconnect(self) -> None:
-        executor = self._executor
-        if executor is None:
-            return
-
-        def disconnect() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
+        """Close both connections and join both threads, each after its in-flight work."""
+        writer, reader = self._writer, self._reader
+        self._writer = self._reader = None  # later calls fail fast with StoreError
         try:
-            await asyncio.get_running_loop().run_in_executor(executor, disconnect)
+            if reader is not None:
+                await reader.stop()
         finally:
-            executor.shutdown(wait=True)
-            self._executor = None
-
-    def _run(self, begin: str, body: Callable[[_Tx], Coroutine[Any, Any, T]]) -> T:
-        conn = self._conn
-        assert conn is not None
-        conn.execute(begin)
-        try:
-            result = _drive(body(_SqliteTx(conn, self._clock)))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+            # The writer closes last: as the file's last connection in this
+            # process it checkpoints the WAL.
+            if writer is not None:
+                await writer.stop()
 
     async def _write(self, body: Callable[[_Tx], Coroutine[Any, Any, T]]) -> T:
-        return await self._on_thread(functools.partial(self._run, "BEGIN IMMEDIATE", body))
+        writer = self._worker(self._writer)
+        return await writer.call(functools.partial(writer.transact, "BEGIN IMMEDIATE", body))
 
     async def _read(self, body: Callable[[_Tx], Coroutine[Any, Any, T]]) -> T:
-        return await self._on_thread(functools.partial(self._run, "BEGIN", body))
+        # A deferred BEGIN on the query_only connection: one WAL snapshot for
+        # the whole body, taken at its first statement, never the write lock.
+        # ASSUMPTION: the guidance names accounts, find_outcome, next_offset and
+        # current_lease; the read helpers (books, journal, position, ...) are
+        # read-only too and take the same path, so none of them queues behind a
+        # commit either. Every write, heartbeat included, stays on the writer.
+        reader = self._worker(self._reader)
+        return await reader.call(functools.partial(reader.transact, "BEGIN", body))
 
 
 # --------------------------------------------------------------------------- PostgreSQL

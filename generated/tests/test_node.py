@@ -42,7 +42,7 @@ from ledger.node_http import NodeApp
 from ledger.node_http_schema import openapi_document
 from ledger.node_log import PartitionConsumer, payload_digest
 from ledger.node_pipeline import Answer, Pipeline
-from ledger.node_ports import LeaseView, LogPort, StorePort
+from ledger.node_ports import LeaseView, LogPort, PortUnavailable, StorePort
 from ledger.node_runtime import NodeRuntime, bind, make_server, serve
 from ledger.node_wire import WireClient, WireError
 from ledger.node_votes import (
@@ -1458,6 +1458,99 @@ def test_a_failed_read_admits_nothing_and_an_empty_read_polls_within_millisecond
     assert latency < 1.0 and submitted == [2] and store.dead[(0, 1)].startswith("invalid_envelope")
 
 
+def counted_next_offset(port: StorePort) -> list[int]:
+    """Record every store.next_offset call made through ``port`` (the consumer's only)."""
+    calls: list[int] = []
+    honest = port.next_offset
+
+    async def next_offset(partition: int) -> int:
+        calls.append(partition)
+        return await honest(partition)
+
+    port.next_offset = next_offset  # type: ignore[method-assign]
+    return calls
+
+
+@pytest.mark.allium("rule-success.ConsumeLog")
+def test_the_checkpoint_is_read_at_start_and_after_a_rewind_not_per_decided_window() -> None:
+    """ConsumeLog's @guidance: the consumer asks the store for next_offset when it starts and
+    after a rewind; after a window whose records were all decided (committed, replayed or
+    dead-lettered) the next window starts right after its last record, and an empty read
+    keeps its start, without a store round trip per window."""
+    store, flog = FakeStore(), FakeLog(partitions=1)
+    store.ordered = True  # a window that started anywhere but the checkpoint would be refused
+    opened(store, ("acc-1", 0))
+    pipe = leader_pipeline(store)
+    payloads = [log_payload(env(f"k{i}", amount=1)) for i in range(1, 6)]
+    payloads[2] = "{not json"  # offset 3: dead-lettered, the checkpoint passes it
+    payloads.append(log_payload(env("k2", amount=1)))  # offset 6: a replay of offset 2 (200)
+    for p in payloads:
+        run(flog.append(0, p))
+    port = store_port(store)
+    calls = counted_next_offset(port)
+    refused_once: set[int] = set()
+
+    def admit(e: Envelope, channel: Channel, partition: int, offset: int) -> Any:
+        """Pipeline.admit, except that the first try of offset 8 fails (503)."""
+        if offset == 8 and offset not in refused_once:
+            refused_once.add(offset)
+            return Answer(503, {"error": "no_agreement", "detail": "x"}, {"Retry-After": "1"})
+        return pipe.admit(e, channel, partition, offset)
+
+    consumer = PartitionConsumer(pipe.process, 0, port, LogPort(flog), admit, Config(log_batch_max=2))
+
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        out["decided"] = [await consumer.window() for _ in range(4)]  # offsets 1-2, 3-4, 5-6, empty
+        out["calls_decided"] = len(calls)
+        for i in (7, 8, 9):
+            await flog.append(0, log_payload(env(f"k{i}", amount=1)))
+        out["rewound"] = [await consumer.window() for _ in range(4)]  # 7 + 8 refused, 8-9, empty, empty
+        out["calls_rewound"] = len(calls)
+        return out
+
+    out = run(with_pipeline(pipe, scenario()))
+    assert out["decided"] == [True, True, True, False]
+    assert out["calls_decided"] == 1  # once at the start, not once per window (4 windows)
+    assert out["rewound"] == [False, True, False, False] and consumer.rewinds == 1
+    assert out["calls_rewound"] == 2  # asked again after the rewind, and only then
+    assert store.dead == {(0, 3): store.dead[(0, 3)]} and store.dead[(0, 3)].startswith("invalid_envelope")
+    assert [store.outcomes[("c1", f"k{i}")].sequence for i in (1, 2, 4, 5, 7, 8, 9)] == list(range(1, 8))
+    assert store.accounts_by_id["acc-1"].balance_minor == 7 and run(store.next_offset(0)) == 10
+
+
+@pytest.mark.allium("rule-success.ConsumeLog")
+def test_after_a_failed_read_the_consumer_asks_the_store_for_next_offset_again() -> None:
+    """ConsumeLog's @guidance: a read that fails is never taken for records; the consumer
+    reads again from the store's next_offset (and a decided window after it asks nothing)."""
+    store, flog = FakeStore(), FlakyLog(partitions=1)
+    store.ordered = True
+    opened(store, ("acc-1", 0))
+    pipe = leader_pipeline(store)
+    for i in (1, 2, 3, 4):
+        run(flog.append(0, log_payload(env(f"f{i}", amount=1))))
+    port = store_port(store)
+    calls = counted_next_offset(port)
+    consumer = PartitionConsumer(pipe.process, 0, port, LogPort(flog), pipe.admit, Config(log_batch_max=2))
+
+    async def scenario() -> list[Any]:
+        flog.down = False
+        first = await consumer.window()  # offsets 1-2
+        flog.down = True
+        try:
+            await consumer.window()
+            failed = False
+        except PortUnavailable:
+            failed = True
+        flog.down = False
+        return [first, failed, await consumer.window(), await consumer.window()]  # 3-4, empty
+
+    assert run(with_pipeline(pipe, scenario())) == [True, True, True, False]
+    # Start, then the failed read's window (started from the cache), then asked again after it.
+    assert calls == [0, 0]
+    assert [store.outcomes[("c1", f"f{i}")].sequence for i in (1, 2, 3, 4)] == [1, 2, 3, 4]
+
+
 class UnreachableVoter:
     """A peer this primary cannot reach: every vote fails."""
 
@@ -2317,3 +2410,48 @@ def test_a_window_is_queued_together_without_a_task_per_record() -> None:
     assert extra <= 3, f"{extra} tasks beyond the pipeline's and the consumer's"
     assert commits == [list(range(1, count + 1))]  # the whole window in one batch, in offset order
     assert store.accounts_by_id["acc-1"].balance_minor == count and run(store.next_offset(0)) == count + 1
+
+
+@pytest.mark.allium("rule-success.ConsumeLog")
+def test_the_consumer_reads_next_offset_only_after_its_windows_commits_returned() -> None:
+    """store.allium's @guidance: reads run on their own connection and may overtake a commit in
+    flight; only a read that starts after a commit returned must see it.  The consumer relies on
+    no more: after a 503 it drains the window's answers (all given once their commit returned)
+    before it asks next_offset, so the rewind never starts from a checkpoint a commit in flight
+    is about to move."""
+    store, flog = GatedStore(), FakeLog(partitions=1)
+    store.ordered = True
+    store.gates = [asyncio.Event()]
+    opened(store, ("acc-1", 0))
+    pipe = leader_pipeline(store)
+    for i in (1, 2, 3, 4):
+        run(flog.append(0, log_payload(env(f"g{i}", amount=1))))
+    port = store_port(store)
+    honest = port.next_offset
+
+    async def next_offset(partition: int) -> int:
+        store.events.append("next_offset")
+        return await honest(partition)
+
+    port.next_offset = next_offset  # type: ignore[method-assign]
+    refused_once: set[int] = set()
+
+    def admit(e: Envelope, channel: Channel, partition: int, offset: int) -> Any:
+        if offset == 2 and offset not in refused_once:
+            refused_once.add(offset)
+            return Answer(503, {"error": "no_agreement", "detail": "x"}, {"Retry-After": "1"})
+        return pipe.admit(e, channel, partition, offset)
+
+    consumer = PartitionConsumer(pipe.process, 0, port, LogPort(flog), admit, Config())
+
+    async def scenario() -> list[bool]:
+        first = asyncio.ensure_future(consumer.window())
+        assert await until(lambda: "commit1-start" in store.events)
+        await asyncio.sleep(0.05)  # the commit is held: the consumer must not ask the store meanwhile
+        store.gates[0].set()
+        return [await first, await consumer.window()]
+
+    assert run(with_pipeline(pipe, scenario())) == [False, True]
+    events = [e for e in store.events if e != "read"]
+    assert events == ["next_offset", "commit1-start", "commit1-end", "next_offset", "commit2-start", "commit2-end"]
+    assert [store.outcomes[("c1", f"g{i}")].sequence for i in (1, 2, 3, 4)] == [1, 2, 3, 4]

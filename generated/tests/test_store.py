@@ -16,6 +16,7 @@ import itertools
 import shutil
 import sqlite3
 import tempfile
+import threading
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
@@ -1145,6 +1146,254 @@ def test_record_dead_letter_refuses_a_handled_offset(store_url: str) -> None:
     assert over_commit is False and twice is False
     assert [(d.offset, d.cause) for d in letters] == [(2, "first")]
     assert position.disposition is Disposition.committed
+
+
+# --------------------------------------------------------------------------- reads beside commits
+#
+# contract DurableStore @guidance: writes stay on one writer; the read-only
+# operations (accounts, find_outcome, next_offset, current_lease) never queue
+# behind a commit, and a read that starts after a commit returned sees it.
+
+READ_OPERATIONS = tuple(
+    f"contract-signature.DurableStore.{name}" for name in ("accounts", "find_outcome", "next_offset", "current_lease")
+)
+HELD_PARTITION = 3
+
+
+async def read_view(store: Any, request_id: str) -> tuple[list[tuple[int, int]], bool, int, tuple[int, str | None]]:
+    """What the four read-only operations say about account "a", one request and HELD_PARTITION."""
+    rows = await store.accounts({"a"})
+    outcome = await store.find_outcome("c1", request_id)
+    lease = await store.current_lease()
+    return ([(r.balance_minor, r.version) for r in rows], outcome is not None,
+            await store.next_offset(HELD_PARTITION), (lease.epoch, lease.holder))
+
+
+@contextlib.asynccontextmanager
+async def write_lock_held(url: str) -> AsyncIterator[None]:
+    """Hold the database's write lock from a connection of the test's own, as another process could."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            finally:
+                conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+        return
+    import asyncpg
+
+    pg = await asyncpg.connect(url, timeout=10)
+    try:
+        tx = pg.transaction()
+        await tx.start()
+        try:
+            await pg.execute("SELECT 1 FROM journal WHERE id = 1 FOR UPDATE")  # what every commit locks
+            yield
+        finally:
+            await tx.rollback()
+    finally:
+        await pg.close()
+
+
+@pytest.mark.allium("rule-success.CommitItems", *READ_OPERATIONS)
+def test_reads_answer_while_a_commit_waits_for_the_write_lock(store_url: str) -> None:
+    async def scenario(store: Any) -> tuple[Any, bool, Any, list[CommitResult], Any]:
+        epoch = await leader(store)
+        await funded(store, epoch, {"a": 10})
+        before = await read_view(store, "held")
+        pending = item(envelope(OperationKind.deposit, "a", 5, request_id="held"), delta=5, pv=2,
+                       partition=HELD_PARTITION, offset=1)
+        async with write_lock_held(store_url):
+            commit = asyncio.create_task(store.commit(epoch, [pending]))
+            await asyncio.sleep(0.3)  # the commit is now inside the store, waiting for the lock
+            waiting = not commit.done()
+            # Each read must answer now, from the last committed state, not after the commit.
+            during = await asyncio.wait_for(read_view(store, "held"), timeout=3)
+        results = await asyncio.wait_for(commit, timeout=10)
+        return before, waiting, during, results, await read_view(store, "held")
+
+    before, waiting, during, results, after = with_store(store_url, scenario)
+    assert waiting, "the commit did not wait for the held lock"
+    assert during == before == ([(10, 2)], False, 1, (1, "n1"))
+    assert results == [CommitResult(disposition=Disposition.committed, sequence=3)]
+    assert after == ([(15, 3)], True, 2, (1, "n1"))
+
+
+@pytest.mark.allium("rule-success.CommitItems", "rule-success.ClaimLease", "rule-success.RenewLease",
+                    "rule-success.RecordDeadLetter", *READ_OPERATIONS)
+def test_a_read_after_a_write_returned_sees_it(store_url: str) -> None:
+    """Every read issued right after a write returned sees that write (read-your-writes across connections)."""
+    rounds = 25
+
+    async def scenario(store: Any) -> list[str]:
+        misses: list[str] = []
+        epoch = await store.claim_epoch("n1", 0, LONG)
+        if (await store.current_lease()).holder != "n1":
+            misses.append("claim_epoch")
+        assert epoch is not None
+        await store.commit(epoch, [open_item("a")])
+        for n in range(1, rounds + 1):
+            env = envelope(OperationKind.deposit, "a", n, request_id=f"d{n}")
+            (result,) = await store.commit(epoch, [item(env, delta=n, pv=n, partition=HELD_PARTITION, offset=n)])
+            assert result.disposition is Disposition.committed, result
+            (row,) = await store.accounts({"a"})
+            if (row.version, row.balance_minor) != (n + 1, n * (n + 1) // 2):
+                misses.append(f"accounts after commit {n}")
+            if await store.find_outcome("c1", f"d{n}") is None:
+                misses.append(f"find_outcome after commit {n}")
+            if await store.next_offset(HELD_PARTITION) != n + 1:
+                misses.append(f"next_offset after commit {n}")
+        expiry = (await store.current_lease()).expires_at
+        assert await store.renew_lease("n1", epoch, 2 * LONG)
+        if (await store.current_lease()).expires_at <= expiry:
+            misses.append("renew_lease")
+        assert await store.dead_letter(HELD_PARTITION, rounds + 1, "sha256:x", "bad")
+        if await store.next_offset(HELD_PARTITION) != rounds + 2:
+            misses.append("dead_letter")
+        return misses
+
+    assert with_store(store_url, scenario) == []
+
+
+def sqlite_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("ledger-sqlite-")}
+
+
+@contextlib.asynccontextmanager
+async def held_at(on_thread: Callable[[Callable[[], None]], Awaitable[None]],
+                  conn_of: Callable[[], sqlite3.Connection], prefix: str) -> AsyncIterator[threading.Event]:
+    """Make the next statement starting with ``prefix`` on one store thread wait until the block exits.
+
+    The trace callback runs on that thread just before the statement executes,
+    so waiting in it holds that thread (and, for the writer's COMMIT, its open
+    transaction and the write lock). Yields an Event set once it is held.
+    """
+    entered, release = threading.Event(), threading.Event()
+
+    def trace(sql: str) -> None:
+        if not entered.is_set() and sql.lstrip().upper().startswith(prefix):
+            entered.set()
+            release.wait(15)
+
+    await on_thread(lambda: conn_of().set_trace_callback(trace))
+    try:
+        yield entered
+    finally:
+        release.set()
+
+
+async def until(event: threading.Event) -> None:
+    assert await asyncio.to_thread(event.wait, 5), "the store thread never reached the held statement"
+
+
+@pytest.mark.allium("rule-success.CommitItems", *READ_OPERATIONS)
+def test_sqlite_reads_answer_while_a_commit_is_held_on_the_writer_thread(tmp_path: Path) -> None:
+    async def scenario(store: Any) -> tuple[Any, Any, list[CommitResult], Any]:
+        epoch = await leader(store)
+        await funded(store, epoch, {"a": 10})
+        before = await read_view(store, "held")
+        pending = item(envelope(OperationKind.deposit, "a", 5, request_id="held"), delta=5, pv=2,
+                       partition=HELD_PARTITION, offset=1)
+        async with held_at(store._on_thread, lambda: store._conn, "COMMIT") as held:
+            commit = asyncio.create_task(store.commit(epoch, [pending]))
+            await until(held)  # the writer thread sits just before the batch's COMMIT
+            during = await asyncio.wait_for(read_view(store, "held"), timeout=3)
+        results = await asyncio.wait_for(commit, timeout=10)
+        return before, during, results, await read_view(store, "held")
+
+    before, during, results, after = with_store(f"sqlite:///{tmp_path / 'ledger.db'}", scenario)
+    assert during == before == ([(10, 2)], False, 1, (1, "n1"))  # the uncommitted batch is invisible
+    assert results == [CommitResult(disposition=Disposition.committed, sequence=3)]
+    assert after == ([(15, 3)], True, 2, (1, "n1"))  # and visible once commit() returned
+
+
+@pytest.mark.allium("rule-success.Migrate", "rule-success.CloseDatabase")
+def test_sqlite_open_starts_a_writer_and_a_reader_and_close_stops_both(tmp_path: Path) -> None:
+    baseline = sqlite_threads()
+
+    async def go() -> tuple[list[str], bool, set[threading.Thread]]:
+        store = open_store(f"sqlite:///{tmp_path / 'ledger.db'}")
+        await store.open()
+        try:
+            started = sorted(t.name.rsplit("_", 1)[0] for t in sqlite_threads() - baseline)
+            conn = store._reader_conn
+            with pytest.raises(StoreError):  # the reader's connection is query_only
+                await store._on_reader_thread(lambda: conn.execute("UPDATE books SET applied_outcomes = 7"))
+            refused = (await store.books()).applied_outcomes == 0
+        finally:
+            await store.close()
+        return started, refused, sqlite_threads() - baseline
+
+    started, refused, left = run(go())
+    assert started == ["ledger-sqlite-reader", "ledger-sqlite-writer"] and refused
+    assert left == set()
+
+
+@pytest.mark.allium("rule-success.CloseDatabase", "transition-edge.Database.ready.closed")
+def test_sqlite_close_waits_for_the_writer_and_the_reader(tmp_path: Path) -> None:
+    baseline = sqlite_threads()
+
+    async def go() -> tuple[bool, bool, list[CommitResult], list[AccountRow], Any, set[threading.Thread]]:
+        store = open_store(f"sqlite:///{tmp_path / 'ledger.db'}")
+        await store.open()
+        try:
+            epoch = await leader(store)
+            async with held_at(store._on_thread, lambda: store._conn, "COMMIT") as writing, \
+                    held_at(store._on_reader_thread, lambda: store._reader_conn, "SELECT") as reading:
+                commit = asyncio.create_task(store.commit(epoch, [open_item("a")]))
+                await until(writing)
+                read = asyncio.create_task(store.accounts({"a"}))
+                await until(reading)
+                close = asyncio.create_task(store.close())
+                await asyncio.sleep(0.3)
+                waited = not close.done() and not commit.done() and not read.done()
+            closed = await asyncio.wait_for(close, timeout=10)
+            results, rows = await commit, await read
+        finally:
+            await store.close()
+        return waited, closed, results, rows, store.database.status, sqlite_threads() - baseline
+
+    waited, closed, results, rows, status, left = run(go())
+    assert waited, "close returned while a commit and a read were still running"
+    assert closed is True and status is DatabaseStatus.closed
+    assert results == [CommitResult(disposition=Disposition.committed, sequence=1)]
+    assert isinstance(rows, list)  # the read finished on its own connection before it closed
+    assert left == set()
+
+
+@pytest.mark.allium("rule-failure.Migrate.1")
+def test_sqlite_a_failed_open_leaves_no_thread_or_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    baseline = sqlite_threads()
+    opened: list[sqlite3.Connection] = []
+    real_connect = sqlite3.connect
+
+    def second_connect_fails(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        if len(opened) == 1:  # the reader's connection, after the writer's
+            raise sqlite3.OperationalError("unable to open database file (test)")
+        opened.append(real_connect(*args, **kwargs))
+        return opened[-1]
+
+    async def go(url: str) -> tuple[DatabaseStatus, bool]:
+        store = open_store(url)
+        with pytest.raises(StoreError):
+            await store.open()
+        with pytest.raises(StoreError):
+            await store.accounts({"a"})
+        return store.database.status, await store.close()
+
+    # The writer cannot open the file: neither thread is left behind.
+    assert run(go(f"sqlite:///{tmp_path / 'missing-dir' / 'ledger.db'}")) == (DatabaseStatus.opening, False)
+    assert sqlite_threads() - baseline == set()
+    # The writer opened but the reader cannot: the writer's connection and thread go too.
+    monkeypatch.setattr(sqlite3, "connect", second_connect_fails)
+    assert run(go(f"sqlite:///{tmp_path / 'ledger.db'}")) == (DatabaseStatus.opening, False)
+    monkeypatch.undo()
+    assert len(opened) == 1 and sqlite_threads() - baseline == set()
+    with pytest.raises(sqlite3.ProgrammingError):  # closed
+        opened[0].execute("SELECT 1")
 
 
 # --------------------------------------------------------------------------- helpers
