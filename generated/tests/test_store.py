@@ -1314,9 +1314,11 @@ def test_sqlite_reads_answer_while_a_commit_is_held_on_the_writer_thread(tmp_pat
 def test_sqlite_open_starts_a_writer_and_a_reader_and_close_stops_both(tmp_path: Path) -> None:
     baseline = sqlite_threads()
 
-    async def go() -> tuple[list[str], bool, set[threading.Thread]]:
+    async def go() -> tuple[list[DatabaseStatus], list[str], bool, bool, set[threading.Thread]]:
         store = open_store(f"sqlite:///{tmp_path / 'ledger.db'}")
-        await store.open()
+        statuses = [store.database.status]  # OpenDatabase: opening
+        await store.open()  # Migrate: opening -> ready, with both threads started
+        statuses.append(store.database.status)
         try:
             started = sorted(t.name.rsplit("_", 1)[0] for t in sqlite_threads() - baseline)
             conn = store._reader_conn
@@ -1324,12 +1326,14 @@ def test_sqlite_open_starts_a_writer_and_a_reader_and_close_stops_both(tmp_path:
                 await store._on_reader_thread(lambda: conn.execute("UPDATE books SET applied_outcomes = 7"))
             refused = (await store.books()).applied_outcomes == 0
         finally:
-            await store.close()
-        return started, refused, sqlite_threads() - baseline
+            closed = await store.close()  # CloseDatabase: ready -> closed, both threads stopped
+        statuses.append(store.database.status)
+        return statuses, started, refused, closed, sqlite_threads() - baseline
 
-    started, refused, left = run(go())
+    statuses, started, refused, closed, left = run(go())
+    assert statuses == [DatabaseStatus.opening, DatabaseStatus.ready, DatabaseStatus.closed]
     assert started == ["ledger-sqlite-reader", "ledger-sqlite-writer"] and refused
-    assert left == set()
+    assert closed is True and left == set()
 
 
 @pytest.mark.allium("rule-success.CloseDatabase", "transition-edge.Database.ready.closed")
