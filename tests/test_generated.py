@@ -41,7 +41,9 @@ def test_replaying_the_transcripts_rebuilds_generated_byte_for_byte(tmp_path: Pa
 
 def test_generated_tests_cover_every_obligation_and_pass() -> None:
     report = verify_package([str(p) for p in SPECS], GENERATED, run=True, timeout=300)
-    findings = [f"{d.code}: {d.message}" for d in report.diagnostics if d.severity.value != "info"]
+    # The notes carry each failing test's own message: a CI log must say why, not only which.
+    findings = [" | ".join([f"{d.code}: {d.message}", *d.notes])
+                for d in report.diagnostics if d.severity.value != "info"]
     assert findings == []
     assert report.total == 1058 and report.covered == report.total
     assert report.failures == []

@@ -1007,6 +1007,10 @@ class _SqlStore:
         """Run ``body`` in one read-only transaction over one consistent snapshot."""
         raise NotImplementedError
 
+    async def _migrate_tx(self) -> None:
+        """Run Migrate's transaction (a backend may retry it: it is idempotent)."""
+        await self._write(self._migrate_body)
+
     async def _migrate_body(self, tx: _Tx) -> None:
         for statement in _SCHEMA:
             await tx.execute(statement)
@@ -1045,7 +1049,7 @@ class _SqlStore:
             await self._connect()
             self._connected = True
         try:
-            await self._write(self._migrate_body)
+            await self._migrate_tx()
         except BaseException:
             await self._release()
             raise
@@ -1525,6 +1529,53 @@ def _drive(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a SQLite transaction body awaited something other than the database")
 
 
+_BUSY_TIMEOUT_MS = 5000  # contract DurableStore @guidance: busy_timeout 5000 ms
+_BUSY_PRIMARY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+class _NotYetWal(sqlite3.OperationalError):
+    """The WAL switch answered another journal mode: treated like busy and retried."""
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """True when SQLite reports the file locked or busy (any extended SQLITE_BUSY/LOCKED code)."""
+    if isinstance(exc, _NotYetWal):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return (code & 0xFF) in _BUSY_PRIMARY_CODES
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
+def _retry_while_busy(fn: Callable[[], T], *, timeout_ms: int | None = None) -> T:
+    """Run ``fn``; while it fails with busy/locked, wait briefly and run it again.
+
+    Bounded by ``timeout_ms`` from the first attempt (the busy timeout): the
+    last busy error is raised once it has passed. Any other error is raised at
+    once. Runs on a database thread, so sleeping never blocks the event loop.
+    """
+    deadline = time.monotonic() + (_BUSY_TIMEOUT_MS if timeout_ms is None else timeout_ms) / 1000
+    pause = 0.002
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            remaining = deadline - time.monotonic()
+            if not _is_busy(exc) or remaining <= 0:
+                raise
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, 0.05)
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """PRAGMA journal_mode = WAL, checking that the file really is in WAL mode now."""
+    row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    mode = str(row[0]).lower() if row else ""
+    if mode != "wal":
+        raise _NotYetWal(f"journal_mode is {mode or 'unknown'}, not wal")
+
+
 class _SqliteWorker:
     """One SQLite connection and the single thread that alone ever uses it.
 
@@ -1582,23 +1633,48 @@ class _SqliteWorker:
         conn.execute(begin)
         try:
             result = _drive(body(_SqliteTx(conn, self._clock)))
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may already have rolled back (and a COMMIT that failed
+            # leaves the transaction open): roll back only what is still open,
+            # so the original error is the one raised and a retry starts clean.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         return result
 
+    def transact_retrying(self, begin: str, body: Callable[[_Tx], Coroutine[Any, Any, T]]) -> T:
+        """On the thread: ``transact`` again while SQLite reports busy, up to the busy timeout.
+
+        Only for bodies that are safe to repeat: Migrate (idempotent) and the
+        read-only operations. A busy transaction changed nothing (it rolled back).
+        """
+        return _retry_while_busy(lambda: self.transact(begin, body))
+
     def _open_connection(self) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        """rule OpenDatabase @guidance: safe when several processes open one new file at once.
+
+        busy_timeout is the first statement on the connection; the WAL switch
+        and the connection's first read of the file are retried while SQLite
+        reports the file locked or busy, up to the busy timeout, because SQLite
+        does not call the busy handler when a read lock must be upgraded (the
+        journal-mode change reads the header, then writes it).
+        """
+        conn = sqlite3.connect(
+            self._path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT_MS / 1000
+        )
         try:
-            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             if self._query_only:
                 # The file is already in WAL mode (the writer set it, and it
                 # persists in the file); this connection refuses any write.
                 conn.execute("PRAGMA query_only = ON")
             else:
-                conn.execute("PRAGMA journal_mode = WAL")
+                _retry_while_busy(lambda: _switch_to_wal(conn))
                 conn.execute("PRAGMA synchronous = NORMAL")
+            # The connection's first read of the file (header, WAL index) happens
+            # here, under the retry, not in the first operation after open().
+            _retry_while_busy(lambda: conn.execute("PRAGMA schema_version").fetchone())
         except BaseException:
             conn.close()
             raise
@@ -1695,8 +1771,16 @@ class SqliteStore(_SqlStore):
         # current_lease; the read helpers (books, journal, position, ...) are
         # read-only too and take the same path, so none of them queues behind a
         # commit either. Every write, heartbeat included, stays on the writer.
+        # A read changes nothing, so a read transaction that meets a busy file
+        # (another process opening or checkpointing it) is simply taken again.
         reader = self._worker(self._reader)
-        return await reader.call(functools.partial(reader.transact, "BEGIN", body))
+        return await reader.call(functools.partial(reader.transact_retrying, "BEGIN", body))
+
+    async def _migrate_tx(self) -> None:
+        # rule OpenDatabase @guidance: Migrate is idempotent, so while several
+        # processes open one new file its transaction is retried while busy.
+        writer = self._worker(self._writer)
+        await writer.call(functools.partial(writer.transact_retrying, "BEGIN IMMEDIATE", self._migrate_body))
 
 
 # --------------------------------------------------------------------------- PostgreSQL

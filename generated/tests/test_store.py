@@ -17,6 +17,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 import pytest
 
 import ledger.core
+import ledger.store
 from ledger.core import (
     AccountStatus,
     Books,
@@ -379,6 +381,160 @@ def test_migrate_makes_the_database_ready_and_is_safe_concurrently(store_url: st
     migrated, count, books = run(go())
     assert migrated == [True, True, True]
     assert count == 1 and books.applied_outcomes == 1  # the journal and books rows were inserted once
+
+
+# rule OpenDatabase @guidance: opening is safe when several processes open one
+# new SQLite file at the same moment. SQLite raises "database is locked" for the
+# WAL switch without calling the busy handler (it upgrades a read lock), so the
+# store retries it, and each connection's first statements, up to the busy timeout.
+
+_ROUNDS = 5
+_STORES_AT_ONCE = 10
+
+
+@pytest.mark.allium("rule-success.OpenDatabase", "rule-success.Migrate")
+def test_ten_stores_open_and_migrate_one_new_file_at_once_several_times(tmp_path: Path) -> None:
+    async def round_(url: str) -> tuple[list[DatabaseStatus], Books, int]:
+        stores = [open_store(url) for _ in range(_STORES_AT_ONCE)]
+        try:
+            await asyncio.gather(*(s.open() for s in stores))  # ten writers + ten readers at once
+            statuses = [s.database.status for s in stores]
+            epoch = await stores[0].claim_epoch("n1", 0, LONG)
+            await stores[-1].commit(epoch, [open_item("a")])
+            reads = await asyncio.gather(*(s.outcome_count() for s in stores))  # every reader works
+            assert reads == [1] * _STORES_AT_ONCE
+            return statuses, await stores[3].books(), len(await stores[5].grants())
+        finally:
+            for s in stores:
+                await s.close()
+
+    for n in range(_ROUNDS):
+        path = tmp_path / f"round-{n}.db"
+        statuses, books, grants = run(round_(f"sqlite:///{path}"))
+        assert statuses == [DatabaseStatus.ready] * _STORES_AT_ONCE
+        assert books.applied_outcomes == 1 and grants == 1  # one journal row, one books row
+        assert _journal_mode(path) == "wal"
+
+
+_CHILD = """
+import asyncio, sys, time
+from pathlib import Path
+from ledger.store import open_store
+
+async def main(url, go):
+    deadline = time.monotonic() + 20
+    while not go.exists():  # start together with the other processes
+        if time.monotonic() > deadline:
+            raise SystemExit("never told to go")
+        time.sleep(0.001)
+    stores = [open_store(url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+        await asyncio.gather(*(s.current_lease() for s in stores))
+    finally:
+        for s in stores:
+            await s.close()
+
+asyncio.run(main(sys.argv[1], Path(sys.argv[2])))
+"""
+
+
+@pytest.mark.allium("rule-success.OpenDatabase", "rule-success.Migrate")
+def test_several_processes_open_and_migrate_one_new_file_at_once(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent  # the output root, where `ledger` lives
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    for n in range(2):
+        path, go = tmp_path / f"procs-{n}.db", tmp_path / f"go-{n}"
+        children = [
+            subprocess.Popen([sys.executable, "-c", _CHILD, f"sqlite:///{path}", str(go)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(3)
+        ]
+        try:
+            time.sleep(0.5)  # let the children import ledger.store
+            go.touch()
+            results = [child.communicate(timeout=30) for child in children]
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait(timeout=10)
+        for child, (_, err) in zip(children, results):
+            assert child.returncode == 0, err
+        assert _journal_mode(path) == "wal"
+        assert with_store(f"sqlite:///{path}", lambda s: s.books()).applied_outcomes == 0
+
+
+@pytest.mark.allium("rule-success.OpenDatabase", "rule-success.Migrate")
+def test_a_lock_held_during_the_wal_switch_is_waited_out(tmp_path: Path) -> None:
+    path = tmp_path / "held.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process is writing the new file's header
+        # The premise: SQLite itself does not wait for this lock on a WAL switch.
+        probe = sqlite3.connect(path, isolation_level=None, timeout=5)
+        try:
+            started = time.monotonic()
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                probe.execute("PRAGMA journal_mode = WAL")
+            assert time.monotonic() - started < 1  # raised at once, busy handler not called
+        finally:
+            probe.close()
+
+        async def go() -> tuple[float, DatabaseStatus, Lease]:
+            store = open_store(f"sqlite:///{path}")
+            asyncio.get_running_loop().call_later(0.3, holder.execute, "ROLLBACK")
+            started = time.monotonic()
+            try:
+                await store.open()
+                return time.monotonic() - started, store.database.status, await store.current_lease()
+            finally:
+                await store.close()
+
+        waited, status, lease = run(go())
+    finally:
+        holder.close()
+    assert status is DatabaseStatus.ready and lease.epoch == 0
+    assert waited >= 0.25  # it waited for the lock rather than failing
+    assert _journal_mode(path) == "wal"
+
+
+@pytest.mark.allium("rule-failure.Migrate.1")
+def test_a_lock_held_past_the_busy_timeout_fails_open_within_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger.store, "_BUSY_TIMEOUT_MS", 300)  # keep the test short
+    path = tmp_path / "stuck.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+
+        async def go() -> tuple[float, DatabaseStatus]:
+            store = open_store(f"sqlite:///{path}")
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="locked"):
+                await store.open()
+            elapsed = time.monotonic() - started
+            assert await store.close() is False  # nothing left open
+            return elapsed, store.database.status
+
+        elapsed, status = run(go())
+    finally:
+        holder.close()
+    assert status is DatabaseStatus.opening  # Migrate never ran
+    assert 0.25 <= elapsed < 3  # retried up to the busy timeout, then gave up
+
+
+def _journal_mode(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    finally:
+        conn.close()
 
 
 @pytest.mark.allium("rule-failure.Migrate.1")
