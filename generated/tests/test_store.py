@@ -430,6 +430,8 @@ async def main(url, go):
     stores = [open_store(url) for _ in range(3)]
     try:
         await asyncio.gather(*(s.open() for s in stores))
+        # Report each store's Database.status after OpenDatabase + Migrate for the parent to check.
+        print(" ".join(s.database.status.value for s in stores), flush=True)
         await asyncio.gather(*(s.current_lease() for s in stores))
     finally:
         for s in stores:
@@ -463,8 +465,11 @@ def test_several_processes_open_and_migrate_one_new_file_at_once(tmp_path: Path)
                 if child.poll() is None:
                     child.kill()
                     child.wait(timeout=10)
-        for child, (_, err) in zip(children, results):
+        for child, (out, err) in zip(children, results):
             assert child.returncode == 0, err
+            # Migrate's outcome in every process: each store's Database went opening -> ready.
+            statuses = [DatabaseStatus(word) for word in out.split()]
+            assert statuses == [DatabaseStatus.ready] * 3, out
         assert _journal_mode(path) == "wal"
         assert with_store(f"sqlite:///{path}", lambda s: s.books()).applied_outcomes == 0
 
