@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,6 +38,8 @@ class Deployment:
     nodes: int
     # Where the nodes listen when the harness, not the launcher, started them.
     ports_override: dict[str, int] | None = None
+    # up() made workdir for this deployment alone, so down() removes it.
+    owned: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -95,6 +98,17 @@ class Deployment:
             self.ledger("down", timeout=60)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             print(f"warning: down failed: {exc}", file=sys.stderr)
+            return  # something may still run there: keep the files for a look
+        if self.owned:
+            self.remove_files()
+
+    def remove_files(self) -> None:
+        """Delete the run's files, PostgreSQL's data directory included (the
+        launcher keeps both across down/up, and each run left ~40 MB in /tmp)."""
+        pointer = self.run_dir / "pgdata.path"
+        if pointer.is_file():
+            shutil.rmtree(pointer.read_text().strip(), ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _children(state: dict) -> list[dict]:
@@ -126,8 +140,9 @@ def up(store: str = "sqlite", log: str = "embedded", nodes: int = 3,
        faults: dict[str, str] | None = None, workdir: Path | None = None) -> Deployment:
     """`python -m ledger up` in a fresh directory on free ports; faults maps a
     node name to the launcher's --fault value for it."""
+    owned = workdir is None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="ledger-bench-"))
-    dep = Deployment(workdir, store, log, nodes)
+    dep = Deployment(workdir, store, log, nodes, owned=owned)
     base = free_block(nodes + 1)
     args = ["up", "--store", store, "--log", log, "--nodes", str(nodes), "--base-port", str(base)]
     if log == "nats":

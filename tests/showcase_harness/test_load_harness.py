@@ -188,3 +188,35 @@ def test_the_open_loop_freezes_what_the_run_prepared_out_of_collections(monkeypa
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_down_removes_the_files_of_a_deployment_the_harness_created(tmp_path: Path, monkeypatch) -> None:
+    """Every benchmark run used to leave its run directory and PostgreSQL data
+    behind in /tmp; one the caller named, or one whose down failed, is kept."""
+    from benchmarks.showcase import cluster
+
+    def make(name: str, owned: bool) -> tuple[cluster.Deployment, Path]:
+        work = tmp_path / name
+        pgdata = tmp_path / f"{name}-pgdata"
+        (work / ".ledger-run").mkdir(parents=True)
+        pgdata.mkdir()
+        (work / ".ledger-run" / "pgdata.path").write_text(str(pgdata))
+        return cluster.Deployment(work, "postgres", "nats", 3, owned=owned), pgdata
+
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(cluster.Deployment, "ledger", lambda self, *args, **kw: calls.append(args) or "")
+    owned, owned_pg = make("owned", True)
+    owned.down()
+    assert not owned.workdir.exists() and not owned_pg.exists()
+    named, named_pg = make("named", False)
+    named.down()
+    assert named.workdir.exists() and named_pg.exists()
+    assert calls == [("down",), ("down",)]
+
+    def failing(self, *args, **kw):
+        raise RuntimeError("down failed")
+
+    monkeypatch.setattr(cluster.Deployment, "ledger", failing)
+    kept, kept_pg = make("kept", True)
+    kept.down()
+    assert kept.workdir.exists() and kept_pg.exists()
