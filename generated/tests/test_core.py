@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import hashlib
 import inspect
+import itertools
 import struct
 import typing
 from collections.abc import Callable, Iterator
@@ -26,6 +28,7 @@ from ledger.core import (
     ApiClientStatus,
     Books,
     CanonicalEncoding,
+    CanonicalScalar,
     Channel,
     ClientAdministration,
     Config,
@@ -48,6 +51,7 @@ from ledger.core import (
     apply_rejection,
     apply_single_account_change,
     apply_transfer,
+    canonical_encoding,
     check_acceptance_carries_no_reason,
     check_account,
     check_account_transition,
@@ -215,18 +219,36 @@ def test_envelope_fields_and_types() -> None:
     assert env.counterparty_id is None and env.owner == "o"
 
 
+def _canon_str(v: str) -> bytes:
+    """A String by hand: its UTF-8 byte length as 4 bytes big-endian, then the bytes."""
+    data = v.encode("utf-8")
+    return struct.pack(">I", len(data)) + data
+
+
+def _canon_int(v: int) -> bytes:
+    """An Integer by hand: 8 bytes, big-endian two's complement."""
+    return struct.pack(">q", v)
+
+
+def _canon_opt(v: str | None) -> bytes:
+    """An optional String by hand: 0x00 when absent, else 0x01 then the String."""
+    return b"\x00" if v is None else b"\x01" + _canon_str(v)
+
+
 def _expected_envelope_encoding(env: Envelope) -> bytes:
     """FieldOrderFixed written out by hand: length-prefixed UTF-8, big-endian int64, 0x00 absent."""
-    def s(v: str) -> bytes:
-        data = v.encode("utf-8")
-        return struct.pack(">I", len(data)) + data
+    return (_canon_str(ENCODING_VERSION) + _canon_str("Envelope") + _canon_str(env.request_id)
+            + _canon_str(env.client_id) + _canon_str(env.kind.name) + _canon_str(env.account_id)
+            + _canon_opt(env.counterparty_id) + _canon_opt(env.owner) + _canon_int(env.amount_minor))
 
-    def opt(v: str | None) -> bytes:
-        return b"\x00" if v is None else b"\x01" + s(v)
 
-    return (s(ENCODING_VERSION) + s("Envelope") + s(env.request_id) + s(env.client_id)
-            + s(env.kind.value) + s(env.account_id) + opt(env.counterparty_id) + opt(env.owner)
-            + struct.pack(">q", env.amount_minor))
+def _expected_outcome_encoding(o: Outcome) -> bytes:
+    """The Outcome's decided content written out by hand, in declaration order."""
+    return (_canon_str(ENCODING_VERSION) + _canon_str("Outcome") + _canon_str(o.request_id)
+            + _canon_str(o.client_id) + _canon_str(o.kind.name) + _canon_str(o.verdict.name)
+            + _canon_opt(None if o.reason is None else o.reason.name) + _canon_str(o.account_id)
+            + _canon_opt(o.counterparty_id) + _canon_int(o.account_delta_minor)
+            + _canon_int(o.counterparty_delta_minor))
 
 
 @pytest.mark.allium("contract-signature.CanonicalEncoding.fingerprint")
@@ -1420,7 +1442,7 @@ def test_outcome_vectors_o1_o2_byte_for_byte() -> None:
 @pytest.mark.allium("contract-signature.CanonicalEncoding.fingerprint",
                     "contract-signature.CanonicalEncoding.outcome_digest")
 def test_vectors_identical_from_a_new_thread() -> None:
-    """The per-thread buffer must not change the bytes: a fresh thread computes the same vectors."""
+    """The encoder keeps no per-thread state that could change the bytes: a fresh thread computes the same vectors."""
     import threading
 
     results: list[dict[str, tuple[bytes, str]]] = []
@@ -1432,7 +1454,7 @@ def test_vectors_identical_from_a_new_thread() -> None:
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    # Dirty this thread's buffer with a longer record first: leftovers must not leak.
+    # Encode a longer record first: nothing of it may leak into later encodings.
     encode_envelope(dataclasses.replace(VECTOR_E2, owner="x" * 500))
     thread = threading.Thread(target=run)
     thread.start()
@@ -1474,6 +1496,332 @@ def test_encoding_refuses_absent_required_fields_and_foreign_types() -> None:
     outcome.reason = True  # type: ignore[assignment]
     with pytest.raises(TypeError):
         outcome_digest(outcome)
+
+
+# Fast paths agree with the general encoding (@guidance of CanonicalEncoding) --------------------
+#
+# encode_envelope and encode_outcome have specialised encoders for the exact declared types and
+# fall back to the general encoding for anything else. The tests below hold both paths to the
+# bytes the settled decision defines: literal vectors for edge shapes (empty and multi-byte
+# Strings, optionals absent, present and present-but-empty, both ends of int64), a hand-written
+# encoding over every shape, the general canonical_encoding for a record of another name, and
+# every refusal on each path.
+
+
+class _Text(str):
+    """A String of a subclass type: takes the general path, must encode like a plain str."""
+
+
+class _Whole(int):
+    """An Integer of a subclass type: takes the general path, must encode like a plain int."""
+
+
+#: Vector E3: empty, multi-byte and present-but-empty Strings, the smallest Integer.
+VECTOR_E3 = Envelope(request_id="", client_id="\u65e5\u672c", kind=OperationKind.close, account_id="a",
+                     counterparty_id="", owner=None, amount_minor=-(2**63))
+VECTOR_E3_BYTES = _hex("""
+    00000003636531 00000008456e76656c6f7065 00000000
+    00000006e697a5e69cac 00000005636c6f7365 0000000161
+    0100000000 00
+    8000000000000000""")
+
+#: Vector O3: an accepted open with an empty client, "€" (three bytes) as account, a
+#: counterparty present, and deltas at both ends of int64 (the encoding does not judge them).
+VECTOR_O3_BYTES = _hex("""
+    00000003636531 000000074f7574636f6d65 00000003722d35 00000000
+    000000046f70656e 000000086163636570746564 00
+    00000003e282ac 01000000045a6fc3ab 7fffffffffffffff
+    8000000000000000""")
+
+#: Vector O4: a rejected deposit, reason quarantined (the last reason), no counterparty.
+VECTOR_O4_BYTES = _hex("""
+    00000003636531 000000074f7574636f6d65 00000003722d36 00000003632d39
+    000000076465706f736974 0000000872656a6563746564
+    010000000b71756172616e74696e6564 00000003e282ac
+    00 0000000000000000 0000000000000000""")
+
+
+def vector_o3() -> Outcome:
+    req = make_request(OperationKind.open, "\u20ac", counterparty_id="Zo\u00eb", request_id="r-5", client_id="")
+    return make_outcome(req, account_delta_minor=2**63 - 1, counterparty_delta_minor=-(2**63))
+
+
+def vector_o4() -> Outcome:
+    req = make_request(OperationKind.deposit, "\u20ac", amount_minor=5, request_id="r-6", client_id="c-9")
+    return make_outcome(req, Verdict.rejected, reason=RejectReason.quarantined)
+
+
+def _envelope_fields(env: Envelope) -> list[tuple[CanonicalScalar | None, bool]]:
+    """The Envelope's (value, optional) pairs in declaration order, as the spec lists them."""
+    return [(env.request_id, False), (env.client_id, False), (env.kind, False), (env.account_id, False),
+            (env.counterparty_id, True), (env.owner, True), (env.amount_minor, False)]
+
+
+def _outcome_fields(o: Outcome) -> list[tuple[CanonicalScalar | None, bool]]:
+    """The Outcome's decided content as (value, optional) pairs, in declaration order."""
+    return [(o.request_id, False), (o.client_id, False), (o.kind, False), (o.verdict, False),
+            (o.reason, True), (o.account_id, False), (o.counterparty_id, True),
+            (o.account_delta_minor, False), (o.counterparty_delta_minor, False)]
+
+
+_STRINGS = ("", "r-1", "Zo\u00eb", "\u65e5\u672c\u8a9e", "\U0001f4b6", "x" * 300)
+_OPTIONAL_STRINGS = (None, "", "acc-2", "\u20ac")
+_INTEGERS = (-(2**63), -1, 0, 250, 2**32, 2**63 - 1)
+
+
+def _envelope_shapes() -> list[Envelope]:
+    shapes = []
+    for index, kind in enumerate(OperationKind):
+        for text in _STRINGS:
+            for optional in _OPTIONAL_STRINGS:
+                shapes.append(Envelope(
+                    request_id=text, client_id=_STRINGS[index], kind=kind, account_id=text[::-1] + "a",
+                    counterparty_id=optional, owner=_OPTIONAL_STRINGS[index % 4],
+                    amount_minor=_INTEGERS[(index + len(text)) % len(_INTEGERS)]))
+    for amount in _INTEGERS:
+        shapes.append(dataclasses.replace(VECTOR_E2, amount_minor=amount))
+    return shapes
+
+
+def _outcome_shapes() -> list[Outcome]:
+    shapes = []
+    for kind in OperationKind:
+        for reason in (None, *RejectReason):
+            for counterparty in _OPTIONAL_STRINGS:
+                verdict = Verdict.accepted if reason is None else Verdict.rejected
+                req = make_request(kind, "acc-\u00e9", counterparty_id=counterparty,
+                                   request_id=f"r-{kind.name}", client_id="c-\U0001f4b6")
+                delta = _INTEGERS[len(reason or "") % len(_INTEGERS)]
+                shapes.append(make_outcome(req, verdict, reason=reason, account_delta_minor=delta,
+                                           counterparty_delta_minor=-1 - delta))
+    return shapes
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.fingerprint",
+                    "contract-signature.CanonicalEncoding.outcome_digest")
+def test_edge_vectors_byte_for_byte() -> None:
+    """Literal encodings of the shapes a fast path could get wrong (the @guidance asks to pin them)."""
+    assert encode_envelope(VECTOR_E3) == VECTOR_E3_BYTES
+    assert fingerprint(VECTOR_E3) == "ce1:" + hashlib.sha256(VECTOR_E3_BYTES).hexdigest()
+    o3, o4 = vector_o3(), vector_o4()
+    assert encode_outcome(o3) == VECTOR_O3_BYTES
+    assert encode_outcome(o4) == VECTOR_O4_BYTES
+    assert outcome_digest(o3) == "ce1:" + hashlib.sha256(VECTOR_O3_BYTES).hexdigest() == o3.digest
+    assert outcome_digest(o4) == "ce1:" + hashlib.sha256(VECTOR_O4_BYTES).hexdigest() == o4.digest
+    # The general encoding of the same fields gives the same bytes.
+    assert canonical_encoding("Envelope", _envelope_fields(VECTOR_E3)) == VECTOR_E3_BYTES
+    assert canonical_encoding("Outcome", _outcome_fields(o3)) == VECTOR_O3_BYTES
+    assert canonical_encoding("Outcome", _outcome_fields(o4)) == VECTOR_O4_BYTES
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.fingerprint")
+def test_envelope_fast_path_matches_the_layout_for_every_shape() -> None:
+    """Every kind, empty and multi-byte Strings, each optional absent/present/empty, int64 ends."""
+    shapes = _envelope_shapes()
+    assert len(shapes) > 100
+    for env in shapes:
+        expected = _expected_envelope_encoding(env)
+        assert encode_envelope(env) == expected, env
+        assert canonical_encoding("Envelope", _envelope_fields(env)) == expected, env
+        assert fingerprint(env) == "ce1:" + hashlib.sha256(expected).hexdigest()
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.outcome_digest")
+def test_outcome_fast_path_matches_the_layout_for_every_shape() -> None:
+    """Every kind and reason, both verdicts, counterparty absent/present/empty, int64 ends."""
+    shapes = _outcome_shapes()
+    assert len(shapes) == len(OperationKind) * (len(RejectReason) + 1) * len(_OPTIONAL_STRINGS)
+    for o in shapes:
+        expected = _expected_outcome_encoding(o)
+        assert encode_outcome(o) == expected, o
+        assert canonical_encoding("Outcome", _outcome_fields(o)) == expected, o
+        assert outcome_digest(o) == o.digest == "ce1:" + hashlib.sha256(expected).hexdigest()
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.fingerprint",
+                    "contract-signature.CanonicalEncoding.outcome_digest")
+def test_exact_types_never_take_the_general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """@guidance: records of the exact declared types are joined from precomputed parts.
+
+    With the general encoder disabled, every shape still encodes to its expected bytes, so
+    no fast-path guard sends a well-typed record down the per-field path; a subclass value
+    does take it (the patch is live).
+    """
+    import ledger.core as core_module
+
+    def general(record: str, fields: object) -> bytes:
+        raise AssertionError(f"{record} took the general path")
+
+    monkeypatch.setattr(core_module, "canonical_encoding", general)
+    for env in (*_envelope_shapes(), VECTOR_E1, VECTOR_E2, VECTOR_E3):
+        assert encode_envelope(env) == _expected_envelope_encoding(env)
+    for o in (*_outcome_shapes(), vector_o1(), vector_o2(), vector_o3(), vector_o4()):
+        assert encode_outcome(o) == _expected_outcome_encoding(o)
+    with pytest.raises(AssertionError, match="Envelope took the general path"):
+        encode_envelope(dataclasses.replace(VECTOR_E1, request_id=_Text("r-1")))
+    o1 = vector_o1()
+    o1.account_delta_minor = _Whole(-700)
+    with pytest.raises(AssertionError, match="Outcome took the general path"):
+        encode_outcome(o1)
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.fingerprint")
+def test_envelope_general_path_gives_the_same_bytes_field_by_field() -> None:
+    """A subclass value in any one field takes the general path: same bytes, same fingerprint."""
+    for env, data in ((VECTOR_E1, VECTOR_E1_BYTES), (VECTOR_E2, VECTOR_E2_BYTES), (VECTOR_E3, VECTOR_E3_BYTES)):
+        for name in ("request_id", "client_id", "account_id", "counterparty_id", "owner", "amount_minor"):
+            value = getattr(env, name)
+            if value is None:
+                continue
+            subclassed = _Whole(value) if name == "amount_minor" else _Text(value)
+            other = dataclasses.replace(env, **{name: subclassed})  # type: ignore[arg-type]
+            assert encode_envelope(other) == data, name
+            assert fingerprint(other) == "ce1:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.outcome_digest")
+def test_outcome_general_path_gives_the_same_bytes_field_by_field() -> None:
+    """A subclass value in any one field of an Outcome: the same bytes as the fast path."""
+    names = ("request_id", "client_id", "account_id", "counterparty_id",
+             "account_delta_minor", "counterparty_delta_minor")
+    for make, data in ((vector_o1, VECTOR_O1_BYTES), (vector_o2, VECTOR_O2_BYTES),
+                       (vector_o3, VECTOR_O3_BYTES), (vector_o4, VECTOR_O4_BYTES)):
+        for name in names:
+            outcome = make()
+            value = getattr(outcome, name)
+            if value is None:
+                continue
+            setattr(outcome, name, _Whole(value) if name.endswith("_minor") else _Text(value))
+            assert encode_outcome(outcome) == data, name
+            assert outcome_digest(outcome) == outcome.digest
+
+
+#: Record names not used before in this process, whatever ran earlier (see below).
+_FRESH_RECORD_NAMES = itertools.count()
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.fingerprint",
+                    "contract-signature.CanonicalEncoding.outcome_digest")
+def test_general_encoding_of_another_record_name() -> None:
+    """canonical_encoding for a record other than Envelope/Outcome (e.g. a ballot): literal bytes."""
+    fields: list[tuple[CanonicalScalar | None, bool]] = [
+        ("n1", False), (7, False), (None, True), (Verdict.rejected, True), ("", True),
+        (-1, True), (RejectReason.quarantined, False), ("Zo\u00eb", False), (2**63 - 1, False)]
+    expected = _hex("""
+        00000003636531 0000000642616c6c6f74 000000026e31 0000000000000007 00
+        01 0000000872656a6563746564 0100000000 01 ffffffffffffffff
+        0000000b71756172616e74696e6564 000000045a6fc3ab 7fffffffffffffff""")
+    header = _hex("00000003636531 0000000642616c6c6f74")
+    assert canonical_encoding("Ballot", fields) == expected
+    assert canonical_encoding("Ballot", []) == header
+    # The header is per record name: another name, another header, the same field bytes.
+    assert canonical_encoding("Vote", fields) == _canon_str("ce1") + _canon_str("Vote") + expected[len(header):]
+    assert canonical_encoding("Ballot", fields) == expected
+    # The header is computed once per record name and reused: a name never used before
+    # in this process (the cache outlives a test) is built right, and then reused right.
+    fresh = f"Fresh{next(_FRESH_RECORD_NAMES)}"
+    fresh_header = _canon_str("ce1") + _canon_str(fresh)
+    for _ in range(2):
+        assert canonical_encoding(fresh, fields) == fresh_header + expected[len(header):]
+    # The same name from a str subclass names the same record.
+    assert canonical_encoding(_Text("Ballot"), fields) == expected
+
+
+class _Shade(enum.Enum):
+    """An enum whose values are not its names: the encoding uses the names."""
+
+    light = "L"
+    dark = 2
+
+
+class _Level(enum.IntEnum):
+    high = 3
+
+
+class _Code(str, enum.Enum):
+    ok = "OK-value"
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.fingerprint",
+                    "contract-signature.CanonicalEncoding.outcome_digest")
+def test_an_enum_value_is_the_string_of_its_name() -> None:
+    """Settled decision: "an enum value is the String of its name", for any enum."""
+    fields: list[tuple[CanonicalScalar | None, bool]] = [
+        (_Shade.light, False), (_Shade.dark, True), (_Level.high, False), (_Code.ok, True),
+        (OperationKind.withdraw, False), (Channel.log, True), (ApiClientStatus.suspended, False)]
+    assert canonical_encoding("T", fields) == (
+        _canon_str("ce1") + _canon_str("T") + _canon_str("light") + b"\x01" + _canon_str("dark")
+        + _canon_str("high") + b"\x01" + _canon_str("ok") + _canon_str("withdraw")
+        + b"\x01" + _canon_str("log") + _canon_str("suspended"))
+    # Every value of core's enums, required and optional.
+    for enum_cls in (OperationKind, Verdict, RejectReason, Channel, AccountStatus, OperatorRole, ApiClientStatus):
+        for member in enum_cls:
+            assert canonical_encoding("T", [(member, False), (member, True)]) == (
+                _canon_str("ce1") + _canon_str("T") + _canon_str(member.name) + b"\x01" + _canon_str(member.name))
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.fingerprint",
+                    "contract-signature.CanonicalEncoding.outcome_digest")
+def test_general_encoding_refusals() -> None:
+    """Absent required: ValueError; Boolean, float, bytes: TypeError; beyond int64: OverflowError."""
+    with pytest.raises(ValueError, match="absent"):
+        canonical_encoding("T", [("a", False), (None, False)])
+    for optional in (False, True):
+        for boolean in (True, False):
+            with pytest.raises(TypeError, match="canonical encoding has no booleans"):
+                canonical_encoding("T", [(boolean, optional)])
+        for foreign in (1.5, b"x", [1], object()):
+            with pytest.raises(TypeError, match=f"canonical encoding has no type {type(foreign).__name__}"):
+                canonical_encoding("T", [(foreign, optional)])  # type: ignore[list-item]
+        for big in (2**63, -(2**63) - 1, _Whole(2**63)):
+            with pytest.raises(OverflowError):
+                canonical_encoding("T", [(big, optional)])
+    with pytest.raises(TypeError, match="canonical encoding has no booleans"):
+        canonical_encoding(True, [])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="canonical encoding has no type float"):
+        canonical_encoding(1.5, [])  # type: ignore[arg-type]
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.fingerprint")
+def test_envelope_refusals_field_by_field() -> None:
+    """Each field of an Envelope refuses what the encoding has not, naming an absent field."""
+    for env in (VECTOR_E1, VECTOR_E2):
+        for name in ("request_id", "client_id", "kind", "account_id", "amount_minor"):
+            with pytest.raises(ValueError, match=rf"required field Envelope\.{name} is absent"):
+                fingerprint(dataclasses.replace(env, **{name: None}))  # type: ignore[arg-type]
+        for name in ("request_id", "client_id", "kind", "account_id", "counterparty_id", "owner",
+                     "amount_minor"):
+            for bad in (True, False, 2.5, b"x"):
+                with pytest.raises(TypeError, match="canonical encoding has no"):
+                    encode_envelope(dataclasses.replace(env, **{name: bad}))  # type: ignore[arg-type]
+        for big in (2**63, -(2**63) - 1, _Whole(-(2**63) - 1)):
+            with pytest.raises(OverflowError):
+                encode_envelope(dataclasses.replace(env, amount_minor=big))
+
+
+@pytest.mark.allium("contract-signature.CanonicalEncoding.outcome_digest")
+def test_outcome_refusals_field_by_field() -> None:
+    """Each field of an Outcome refuses what the encoding has not; both deltas are int64."""
+    names = ("request_id", "client_id", "kind", "verdict", "reason", "account_id", "counterparty_id",
+             "account_delta_minor", "counterparty_delta_minor")
+    for make in (vector_o1, vector_o2):
+        for name in names:
+            for bad in (True, False, 2.5, b"x"):
+                outcome = make()
+                setattr(outcome, name, bad)
+                with pytest.raises(TypeError, match="canonical encoding has no"):
+                    encode_outcome(outcome)
+            if name not in ("reason", "counterparty_id"):
+                outcome = make()
+                setattr(outcome, name, None)
+                with pytest.raises(ValueError, match=rf"required field Outcome\.{name} is absent"):
+                    outcome_digest(outcome)
+        for name in ("account_delta_minor", "counterparty_delta_minor"):
+            for big in (2**63, -(2**63) - 1):
+                outcome = make()
+                setattr(outcome, name, big)
+                with pytest.raises(OverflowError):
+                    outcome_digest(outcome)
 
 
 # Refusals name rule and clause ------------------------------------------------------------------
